@@ -1,0 +1,87 @@
+"""The one exception hierarchy of heimdall_lab.
+
+Every error the package raises on purpose is a :class:`HeimdallError`. Each message says
+what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class HeimdallError(Exception):
+    """Base class of every error raised by heimdall_lab."""
+
+
+class ValidationError(HeimdallError, ValueError):
+    """Bad input, rejected before any network or disk work."""
+
+
+class ReceiverError(HeimdallError):
+    """A receiver could not deliver what was asked of it.
+
+    Parameters
+    ----------
+    message : str
+        What happened and what to do about it.
+    receiver : str, optional
+        Name of the receiver concerned.
+    """
+
+    #: Whether trying again later can succeed (refused, reset, too busy, timeout).
+    retryable: bool = False
+    #: Short machine-readable reason, kept in status tables and the database.
+    reason: str = "error"
+
+    def __init__(self, message: str, receiver: str | None = None) -> None:
+        super().__init__(message)
+        self.receiver = receiver
+
+
+class ReceiverUnreachableError(ReceiverError):
+    """The connection was refused or reset, or the host could not be reached."""
+
+    retryable = True
+    reason = "unreachable"
+
+
+class ReceiverTimeoutError(ReceiverError):
+    """The receiver did not answer or stopped sending within the allowed time."""
+
+    retryable = True
+    reason = "timeout"
+
+
+class TooBusyError(ReceiverError):
+    """All of the receiver's client slots are taken."""
+
+    retryable = True
+    reason = "too_busy"
+
+
+class BadPasswordError(ReceiverError):
+    """The receiver refused the password; retrying cannot help."""
+
+    reason = "bad_password"
+
+
+class ReceiverDownError(ReceiverError):
+    """The receiver says it is down (for maintenance or an update)."""
+
+    retryable = True
+    reason = "down"
+
+
+class ProtocolError(ReceiverError):
+    """The receiver sent something that is not valid KiwiSDR protocol."""
+
+    reason = "protocol_error"
+
+
+class DisconnectedError(ReceiverError):
+    """The receiver closed the stream before the requested duration was received."""
+
+    retryable = True
+    reason = "disconnected"
+
+
+class FileFormatError(HeimdallError, ValueError):
+    """A file is not in the format it claims to be (for example a kiwi IQ WAV)."""

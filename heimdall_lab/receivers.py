@@ -1,0 +1,166 @@
+"""Receivers: where they are, how to reach them, and what may be asked of them.
+
+A :class:`Receiver` is one KiwiSDR (or an emulated one). The seven defaults are the receiver
+network of the original plan; in a deployment the list lives in the database.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+
+from heimdall_lab.errors import ValidationError
+
+_HOST = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+#: The longest capture one call may ask for, in seconds.
+MAX_DURATION_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """One receiver of the network.
+
+    Attributes
+    ----------
+    name : str
+        Unique short name (letters, digits, ``_ . -``), also used in file and object names.
+    host : str
+        Host name or IP address.
+    port : int
+        TCP port of its web server (8073 on a KiwiSDR).
+    latitude, longitude : float
+        Antenna position in degrees (WGS84).
+    location_name : str
+        Human-readable place.
+    min_frequency_hz, max_frequency_hz : float
+        Tunable range (0-30 MHz on a KiwiSDR).
+    calibration_db : float
+        dB to add to dBFS to get dBm at the antenna; NaN when unknown.
+    timeout_s : float
+        Connect timeout.
+    retry_count : int
+        Retries of failures worth retrying.
+    password : str
+        User password; public receivers take none.
+    """
+
+    name: str
+    host: str
+    port: int = 8073
+    latitude: float = 0.0
+    longitude: float = 0.0
+    location_name: str = ""
+    min_frequency_hz: float = 0.0
+    max_frequency_hz: float = 30e6
+    calibration_db: float = float("nan")
+    timeout_s: float = 10.0
+    retry_count: int = 3
+    password: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValidationError(
+                f"receiver name {self.name!r} must be 1-64 letters, digits, '_', '.' or '-'"
+            )
+        if not _HOST.match(self.host):
+            raise ValidationError(f"receiver {self.name}: {self.host!r} is not a host name or IP")
+        if not 0 < int(self.port) < 65536:
+            raise ValidationError(f"receiver {self.name}: port {self.port} is not in 1-65535")
+        if not (-90 <= self.latitude <= 90 and -180 <= self.longitude <= 180):
+            raise ValidationError(
+                f"receiver {self.name}: position {self.latitude}, {self.longitude} is off the Earth"
+            )
+        if not 0 <= self.min_frequency_hz < self.max_frequency_hz:
+            raise ValidationError(f"receiver {self.name}: empty frequency range")
+        if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
+            raise ValidationError(f"receiver {self.name}: timeout must be a positive number")
+        if self.retry_count < 0:
+            raise ValidationError(f"receiver {self.name}: retry_count must be >= 0")
+
+    @property
+    def address(self) -> str:
+        """``host:port``."""
+        return f"{self.host}:{self.port}"
+
+    def with_address(self, host: str, port: int) -> Receiver:
+        """The same receiver at another address (used to point a receiver at the emulator).
+
+        Parameters
+        ----------
+        host : str
+            Host name or IP.
+        port : int
+            TCP port.
+
+        Returns
+        -------
+        Receiver
+            A copy with the new address.
+        """
+        return replace(self, host=host, port=port)
+
+    def check_frequency(self, frequency_hz: float) -> None:
+        """Raise unless the receiver can tune to ``frequency_hz``.
+
+        Parameters
+        ----------
+        frequency_hz : float
+            Centre frequency in Hz.
+
+        Raises
+        ------
+        ValidationError
+            If the frequency is outside the receiver's range.
+        """
+        if not self.min_frequency_hz <= frequency_hz <= self.max_frequency_hz:
+            raise ValidationError(
+                f"{frequency_hz:.0f} Hz is outside receiver {self.name}'s range "
+                f"{self.min_frequency_hz:.0f}-{self.max_frequency_hz:.0f} Hz"
+            )
+
+
+#: The seven receivers of the original plan. Their positions are the plan's; their host names
+#: are placeholders under the reserved ``.example`` domain: set each real address with
+#: ``heimdall-lab receivers add`` (or point them at the emulator, as the demo does).
+DEFAULT_RECEIVERS: tuple[Receiver, ...] = (
+    Receiver("F5LEN", "f5len.kiwisdr.example", 8073, 43.5, 1.4, "Toulouse, France"),
+    Receiver("PH0M", "ph0m.kiwisdr.example", 8073, 52.5, 4.8, "Pachmarke, Netherlands"),
+    Receiver("G0MJW", "g0mjw.kiwisdr.example", 8073, 52.5, -2.4, "Bridgnorth, United Kingdom"),
+    Receiver("HB9Q", "hb9q.kiwisdr.example", 8073, 47.3, 8.5, "Zurich, Switzerland"),
+    Receiver("DK0GHZ", "dk0ghz.kiwisdr.example", 8073, 48.8, 8.2, "Black Forest, Germany"),
+    Receiver("OE3XEC", "oe3xec.kiwisdr.example", 8073, 48.2, 16.3, "Vienna, Austria"),
+    Receiver("HB9SL", "hb9sl.kiwisdr.example", 8073, 47.4, 9.1, "St. Gallen, Switzerland"),
+)
+
+
+def validate_capture_request(frequency_hz: float, duration_s: float) -> None:
+    """Check a capture's frequency and duration before anything connects.
+
+    Parameters
+    ----------
+    frequency_hz : float
+        Centre frequency in Hz.
+    duration_s : float
+        Capture length in seconds.
+
+    Raises
+    ------
+    ValidationError
+        If either is not a finite positive number, or the duration exceeds
+        :data:`MAX_DURATION_S`.
+    """
+    for label, value in (("frequency", frequency_hz), ("duration", duration_s)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError(f"{label} must be a number, got {value!r}")
+        if not math.isfinite(value) or value <= 0:
+            raise ValidationError(f"{label} must be a finite number > 0, got {value!r}")
+    if duration_s > MAX_DURATION_S:
+        raise ValidationError(
+            f"duration {duration_s} s is over the limit of {MAX_DURATION_S:.0f} s; "
+            "split long captures into several"
+        )
