@@ -211,6 +211,8 @@ def decode_iq_frame(body: bytes, frame_samples: int = FRAME_SAMPLES) -> IqFrame:
     if len(body) != expected:
         raise ProtocolError(f"IQ frame of {len(body)} bytes, expected {expected}")
     flags, seq = _SND_HEAD.unpack_from(body, 0)
+    if not flags & FLAG_IQ:
+        raise ProtocolError(f"SND frame with flags {flags:#04x} is not an IQ frame")
     (smeter,) = _SMETER.unpack_from(body, _SND_HEAD.size)
     off = _SND_HEAD.size + _SMETER.size
     last_gps_solution, _, gpssec, gpsnsec = _GPS.unpack_from(body, off)
