@@ -28,7 +28,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from heimdall_lab import __version__
@@ -279,7 +280,8 @@ async def _acquire_one(
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(1 + (receiver.retry_count if retries is None else retries)),
-        wait=wait_exponential_jitter(backoff.initial, backoff.maximum, jitter=backoff.jitter),
+        wait=wait_exponential(multiplier=backoff.initial, max=backoff.maximum)
+        + wait_random(0, backoff.jitter),
         retry=retry_if_exception(_worth_retrying(clients)),
         before_sleep=before_sleep,
         reraise=True,

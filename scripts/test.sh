@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up, then run the whole test suite: lint, format check, pytest with coverage (>= 80 %).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check heimdall_lab tests benchmarks
+.venv/bin/ruff format --check heimdall_lab tests benchmarks
+exec .venv/bin/python -m pytest --cov=heimdall_lab --cov-report=term "$@"
