@@ -11,9 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir() -> Path:
-    """The shared real recordings: $HEIMDALL_SHARED_DATA, else ../shared/data beside the repo."""
+    """Real recordings: $HEIMDALL_SHARED_DATA if set, else the copy in tests/data."""
     env = os.environ.get("HEIMDALL_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+    return Path(env) if env else REPO / "tests" / "data"
 
 
 DCF77_DIR = shared_data_dir() / "kiwi-dcf77-2017"
