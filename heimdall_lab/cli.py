@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="heimdall-lab",
-        description="Capture IQ from KiwiSDR receivers (or their emulator) and locate transmitters.",
+        description="Capture IQ from KiwiSDR receivers (or their emulator).",
     )
     parser.add_argument("--version", action="version", version=f"heimdall_lab {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")

@@ -112,8 +112,10 @@ def dbm_to_smeter(dbm: float) -> int:
     Returns
     -------
     int
-        Raw S-meter value.
+        Raw S-meter value (0 for -inf or NaN: no signal).
     """
+    if not np.isfinite(dbm):
+        return 0xFFFF if dbm == np.inf else 0
     return int(np.clip(round((dbm + 127.0) * 10.0), 0, 0xFFFF))
 
 

@@ -73,7 +73,7 @@ def test_frame_without_iq_flag_is_rejected():
 @given(st.binary(max_size=3000))
 def test_frame_parser_raises_only_protocol_error(data):
     try:
-        tag, body = protocol.split_tag(data)
+        _tag, body = protocol.split_tag(data)
         frame = protocol.decode_iq_frame(body)
     except ProtocolError:
         return
@@ -99,7 +99,11 @@ def test_commands_are_what_a_kiwisdr_expects():
         "SET mod=iq low_cut=-6000 high_cut=6000 freq=77.500"
     )
     assert protocol.cmd_mod(10_000_001.4, -5000, 5000).endswith("freq=10000.001")
-    assert protocol.cmd_setup("me")[:3] == ["SET squelch=0 max=0", "SET genattn=0", "SET gen=0 mix=-1"]
+    assert protocol.cmd_setup("me")[:3] == [
+        "SET squelch=0 max=0",
+        "SET genattn=0",
+        "SET gen=0 mix=-1",
+    ]
     assert protocol.cmd_agc(False).startswith("SET agc=0 ")
     assert protocol.cmd_keepalive() == "SET keepalive"
 
@@ -109,6 +113,8 @@ def test_smeter_conversion():
     assert protocol.dbm_to_smeter(-73.0) == 540
     assert protocol.smeter_to_dbm(protocol.dbm_to_smeter(-42.3)) == pytest.approx(-42.3)
     assert protocol.dbm_to_smeter(-500) == 0
+    assert protocol.dbm_to_smeter(float("-inf")) == 0
+    assert protocol.dbm_to_smeter(float("nan")) == 0
 
 
 def test_split_tag_rejects_short_and_binary_tags():

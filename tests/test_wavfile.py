@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -77,7 +79,7 @@ def test_malformed_files_raise_file_format_error(mangle, message):
 def test_read_names_the_file(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"nothing")
-    with pytest.raises(FileFormatError, match="bad.wav"):
+    with pytest.raises(FileFormatError, match=r"bad\.wav"):
         read_kiwi_wav(bad)
 
 
@@ -86,7 +88,5 @@ def test_read_names_the_file(tmp_path):
 def test_fuzz_reader_raises_only_file_format_error(tail):
     head = kiwi_wav_bytes(_synthetic(1))[:44]
     for data in (tail, head + tail, b"RIFF\x00\x00\x00\x00WAVE" + tail):
-        try:
+        with contextlib.suppress(FileFormatError):
             parse_kiwi_wav(data)
-        except FileFormatError:
-            pass

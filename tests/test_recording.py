@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from heimdall_lab.emulator import Emulator
+from heimdall_lab.fetch import acquire_async
+from heimdall_lab.recording import Recording
+from heimdall_lab.scenario import Scenario, Site
+
+
+def _rec(seq, gps_solution=None, rate=12001.1):
+    n = len(seq)
+    start = np.arange(n) * 512
+    t_ns = np.round(1e9 * (np.asarray(seq) * 512) / rate).astype(np.int64) + 5 * 10**9
+    return Recording(
+        samples=np.zeros(512 * n, np.complex64),
+        frame_start=start,
+        seq=np.asarray(seq),
+        last_gps_solution=np.asarray(
+            gps_solution if gps_solution is not None else [1] * n, np.uint8
+        ),
+        gpssec=t_ns // 10**9,
+        gpsnsec=t_ns % 10**9,
+        rssi_dbm=np.full(n, -80, np.float32),
+        nominal_rate=12000.0,
+    )
+
+
+def test_sequence_gaps_are_counted_and_located():
+    rec = _rec([0, 1, 2, 5, 6, 9])
+    assert rec.lost_frames == 4
+    np.testing.assert_array_equal(rec.gap_positions, [3, 5])
+
+
+def test_sequence_wraparound_is_not_a_gap():
+    rec = _rec([2**32 - 2, 2**32 - 1, 0, 1])
+    assert rec.lost_frames == 0
+
+
+def test_rate_from_timestamps_uses_trusted_frames_only():
+    rec = _rec(list(range(40)), rate=12001.1)
+    rec.gpssec[0] -= 300  # stale first frame, as on a KiwiSDR
+    assert rec.sample_rate() == pytest.approx(12001.1, abs=1e-3)
+    assert rec.timestamp_residual_ns() < 1.0
+
+
+def test_no_fix_frames_are_marked_and_ignored():
+    sol = [1] * 10 + [254] * 10 + [1] * 10
+    rec = _rec(list(range(30)), gps_solution=sol)
+    assert rec.has_fix.sum() == 20
+    assert not rec.trusted[10:20].any()
+    times = rec.frame_times(np.datetime64("1980-01-06"))
+    assert np.isnat(times[10:20]).all() and not np.isnat(times[:10]).any()
+
+
+def test_without_trusted_frames_rate_is_nominal_and_start_unknown():
+    rec = _rec([0, 1, 2], gps_solution=[255, 255, 255])
+    assert rec.sample_rate() == 12000.0
+    assert np.isnat(rec.start_time())
+    assert np.isnan(rec.timestamp_residual_ns())
+    assert Recording().lost_frames == 0 and Recording().n_frames == 0
+
+
+async def test_receiver_without_gnss_fix_through_the_emulator():
+    base = Scenario.default(seed=2)
+    sites = tuple(
+        Site(s.name, s.latitude, s.longitude, gps_fix=s.name != "HB9Q") for s in base.sites
+    )
+    scenario = Scenario(base.transmitter, sites, seed=2)
+    async with Emulator(scenario, realtime=False) as emu:
+        acq = await acquire_async([emu.receiver("HB9Q"), emu.receiver("HB9SL")], 10e6, 1.0)
+    ds = acq.dataset
+    nofix = ds.sel(receiver="HB9Q")
+    assert not nofix.frame_trusted.any()
+    assert np.isnat(nofix.start_time.values)
+    assert float(nofix.sample_rate) == float(nofix.nominal_rate)
+    fix = ds.sel(receiver="HB9SL")
+    assert fix.frame_trusted.sum() > 0 and not np.isnat(fix.start_time.values)
