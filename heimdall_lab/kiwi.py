@@ -174,7 +174,7 @@ class KiwiClient:
                 else:
                     log.debug("%s: ignoring %s message", self.receiver.name, tag)
         finally:
-            await ws.close()
+            await _close(ws)
         return self.recording()
 
     async def _connect(self) -> ClientConnection:
@@ -284,6 +284,21 @@ class KiwiClient:
         if now - self._last_keepalive >= 1.0:
             await ws.send(protocol.cmd_keepalive())
             self._last_keepalive = now
+
+
+async def _close(ws: ClientConnection) -> None:
+    """Close politely, discarding frames still in flight so the closing handshake completes.
+
+    With frames queued and unread, the connection stops reading from the socket and would
+    never see the server's close frame.
+    """
+    closing = asyncio.create_task(ws.close())
+    try:
+        while not closing.done():
+            await asyncio.wait_for(ws.recv(), 1.0)
+    except (ConnectionClosed, TimeoutError):
+        pass
+    await closing
 
 
 @dataclass(frozen=True)
