@@ -32,7 +32,7 @@ from tenacity import (
     wait_random,
 )
 
-from heimdall_lab import __version__
+from heimdall_lab.dataset import build_dataset, mean_db
 from heimdall_lab.errors import ReceiverError, ReceiverTimeoutError, ValidationError
 from heimdall_lab.kiwi import KiwiClient, StreamSettings
 from heimdall_lab.receivers import Receiver, validate_capture_request
@@ -185,7 +185,7 @@ class Acquisition:
                     "sample_rate_hz": rec.sample_rate() if rec is not None else np.nan,
                     "lost_frames": rec.lost_frames if rec is not None else 0,
                     "skipped_frames": o.skipped_frames,
-                    "rssi_dbm": _mean_db(rec.rssi_dbm) if rec is not None else np.nan,
+                    "rssi_dbm": mean_db(rec.rssi_dbm) if rec is not None else np.nan,
                     "attempts": o.attempts,
                     "elapsed_s": round(o.elapsed_s, 3),
                     "message": o.message,
@@ -202,13 +202,6 @@ class Acquisition:
     def failed(self) -> list[str]:
         """Names of the receivers that delivered nothing."""
         return [o.receiver.name for o in self.outcomes if o.status == "failed"]
-
-
-def _mean_db(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    if len(finite) == 0:
-        return float("nan")
-    return float(10 * np.log10(np.mean(10 ** (finite.astype(np.float64) / 10))))
 
 
 def validate_request(receivers: Sequence[Receiver], frequency_hz: float, duration_s: float) -> None:
@@ -411,7 +404,11 @@ async def acquire_async(
     )
     capture_id = capture_id or uuid.uuid4().hex
     dataset = build_dataset(
-        list(outcomes), frequency_hz, duration_s, capture_id=capture_id, gps_reference=gps_reference
+        [(o.receiver, o.recording, o.status == "ok") for o in outcomes if o.recording is not None],
+        frequency_hz,
+        duration_s,
+        capture_id=capture_id,
+        gps_reference=gps_reference,
     )
     return Acquisition(
         capture_id, frequency_hz, duration_s, list(outcomes), dataset, loop.time() - t0, started_at
@@ -467,109 +464,6 @@ def acquire(
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["result"]  # type: ignore[return-value]
-
-
-def _pad(rows: list[np.ndarray], fill: object, dtype: object) -> np.ndarray:
-    width = max((len(r) for r in rows), default=0)
-    out = np.full((len(rows), width), fill, dtype=dtype)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
-
-
-def build_dataset(
-    outcomes: Sequence[ReceiverOutcome],
-    frequency_hz: float,
-    duration_s: float,
-    *,
-    capture_id: str,
-    gps_reference: datetime | np.datetime64 | None = None,
-) -> xr.Dataset:
-    """Assemble the capture Dataset from the receivers that delivered samples.
-
-    Parameters
-    ----------
-    outcomes : sequence of ReceiverOutcome
-        Per-receiver results; those without samples are left out (the status table keeps
-        them).
-    frequency_hz, duration_s : float
-        What was asked.
-    capture_id : str
-        Identifier of the capture.
-    gps_reference : datetime, optional
-        To resolve the GPS week of the timestamps (wall clock by default).
-
-    Returns
-    -------
-    xarray.Dataset
-        dims ``(receiver, sample)`` and ``(receiver, frame)``: ``iq`` (complex64, full
-        scale 1.0, NaN-padded), per-frame GNSS time, raw GPS time of week, sequence number,
-        fix age, trusted flag and RSSI; per receiver its position, exact and nominal sample
-        rate, time of the first sample, mean RSSI, sample count and completeness. Attributes
-        use SigMF names where SigMF has them.
-    """
-    got = [o for o in outcomes if o.recording is not None]
-    recs = [o.recording for o in got]
-    assert all(r is not None for r in recs)
-    names = [o.receiver.name for o in got]
-    iq = _pad([r.samples for r in recs], np.complex64(complex(np.nan, np.nan)), np.complex64)
-    starts = [r.start_time(gps_reference) for r in recs]
-    ds = xr.Dataset(
-        {
-            "iq": (("receiver", "sample"), iq),
-            "frame_time": (
-                ("receiver", "frame"),
-                _pad([r.frame_times(gps_reference) for r in recs], np.datetime64("NaT"), "M8[ns]"),
-            ),
-            "frame_start": (
-                ("receiver", "frame"),
-                _pad([r.frame_start for r in recs], -1, np.int64),
-            ),
-            "frame_seq": (("receiver", "frame"), _pad([r.seq for r in recs], -1, np.int64)),
-            "frame_gpssec": (("receiver", "frame"), _pad([r.gpssec for r in recs], -1, np.int64)),
-            "frame_gpsnsec": (("receiver", "frame"), _pad([r.gpsnsec for r in recs], -1, np.int64)),
-            "frame_gps_solution": (
-                ("receiver", "frame"),
-                _pad([r.last_gps_solution.astype(np.int16) for r in recs], -1, np.int16),
-            ),
-            "frame_trusted": (("receiver", "frame"), _pad([r.trusted for r in recs], False, bool)),
-            "frame_rssi_dbm": (
-                ("receiver", "frame"),
-                _pad([r.rssi_dbm for r in recs], np.nan, np.float32),
-            ),
-        },
-        coords={
-            "receiver": names,
-            "latitude": ("receiver", [o.receiver.latitude for o in got]),
-            "longitude": ("receiver", [o.receiver.longitude for o in got]),
-            "calibration_db": ("receiver", [o.receiver.calibration_db for o in got]),
-            "sample_rate": ("receiver", [r.sample_rate() for r in recs]),
-            "nominal_rate": ("receiver", [r.nominal_rate for r in recs]),
-            "start_time": ("receiver", np.array(starts, dtype="M8[ns]")),
-            "rssi_dbm": ("receiver", [_mean_db(r.rssi_dbm) for r in recs]),
-            "n_samples": ("receiver", np.array([len(r.samples) for r in recs], np.int64)),
-            "lost_frames": ("receiver", np.array([r.lost_frames for r in recs], np.int64)),
-            "complete": ("receiver", [o.status == "ok" for o in got]),
-        },
-    )
-    first = min((s for s in starts if not np.isnat(s)), default=None)
-    nominal = float(np.median([r.nominal_rate for r in recs])) if recs else float("nan")
-    ds.attrs = {
-        "capture_id": capture_id,
-        "center_frequency_hz": float(frequency_hz),
-        "requested_duration_s": float(duration_s),
-        "software_version": __version__,
-        "iq_scale": "complex64, full scale 1.0 = int16 32768",
-        "core:datatype": "cf32_le",
-        "core:sample_rate": nominal,
-        "core:frequency": float(frequency_hz),
-        "core:datetime": "" if first is None else f"{np.datetime_as_string(first, 'us')}Z",
-        "core:recorder": f"heimdall_lab {__version__}",
-        "core:hw": "KiwiSDR",
-    }
-    ds["iq"].attrs = {"long_name": "complex baseband samples", "units": "full scale"}
-    ds["frame_time"].attrs = {"long_name": "GNSS (UTC) time of each frame's first sample"}
-    return ds
 
 
 class TqdmProgress:
