@@ -30,7 +30,7 @@ from heimdall_lab.errors import (
     TooBusyError,
 )
 from heimdall_lab.protocol import IqFrame
-from heimdall_lab.receivers import Receiver
+from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.recording import Recording
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,11 @@ class KiwiClient:
     on_samples : callable, optional
         Called as ``on_samples(received, expected)`` after each frame.
 
+    Raises
+    ------
+    ValidationError
+        A bad frequency or duration, before anything connects.
+
     Attributes
     ----------
     frames : list of IqFrame
@@ -100,6 +105,8 @@ class KiwiClient:
         settings: StreamSettings | None = None,
         on_samples: Callable[[int, int], None] | None = None,
     ) -> None:
+        validate_capture_request(frequency_hz, duration_s)
+        receiver.check_frequency(frequency_hz)
         self.receiver = receiver
         self.frequency_hz = frequency_hz
         self.duration_s = duration_s

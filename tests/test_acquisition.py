@@ -57,7 +57,9 @@ async def test_seven_receivers_ten_seconds_concurrently(scenario):
         spectrum = np.abs(np.fft.fftshift(np.fft.fft(iq))) ** 2
         freqs = np.fft.fftshift(np.fft.fftfreq(n, 1 / float(one.sample_rate)))
         peak = freqs[np.argmax(spectrum)]
-        assert peak == pytest.approx(truth["frequency_offset_hz"], abs=2 * float(one.sample_rate) / n)
+        assert peak == pytest.approx(
+            truth["frequency_offset_hz"], abs=2 * float(one.sample_rate) / n
+        )
     states = {(p.receiver, p.state) for p in seen}
     assert all((name, "done") in states for name in acq.ok)
     assert all(p.received <= p.expected + 512 for p in seen)
@@ -205,6 +207,11 @@ def test_bad_requests_are_rejected_before_connecting(frequency, duration, messag
     r = Receiver("X", "127.0.0.1", 9)
     with pytest.raises(ValidationError, match=message):
         acquire([r], frequency, duration)
+
+
+def test_client_alone_validates_too():
+    with pytest.raises(ValidationError, match="outside"):
+        KiwiClient(Receiver("X", "127.0.0.1", 9, max_frequency_hz=1e6), 2e6, 1.0)
 
 
 def test_duplicate_or_missing_receivers_are_rejected():
