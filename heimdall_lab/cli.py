@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from heimdall_lab import __version__
+from heimdall_lab.dsp import measure_dataset
 from heimdall_lab.emulator import FAULT_KINDS, Emulator, Fault
 from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.fetch import Acquisition, TqdmProgress, acquire
@@ -72,7 +73,8 @@ def summary_table(acq: Acquisition) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Status, samples, seconds, exact sample rate, lost frames, RSSI and attempts.
+        Status, samples, seconds, exact sample rate, lost frames, RSSI, SNR in the occupied
+        bandwidth, C/N0 and the strongest emission's offset from the tuned frequency.
     """
     table = acq.status()
     rate = table["sample_rate_hz"]
@@ -84,10 +86,28 @@ def summary_table(acq: Acquisition) -> pd.DataFrame:
             "rate_hz": rate.round(3),
             "lost": table["lost_frames"],
             "rssi_dbm": table["rssi_dbm"].round(1),
-            "attempts": table["attempts"],
-            "reason": table["reason"],
         }
     )
+    metrics = {}
+    for name in acq.dataset.receiver.values:
+        one = acq.dataset.sel(receiver=[name])
+        try:
+            metrics[name] = measure_dataset(one, center_frequency_hz=acq.frequency_hz).isel(
+                receiver=0
+            )
+        except ValidationError as exc:  # too few samples to measure, say
+            log.info("%s: no metrics: %s", name, exc)
+    for column, var, digits in (
+        ("snr_db", "snr_db", 1),
+        ("cn0_dbhz", "cn0_dbhz", 1),
+        ("offset_hz", "frequency_offset_hz", 2),
+    ):
+        out[column] = [
+            round(float(metrics[n][var]), digits) if n in metrics else float("nan")
+            for n in out.index
+        ]
+    out["attempts"] = table["attempts"]
+    out["reason"] = table["reason"]
     return out
 
 

@@ -308,3 +308,21 @@ def test_emulator_rejects_unknown_fault_targets(scenario):
         Emulator(scenario, faults={"NOPE": Fault("stall")})
     with pytest.raises(ValidationError, match="unknown fault"):
         Fault("explode")  # type: ignore[arg-type]
+
+
+async def test_metrics_of_an_emulated_capture_match_the_scenario_truth(scenario):
+    from heimdall_lab.dsp import measure_dataset
+
+    async with Emulator(scenario, realtime=False) as emu:
+        acq = await acquire_async(emu.receivers, FREQ, 5.0)
+    metrics = measure_dataset(acq.dataset, center_frequency_hz=FREQ)
+    for name in acq.ok:
+        truth = scenario.truth(name, FREQ)
+        m = metrics.sel(receiver=name)
+        assert bool(m.signal_present)
+        assert float(m.frequency_offset_hz) == pytest.approx(truth["frequency_offset_hz"], abs=0.05)
+        # C/N0 is the SNR in 1 Hz; the scenario states it exactly.
+        assert float(m.cn0_dbhz) == pytest.approx(truth["snr_db_in_1hz"], abs=0.5)
+        assert float(m.noise_density_dbfs_hz) == pytest.approx(
+            truth["noise_density_dbfs_hz"], abs=0.3
+        )
