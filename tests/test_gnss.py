@@ -17,7 +17,13 @@ def test_known_instant_2017():
 
 @pytest.mark.parametrize(
     ("date", "leap"),
-    [("1980-06-01", 0), ("1999-06-01", 13), ("2016-12-31T23:59:59", 17), ("2017-01-01", 18), ("2026-11-29", 18)],
+    [
+        ("1980-06-01", 0),
+        ("1999-06-01", 13),
+        ("2016-12-31T23:59:59", 17),
+        ("2017-01-01", 18),
+        ("2026-11-29", 18),
+    ],
 )
 def test_leap_seconds(date, leap):
     assert int(gnss.leap_seconds(np.datetime64(date))) == leap
@@ -41,7 +47,9 @@ def test_default_reference_is_the_wall_clock():
 
 @given(st.integers(min_value=0, max_value=2**62 // 1000))
 def test_round_trip_ns(offset_us):
-    t = np.datetime64("2000-01-01", "ns") + np.timedelta64(offset_us % (40 * 365 * 86400 * 10**6), "us")
+    t = np.datetime64("2000-01-01", "ns") + np.timedelta64(
+        offset_us % (40 * 365 * 86400 * 10**6), "us"
+    )
     sec, nsec = gnss.utc_to_tow(t)
     assert 0 <= sec < gnss.WEEK_SECONDS and 0 <= nsec < 10**9
     assert gnss.tow_to_utc(sec, nsec, t + np.timedelta64(3, "D")) == t
