@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Plots render off screen in tests.
+os.environ.setdefault("MPLBACKEND", "Agg")
+
 REPO = Path(__file__).resolve().parents[1]
 
 

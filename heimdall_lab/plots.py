@@ -1,0 +1,175 @@
+"""Plots a researcher looks at: PSD per receiver, a waterfall, the receivers on a map.
+
+Thin matplotlib helpers over :mod:`heimdall_lab.dsp` and the capture Dataset; each takes an
+optional ``ax`` and returns it, so notebooks can lay them out as they like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.signal
+import xarray as xr
+
+from heimdall_lab import dsp
+from heimdall_lab.errors import ValidationError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (9, 4)) -> Axes:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def _valid_iq(ds: xr.Dataset, name: str) -> tuple[np.ndarray, float]:
+    one = ds.sel(receiver=name)
+    n = int(one.n_samples)
+    return np.asarray(one.iq.values[:n]), float(one.sample_rate)
+
+
+def plot_psd(ds: xr.Dataset, *, ax: Axes | None = None, resolution_hz: float | None = None) -> Axes:
+    """Plot each receiver's power spectral density, relative to the tuned frequency.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A capture Dataset.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new figure when omitted.
+    resolution_hz : float, optional
+        Welch resolution (see :func:`heimdall_lab.dsp.psd`).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes, one line per receiver.
+
+    Raises
+    ------
+    ValidationError
+        If the Dataset holds no receiver.
+    """
+    if ds.sizes.get("receiver", 0) == 0:
+        raise ValidationError("nothing to plot: the capture holds no receiver")
+    ax = _axes(ax)
+    for name in ds.receiver.values:
+        iq, rate = _valid_iq(ds, str(name))
+        freqs, density = dsp.psd(iq, rate, resolution_hz=resolution_hz)
+        ax.plot(freqs, density, lw=0.8, label=str(name))
+    centre = ds.attrs.get("center_frequency_hz")
+    ax.set_xlabel("offset from " + (f"{centre / 1e3:.3f} kHz" if centre else "centre") + " (Hz)")
+    ax.set_ylabel("PSD (dBFS/Hz)")
+    ax.set_title("Power spectral density per receiver")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncols=2)
+    return ax
+
+
+def plot_waterfall(
+    ds: xr.Dataset,
+    receiver: str | None = None,
+    *,
+    ax: Axes | None = None,
+    nperseg: int = 256,
+) -> Axes:
+    """Plot one receiver's spectrogram (time down, frequency across).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A capture Dataset.
+    receiver : str, optional
+        Receiver name; the first one when omitted.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw.
+    nperseg : int, optional
+        FFT length per line.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes with the image.
+
+    Raises
+    ------
+    ValidationError
+        If the receiver is not in the capture or has too few samples.
+    """
+    names = [str(n) for n in ds.receiver.values]
+    name = receiver or (names[0] if names else "")
+    if name not in names:
+        raise ValidationError(f"receiver {name!r} is not in the capture (it has {names})")
+    iq, rate = _valid_iq(ds, name)
+    if len(iq) < 2 * nperseg:
+        raise ValidationError(f"{name}: {len(iq)} samples are too few for a waterfall")
+    f, t, sxx = scipy.signal.spectrogram(
+        iq, rate, nperseg=nperseg, return_onesided=False, detrend=False, scaling="density"
+    )
+    f = np.fft.fftshift(f)
+    sxx = np.fft.fftshift(sxx, axes=0)
+    ax = _axes(ax, (9, 5))
+    mesh = ax.pcolormesh(f, t, 10 * np.log10(sxx.T + 1e-30), shading="auto", cmap="viridis")
+    ax.invert_yaxis()
+    ax.set_xlabel("offset (Hz)")
+    ax.set_ylabel("time (s)")
+    ax.set_title(f"Waterfall: {name}")
+    ax.figure.colorbar(mesh, ax=ax, label="dBFS/Hz")
+    return ax
+
+
+def plot_receivers_map(
+    latitude: Any,
+    longitude: Any,
+    names: Any,
+    *,
+    status: Mapping[str, str] | None = None,
+    transmitter: tuple[float, float] | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Plot receivers (and a transmitter) on a longitude/latitude map.
+
+    An equirectangular plot with the aspect corrected for the mean latitude; no base map
+    is downloaded, so it works offline.
+
+    Parameters
+    ----------
+    latitude, longitude : array-like
+        Receiver positions in degrees.
+    names : array-like of str
+        Receiver names, written beside each marker.
+    status : mapping of str to str, optional
+        Receiver status (``ok``, ``incomplete``, ``failed``) for the marker colour.
+    transmitter : (float, float), optional
+        A known or estimated transmitter position (lat, lon).
+    ax : matplotlib.axes.Axes, optional
+        Where to draw.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes.
+    """
+    lat = np.asarray(latitude, dtype=float)
+    lon = np.asarray(longitude, dtype=float)
+    colours = {"ok": "tab:green", "incomplete": "tab:orange", "failed": "tab:red"}
+    ax = _axes(ax, (6, 6))
+    for la, lo, name in zip(lat, lon, names, strict=True):
+        state = (status or {}).get(str(name), "ok")
+        ax.scatter(lo, la, s=60, color=colours.get(state, "tab:blue"), zorder=3)
+        ax.annotate(str(name), (lo, la), xytext=(4, 4), textcoords="offset points")
+    if transmitter is not None:
+        ax.scatter(transmitter[1], transmitter[0], marker="*", s=200, color="k", zorder=4)
+    ax.set_aspect(1 / np.cos(np.deg2rad(np.nanmean(lat) if len(lat) else 0.0)))
+    ax.set_xlabel("longitude (deg)")
+    ax.set_ylabel("latitude (deg)")
+    ax.set_title("Receivers")
+    ax.grid(alpha=0.3)
+    return ax
