@@ -85,3 +85,41 @@ class DisconnectedError(ReceiverError):
 
 class FileFormatError(HeimdallError, ValueError):
     """A file is not in the format it claims to be (for example a kiwi IQ WAV)."""
+
+
+class DatabaseError(HeimdallError):
+    """The database could not be reached, migrated or written to as asked.
+
+    Raised for a server that refuses the connection, an embedded PostgreSQL that cannot be
+    started, a migration that fails or was edited after it was applied, and a bulk write
+    the server rejects. The message names the database by its URL with the password masked.
+    """
+
+
+class StorageError(HeimdallError):
+    """The IQ store could not be reached, written or read.
+
+    Raised when the store stays unreachable after retries, is full (disk or quota), denies
+    access, or holds no complete copy of the capture asked for. The message names the store
+    URL (never credentials) and says what to do.
+
+    Parameters
+    ----------
+    message : str
+        What happened and what to do about it.
+    url : str, optional
+        The store or capture URL concerned, without credentials.
+    """
+
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class LocalizationError(HeimdallError):
+    """A transmitter could not be located from what was given.
+
+    Raised when fewer than three receivers have usable GNSS timestamps, when their captures
+    do not overlap in time, or when too few receiver pairs correlate to fix a position. The
+    message names the receivers or pairs left out and why.
+    """
