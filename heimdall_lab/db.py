@@ -121,7 +121,17 @@ EMBEDDED_OS_USER = "heimdall"
 EMBEDDED_DATABASE = "heimdall"
 
 #: Values ``captures.status`` accepts.
-CAPTURE_STATUSES = ("pending", "running", "completed", "partial", "failed", "cancelled")
+CAPTURE_STATUSES = (
+    "pending",
+    "connecting",
+    "receiving",
+    "processing",
+    "storing",
+    "done",
+    "partial",
+    "failed",
+    "cancelled",
+)
 
 _MIGRATIONS_TABLE = "heimdall_migrations"
 _MIGRATION_FILE = re.compile(r"^(\d{3})_([A-Za-z0-9_]+)\.sql$")

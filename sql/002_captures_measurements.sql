@@ -9,7 +9,9 @@ CREATE TABLE IF NOT EXISTS captures (
     duration_s       double precision NOT NULL CHECK (duration_s > 0),
     parameters       jsonb NOT NULL DEFAULT '{}'::jsonb,
     status           text NOT NULL DEFAULT 'pending'
-                     CHECK (status IN ('pending', 'running', 'completed', 'partial', 'failed', 'cancelled')),
+                     -- the stages a capture moves through; partial: done, some receivers failed
+                     CHECK (status IN ('pending', 'connecting', 'receiving', 'processing', 'storing',
+                                       'done', 'partial', 'failed', 'cancelled')),
     progress_percent double precision NOT NULL DEFAULT 0 CHECK (progress_percent BETWEEN 0 AND 100),
     error_message    text,
     iq_url           text,

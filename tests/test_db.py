@@ -497,7 +497,7 @@ def test_captures_create_update_get(backend: tuple[str, Engine]) -> None:
     assert rec.start_time == start
     assert rec.software_version == __version__
 
-    db.update_capture(engine, capture_id, status="running", progress=42.5)
+    db.update_capture(engine, capture_id, status="receiving", progress=42.5)
     db.update_capture(engine, capture_id, status="failed", error=HOSTILE, iq_url=HOSTILE)
     rec2 = db.get_capture(engine, capture_id)
     assert rec2 is not None
@@ -507,7 +507,7 @@ def test_captures_create_update_get(backend: tuple[str, Engine]) -> None:
 
     assert db.get_capture(engine, uuid.uuid4().hex) is None
     with pytest.raises(ValidationError, match="no capture"):
-        db.update_capture(engine, uuid.uuid4().hex, status="running")
+        db.update_capture(engine, uuid.uuid4().hex, status="receiving")
     with pytest.raises(ValidationError, match="status"):
         db.update_capture(engine, capture_id, status="exploded")
     with pytest.raises(ValidationError, match="progress"):
