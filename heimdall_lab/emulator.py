@@ -192,6 +192,10 @@ class Emulator:
         First port; receivers take consecutive ports. 0 (default) picks free ports.
     password : str, optional
         Password every receiver demands.
+    start_utc : numpy.datetime64, optional
+        UTC time of the first sample of every synthesised stream; the wall clock at each
+        connection when omitted. A fixed start makes a capture reproducible bit for bit
+        (the scenario's noise and phases depend on it).
     """
 
     def __init__(
@@ -205,8 +209,10 @@ class Emulator:
         host: str = "127.0.0.1",
         base_port: int = 0,
         password: str = "",
+        start_utc: np.datetime64 | None = None,
     ) -> None:
         self.scenario = scenario or Scenario.default()
+        self.start_utc = start_utc
         self.realtime = realtime
         self.host = host
         self.base_port = base_port
@@ -229,7 +235,7 @@ class Emulator:
                 rec = replay[r.name]
                 factory: SourceFactory = lambda _f, rec=rec: ReplaySource(rec)  # noqa: E731
             elif r.name in self._site_names:
-                factory = lambda f, n=r.name: self.scenario.stream(n, f)  # noqa: E731
+                factory = lambda f, n=r.name: self.scenario.stream(n, f, self.start_utc)  # noqa: E731
             else:
                 raise ValidationError(
                     f"receiver {r.name} is neither a site of the scenario nor a replay"

@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from conftest import make_home
 from sqlalchemy.engine import Engine, make_url
 
 from heimdall_lab import __version__, db
@@ -48,12 +48,6 @@ BULK_ROWS = {"embedded": 100_000, "pglite": 100_000}
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def make_home() -> Path:
-    home = Path(tempfile.mkdtemp(prefix="heimdall-db-test-"))
-    home.chmod(0o755)
-    return home
 
 
 def make_rows(n: int, *, seed: int = 0, psd_len: int = 0, t0: str = "2024-03-01T00:00:00Z"):
@@ -143,24 +137,6 @@ def process_gone(pid: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- servers
-
-
-@pytest.fixture(scope="session")
-def embedded() -> Iterator[db.EmbeddedServer]:
-    home = make_home()
-    server = db.start_embedded(home, keep_running=True)
-    try:
-        yield server
-    finally:
-        db.stop_embedded(home)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def embedded_engine(embedded: db.EmbeddedServer) -> Iterator[Engine]:
-    engine = db.get_engine(embedded.url)
-    yield engine
-    engine.dispose()
 
 
 def _npm_install() -> Path:

@@ -1,0 +1,525 @@
+"""One capture call: fetch, metrics, IQ store, measurements; the one code path for all users.
+
+:func:`capture` is what the notebooks, the ipywidgets form and the CLI call. It records the
+capture in the database before anything connects, moves it through the stages
+``connecting`` -> ``receiving`` -> ``processing`` -> ``storing`` -> ``done`` (or
+``partial`` when some receivers failed, ``failed`` when a stage failed) with a percentage,
+and returns a :class:`Capture` holding the Dataset, the metrics table and every receiver's
+status. A stage that fails is recorded with its reason; what earlier stages produced stays
+in the returned object and, where its own stage succeeded, in the stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from sqlalchemy.engine import Engine
+
+from heimdall_lab import __version__, db, dsp
+from heimdall_lab.emulator import Emulator
+from heimdall_lab.errors import HeimdallError, ValidationError
+from heimdall_lab.fetch import Acquisition, Progress, acquire, validate_request
+from heimdall_lab.kiwi import StreamSettings
+from heimdall_lab.receivers import Receiver, validate_capture_request
+from heimdall_lab.scenario import Scenario
+from heimdall_lab.store import IQStore
+
+log = logging.getLogger(__name__)
+
+#: Share of the progress bar each stage ends at.
+_STAGE_END = {"connecting": 5.0, "receiving": 80.0, "processing": 85.0, "storing": 99.0}
+#: PSD resolution stored with each measurement (240 bins at 12 kHz).
+PSD_RESOLUTION_HZ = 50.0
+_DB_UPDATE_INTERVAL_S = 1.0
+
+
+@dataclass
+class Capture:
+    """A capture: what was asked, where it went, and what came back.
+
+    Attributes
+    ----------
+    capture_id : str
+        32 hex digits; the key in the database and the IQ store.
+    frequency_hz, duration_s : float
+        What was asked.
+    parameters : dict
+        Every parameter needed to repeat the capture (stored with it).
+    stage : str
+        ``pending``, ``connecting``, ``receiving``, ``processing``, ``storing``, ``done``,
+        ``partial`` or ``failed``; readable while the capture runs.
+    percent : float
+        Progress, 0 to 100.
+    errors : list of str
+        Why stages failed (``"storing: ..."``).
+    receiver_progress : dict of str to Progress
+        The latest progress report of each receiver.
+    acquisition : Acquisition or None
+        The raw acquisition result.
+    metrics : pandas.DataFrame
+        One row per receiver that delivered samples (:class:`heimdall_lab.dsp.SignalMetrics`
+        fields).
+    iq_url : str or None
+        Where the IQ store holds the capture (``None`` until stored).
+    database_url : str
+        The database, password masked.
+    measurements_written : int
+        Rows written to ``measurements`` by this call.
+    """
+
+    capture_id: str
+    frequency_hz: float
+    duration_s: float
+    parameters: dict[str, Any]
+    stage: str = "pending"
+    percent: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    receiver_progress: dict[str, Progress] = field(default_factory=dict)
+    acquisition: Acquisition | None = None
+    metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
+    iq_url: str | None = None
+    database_url: str = ""
+    measurements_written: int = 0
+
+    @property
+    def dataset(self) -> xr.Dataset | None:
+        """The capture Dataset (IQ and timestamps), or ``None`` before acquisition."""
+        return None if self.acquisition is None else self.acquisition.dataset
+
+    @property
+    def ok(self) -> bool:
+        """Whether the capture finished with every stage done (some receivers may have failed)."""
+        return self.stage in ("done", "partial")
+
+    @property
+    def error(self) -> str:
+        """Every stage failure, one per line (empty when none)."""
+        return "\n".join(self.errors)
+
+    def status(self) -> pd.DataFrame:
+        """Per-receiver status with the main metrics.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by receiver: status, reason, samples, rate, RSSI, SNR, C/N0, offset.
+        """
+        if self.acquisition is None:
+            return pd.DataFrame()
+        table = self.acquisition.status()
+        if not self.metrics.empty:
+            cols = ["snr_db", "snr_bandwidth_hz", "cn0_dbhz", "frequency_offset_hz"]
+            table = table.join(self.metrics[cols])
+        return table
+
+
+ProgressCallback = Callable[[Capture], None]
+
+
+def _resolve_receivers(
+    engine: Engine, receivers: Sequence[Receiver | str] | None
+) -> list[Receiver]:
+    """Receivers by name from the database, or as given (registering unknown ones)."""
+    known = {r.name: r for r in db.list_receivers(engine, active_only=True)}
+    if receivers is None:
+        if not known:
+            raise ValidationError("no active receivers in the database; add one first")
+        return list(known.values())
+    chosen = []
+    registered = {r.name for r in db.list_receivers(engine, active_only=False)}
+    for r in receivers:
+        if isinstance(r, Receiver):
+            if r.name not in registered:
+                db.add_receiver(engine, r)
+            chosen.append(r)
+        elif r in known:
+            chosen.append(known[r])
+        else:
+            raise ValidationError(
+                f"unknown or inactive receiver {r!r}; active ones: {sorted(known)}"
+            )
+    return chosen
+
+
+def measurement_rows(
+    metrics: pd.DataFrame, ds: xr.Dataset, *, iq_url: str | None, status: pd.DataFrame
+) -> pd.DataFrame:
+    """Turn per-receiver metrics into rows for the ``measurements`` table.
+
+    Parameters
+    ----------
+    metrics : pandas.DataFrame
+        :func:`capture_metrics` output, indexed by receiver.
+    ds : xarray.Dataset
+        The capture Dataset (for times, RSSI and the PSD).
+    iq_url : str or None
+        Where the capture's IQ is stored.
+    status : pandas.DataFrame
+        The acquisition's status table (for metadata).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per receiver, columns as :func:`heimdall_lab.db.write_measurements` takes.
+    """
+    rows = []
+    fallback = pd.Timestamp(ds.attrs.get("core:datetime") or datetime.now(UTC))
+    for name, m in metrics.iterrows():
+        one = ds.sel(receiver=name)
+        start = one.start_time.values
+        n = int(one.n_samples)
+        _, density = dsp.psd(
+            one.iq.values[:n], float(one.sample_rate), resolution_hz=PSD_RESOLUTION_HZ
+        )
+        st = status.loc[name]
+        rows.append(
+            {
+                "receiver": name,
+                "timestamp_utc": fallback if np.isnat(start) else pd.Timestamp(start),
+                "frequency_hz": float(ds.attrs["center_frequency_hz"]),
+                "sample_rate": m["sample_rate_hz"],
+                "samples_count": int(m["n_samples"]),
+                "snr_db": m["snr_db"],
+                "frequency_offset_hz": m["frequency_offset_hz"],
+                "signal_power_dbfs": m["signal_power_dbfs"],
+                "signal_power_dbm": m["signal_power_dbm"],
+                "noise_power_dbfs": m["noise_power_dbfs"],
+                "noise_power_dbm": m["noise_power_dbm"],
+                "cn0_dbhz": m["cn0_dbhz"],
+                "occupied_bandwidth_hz": m["occupied_bandwidth_hz"],
+                "signal_present": bool(m["signal_present"]),
+                "rssi_dbm": float(one.rssi_dbm),
+                "psd": density.astype(np.float32),
+                "psd_resolution_hz": float(one.sample_rate) / len(density),
+                "iq_path": None if iq_url is None else f"{iq_url}#receiver={name}",
+                "metadata": {
+                    "status": st["status"],
+                    "reason": st["reason"],
+                    "lost_frames": int(st["lost_frames"]),
+                    "skipped_frames": int(st["skipped_frames"]),
+                    "snr_bandwidth_hz": float(m["snr_bandwidth_hz"]),
+                    "noise_density_dbfs_hz": float(m["noise_density_dbfs_hz"]),
+                    "pfa": float(m["pfa"]),
+                },
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def capture_metrics(ds: xr.Dataset) -> pd.DataFrame:
+    """Signal metrics of every receiver in a capture Dataset.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A capture Dataset.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per receiver, the :class:`heimdall_lab.dsp.SignalMetrics` fields as columns;
+        empty when the Dataset holds no receiver.
+    """
+    if ds.sizes.get("receiver", 0) == 0:
+        return pd.DataFrame()
+    out = dsp.measure_dataset(ds, center_frequency_hz=ds.attrs.get("center_frequency_hz"))
+    return out.to_dataframe().drop(
+        columns=[c for c in out.coords if c != "receiver"], errors="ignore"
+    )
+
+
+class _Recorder:
+    """Moves a capture through its stages, mirroring them to the database (best effort)."""
+
+    def __init__(self, cap: Capture, engine: Engine | None, on_progress: ProgressCallback | None):
+        self.cap = cap
+        self.engine = engine
+        self.on_progress = on_progress
+        self._last_db = 0.0
+        self._lock = threading.Lock()
+
+    def _db(self, force: bool) -> None:
+        if self.engine is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_db < _DB_UPDATE_INTERVAL_S:
+            return
+        self._last_db = now
+        try:
+            db.update_capture(
+                self.engine,
+                self.cap.capture_id,
+                status=self.cap.stage,
+                progress=round(self.cap.percent, 2),
+                error=self.cap.error or None,
+                iq_url=self.cap.iq_url,
+            )
+        except HeimdallError as exc:
+            log.warning("capture %s: status not recorded: %s", self.cap.capture_id, exc)
+
+    def set(self, stage: str | None = None, percent: float | None = None, force: bool = False):
+        with self._lock:
+            if stage is not None and stage != self.cap.stage:
+                self.cap.stage = stage
+                force = True
+            if percent is not None:
+                self.cap.percent = max(self.cap.percent, min(100.0, percent))
+            self._db(force)
+        if self.on_progress is not None:
+            self.on_progress(self.cap)
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        message = f"{stage}: {exc}"
+        log.error("capture %s: %s", self.cap.capture_id, message)
+        self.cap.errors.append(message)
+        self._db(True)
+
+    def receiver(self, p: Progress) -> None:
+        cap = self.cap
+        cap.receiver_progress[p.receiver] = p
+        if cap.stage == "connecting" and p.state == "receiving":
+            self.set("receiving")
+        fractions = [q.fraction for q in cap.receiver_progress.values()]
+        share = sum(fractions) / max(len(fractions), 1)
+        self.set(percent=_STAGE_END["connecting"] + share * (_STAGE_END["receiving"] - 5.0))
+
+
+@contextlib.contextmanager
+def _emulated(
+    receivers: list[Receiver], scenario: Scenario, start_utc: np.datetime64, realtime: bool
+) -> Iterator[list[Receiver]]:
+    sites = set(scenario.site_names)
+    missing = [r.name for r in receivers if r.name not in sites]
+    if missing:
+        raise ValidationError(
+            f"receivers {missing} are not sites of the scenario; emulated sites: {sorted(sites)}"
+        )
+    emulator = Emulator(scenario, receivers=receivers, realtime=realtime, start_utc=start_utc)
+    with emulator.running() as emu:
+        yield emu.receivers
+
+
+def capture(
+    frequency_hz: float = 10e6,
+    duration_s: float = 10.0,
+    *,
+    receivers: Sequence[Receiver | str] | None = None,
+    iq_url: str | None = None,
+    database_url: str | None = None,
+    engine: Engine | None = None,
+    emulate: bool = False,
+    scenario: Scenario | None = None,
+    seed: int | None = None,
+    start_utc: str | np.datetime64 | None = None,
+    realtime: bool = True,
+    settings: StreamSettings | None = None,
+    deadline_s: float | None = None,
+    retries: int | None = None,
+    on_progress: ProgressCallback | None = None,
+    capture_id: str | None = None,
+) -> Capture:
+    """Capture IQ from several receivers, measure it, and store IQ and measurements.
+
+    Parameters
+    ----------
+    frequency_hz : float
+        Centre frequency in Hz.
+    duration_s : float
+        Seconds of IQ from each receiver.
+    receivers : sequence of Receiver or str, optional
+        Receivers, or names of receivers in the database; all active ones by default.
+    iq_url : str, optional
+        IQ store URL (local folder or ``s3://``); :func:`heimdall_lab.store.default_iq_url`.
+    database_url : str, optional
+        Database URL; ``HEIMDALL_DATABASE_URL`` or the embedded server by default.
+    engine : sqlalchemy.engine.Engine, optional
+        An engine to use instead of ``database_url`` (not disposed of here).
+    emulate : bool, optional
+        Capture from the local emulator instead of the real receivers (implied by
+        ``scenario`` or ``seed``).
+    scenario : Scenario, optional
+        What the emulated receivers hear; ``Scenario.default(seed)`` by default.
+    seed : int, optional
+        Scenario seed (0 by default in emulated runs).
+    start_utc : str or numpy.datetime64, optional
+        Emulated runs: UTC time of the first sample; the next whole second by default. With
+        the same parameters, seed and start the emulator gives identical IQ.
+    realtime : bool, optional
+        Emulated runs: pace frames in real time (default) or send them as fast as possible.
+    settings : StreamSettings, optional
+        Passband, gain and timeouts of the receiver streams.
+    deadline_s : float, optional
+        Overall acquisition deadline (see :func:`heimdall_lab.fetch.acquire_async`).
+    retries : int, optional
+        Retries per receiver (each receiver's ``retry_count`` by default).
+    on_progress : callable, optional
+        Called with the :class:`Capture` whenever its stage or progress changes.
+    capture_id : str, optional
+        Identifier to use; a new UUID by default.
+
+    Returns
+    -------
+    Capture
+        The Dataset, metrics, per-receiver status, ids and URLs. Check :attr:`Capture.stage`
+        (``done``, ``partial`` or ``failed``) and :attr:`Capture.errors`.
+
+    Raises
+    ------
+    ValidationError
+        Bad parameters or unknown receivers, before anything connects.
+    DatabaseError
+        The database cannot be reached (nothing was captured).
+    """
+    validate_capture_request(frequency_hz, duration_s)
+    emulate = emulate or scenario is not None or seed is not None
+    capture_id = capture_id or uuid.uuid4().hex
+    own_engine = engine is None
+    if engine is None:
+        engine = db.get_engine(database_url)
+    try:
+        chosen = _resolve_receivers(engine, receivers)
+        validate_request(chosen, frequency_hz, duration_s)
+        start = None
+        if emulate:
+            scenario = scenario or Scenario.default(seed=seed or 0)
+            start = (
+                np.datetime64(start_utc, "ns")
+                if start_utc is not None
+                else np.datetime64(int(time.time()) + 1, "s").astype("M8[ns]")
+            )
+        store = IQStore(iq_url)
+        parameters: dict[str, Any] = {
+            "frequency_hz": float(frequency_hz),
+            "duration_s": float(duration_s),
+            "receivers": [r.name for r in chosen],
+            "emulate": emulate,
+            "scenario": scenario.to_dict() if emulate and scenario else None,
+            "seed": scenario.seed if emulate and scenario else None,
+            "start_utc": None if start is None else f"{np.datetime_as_string(start, 'ns')}Z",
+            "realtime": realtime if emulate else None,
+            "deadline_s": deadline_s,
+            "retries": retries,
+            "settings": (settings or StreamSettings()).__dict__,
+            "software_version": __version__,
+        }
+        cap = Capture(
+            capture_id,
+            float(frequency_hz),
+            float(duration_s),
+            parameters,
+            database_url=db.mask_url(engine.url),
+        )
+        db.create_capture(
+            engine,
+            frequency_hz,
+            duration_s,
+            capture_id=capture_id,
+            parameters=parameters,
+            status="pending",
+        )
+        _run(
+            cap,
+            chosen,
+            store,
+            engine,
+            scenario,
+            start,
+            realtime,
+            settings,
+            deadline_s,
+            retries,
+            on_progress,
+        )
+        return cap
+    finally:
+        if own_engine:
+            engine.dispose()
+
+
+def _run(
+    cap: Capture,
+    chosen: list[Receiver],
+    store: IQStore,
+    engine: Engine,
+    scenario: Scenario | None,
+    start: np.datetime64 | None,
+    realtime: bool,
+    settings: StreamSettings | None,
+    deadline_s: float | None,
+    retries: int | None,
+    on_progress: ProgressCallback | None,
+) -> None:
+    rec = _Recorder(cap, engine, on_progress)
+    rec.set("connecting", 0.0, force=True)
+    kwargs: dict[str, Any] = {
+        "settings": settings,
+        "deadline_s": deadline_s,
+        "retries": retries,
+        "on_progress": rec.receiver,
+        "capture_id": cap.capture_id,
+    }
+    try:
+        if scenario is not None and start is not None:
+            with _emulated(chosen, scenario, start, realtime) as addressed:
+                cap.acquisition = acquire(
+                    addressed, cap.frequency_hz, cap.duration_s, gps_reference=start, **kwargs
+                )
+        else:
+            cap.acquisition = acquire(chosen, cap.frequency_hz, cap.duration_s, **kwargs)
+    except HeimdallError as exc:
+        rec.fail("receiving", exc)
+        rec.set("failed", force=True)
+        return
+    ds = cap.acquisition.dataset
+    ds.attrs["parameters"] = cap.parameters
+    if ds.sizes["receiver"] == 0:
+        reasons = "; ".join(o.message for o in cap.acquisition.outcomes)
+        rec.fail("receiving", HeimdallError(f"no receiver delivered samples ({reasons})"))
+        rec.set("failed", force=True)
+        return
+
+    rec.set("processing", _STAGE_END["receiving"])
+    try:
+        cap.metrics = capture_metrics(ds)
+    except HeimdallError as exc:
+        rec.fail("processing", exc)
+
+    rec.set("storing", _STAGE_END["processing"])
+    try:
+        written = store.write(
+            ds,
+            capture_id=cap.capture_id,
+            on_progress=lambda done, total: rec.set(
+                percent=_STAGE_END["processing"] + 10.0 * done / max(total, 1)
+            ),
+        )
+        cap.iq_url = written.url
+        rec.set(percent=95.0, force=True)
+    except HeimdallError as exc:
+        rec.fail("storing IQ", exc)
+    if not cap.metrics.empty:
+        try:
+            rows = measurement_rows(
+                cap.metrics, ds, iq_url=cap.iq_url, status=cap.acquisition.status()
+            )
+            cap.measurements_written = db.write_measurements(engine, cap.capture_id, rows)
+        except HeimdallError as exc:
+            rec.fail("storing measurements", exc)
+    if cap.errors:
+        final = "failed"
+    elif len(cap.acquisition.ok) < len(cap.acquisition.outcomes):
+        final = "partial"
+    else:
+        final = "done"
+    rec.set(final, 100.0 if final != "failed" else None, force=True)
