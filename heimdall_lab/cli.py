@@ -1,7 +1,7 @@
 """The ``heimdall-lab`` command: one verb per thing a user does.
 
 Exit codes: 0 success; 1 the job ran but some receivers failed; 2 bad input (usage or
-validation); 3 nothing could be acquired.
+validation); 3 nothing could be done (no receiver delivered, a stage or a notebook failed).
 """
 
 from __future__ import annotations
@@ -11,31 +11,49 @@ import asyncio
 import logging
 import signal
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy as sa
 
-from heimdall_lab import __version__
-from heimdall_lab.dsp import measure_dataset
+from heimdall_lab import __version__, db
+from heimdall_lab.capture import Capture, capture
 from heimdall_lab.emulator import FAULT_KINDS, Emulator, Fault
 from heimdall_lab.errors import HeimdallError, ValidationError
-from heimdall_lab.fetch import Acquisition, TqdmProgress, acquire
+from heimdall_lab.fetch import TqdmProgress
 from heimdall_lab.kiwi import StreamSettings, check_health
+from heimdall_lab.notebooks import parse_value, run_notebook
 from heimdall_lab.receivers import Receiver
+from heimdall_lab.recording import Recording
 from heimdall_lab.scenario import Scenario
 from heimdall_lab.wavfile import read_kiwi_wav, write_kiwi_wav
 
 log = logging.getLogger("heimdall_lab")
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NOTHING = 0, 1, 2, 3
-#: The demo's transmitter frequency, the tuned frequency and the capture length.
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+#: The demo's tuned frequency (the default scenario's transmitter) and capture length.
 DEMO_FREQUENCY_HZ = 10_000_000.0
 DEMO_DURATION_S = 10.0
+_SUMMARY_COLUMNS = [
+    "status",
+    "samples",
+    "sample_rate_hz",
+    "lost_frames",
+    "rssi_dbm",
+    "snr_db",
+    "cn0_dbhz",
+    "frequency_offset_hz",
+    "attempts",
+    "reason",
+]
 
 
-def _receiver_arg(text: str) -> Receiver:
-    """Parse ``NAME=HOST:PORT[@LAT,LON]``."""
+def _receiver_arg(text: str) -> Receiver | str:
+    """Parse a receiver: a name in the database, or ``NAME=HOST:PORT[@LAT,LON]``."""
+    if "=" not in text:
+        return text
     try:
         name, _, rest = text.partition("=")
         address, _, position = rest.partition("@")
@@ -44,7 +62,7 @@ def _receiver_arg(text: str) -> Receiver:
         return Receiver(name, host, int(port), lat, lon)
     except (ValueError, ValidationError) as exc:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected NAME=HOST:PORT[@LAT,LON] ({exc})"
+            f"{text!r}: expected NAME or NAME=HOST:PORT[@LAT,LON] ({exc})"
         ) from exc
 
 
@@ -62,108 +80,112 @@ def _fault_arg(text: str) -> tuple[str, Fault]:
         ) from exc
 
 
-def summary_table(acq: Acquisition) -> pd.DataFrame:
-    """The per-receiver summary printed after an acquisition.
+def summary_table(cap: Capture) -> pd.DataFrame:
+    """The per-receiver summary printed after a capture.
 
     Parameters
     ----------
-    acq : Acquisition
+    cap : Capture
         The result.
 
     Returns
     -------
     pandas.DataFrame
-        Status, samples, seconds, exact sample rate, lost frames, RSSI, SNR in the occupied
-        bandwidth, C/N0 and the strongest emission's offset from the tuned frequency.
+        Status, samples, exact sample rate, lost frames, RSSI, SNR (in the occupied
+        bandwidth), C/N0, frequency offset, attempts and failure reason per receiver.
     """
-    table = acq.status()
-    rate = table["sample_rate_hz"]
-    out = pd.DataFrame(
-        {
-            "status": table["status"],
-            "samples": table["samples"],
-            "seconds": (table["samples"] / rate).round(2),
-            "rate_hz": rate.round(3),
-            "lost": table["lost_frames"],
-            "rssi_dbm": table["rssi_dbm"].round(1),
-        }
+    table = cap.status()
+    if table.empty:
+        return table
+    table = table.reindex(columns=_SUMMARY_COLUMNS)
+    return table.round(
+        {"sample_rate_hz": 3, "rssi_dbm": 1, "snr_db": 1, "cn0_dbhz": 1, "frequency_offset_hz": 2}
     )
-    metrics = {}
-    for name in acq.dataset.receiver.values:
-        one = acq.dataset.sel(receiver=[name])
-        try:
-            metrics[name] = measure_dataset(one, center_frequency_hz=acq.frequency_hz).isel(
-                receiver=0
-            )
-        except ValidationError as exc:  # too few samples to measure, say
-            log.info("%s: no metrics: %s", name, exc)
-    for column, var, digits in (
-        ("snr_db", "snr_db", 1),
-        ("cn0_dbhz", "cn0_dbhz", 1),
-        ("offset_hz", "frequency_offset_hz", 2),
-    ):
-        out[column] = [
-            round(float(metrics[n][var]), digits) if n in metrics else float("nan")
-            for n in out.index
-        ]
-    out["attempts"] = table["attempts"]
-    out["reason"] = table["reason"]
-    return out
 
 
-def _report(acq: Acquisition) -> int:
-    print(summary_table(acq).to_string())
-    print(
-        f"\ncapture {acq.capture_id}: {len(acq.ok)}/{len(acq.outcomes)} receivers complete, "
-        f"{acq.elapsed_s:.2f} s wall time for {acq.duration_s:g} s of IQ"
-    )
-    for o in acq.outcomes:
-        if o.message:
-            print(f"  {o.receiver.name}: {o.message}")
-    if not acq.ok and all(o.recording is None for o in acq.outcomes):
-        return EXIT_NOTHING
-    return EXIT_OK if len(acq.ok) == len(acq.outcomes) else EXIT_PARTIAL
+def _exit_code(stage: str) -> int:
+    return {"done": EXIT_OK, "partial": EXIT_PARTIAL}.get(stage, EXIT_FAILED)
 
 
-def _acquire_with_bars(
-    receivers: Sequence[Receiver], args: argparse.Namespace, **kwargs: object
-) -> Acquisition:
-    bars = TqdmProgress([r.name for r in receivers], disable=args.quiet or None)
-    try:
-        return acquire(
-            receivers,
-            args.frequency,
-            args.duration,
-            on_progress=bars,
-            settings=StreamSettings(read_timeout=args.read_timeout),
-            **kwargs,
-        )
-    finally:
-        bars.close()
+def _print_capture(cap: Capture) -> int:
+    table = summary_table(cap)
+    if not table.empty:
+        print(table.to_string())
+    print(f"\ncapture {cap.capture_id}: {cap.stage}")
+    print(f"IQ: {cap.iq_url or 'not stored'}")
+    print(f"measurements: {cap.measurements_written} rows in {cap.database_url}")
+    for error in cap.errors:
+        print(f"error: {error}")
+    return _exit_code(cap.stage)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start seven emulated receivers, capture from all of them, print a summary."""
-    scenario = Scenario.default(seed=args.seed)
+    """Capture from seven emulated receivers through the capture notebook; print the metrics."""
+    capture_id = uuid.uuid4().hex
     print(
-        f"heimdall_lab {__version__} demo: {len(scenario.sites)} emulated KiwiSDR receivers, "
-        f"{args.duration:g} s of IQ at {args.frequency / 1e6:g} MHz"
+        f"heimdall_lab {__version__} demo: seven emulated KiwiSDR receivers, "
+        f"{args.duration:g} s of IQ at {DEMO_FREQUENCY_HZ / 1e6:g} MHz, "
+        "embedded PostgreSQL, local IQ folder, the capture notebook through papermill"
     )
-    with Emulator(scenario, realtime=not args.fast).running() as emulator:
-        acq = _acquire_with_bars(emulator.receivers, args)
-    return _report(acq)
+    report = run_notebook(
+        "capture",
+        {
+            "frequency_hz": DEMO_FREQUENCY_HZ,
+            "duration_s": args.duration,
+            "seed": args.seed,
+            "realtime": not args.fast,
+            "capture_id": capture_id,
+        },
+        output_dir=args.output_dir,
+    )
+    engine = db.get_engine()
+    try:
+        record = db.get_capture(engine, capture_id)
+        rows = db.measurements_for_capture(engine, capture_id, include_psd=False)
+    finally:
+        engine.dispose()
+    if record is None:
+        print(f"the notebook ran but stored no capture; see {report}", file=sys.stderr)
+        return EXIT_FAILED
+    columns = ["receiver", "samples_count", "rssi_dbm", "snr_db", "cn0_dbhz"]
+    columns += ["frequency_offset_hz", "signal_present"]
+    print(rows[columns].set_index("receiver").round(2).to_string())
+    print(f"\ncapture {capture_id}: {record.status}, IQ in {record.iq_url}")
+    print(f"report: {report}")
+    return _exit_code(record.status)
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    """Capture from the given receivers; optionally write kiwi IQ WAV files."""
-    acq = _acquire_with_bars(args.receiver, args)
-    code = _report(acq)
-    if args.wav_dir:
+    """Capture, measure and store; optionally write kiwi IQ WAV files too."""
+    bars = TqdmProgress(disable=args.quiet or None)
+
+    def show(cap: Capture) -> None:
+        for p in list(cap.receiver_progress.values()):
+            bars(p)
+
+    try:
+        cap = capture(
+            args.frequency,
+            args.duration,
+            receivers=args.receiver,
+            iq_url=args.iq_url,
+            database_url=args.database_url,
+            emulate=args.emulate,
+            seed=args.seed,
+            start_utc=args.start_utc,
+            realtime=not args.fast,
+            settings=StreamSettings(read_timeout=args.read_timeout),
+            on_progress=show,
+        )
+    finally:
+        bars.close()
+    code = _print_capture(cap)
+    if args.wav_dir and cap.dataset is not None:
         out = Path(args.wav_dir)
         out.mkdir(parents=True, exist_ok=True)
-        for o in acq.outcomes:
+        for o in cap.acquisition.outcomes if cap.acquisition else []:
             if o.recording is not None:
-                path = out / f"{acq.capture_id}_{args.frequency:.0f}_{o.receiver.name}_iq.wav"
+                path = out / f"{cap.capture_id}_{args.frequency:.0f}_{o.receiver.name}_iq.wav"
                 write_kiwi_wav(path, o.recording)
                 print(f"wrote {path}")
     return code
@@ -172,7 +194,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 def cmd_emulate(args: argparse.Namespace) -> int:
     """Serve emulated receivers until interrupted."""
     scenario = Scenario.default(seed=args.seed)
-    replay = {}
+    replay: dict[str, Recording] = {}
     receivers = None
     if args.replay:
         replay = {Path(p).stem: read_kiwi_wav(p) for p in args.replay}
@@ -205,9 +227,10 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     """Print each receiver's /status: users, GNSS fix, uptime."""
+    receivers = _named_receivers(args.receiver, args.database_url)
 
     async def run() -> list:
-        return await asyncio.gather(*(check_health(r, args.timeout) for r in args.receiver))
+        return await asyncio.gather(*(check_health(r, args.timeout) for r in receivers))
 
     rows = [
         {
@@ -225,6 +248,82 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r["reachable"] for r in rows) else EXIT_PARTIAL
 
 
+def _named_receivers(given: Sequence[Receiver | str], database_url: str | None) -> list[Receiver]:
+    if all(isinstance(r, Receiver) for r in given):
+        return list(given)  # type: ignore[arg-type]
+    engine = db.get_engine(database_url)
+    try:
+        known = {r.name: r for r in db.list_receivers(engine, active_only=False)}
+    finally:
+        engine.dispose()
+    out = []
+    for r in given:
+        if isinstance(r, str) and r not in known:
+            raise ValidationError(f"unknown receiver {r!r}; known: {sorted(known)}")
+        out.append(known[r] if isinstance(r, str) else r)
+    return out
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """Apply migrations, or show the database's state."""
+    engine = db.get_engine(args.database_url, apply_migrations=args.action == "migrate")
+    try:
+        if args.action == "migrate":
+            applied = db.migrate(engine)
+            print(f"applied {len(applied)} new migration(s) to {db.mask_url(engine.url)}")
+        migrations = db.applied_migrations(engine)
+        print(f"database: {db.mask_url(engine.url)}")
+        print(f"timescaledb: {'yes' if db.is_timescale(engine) else 'no (plain PostgreSQL)'}")
+        print(f"migrations applied: {', '.join(migrations['name'].astype(str))}")
+        with engine.connect() as conn:
+            for table in ("websdrs", "captures", "measurements"):
+                n = conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar()
+                print(f"{table}: {n} rows")
+    finally:
+        engine.dispose()
+    return EXIT_OK
+
+
+def cmd_receivers(args: argparse.Namespace) -> int:
+    """List, add or deactivate receivers in the database."""
+    engine = db.get_engine(args.database_url)
+    try:
+        if args.action == "add":
+            r = _receiver_arg(f"{args.name}={args.address}@{args.lat},{args.lon}")
+            assert isinstance(r, Receiver)
+            db.add_receiver(engine, r)
+            print(f"added {r.name} at {r.address}")
+        elif args.action == "deactivate":
+            db.deactivate_receiver(engine, args.name)
+            print(f"deactivated {args.name}")
+        else:
+            receivers = db.list_receivers(engine, active_only=not args.all)
+            table = pd.DataFrame(
+                [
+                    {
+                        "name": r.name,
+                        "address": r.address,
+                        "latitude": r.latitude,
+                        "longitude": r.longitude,
+                        "location": r.location_name,
+                    }
+                    for r in receivers
+                ]
+            )
+            print(table.to_string(index=False) if len(table) else "no receivers")
+    finally:
+        engine.dispose()
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a notebook headless through papermill; print where it went."""
+    params = {name: parse_value(value) for name, value in args.parameter or []}
+    out = run_notebook(args.notebook, params, output_dir=args.output_dir, progress=not args.quiet)
+    print(out)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``heimdall-lab``.
 
@@ -235,53 +334,45 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="heimdall-lab",
-        description="Capture IQ from KiwiSDR receivers (or their emulator).",
+        description="Capture IQ from KiwiSDR receivers (or their emulator), measure, store.",
     )
     parser.add_argument("--version", action="version", version=f"heimdall_lab {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def acquisition_options(p: argparse.ArgumentParser, frequency: float | None) -> None:
+    def database_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "-f",
-            "--frequency",
-            type=float,
-            default=frequency,
-            required=frequency is None,
-            help="centre frequency in Hz" + (f" (default {frequency:g})" if frequency else ""),
+            "--database-url",
+            help="PostgreSQL URL (default: HEIMDALL_DATABASE_URL, else the embedded server)",
         )
-        p.add_argument(
-            "-d",
-            "--duration",
-            type=float,
-            default=DEMO_DURATION_S,
-            help="seconds of IQ per receiver (default %(default)g)",
-        )
-        p.add_argument(
-            "--read-timeout",
-            type=float,
-            default=5.0,
-            help="seconds without a frame before a receiver counts as stalled",
-        )
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("demo", help="capture from seven emulated receivers and print a summary")
-    acquisition_options(p, DEMO_FREQUENCY_HZ)
+    p = sub.add_parser("demo", help="capture from seven emulated receivers via the notebook")
+    p.add_argument("-d", "--duration", type=float, default=DEMO_DURATION_S, help="seconds")
     p.add_argument("--seed", type=int, default=0, help="scenario seed (default 0)")
     p.add_argument("--fast", action="store_true", help="send frames as fast as possible")
+    p.add_argument("--output-dir", default="reports", help="where the executed notebook goes")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("capture", help="capture from the given receivers")
-    acquisition_options(p, None)
+    p = sub.add_parser("capture", help="capture, measure and store")
+    p.add_argument("-f", "--frequency", type=float, required=True, help="centre frequency, Hz")
+    p.add_argument("-d", "--duration", type=float, default=DEMO_DURATION_S, help="seconds")
     p.add_argument(
         "-r",
         "--receiver",
         type=_receiver_arg,
         action="append",
-        required=True,
-        help="NAME=HOST:PORT[@LAT,LON], repeatable",
+        help="NAME (in the database) or NAME=HOST:PORT[@LAT,LON]; repeatable; default: all "
+        "active receivers",
     )
-    p.add_argument("--wav-dir", help="write one kiwi IQ WAV file per receiver here")
+    p.add_argument("--emulate", action="store_true", help="use the local emulator")
+    p.add_argument("--seed", type=int, help="emulated scenario seed (implies --emulate)")
+    p.add_argument("--start-utc", help="emulated: UTC time of the first sample")
+    p.add_argument("--fast", action="store_true", help="emulated: no real-time pacing")
+    p.add_argument("--read-timeout", type=float, default=5.0, help="seconds without a frame")
+    p.add_argument("--iq-url", help="IQ store (default: HEIMDALL_IQ_URL or .heimdall/iq)")
+    database_option(p)
+    p.add_argument("--wav-dir", help="also write one kiwi IQ WAV file per receiver here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_capture)
 
     p = sub.add_parser("emulate", help="serve emulated KiwiSDR receivers until interrupted")
@@ -302,7 +393,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("health", help="fetch each receiver's /status page")
     p.add_argument("-r", "--receiver", type=_receiver_arg, action="append", required=True)
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per receiver")
+    database_option(p)
     p.set_defaults(func=cmd_health)
+
+    p = sub.add_parser("db", help="database: migrate, status")
+    p.add_argument("action", choices=["migrate", "status"])
+    database_option(p)
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("receivers", help="receivers in the database: list, add, deactivate")
+    rsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = rsub.add_parser("list", help="list receivers (active ones unless --all)")
+    q.add_argument("--all", action="store_true", help="include inactive receivers")
+    database_option(q)
+    q = rsub.add_parser("add", help="add a receiver")
+    q.add_argument("name")
+    q.add_argument("address", help="HOST:PORT")
+    q.add_argument("--lat", type=float, required=True, help="latitude, degrees")
+    q.add_argument("--lon", type=float, required=True, help="longitude, degrees")
+    database_option(q)
+    q = rsub.add_parser("deactivate", help="stop using a receiver (it stays in the database)")
+    q.add_argument("name")
+    database_option(q)
+    p.set_defaults(func=cmd_receivers)
+
+    p = sub.add_parser("run", help="run a notebook headless through papermill")
+    p.add_argument("notebook", help="a name in notebooks/ (capture, explore, ...) or a path")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="set a parameter (VALUE read as a Python literal when it is one)",
+    )
+    p.add_argument("--output-dir", default="reports", help="reports folder (default reports)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
     return parser
 
 
@@ -326,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except HeimdallError as exc:
         print(f"heimdall-lab: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, ValidationError) else EXIT_NOTHING
+        return EXIT_USAGE if isinstance(exc, ValidationError) else EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -467,24 +467,32 @@ def acquire(
 
 
 class TqdmProgress:
-    """A progress callback that draws one tqdm bar per receiver.
+    """A progress callback that draws one tqdm bar per receiver, added as receivers report.
 
     Parameters
     ----------
-    receivers : sequence of str
-        Receiver names, one bar each.
+    receivers : sequence of str, optional
+        Receiver names to show bars for from the start (in this order).
     **tqdm_kwargs
         Passed to each ``tqdm`` bar (for example ``disable=True``).
     """
 
-    def __init__(self, receivers: Sequence[str], **tqdm_kwargs: object) -> None:
-        from tqdm.auto import tqdm
+    def __init__(self, receivers: Sequence[str] = (), **tqdm_kwargs: object) -> None:
+        self._kwargs = tqdm_kwargs
+        self._bars: dict[str, object] = {}
+        self._last: dict[str, float] = {}
+        for name in receivers:
+            self._bar(name)
 
-        self._bars = {
-            name: tqdm(total=1, desc=name, unit="sa", position=i, leave=True, **tqdm_kwargs)
-            for i, name in enumerate(receivers)
-        }
-        self._last = {name: 0.0 for name in receivers}
+    def _bar(self, name: str) -> Any:
+        if name not in self._bars:
+            from tqdm.auto import tqdm
+
+            self._bars[name] = tqdm(
+                total=1, desc=name, unit="sa", position=len(self._bars), leave=True, **self._kwargs
+            )
+            self._last[name] = 0.0
+        return self._bars[name]
 
     def __call__(self, p: Progress) -> None:
         """Update the receiver's bar.
@@ -494,7 +502,7 @@ class TqdmProgress:
         p : Progress
             The report.
         """
-        bar = self._bars[p.receiver]
+        bar = self._bar(p.receiver)
         now = time.monotonic()
         if p.state == "receiving" and now - self._last[p.receiver] < 0.2:
             return
@@ -507,4 +515,4 @@ class TqdmProgress:
     def close(self) -> None:
         """Close every bar."""
         for bar in self._bars.values():
-            bar.close()
+            bar.close()  # type: ignore[attr-defined]

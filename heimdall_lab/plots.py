@@ -111,12 +111,22 @@ def plot_waterfall(
     if len(iq) < 2 * nperseg:
         raise ValidationError(f"{name}: {len(iq)} samples are too few for a waterfall")
     f, t, sxx = scipy.signal.spectrogram(
-        iq, rate, nperseg=nperseg, return_onesided=False, detrend=False, scaling="density"
+        iq,
+        rate,
+        window="blackmanharris",  # low sidelobes: a strong carrier stays one column wide
+        nperseg=nperseg,
+        return_onesided=False,
+        detrend=False,
+        scaling="density",
     )
     f = np.fft.fftshift(f)
     sxx = np.fft.fftshift(sxx, axes=0)
     ax = _axes(ax, (9, 5))
-    mesh = ax.pcolormesh(f, t, 10 * np.log10(sxx.T + 1e-30), shading="auto", cmap="viridis")
+    level = 10 * np.log10(sxx.T + 1e-30)
+    floor = float(np.median(level))
+    mesh = ax.pcolormesh(
+        f, t, level, shading="auto", cmap="viridis", vmin=floor - 10, vmax=level.max()
+    )
     ax.invert_yaxis()
     ax.set_xlabel("offset (Hz)")
     ax.set_ylabel("time (s)")

@@ -1,4 +1,4 @@
-"""The heimdall-lab command, run in-process and as a real subprocess."""
+"""The heimdall-lab command, in-process and as a real subprocess, on real servers."""
 
 from __future__ import annotations
 
@@ -6,60 +6,120 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import nbformat
 import pytest
 
+from heimdall_lab import db
 from heimdall_lab.cli import build_parser, main
 from heimdall_lab.emulator import Emulator, Fault
 from heimdall_lab.scenario import Scenario
 from heimdall_lab.wavfile import read_kiwi_wav
+
+DEFAULTS = ("F5LEN", "PH0M", "G0MJW", "HB9Q", "DK0GHZ", "OE3XEC", "HB9SL")
+
+
+@pytest.fixture
+def env(embedded, tmp_path, monkeypatch):
+    """Point the CLI at the session's embedded server and a fresh IQ folder; run in tmp."""
+    monkeypatch.setenv("HEIMDALL_DATABASE_URL", embedded.url)
+    monkeypatch.setenv("HEIMDALL_IQ_URL", str(tmp_path / "iq"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # kernels draw inline, as in Jupyter
+    return tmp_path
 
 
 def _spec(r) -> str:
     return f"{r.name}={r.host}:{r.port}@{r.latitude},{r.longitude}"
 
 
-def test_demo_captures_from_seven_receivers(capsys):
-    assert main(["demo", "--fast", "--duration", "1", "--quiet"]) == 0
+def test_demo_runs_the_capture_notebook_and_prints_metrics(env, embedded_engine, capsys):
+    assert main(["demo", "--fast", "--duration", "1"]) == 0
     out = capsys.readouterr().out
-    assert "7/7 receivers complete" in out
-    for name in ("F5LEN", "PH0M", "G0MJW", "HB9Q", "DK0GHZ", "OE3XEC", "HB9SL"):
+    for name in DEFAULTS:
         assert name in out
+    report = Path(out.split("report: ")[1].split()[0])
+    assert report.is_file() and report.parent.parent == Path("reports")
+    capture_id = report.stem.split("-", 1)[1]
+    assert db.get_capture(embedded_engine, capture_id).status == "done"
+    executed = nbformat.read(report, as_version=4)
+    assert executed.cells[2].metadata.get("tags") == ["injected-parameters"]
 
 
-def test_bad_duration_is_a_usage_error(capsys):
-    assert main(["demo", "--duration", "0", "--quiet"]) == 2
-    assert "duration" in capsys.readouterr().err
-
-
-def test_capture_writes_wav_files_and_reports_partial_failure(tmp_path, capsys):
-    scenario = Scenario.default(seed=5)
+def test_capture_from_addresses_writes_wav_and_reports_partial_failure(env, capsys):
     faults = {"HB9SL": Fault("bad_password")}
-    with Emulator(scenario, realtime=False, faults=faults).running() as emu:
-        args = ["capture", "-f", "10e6", "-d", "1", "-q", "--wav-dir", str(tmp_path)]
+    with Emulator(Scenario.default(seed=5), realtime=False, faults=faults).running() as emu:
+        args = ["capture", "-f", "10e6", "-d", "1", "-q", "--wav-dir", str(env / "wav")]
         for name in ("HB9Q", "HB9SL"):
             args += ["-r", _spec(emu.receiver(name))]
         code = main(args)
     out = capsys.readouterr().out
     assert code == 1
-    assert "bad_password" in out
-    files = sorted(tmp_path.glob("*_HB9Q_iq.wav"))
+    assert "bad_password" in out and "partial" in out
+    files = sorted((env / "wav").glob("*_HB9Q_iq.wav"))
     assert len(files) == 1
     assert len(read_kiwi_wav(files[0]).samples) >= 12001
-    assert not list(tmp_path.glob("*_HB9SL_iq.wav"))
+    assert not list((env / "wav").glob("*_HB9SL_iq.wav"))
 
 
-def test_capture_with_nothing_reachable_exits_3(capsys):
-    code = main(["capture", "-f", "10e6", "-d", "1", "-q", "-r", "X=127.0.0.1:9"])
+def test_capture_emulated_by_name(env, embedded_engine, capsys):
+    code = main(["capture", "-f", "10e6", "-d", "1", "-q", "--seed", "2", "--fast", "-r", "HB9Q"])
+    out = capsys.readouterr().out
+    assert code == 0
+    capture_id = out.split("capture ")[1].split(":")[0]
+    rows = db.measurements_for_capture(embedded_engine, capture_id, include_psd=False)
+    assert list(rows.receiver) == ["HB9Q"]
+
+
+def test_capture_with_nothing_reachable_exits_3(env, capsys):
+    code = main(["capture", "-f", "10e6", "-d", "1", "-q", "-r", "NOWHERE=127.0.0.1:9"])
     assert code == 3
+    assert "no receiver delivered" in capsys.readouterr().out
+
+
+def test_db_and_receivers_commands(env, capsys):
+    assert main(["db", "migrate"]) == 0
+    assert main(["db", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "websdrs:" in out and "measurements:" in out and "timescaledb: no" in out
+    assert main(["receivers", "add", "TESTRX", "127.0.0.1:8075", "--lat", "50", "--lon", "9"]) == 0
+    assert main(["receivers", "list"]) == 0
+    assert "TESTRX" in capsys.readouterr().out
+    assert main(["receivers", "deactivate", "TESTRX"]) == 0
+    capsys.readouterr()
+    assert main(["receivers", "list"]) == 0
+    assert "TESTRX" not in capsys.readouterr().out
+    assert main(["receivers", "list", "--all"]) == 0
+    assert "TESTRX" in capsys.readouterr().out
+    assert main(["receivers", "deactivate", "NOT_THERE"]) == 2
+
+
+def test_run_executes_a_notebook_with_parameters(env, capsys):
+    assert main(["run", "explore", "-p", "bucket", "10s", "-q", "--output-dir", "out"]) == 0
+    path = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert path.is_file() and path.parts[0] == "out" and path.name.startswith("explore-")
+    executed = nbformat.read(path, as_version=4)
+    injected = next(
+        c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])
+    )
+    assert 'bucket = "10s"' in injected.source
+    assert main(["run", "explore", "-p", "nonsense", "1", "-q"]) == 2
+    assert main(["run", "no-such-notebook", "-q"]) == 2
+
+
+def test_bad_duration_is_a_usage_error(env, capsys):
+    assert main(["capture", "-f", "10e6", "-d", "0", "--seed", "1", "-q"]) == 2
+    assert "duration" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["capture", "-f", "10e6", "-r", "no-address"],
+        ["capture", "-f", "10e6", "-r", "X=no-port"],
         ["emulate", "--fault", "HB9Q:explode"],
         ["frobnicate"],
+        ["db", "drop"],
     ],
 )
 def test_malformed_arguments_exit_2(argv):
@@ -68,16 +128,27 @@ def test_malformed_arguments_exit_2(argv):
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize("command", ["demo", "capture", "emulate", "health"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["demo"],
+        ["capture"],
+        ["emulate"],
+        ["health"],
+        ["db"],
+        ["receivers"],
+        ["receivers", "add"],
+        ["run"],
+    ],
+)
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args([command, "--help"])
+        build_parser().parse_args([*command, "--help"])
     assert exc.value.code == 0
     assert "usage" in capsys.readouterr().out
 
 
-def test_emulate_subprocess_serves_capture_and_health(tmp_path, capsys):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def test_emulate_subprocess_serves_capture_and_health(env, capsys):
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -94,12 +165,12 @@ def test_emulate_subprocess_serves_capture_and_health(tmp_path, capsys):
         ],
         stdout=subprocess.PIPE,
         text=True,
-        env=env,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         lines = [proc.stdout.readline().strip() for _ in range(7)]
         specs = dict(line.split("=", 1) for line in lines)
-        assert set(specs) == {"F5LEN", "PH0M", "G0MJW", "HB9Q", "DK0GHZ", "OE3XEC", "HB9SL"}
+        assert set(specs) == set(DEFAULTS)
         assert main(["health", "-r", f"HB9Q={specs['HB9Q']}"]) == 0
         code = main(
             [
@@ -117,7 +188,7 @@ def test_emulate_subprocess_serves_capture_and_health(tmp_path, capsys):
         )
         assert code == 1
         out = capsys.readouterr().out
-        assert "too_busy" in out and "1/2 receivers complete" in out
+        assert "too_busy" in out and "partial" in out
     finally:
         proc.terminate()
         t0 = time.monotonic()

@@ -1,0 +1,97 @@
+"""Every notebook runs under nbmake (small parameters) and under papermill (other parameters)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import nbformat
+import numpy as np
+import pytest
+from nbmake.nb_run import NotebookRun
+from papermill.iorw import load_notebook_node
+from papermill.parameterize import parameterize_notebook
+
+from heimdall_lab import db
+from heimdall_lab.notebooks import NOTEBOOK_DIR, notebook_parameters, run_notebook
+from heimdall_lab.store import IQStore
+
+NOTEBOOKS = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
+#: Small parameters per notebook, so the whole set runs in seconds.
+SMALL = {
+    "capture": {"duration_s": 1.0, "realtime": False, "seed": 1},
+    "explore": {"bucket": "1s"},
+}
+
+
+@pytest.fixture
+def env(embedded, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEIMDALL_DATABASE_URL", embedded.url)
+    monkeypatch.setenv("HEIMDALL_IQ_URL", str(tmp_path / "iq"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # kernels draw inline, as in Jupyter
+    return tmp_path
+
+
+def test_every_notebook_has_a_parameters_cell_and_small_parameters():
+    assert NOTEBOOKS, "no notebooks found"
+    for name in NOTEBOOKS:
+        nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{name}: needs exactly one cell tagged 'parameters'"
+        assert name in SMALL, f"{name}: give it small parameters in SMALL"
+        assert set(SMALL[name]) <= set(notebook_parameters(name))
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_under_nbmake(env, name):
+    nb = load_notebook_node(str(NOTEBOOK_DIR / f"{name}.ipynb"))
+    path = env / f"{name}.ipynb"
+    nbformat.write(parameterize_notebook(nb, SMALL[name]), path)
+    result = NotebookRun(path, 600).execute()
+    assert result.error is None, result.error and result.error.summary
+
+
+def test_capture_notebook_under_papermill_stores_the_capture(env, embedded_engine):
+    capture_id = uuid.uuid4().hex
+    params = {
+        "duration_s": 1.5,
+        "frequency_hz": 10e6,
+        "receivers": ["HB9Q", "HB9SL", "OE3XEC"],
+        "seed": 7,
+        "realtime": False,
+        "start_utc": "2026-10-01T08:00:00",
+        "capture_id": capture_id,
+    }
+    out = run_notebook("capture", params, output_dir=env / "reports")
+    assert out.name == f"capture-{capture_id}.ipynb" and out.is_file()
+    executed = nbformat.read(out, as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert f"capture {capture_id}: done" in text
+    assert "image/png" in text  # the PSD, the waterfall and the map were drawn
+    record = db.get_capture(embedded_engine, capture_id)
+    assert record.status == "done"
+    assert record.parameters["seed"] == 7 and record.parameters["receivers"] == params["receivers"]
+    rows = db.measurements_for_capture(embedded_engine, capture_id, include_psd=False)
+    assert sorted(rows.receiver) == sorted(params["receivers"])
+    ds = IQStore(str(env / "iq")).open(capture_id)
+    assert sorted(ds.receiver.values) == sorted(params["receivers"])
+    assert np.all(ds.n_samples.values >= 1.5 * 12000)
+
+
+def test_explore_notebook_under_papermill_shows_a_chosen_capture(env):
+    first = uuid.uuid4().hex
+    run_notebook(
+        "capture",
+        {"duration_s": 1.0, "realtime": False, "seed": 3, "capture_id": first},
+        output_dir=env / "reports",
+    )
+    out = run_notebook(
+        "explore",
+        {"capture_id": first, "bucket": "5s", "receivers": ["HB9Q", "DK0GHZ"]},
+        output_dir=env / "reports",
+    )
+    executed = nbformat.read(out, as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert f"showing {first}" in text
+    assert text.count("image/png") == 2  # SNR/offset over time, and the PSDs

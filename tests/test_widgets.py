@@ -1,0 +1,179 @@
+"""The ipywidgets capture form, driven from Python against the emulator and the embedded DB."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from heimdall_lab import db, widgets
+from heimdall_lab.store import IQStore
+from heimdall_lab.widgets import EMULATED, REAL, CaptureForm
+
+CHOSEN = ("HB9Q", "OE3XEC", "HB9SL")
+
+
+def _n_captures(engine) -> int:
+    return len(db.list_captures(engine, limit=100_000))
+
+
+def _form(engine, iq_url, *, receivers=CHOSEN, fast=True, duration=1.0) -> CaptureForm:
+    form = CaptureForm(engine=engine, iq_url=str(iq_url))
+    form.frequency_khz.value = 10000.0
+    form.duration_s.value = duration
+    form.mode.value = EMULATED
+    form.seed.value = 3
+    form.fast.value = fast
+    form.receivers_select.value = tuple(receivers)
+    return form
+
+
+def test_click_captures_stores_and_shows_results(embedded_engine, tmp_path):
+    iq_url = tmp_path / "iq"
+    form = CaptureForm(engine=embedded_engine, iq_url=str(iq_url))
+    names = [r.name for r in db.list_receivers(embedded_engine)]
+    assert list(form.receivers_select.options) == names
+    assert list(form.receivers_select.value) == names  # all selected at first
+    form = _form(embedded_engine, iq_url)
+
+    form.capture_button.click()
+    cap = form.wait(60)
+
+    assert cap is not None and cap is form.last_capture
+    assert cap.stage == "done", cap.errors
+    assert form.last_error == "" and form.error_html.value == ""
+    assert not form.running and not form.capture_button.disabled
+    # Stored everywhere: the capture row, one measurement per chosen receiver, the IQ.
+    assert db.get_capture(embedded_engine, cap.capture_id).status == "done"
+    rows = db.measurements_for_capture(embedded_engine, cap.capture_id)
+    assert sorted(rows["receiver"]) == sorted(CHOSEN)
+    assert IQStore(str(iq_url)).exists(cap.capture_id)
+    assert cap.parameters["seed"] == 3 and cap.parameters["realtime"] is False
+    # Progress: one full green bar per receiver, the whole capture at 100.
+    assert set(form.receiver_bars) == set(CHOSEN)
+    for name in CHOSEN:
+        assert form.receiver_bars[name].value == 1.0
+        assert form.receiver_bars[name].bar_style == "success"
+        assert form.receiver_states[name].value.startswith("done")
+    assert form.overall_progress.value == 100
+    assert form.stage_label.value.startswith("done")
+    # Results: the table, the ids and the PSD plot.
+    for name in CHOSEN:
+        assert name in form.results_html.value
+    assert "snr_db" in form.results_html.value
+    assert cap.capture_id in form.summary_html.value
+    assert cap.iq_url and cap.iq_url in form.summary_html.value
+    (out,) = form.psd_output.outputs
+    assert out["data"]["image/png"]
+
+
+def test_no_receiver_selected_is_shown_not_raised(embedded_engine, tmp_path):
+    form = _form(embedded_engine, tmp_path / "iq", receivers=())
+    before = _n_captures(embedded_engine)
+    form.capture_button.click()
+    assert form.wait(5) is None
+    assert "select at least one receiver" in form.error_html.value
+    assert "Error" in form.error_html.value
+    assert not form.running and not form.capture_button.disabled
+    assert _n_captures(embedded_engine) == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("duration_s", 0.0, "duration must be"),
+        ("frequency_khz", 0.0, "frequency must be"),
+        ("frequency_khz", 40000.0, "outside receiver"),
+        ("seed", -1, "seed must be"),
+    ],
+)
+def test_invalid_parameters_are_shown_in_the_form(embedded_engine, tmp_path, field, value, message):
+    form = _form(embedded_engine, tmp_path / "iq")
+    getattr(form, field).value = value
+    before = _n_captures(embedded_engine)
+    assert form.run() is None
+    assert message in form.last_error
+    assert message in form.error_html.value
+    assert form.last_capture is None and form.stage_label.value == "not started"
+    assert _n_captures(embedded_engine) == before
+
+
+def test_unknown_receiver_is_shown_in_the_form(embedded_engine, tmp_path):
+    form = _form(embedded_engine, tmp_path / "iq")
+    # A receiver that is no longer (or never was) active in the database.
+    form.receivers_select.options = [*form.receivers_select.options, "GHOST"]
+    form.receivers_select.value = ("HB9Q", "GHOST")
+    before = _n_captures(embedded_engine)
+    assert form.run() is None
+    assert "unknown or inactive receiver 'GHOST'" in form.last_error
+    assert "unknown or inactive receiver &#x27;GHOST&#x27;" in form.error_html.value
+    assert _n_captures(embedded_engine) == before
+
+
+def test_stage_failure_is_shown_in_the_form(embedded_engine, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    form = _form(embedded_engine, blocked / "iq", receivers=("HB9Q", "HB9SL"))
+    cap = form.run()
+    assert cap is not None and cap.stage == "failed"
+    assert "storing IQ" in form.last_error
+    assert "storing IQ" in form.error_html.value and cap.capture_id in form.error_html.value
+    assert form.overall_progress.bar_style == "danger"
+    assert "not stored" in form.summary_html.value
+    # What was received and measured is still shown.
+    assert "HB9Q" in form.results_html.value
+    assert form.psd_output.outputs
+
+
+def test_unexpected_errors_are_logged_and_shown(embedded_engine, tmp_path, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(widgets, "capture", broken)
+    form = _form(embedded_engine, tmp_path / "iq")
+    with caplog.at_level(logging.ERROR, logger="heimdall_lab.widgets"):
+        assert form.run() is None
+    assert "RuntimeError" in form.error_html.value and "boom" in form.error_html.value
+    assert any(r.exc_info for r in caplog.records)
+    assert not form.running and not form.capture_button.disabled
+
+
+def test_mode_switch_enables_and_disables_the_seed(embedded_engine):
+    form = CaptureForm(engine=embedded_engine)
+    assert form.mode.value == EMULATED
+    assert not form.seed.disabled and not form.fast.disabled
+    form.mode.value = REAL
+    assert form.seed.disabled and form.fast.disabled
+    form.mode.value = EMULATED
+    assert not form.seed.disabled and not form.fast.disabled
+
+
+def test_double_click_starts_one_capture(embedded_engine, tmp_path):
+    form = _form(embedded_engine, tmp_path / "iq", receivers=("HB9Q", "HB9SL"), fast=False)
+    before = _n_captures(embedded_engine)
+    form.capture_button.click()
+    first = form._thread
+    assert form.running and form.capture_button.disabled
+    form.capture_button.click()
+    assert form.start() is False
+    assert form._thread is first
+    cap = form.wait(60)
+    assert cap is not None and cap.stage == "done", cap.errors
+    assert _n_captures(embedded_engine) == before + 1
+    assert not form.capture_button.disabled
+
+
+def test_unreachable_database_is_shown_not_raised():
+    form = CaptureForm(database_url="postgresql://nobody:secret@127.0.0.1:1/heimdall")
+    assert "cannot read the receivers" in form.error_html.value
+    assert "secret" not in form.error_html.value
+    assert form.receivers_select.options == ()
+    form.close()
+
+
+def test_display_and_close(embedded_engine, capsys):
+    form = CaptureForm(engine=embedded_engine)
+    form._ipython_display_()  # outside IPython this prints the widget's repr
+    assert "VBox" in capsys.readouterr().out
+    form.close()
+    assert form.widget.comm is None
