@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,15 +25,16 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from sqlalchemy.engine import Engine
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from heimdall_lab import __version__, db, dsp
-from heimdall_lab.emulator import Emulator
-from heimdall_lab.errors import HeimdallError, ValidationError
+from heimdall_lab import __version__, db, dsp, spool
+from heimdall_lab.emulator import Emulator, Fault
+from heimdall_lab.errors import DatabaseError, HeimdallError, StorageError, ValidationError
 from heimdall_lab.fetch import Acquisition, Progress, acquire, validate_request
 from heimdall_lab.kiwi import StreamSettings
 from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.scenario import Scenario
-from heimdall_lab.store import IQStore
+from heimdall_lab.store import IQStore, check_capture_id
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ _STAGE_END = {"connecting": 5.0, "receiving": 80.0, "processing": 85.0, "storing
 #: PSD resolution stored with each measurement (240 bins at 12 kHz).
 PSD_RESOLUTION_HZ = 50.0
 _DB_UPDATE_INTERVAL_S = 1.0
+_DB_ATTEMPTS = 4
 
 
 @dataclass
@@ -63,6 +65,9 @@ class Capture:
         Progress, 0 to 100.
     errors : list of str
         Why stages failed (``"storing: ..."``).
+    warnings : list of str
+        Work kept on local disk because a store or the database was down (upload and replay
+        it with :func:`heimdall_lab.spool.sync`).
     receiver_progress : dict of str to Progress
         The latest progress report of each receiver.
     acquisition : Acquisition or None
@@ -85,6 +90,7 @@ class Capture:
     stage: str = "pending"
     percent: float = 0.0
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     receiver_progress: dict[str, Progress] = field(default_factory=dict)
     acquisition: Acquisition | None = None
     metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -128,19 +134,41 @@ ProgressCallback = Callable[[Capture], None]
 
 
 def _resolve_receivers(
-    engine: Engine, receivers: Sequence[Receiver | str] | None
+    engine: Engine | None, receivers: Sequence[Receiver | str] | None, scenario: Scenario | None
 ) -> list[Receiver]:
-    """Receivers by name from the database, or as given (registering unknown ones)."""
-    known = {r.name: r for r in db.list_receivers(engine, active_only=True)}
+    """Receivers by name from the database, or as given (registering unknown ones).
+
+    An emulated capture uses the active receivers that are sites of its scenario; with the
+    database down, it takes them from the scenario.
+    """
+    if engine is None:
+        if scenario is None:
+            if receivers is not None and all(isinstance(r, Receiver) for r in receivers):
+                return list(receivers)  # type: ignore[arg-type]
+            raise DatabaseError(
+                "the database is unreachable and the receivers were given by name: "
+                "pass Receiver objects, or capture again when the database is back",
+                retryable=True,
+            )
+        sites = {
+            s.name: Receiver(s.name, "127.0.0.1", 8073, s.latitude, s.longitude)
+            for s in scenario.sites
+        }
+        known = sites
+        registered = set(sites)
+    else:
+        known = {r.name: r for r in db.list_receivers(engine, active_only=True)}
+        registered = {r.name for r in db.list_receivers(engine, active_only=False)}
     if receivers is None:
+        if scenario is not None:  # emulated: the active receivers the scenario has sites for
+            known = {name: r for name, r in known.items() if name in scenario.site_names}
         if not known:
             raise ValidationError("no active receivers in the database; add one first")
         return list(known.values())
     chosen = []
-    registered = {r.name for r in db.list_receivers(engine, active_only=False)}
     for r in receivers:
         if isinstance(r, Receiver):
-            if r.name not in registered:
+            if engine is not None and r.name not in registered:
                 db.add_receiver(engine, r)
             chosen.append(r)
         elif r in known:
@@ -240,35 +268,49 @@ def capture_metrics(ds: xr.Dataset) -> pd.DataFrame:
 
 
 class _Recorder:
-    """Moves a capture through its stages, mirroring them to the database (best effort)."""
+    """Moves a capture through its stages, mirroring them to the database (best effort).
 
-    def __init__(self, cap: Capture, engine: Engine | None, on_progress: ProgressCallback | None):
+    Once the database fails to answer, it is left alone for the rest of the capture: the
+    capture row is spooled at the end instead (see :mod:`heimdall_lab.spool`).
+    """
+
+    def __init__(
+        self, cap: Capture, engine: Engine | None, on_progress: ProgressCallback | None
+    ) -> None:
         self.cap = cap
         self.engine = engine
         self.on_progress = on_progress
+        self.db_down = engine is None
         self._last_db = 0.0
         self._lock = threading.Lock()
 
     def _db(self, force: bool) -> None:
-        if self.engine is None:
+        if self.db_down or self.engine is None:
             return
         now = time.monotonic()
         if not force and now - self._last_db < _DB_UPDATE_INTERVAL_S:
             return
         self._last_db = now
         try:
-            db.update_capture(
-                self.engine,
-                self.cap.capture_id,
-                status=self.cap.stage,
-                progress=round(self.cap.percent, 2),
-                error=self.cap.error or None,
-                iq_url=self.cap.iq_url,
-            )
-        except HeimdallError as exc:
+            db.update_capture(self.engine, self.cap.capture_id, **self.row_update())
+        except DatabaseError as exc:
             log.warning("capture %s: status not recorded: %s", self.cap.capture_id, exc)
+            self.db_down = self.db_down or exc.retryable
 
-    def set(self, stage: str | None = None, percent: float | None = None, force: bool = False):
+    def row_update(self) -> dict[str, Any]:
+        """The capture's state as :func:`heimdall_lab.db.update_capture` arguments."""
+        cap = self.cap
+        note = "\n".join([*cap.errors, *cap.warnings])
+        return {
+            "status": cap.stage,
+            "progress": round(cap.percent, 2),
+            "error": note or None,
+            "iq_url": cap.iq_url,
+        }
+
+    def set(
+        self, stage: str | None = None, percent: float | None = None, force: bool = False
+    ) -> None:
         with self._lock:
             if stage is not None and stage != self.cap.stage:
                 self.cap.stage = stage
@@ -285,6 +327,10 @@ class _Recorder:
         self.cap.errors.append(message)
         self._db(True)
 
+    def warn(self, message: str) -> None:
+        log.warning("capture %s: %s", self.cap.capture_id, message)
+        self.cap.warnings.append(message)
+
     def receiver(self, p: Progress) -> None:
         cap = self.cap
         cap.receiver_progress[p.receiver] = p
@@ -297,7 +343,11 @@ class _Recorder:
 
 @contextlib.contextmanager
 def _emulated(
-    receivers: list[Receiver], scenario: Scenario, start_utc: np.datetime64, realtime: bool
+    receivers: list[Receiver],
+    scenario: Scenario,
+    start_utc: np.datetime64,
+    realtime: bool,
+    faults: dict[str, Fault] | None,
 ) -> Iterator[list[Receiver]]:
     sites = set(scenario.site_names)
     missing = [r.name for r in receivers if r.name not in sites]
@@ -305,9 +355,22 @@ def _emulated(
         raise ValidationError(
             f"receivers {missing} are not sites of the scenario; emulated sites: {sorted(sites)}"
         )
-    emulator = Emulator(scenario, receivers=receivers, realtime=realtime, start_utc=start_utc)
+    emulator = Emulator(
+        scenario, receivers=receivers, realtime=realtime, start_utc=start_utc, faults=faults
+    )
     with emulator.running() as emu:
         yield emu.receivers
+
+
+def _connect(database_url: str | None) -> Engine | None:
+    """An engine, or ``None`` when the database cannot be reached (the capture goes on)."""
+    try:
+        return db.get_engine(database_url)
+    except DatabaseError as exc:
+        if not exc.retryable:
+            raise
+        log.warning("database unreachable, spooling this capture locally: %s", exc)
+        return None
 
 
 def capture(
@@ -323,11 +386,13 @@ def capture(
     seed: int | None = None,
     start_utc: str | np.datetime64 | None = None,
     realtime: bool = True,
+    faults: dict[str, Fault] | None = None,
     settings: StreamSettings | None = None,
     deadline_s: float | None = None,
     retries: int | None = None,
     on_progress: ProgressCallback | None = None,
     capture_id: str | None = None,
+    home: str | None = None,
 ) -> Capture:
     """Capture IQ from several receivers, measure it, and store IQ and measurements.
 
@@ -357,6 +422,8 @@ def capture(
         the same parameters, seed and start the emulator gives identical IQ.
     realtime : bool, optional
         Emulated runs: pace frames in real time (default) or send them as fast as possible.
+    faults : dict of str to Fault, optional
+        Emulated runs: faults to inject, by receiver name (for failure drills and tests).
     settings : StreamSettings, optional
         Passband, gain and timeouts of the receiver streams.
     deadline_s : float, optional
@@ -367,32 +434,36 @@ def capture(
         Called with the :class:`Capture` whenever its stage or progress changes.
     capture_id : str, optional
         Identifier to use; a new UUID by default.
+    home : str, optional
+        Local state directory for the spool (``$HEIMDALL_HOME`` or ``./.heimdall``).
 
     Returns
     -------
     Capture
         The Dataset, metrics, per-receiver status, ids and URLs. Check :attr:`Capture.stage`
-        (``done``, ``partial`` or ``failed``) and :attr:`Capture.errors`.
+        (``done``, ``partial`` or ``failed``), :attr:`Capture.errors` and
+        :attr:`Capture.warnings` (work kept locally for ``heimdall-lab sync``).
 
     Raises
     ------
     ValidationError
         Bad parameters or unknown receivers, before anything connects.
     DatabaseError
-        The database cannot be reached (nothing was captured).
+        The database is unreachable and the receivers cannot be known without it.
     """
     validate_capture_request(frequency_hz, duration_s)
-    emulate = emulate or scenario is not None or seed is not None
-    capture_id = capture_id or uuid.uuid4().hex
+    emulate = emulate or scenario is not None or seed is not None or bool(faults)
+    if emulate:
+        scenario = scenario or Scenario.default(seed=seed or 0)
+    capture_id = check_capture_id(capture_id or uuid.uuid4().hex)
     own_engine = engine is None
     if engine is None:
-        engine = db.get_engine(database_url)
+        engine = _connect(database_url)
     try:
-        chosen = _resolve_receivers(engine, receivers)
+        chosen = _resolve_receivers(engine, receivers, scenario)
         validate_request(chosen, frequency_hz, duration_s)
         start = None
         if emulate:
-            scenario = scenario or Scenario.default(seed=seed or 0)
             start = (
                 np.datetime64(start_utc, "ns")
                 if start_utc is not None
@@ -408,9 +479,10 @@ def capture(
             "seed": scenario.seed if emulate and scenario else None,
             "start_utc": None if start is None else f"{np.datetime_as_string(start, 'ns')}Z",
             "realtime": realtime if emulate else None,
+            "faults": {k: asdict(v) for k, v in (faults or {}).items()} or None,
             "deadline_s": deadline_s,
             "retries": retries,
-            "settings": (settings or StreamSettings()).__dict__,
+            "settings": asdict(settings or StreamSettings()),
             "software_version": __version__,
         }
         cap = Capture(
@@ -418,108 +490,170 @@ def capture(
             float(frequency_hz),
             float(duration_s),
             parameters,
-            database_url=db.mask_url(engine.url),
+            database_url=db.mask_url(engine.url) if engine is not None else "unreachable",
         )
-        db.create_capture(
-            engine,
-            frequency_hz,
-            duration_s,
-            capture_id=capture_id,
-            parameters=parameters,
-            status="pending",
-        )
-        _run(
-            cap,
-            chosen,
-            store,
-            engine,
-            scenario,
-            start,
-            realtime,
-            settings,
-            deadline_s,
-            retries,
-            on_progress,
-        )
+        create = {
+            "frequency_hz": float(frequency_hz),
+            "duration_s": float(duration_s),
+            "parameters": parameters,
+        }
+        rec = _Recorder(cap, engine, on_progress)
+        if engine is not None:
+            try:
+                db.create_capture(engine, capture_id=capture_id, status="pending", **create)
+            except DatabaseError as exc:
+                if not exc.retryable:
+                    raise
+                rec.db_down = True
+        run = _Run(cap, rec, chosen, store, engine, home)
+        run.acquire(scenario, start, realtime, faults, settings, deadline_s, retries)
+        if cap.acquisition is not None and cap.dataset.sizes["receiver"]:
+            run.process_and_store()
+        run.finish(create)
         return cap
     finally:
-        if own_engine:
+        if own_engine and engine is not None:
             engine.dispose()
 
 
-def _run(
-    cap: Capture,
-    chosen: list[Receiver],
-    store: IQStore,
-    engine: Engine,
-    scenario: Scenario | None,
-    start: np.datetime64 | None,
-    realtime: bool,
-    settings: StreamSettings | None,
-    deadline_s: float | None,
-    retries: int | None,
-    on_progress: ProgressCallback | None,
-) -> None:
-    rec = _Recorder(cap, engine, on_progress)
-    rec.set("connecting", 0.0, force=True)
-    kwargs: dict[str, Any] = {
-        "settings": settings,
-        "deadline_s": deadline_s,
-        "retries": retries,
-        "on_progress": rec.receiver,
-        "capture_id": cap.capture_id,
-    }
-    try:
-        if scenario is not None and start is not None:
-            with _emulated(chosen, scenario, start, realtime) as addressed:
-                cap.acquisition = acquire(
-                    addressed, cap.frequency_hz, cap.duration_s, gps_reference=start, **kwargs
-                )
-        else:
-            cap.acquisition = acquire(chosen, cap.frequency_hz, cap.duration_s, **kwargs)
-    except HeimdallError as exc:
-        rec.fail("receiving", exc)
-        rec.set("failed", force=True)
-        return
-    ds = cap.acquisition.dataset
-    ds.attrs["parameters"] = cap.parameters
-    if ds.sizes["receiver"] == 0:
-        reasons = "; ".join(o.message for o in cap.acquisition.outcomes)
-        rec.fail("receiving", HeimdallError(f"no receiver delivered samples ({reasons})"))
-        rec.set("failed", force=True)
-        return
+class _Run:
+    """The stages of one capture after its parameters are settled."""
 
-    rec.set("processing", _STAGE_END["receiving"])
-    try:
-        cap.metrics = capture_metrics(ds)
-    except HeimdallError as exc:
-        rec.fail("processing", exc)
+    def __init__(
+        self,
+        cap: Capture,
+        rec: _Recorder,
+        chosen: list[Receiver],
+        store: IQStore,
+        engine: Engine | None,
+        home: str | None,
+    ) -> None:
+        self.cap, self.rec, self.chosen = cap, rec, chosen
+        self.store, self.engine, self.home = store, engine, home
+        self.rows: pd.DataFrame | None = None
 
-    rec.set("storing", _STAGE_END["processing"])
-    try:
-        written = store.write(
-            ds,
-            capture_id=cap.capture_id,
-            on_progress=lambda done, total: rec.set(
-                percent=_STAGE_END["processing"] + 10.0 * done / max(total, 1)
-            ),
-        )
-        cap.iq_url = written.url
-        rec.set(percent=95.0, force=True)
-    except HeimdallError as exc:
-        rec.fail("storing IQ", exc)
-    if not cap.metrics.empty:
+    def acquire(
+        self,
+        scenario: Scenario | None,
+        start: np.datetime64 | None,
+        realtime: bool,
+        faults: dict[str, Fault] | None,
+        settings: StreamSettings | None,
+        deadline_s: float | None,
+        retries: int | None,
+    ) -> None:
+        cap, rec = self.cap, self.rec
+        rec.set("connecting", 0.0, force=True)
+        kwargs: dict[str, Any] = {
+            "settings": settings,
+            "deadline_s": deadline_s,
+            "retries": retries,
+            "on_progress": rec.receiver,
+            "capture_id": cap.capture_id,
+        }
         try:
-            rows = measurement_rows(
+            if scenario is not None and start is not None:
+                with _emulated(self.chosen, scenario, start, realtime, faults) as addressed:
+                    cap.acquisition = acquire(
+                        addressed, cap.frequency_hz, cap.duration_s, gps_reference=start, **kwargs
+                    )
+            else:
+                cap.acquisition = acquire(self.chosen, cap.frequency_hz, cap.duration_s, **kwargs)
+        except HeimdallError as exc:
+            rec.fail("receiving", exc)
+            return
+        ds = cap.acquisition.dataset
+        ds.attrs["parameters"] = cap.parameters
+        if ds.sizes["receiver"] == 0:
+            reasons = "; ".join(o.message for o in cap.acquisition.outcomes)
+            rec.fail("receiving", HeimdallError(f"no receiver delivered samples ({reasons})"))
+
+    def process_and_store(self) -> None:
+        cap, rec = self.cap, self.rec
+        assert cap.acquisition is not None
+        ds = cap.acquisition.dataset
+        rec.set("processing", _STAGE_END["receiving"])
+        try:
+            cap.metrics = capture_metrics(ds)
+        except HeimdallError as exc:
+            rec.fail("processing", exc)
+        rec.set("storing", _STAGE_END["processing"])
+        self._store_iq(ds)
+        if not cap.metrics.empty:
+            self.rows = measurement_rows(
                 cap.metrics, ds, iq_url=cap.iq_url, status=cap.acquisition.status()
             )
-            cap.measurements_written = db.write_measurements(engine, cap.capture_id, rows)
-        except HeimdallError as exc:
+            self._store_measurements()
+
+    def _store_iq(self, ds: xr.Dataset) -> None:
+        cap, rec = self.cap, self.rec
+
+        def progress(done: int, total: int) -> None:
+            rec.set(percent=_STAGE_END["processing"] + 10.0 * done / max(total, 1))
+
+        try:
+            cap.iq_url = self.store.write(ds, capture_id=cap.capture_id, on_progress=progress).url
+        except StorageError as exc:
+            # Keep the IQ on local disk and say so; `heimdall-lab sync` uploads it later.
+            try:
+                cap.iq_url = spool.keep_iq(ds, cap.capture_id, self.store.url, self.home)
+            except HeimdallError as local_exc:
+                rec.fail("storing IQ", HeimdallError(f"{exc}; and locally: {local_exc}"))
+                return
+            rec.warn(
+                f"storing IQ: {exc} -- kept locally at {cap.iq_url}, pending upload to "
+                f"{self.store.url}; run sync (heimdall-lab sync)"
+            )
+        rec.set(percent=95.0, force=True)
+
+    def _store_measurements(self) -> None:
+        cap, rec = self.cap, self.rec
+        assert self.rows is not None
+        if self.engine is not None and not rec.db_down:
+            try:
+                for attempt in Retrying(
+                    stop=stop_after_attempt(_DB_ATTEMPTS),
+                    wait=wait_exponential(multiplier=0.2, max=2.0),
+                    retry=retry_if_exception(
+                        lambda e: isinstance(e, DatabaseError) and e.retryable
+                    ),
+                    reraise=True,
+                ):
+                    with attempt:
+                        cap.measurements_written += db.write_measurements(
+                            self.engine, cap.capture_id, self.rows
+                        )
+                return
+            except DatabaseError as exc:
+                if not exc.retryable:
+                    rec.fail("storing measurements", exc)
+                    return
+                rec.db_down = True
+        try:
+            spool.keep_measurements(cap.capture_id, self.rows, self.home)
+        except StorageError as exc:
             rec.fail("storing measurements", exc)
-    if cap.errors:
-        final = "failed"
-    elif len(cap.acquisition.ok) < len(cap.acquisition.outcomes):
-        final = "partial"
-    else:
-        final = "done"
-    rec.set(final, 100.0 if final != "failed" else None, force=True)
+            return
+        rec.warn("storing measurements: database unreachable -- spooled locally; run sync")
+
+    def finish(self, create: dict[str, Any]) -> None:
+        cap, rec = self.cap, self.rec
+        if cap.errors:
+            final = "failed"
+        elif cap.acquisition is not None and len(cap.acquisition.ok) < len(
+            cap.acquisition.outcomes
+        ):
+            final = "partial"
+        else:
+            final = "done"
+        rec.set(final, 100.0 if final != "failed" else None, force=True)
+        if rec.db_down:
+            try:
+                spool.keep_capture(cap.capture_id, create, rec.row_update(), self.chosen, self.home)
+                spooled = spool.spool_root(self.home) / cap.capture_id / "measurements.json"
+                if self.rows is not None and not spooled.exists():
+                    spool.keep_measurements(cap.capture_id, self.rows, self.home)
+            except StorageError as exc:
+                # The returned Capture still holds everything; say what was not kept.
+                cap.errors.append(f"spooling for the database: {exc}")
+                cap.stage = "failed"

@@ -89,6 +89,7 @@ __all__ = [
     "deactivate_receiver",
     "embedded_home",
     "enable_timescale",
+    "fail_stale_captures",
     "get_capture",
     "get_engine",
     "is_timescale",
@@ -749,7 +750,9 @@ def _probe(url: URL) -> tuple[str, int]:
             ).one()
         return str(row[0]), int(row[1])
     except sa_exc.OperationalError as err:
-        raise DatabaseError(f"cannot connect to {mask_url(url)}: {_first_line(err)}") from None
+        raise DatabaseError(
+            f"cannot connect to {mask_url(url)}: {_first_line(err)}", retryable=True
+        ) from None
     finally:
         engine.dispose()
 
@@ -1639,6 +1642,45 @@ def list_captures(engine: Engine, limit: int = 100) -> pd.DataFrame:
     return df
 
 
+def fail_stale_captures(engine: Engine, older_than_s: float = 3600.0) -> list[str]:
+    """Mark captures left in a running stage by a killed process as failed.
+
+    A capture whose process died stays at the stage it had reached (never ``done``); this
+    marks those without progress for ``older_than_s`` seconds as ``failed``.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    older_than_s : float, default 3600
+        Seconds since the row last changed.
+
+    Returns
+    -------
+    list of str
+        The captures marked.
+
+    Raises
+    ------
+    ValidationError
+        If ``older_than_s`` is negative.
+    """
+    if not older_than_s >= 0:
+        raise ValidationError(f"older_than_s must be >= 0, got {older_than_s!r}")
+    running = ("pending", "connecting", "receiving", "processing", "storing")
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.text(
+                "UPDATE captures SET status = 'failed', error_message = concat_ws(E'\\n', "
+                "error_message, 'interrupted: no progress since ' || updated_at::text) "
+                "WHERE status = ANY(:running) "
+                "AND updated_at < now() - make_interval(secs => :age) RETURNING id"
+            ),
+            {"running": list(running), "age": float(older_than_s)},
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
 # ----------------------------------------------------------------------------- measurements: input
 
 
@@ -2067,6 +2109,17 @@ def _write_insert(conn: Connection, cols: _Columns, capture_id: str) -> int:
     return written
 
 
+def _connection_lost(err: BaseException) -> bool:
+    """Whether a driver error means the connection failed (retry) rather than a rejection."""
+    import psycopg2
+
+    if isinstance(err, sa_exc.DBAPIError):
+        if err.connection_invalidated:
+            return True
+        err = err.orig if err.orig is not None else err
+    return isinstance(err, psycopg2.OperationalError | psycopg2.InterfaceError)
+
+
 def write_measurements(
     engine: Engine,
     capture_id: str,
@@ -2130,12 +2183,14 @@ def write_measurements(
             written = writer(conn, cols, capture_id)
     except sa_exc.DBAPIError as err:
         raise DatabaseError(
-            f"writing measurements of {capture_id} failed: {_first_line(err)}"
+            f"writing measurements of {capture_id} failed: {_first_line(err)}",
+            retryable=_connection_lost(err),
         ) from None
     except Exception as err:
         if type(err).__module__.startswith("psycopg2"):
             raise DatabaseError(
-                f"writing measurements of {capture_id} failed: {_first_line(err)}"
+                f"writing measurements of {capture_id} failed: {_first_line(err)}",
+                retryable=_connection_lost(err),
             ) from None
         raise
     log.info(

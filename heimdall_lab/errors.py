@@ -93,7 +93,19 @@ class DatabaseError(HeimdallError):
     Raised for a server that refuses the connection, an embedded PostgreSQL that cannot be
     started, a migration that fails or was edited after it was applied, and a bulk write
     the server rejects. The message names the database by its URL with the password masked.
+
+    Parameters
+    ----------
+    message : str
+        What happened and what to do about it.
+    retryable : bool, optional
+        Whether the connection failed or was lost (trying again can help), as opposed to
+        the server rejecting what was sent.
     """
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class StorageError(HeimdallError):

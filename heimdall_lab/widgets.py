@@ -57,11 +57,15 @@ _MAX_DURATION_FIELD_S = 1e6
 _STYLE = {"description_width": "initial"}
 
 
-def _error_html(message: str) -> str:
+def _error_html(message: str, label: str = "Error") -> str:
     lines = "<br>".join(html.escape(line) for line in message.splitlines() or [message])
+    colours = (
+        "color:#a4000f;background:#fdecea;border:1px solid #f5c2c0"
+        if label == "Error"
+        else "color:#6a4a00;background:#fff6dd;border:1px solid #f0d58a"
+    )
     return (
-        '<div style="color:#a4000f;background:#fdecea;border:1px solid #f5c2c0;'
-        f'padding:6px 10px;border-radius:4px"><b>Error:</b> {lines}</div>'
+        f'<div style="{colours};padding:6px 10px;border-radius:4px"><b>{label}:</b> {lines}</div>'
     )
 
 
@@ -542,6 +546,11 @@ class CaptureForm:
         )
         if cap.errors:
             self._show_error(f"capture {cap.capture_id} {cap.stage}:\n{cap.error}")
+        elif cap.warnings:
+            note = "\n".join(cap.warnings)
+            self.error_html.value = _error_html(
+                f"capture {cap.capture_id}:\n{note}", "Kept locally"
+            )
         self._plot(cap)
 
     @staticmethod

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import Engine
 
 from heimdall_lab import db
 
 # Plots render off screen in tests.
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True)
+def _local_state(tmp_path_factory, monkeypatch):
+    """Keep each test's spool and other local state out of the working tree."""
+    if "HEIMDALL_HOME" not in os.environ:
+        monkeypatch.setenv("HEIMDALL_HOME", str(tmp_path_factory.mktemp("home")))
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,3 +72,50 @@ def embedded_engine(embedded: db.EmbeddedServer) -> Iterator[Engine]:
     engine = db.get_engine(embedded.url)
     yield engine
     engine.dispose()
+
+
+# -- S3: moto's server, in-process on loopback, as s3fs's own tests do ------------------------
+
+REGION = "eu-central-1"
+FAKE_KEY = "AKIAHEIMDALLFAKEKEY0"
+FAKE_SECRET = "heimdall-fake-secret-do-not-log-0123"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on (at the moment of asking)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def s3_env(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    """Fake credentials and the endpoint, from the environment as in production."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("HEIMDALL_S3_ENDPOINT_URL", endpoint)
+
+
+def make_bucket(endpoint: str) -> str:
+    bucket = f"iq-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name=REGION).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    return bucket
+
+
+@pytest.fixture
+def s3_url(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    s3_env(monkeypatch, moto_endpoint)
+    return f"s3://{make_bucket(moto_endpoint)}/heimdall"

@@ -116,7 +116,29 @@ def test_partial_capture_keeps_what_came(embedded_engine, tmp_path):
     assert _rows(embedded_engine, cap.capture_id) == 1
 
 
-def test_storage_failure_is_recorded_and_measurements_still_kept(embedded_engine, tmp_path):
+def test_unwritable_store_keeps_iq_locally_for_sync(embedded_engine, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    home = tmp_path / "home"
+    cap = capture(
+        FREQ,
+        1.0,
+        engine=embedded_engine,
+        iq_url=str(blocked / "iq"),
+        seed=2,
+        realtime=False,
+        receivers=["HB9Q", "HB9SL"],
+        home=str(home),
+    )
+    assert cap.stage == "done" and not cap.errors
+    assert cap.warnings and cap.warnings[0].startswith("storing IQ")
+    assert str(home) in cap.iq_url  # the local copy
+    rec = db.get_capture(embedded_engine, cap.capture_id)
+    assert rec.iq_url == cap.iq_url and "sync" in rec.error_message
+    assert _rows(embedded_engine, cap.capture_id) == 2
+
+
+def test_unwritable_store_and_spool_fail_the_stage_but_keep_the_rest(embedded_engine, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     cap = capture(
@@ -127,6 +149,7 @@ def test_storage_failure_is_recorded_and_measurements_still_kept(embedded_engine
         seed=2,
         realtime=False,
         receivers=["HB9Q", "HB9SL"],
+        home=str(blocked / "home"),
     )
     assert cap.stage == "failed"
     assert cap.errors and cap.errors[0].startswith("storing IQ")

@@ -8,9 +8,7 @@ import errno
 import json
 import logging
 import os
-import socket
 import subprocess
-import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +21,10 @@ import sigmf
 import sigmf.validate
 import xarray as xr
 from botocore.exceptions import ClientError
+from conftest import FAKE_KEY, FAKE_SECRET, REGION
+from conftest import free_port as _free_port
+from conftest import make_bucket as _make_bucket
+from conftest import s3_env as _s3_env
 from fsspec.implementations.memory import MemoryFileSystem
 from moto.server import ThreadedMotoServer
 from s3fs.errors import translate_boto_error
@@ -47,9 +49,6 @@ from heimdall_lab.store import (
 from heimdall_lab.wavfile import read_kiwi_wav
 
 FREQ = 10e6
-REGION = "eu-central-1"
-FAKE_KEY = "AKIAHEIMDALLFAKEKEY0"
-FAKE_SECRET = "heimdall-fake-secret-do-not-log-0123"
 FAST = RetryPolicy(attempts=3, initial_s=0.05, maximum_s=0.1, jitter_s=0.0)
 # One botocore attempt per call and a short connect timeout: our own retries are counted.
 QUICK_S3 = {"config_kwargs": {"retries": {"max_attempts": 1, "mode": "standard"}}}
@@ -58,12 +57,6 @@ DCF77_POSITIONS = {
     "F1JEK": (45.779290, 0.614638),
     "HB9RYZ": (47.1721, 8.42683),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -93,38 +86,6 @@ def capture() -> xr.Dataset:
     assert np.isnan(short.iq.values[int(short.n_samples) :]).all()
     assert int(ds.sel(receiver="OE3XEC").lost_frames) == 1
     return ds
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Any:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-def _s3_env(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
-    monkeypatch.setenv("AWS_REGION", REGION)
-    monkeypatch.setenv("HEIMDALL_S3_ENDPOINT_URL", endpoint)
-
-
-def _make_bucket(endpoint: str) -> str:
-    bucket = f"iq-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name=REGION).create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
-    )
-    return bucket
-
-
-@pytest.fixture
-def s3_url(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    _s3_env(monkeypatch, moto_endpoint)
-    return f"s3://{_make_bucket(moto_endpoint)}/heimdall"
 
 
 def _objects(endpoint: str, bucket: str, prefix: str) -> dict[str, bytes]:

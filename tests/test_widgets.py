@@ -110,9 +110,10 @@ def test_unknown_receiver_is_shown_in_the_form(embedded_engine, tmp_path):
     assert _n_captures(embedded_engine) == before
 
 
-def test_stage_failure_is_shown_in_the_form(embedded_engine, tmp_path):
+def test_stage_failure_is_shown_in_the_form(embedded_engine, tmp_path, monkeypatch):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
+    monkeypatch.setenv("HEIMDALL_HOME", str(blocked / "home"))  # no local fallback either
     form = _form(embedded_engine, blocked / "iq", receivers=("HB9Q", "HB9SL"))
     cap = form.run()
     assert cap is not None and cap.stage == "failed"

@@ -1,0 +1,301 @@
+"""Work kept on local disk while the IQ store or the database is down, and its later replay.
+
+When the IQ store cannot be written after its retries, :func:`heimdall_lab.capture.capture`
+keeps the capture's IQ in a local zarr store under ``<home>/spool/<capture_id>/`` and records
+where it was meant to go; when the database cannot be reached, it keeps the capture row and
+its measurement rows there as JSON. :func:`sync` (``heimdall-lab sync``) uploads and replays
+everything pending, idempotently: re-running it after a partial failure neither loses nor
+duplicates anything (measurement rows are keyed by capture, receiver and time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from sqlalchemy.engine import Engine
+
+from heimdall_lab import db
+from heimdall_lab.errors import HeimdallError, StorageError
+from heimdall_lab.receivers import Receiver
+from heimdall_lab.store import IQStore, check_capture_id
+
+log = logging.getLogger(__name__)
+
+_CAPTURE = "capture.json"
+_MEASUREMENTS = "measurements.json"
+_IQ = "iq.json"
+
+
+def spool_root(home: str | Path | None = None) -> Path:
+    """The spool folder: ``<home>/spool`` (``$HEIMDALL_HOME`` or ``./.heimdall``).
+
+    Parameters
+    ----------
+    home : str or pathlib.Path, optional
+        Local state directory.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not necessarily existing yet).
+    """
+    return db.embedded_home(home) / "spool"
+
+
+def _dir(capture_id: str, home: str | Path | None) -> Path:
+    path = spool_root(home) / check_capture_id(capture_id)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot keep work locally in {path}: {exc}", str(path)) from exc
+    return path
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=1, default=str))
+        tmp.replace(path)  # atomic: a reader sees the old file or the new one, never half
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc}", str(path)) from exc
+
+
+def keep_iq(
+    ds: xr.Dataset, capture_id: str, target_url: str, home: str | Path | None = None
+) -> str:
+    """Store a capture's IQ locally, to be uploaded to ``target_url`` by :func:`sync`.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The capture Dataset.
+    capture_id : str
+        The capture.
+    target_url : str
+        The IQ store it was meant for.
+    home : str or pathlib.Path, optional
+        Local state directory.
+
+    Returns
+    -------
+    str
+        URL of the local copy.
+
+    Raises
+    ------
+    StorageError
+        If even the local disk cannot take it.
+    """
+    folder = _dir(capture_id, home)
+    result = IQStore(str(folder / "iq")).write(ds, capture_id=capture_id)
+    _write_json(folder / _IQ, {"target": target_url, "local": result.url})
+    log.warning("capture %s: IQ kept locally at %s, pending upload", capture_id, result.url)
+    return result.url
+
+
+def keep_capture(
+    capture_id: str,
+    create: dict[str, Any],
+    update: dict[str, Any],
+    receivers: list[Receiver],
+    home: str | Path | None = None,
+) -> Path:
+    """Keep a capture's database row (to create, then to update) for :func:`sync`.
+
+    Parameters
+    ----------
+    capture_id : str
+        The capture.
+    create : dict
+        Keyword arguments of :func:`heimdall_lab.db.create_capture`.
+    update : dict
+        Keyword arguments of :func:`heimdall_lab.db.update_capture` (final state).
+    receivers : list of Receiver
+        The capture's receivers, added to the database if it lacks them.
+    home : str or pathlib.Path, optional
+        Local state directory.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    path = _dir(capture_id, home) / _CAPTURE
+    people = [{k: v for k, v in asdict(r).items() if k != "password"} for r in receivers]
+    _write_json(path, {"create": create, "update": update, "receivers": people})
+    return path
+
+
+def keep_measurements(capture_id: str, rows: pd.DataFrame, home: str | Path | None = None) -> Path:
+    """Keep measurement rows for :func:`sync`.
+
+    Parameters
+    ----------
+    capture_id : str
+        The capture.
+    rows : pandas.DataFrame
+        Rows as :func:`heimdall_lab.db.write_measurements` takes them.
+    home : str or pathlib.Path, optional
+        Local state directory.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    records = []
+    for row in rows.to_dict(orient="records"):
+        out = {}
+        for key, value in row.items():
+            if isinstance(value, np.ndarray):
+                value = value.tolist()
+            elif isinstance(value, pd.Timestamp):
+                value = value.isoformat()
+            elif isinstance(value, np.generic):
+                value = value.item()
+            out[key] = value
+        records.append(out)
+    path = _dir(capture_id, home) / _MEASUREMENTS
+    _write_json(path, records)
+    log.warning("capture %s: %d measurement rows spooled locally", capture_id, len(records))
+    return path
+
+
+def _read_measurements(path: Path) -> pd.DataFrame:
+    rows = pd.DataFrame(json.loads(path.read_text()))
+    if "timestamp_utc" in rows:
+        rows["timestamp_utc"] = pd.to_datetime(rows["timestamp_utc"], utc=True, format="ISO8601")
+    if "psd" in rows:
+        rows["psd"] = [None if p is None else np.asarray(p, np.float32) for p in rows["psd"]]
+    return rows
+
+
+def pending(home: str | Path | None = None) -> list[str]:
+    """Captures with work waiting in the spool.
+
+    Parameters
+    ----------
+    home : str or pathlib.Path, optional
+        Local state directory.
+
+    Returns
+    -------
+    list of str
+        Capture ids, oldest first.
+    """
+    root = spool_root(home)
+    if not root.is_dir():
+        return []
+    folders = [p for p in root.iterdir() if p.is_dir() and any(p.glob("*.json"))]
+    return [p.name for p in sorted(folders, key=lambda p: p.stat().st_mtime)]
+
+
+def _sync_one(folder: Path, engine: Engine | None) -> dict[str, Any]:
+    capture_id = folder.name
+    result: dict[str, Any] = {"capture_id": capture_id, "iq_url": None, "rows": 0, "error": ""}
+    saved = json.loads((folder / _CAPTURE).read_text()) if (folder / _CAPTURE).exists() else None
+    if saved is not None and engine is not None:
+        known = {r.name for r in db.list_receivers(engine, active_only=False)}
+        for r in saved["receivers"]:
+            if r["name"] not in known:
+                db.add_receiver(engine, Receiver(**r))
+        if db.get_capture(engine, capture_id) is None:
+            db.create_capture(engine, capture_id=capture_id, **saved["create"])
+    if (folder / _IQ).exists():
+        target = json.loads((folder / _IQ).read_text())
+        local = IQStore(str(folder / "iq"))
+        ds = local.open(capture_id).load()
+        written = IQStore(target["target"]).write(ds, capture_id=capture_id)
+        result["iq_url"] = written.url
+        if saved is not None:
+            saved["update"]["iq_url"] = written.url
+            _write_json(folder / _CAPTURE, saved)
+        if engine is not None and db.get_capture(engine, capture_id) is not None:
+            db.update_capture(engine, capture_id, iq_url=written.url)
+        (folder / _IQ).unlink()
+        shutil.rmtree(folder / "iq", ignore_errors=True)
+    if engine is None:
+        return result
+    if (folder / _MEASUREMENTS).exists():
+        rows = _read_measurements(folder / _MEASUREMENTS)
+        if result["iq_url"] and "iq_path" in rows:
+            rows["iq_path"] = [f"{result['iq_url']}#receiver={n}" for n in rows["receiver"]]
+        result["rows"] = db.write_measurements(engine, capture_id, rows)
+        (folder / _MEASUREMENTS).unlink()
+    if saved is not None:
+        db.update_capture(engine, capture_id, **saved["update"])
+        (folder / _CAPTURE).unlink()
+    return result
+
+
+def sync(
+    *,
+    database_url: str | None = None,
+    engine: Engine | None = None,
+    home: str | Path | None = None,
+    stale_after_s: float | None = 3600.0,
+) -> pd.DataFrame:
+    """Upload IQ kept locally and replay spooled database rows; mark interrupted captures.
+
+    Parameters
+    ----------
+    database_url : str, optional
+        Database URL (``HEIMDALL_DATABASE_URL`` or the embedded server by default).
+    engine : sqlalchemy.engine.Engine, optional
+        An engine to use instead of ``database_url``.
+    home : str or pathlib.Path, optional
+        Local state directory.
+    stale_after_s : float or None, default 3600
+        Captures left in a running stage for longer are marked failed (a killed process);
+        ``None`` leaves them.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per pending capture: ``capture_id``, ``iq_url`` (where the IQ went),
+        ``rows`` (measurement rows written), ``error`` (why it is still pending, if it is).
+
+    Raises
+    ------
+    DatabaseError
+        If the database still cannot be reached (nothing is lost: the spool stays).
+    """
+    own = engine is None
+    if engine is None:
+        engine = db.get_engine(database_url)
+    results = []
+    try:
+        for capture_id in pending(home):
+            folder = spool_root(home) / capture_id
+            try:
+                results.append(_sync_one(folder, engine))
+            except HeimdallError as exc:
+                log.warning("capture %s: still pending: %s", capture_id, exc)
+                results.append(
+                    {"capture_id": capture_id, "iq_url": None, "rows": 0, "error": str(exc)}
+                )
+                continue
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        if stale_after_s is not None:
+            for capture_id in db.fail_stale_captures(engine, stale_after_s):
+                results.append(
+                    {
+                        "capture_id": capture_id,
+                        "iq_url": None,
+                        "rows": 0,
+                        "error": "interrupted: marked failed",
+                    }
+                )
+    finally:
+        if own:
+            engine.dispose()
+    return pd.DataFrame(results, columns=["capture_id", "iq_url", "rows", "error"])
