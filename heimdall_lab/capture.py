@@ -300,7 +300,14 @@ class _Recorder:
     def row_update(self) -> dict[str, Any]:
         """The capture's state as :func:`heimdall_lab.db.update_capture` arguments."""
         cap = self.cap
-        note = "\n".join([*cap.errors, *cap.warnings])
+        failed = []
+        if cap.acquisition is not None:
+            failed = [
+                f"{o.receiver.name}: {o.status}: {o.message}"
+                for o in cap.acquisition.outcomes
+                if o.status != "ok"
+            ]
+        note = "\n".join([*cap.errors, *cap.warnings, *failed])
         return {
             "status": cap.stage,
             "progress": round(cap.percent, 2),

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from heimdall_lab import __version__, db
+from heimdall_lab import __version__, db, spool
 from heimdall_lab.capture import Capture, capture
 from heimdall_lab.emulator import FAULT_KINDS, Emulator, Fault
 from heimdall_lab.errors import HeimdallError, ValidationError
@@ -316,6 +316,18 @@ def cmd_receivers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Upload IQ kept locally and replay spooled measurements; mark interrupted captures."""
+    table = spool.sync(database_url=args.database_url, stale_after_s=args.stale_after)
+    if table.empty:
+        print("nothing pending")
+        return EXIT_OK
+    print(table.to_string(index=False))
+    left = spool.pending()
+    print(f"{len(left)} capture(s) still pending" if left else "everything synced")
+    return EXIT_PARTIAL if left else EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a notebook headless through papermill; print where it went."""
     params = {name: parse_value(value) for name, value in args.parameter or []}
@@ -416,6 +428,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name")
     database_option(q)
     p.set_defaults(func=cmd_receivers)
+
+    p = sub.add_parser("sync", help="upload IQ kept locally, replay spooled measurements")
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=3600.0,
+        help="mark captures stuck in a running stage this many seconds as failed",
+    )
+    database_option(p)
+    p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("run", help="run a notebook headless through papermill")
     p.add_argument("notebook", help="a name in notebooks/ (capture, explore, ...) or a path")

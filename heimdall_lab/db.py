@@ -103,6 +103,7 @@ __all__ = [
     "query_measurements",
     "seed_receivers",
     "session",
+    "set_iq_url",
     "start_embedded",
     "stop_embedded",
     "update_capture",
@@ -1640,6 +1641,44 @@ def list_captures(engine: Engine, limit: int = 100) -> pd.DataFrame:
     for col in ("start_time", "created_at", "updated_at"):
         df[col] = pd.to_datetime(df[col], utc=True)
     return df
+
+
+def set_iq_url(engine: Engine, capture_id: str, iq_url: str) -> int:
+    """Record where a capture's IQ now is, in its row and in its measurements' ``iq_path``.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    capture_id : str
+        The capture.
+    iq_url : str
+        The capture's IQ store URL.
+
+    Returns
+    -------
+    int
+        Measurement rows updated.
+
+    Raises
+    ------
+    ValidationError
+        If there is no such capture.
+    """
+    _check_capture_id(capture_id)
+    with engine.begin() as conn:
+        found = conn.execute(
+            sa.text("UPDATE captures SET iq_url = :u WHERE id = :c"), {"u": iq_url, "c": capture_id}
+        ).rowcount
+        if not found:
+            raise ValidationError(f"no capture {capture_id!r}")
+        return conn.execute(
+            sa.text(
+                "UPDATE measurements m SET iq_path = :u || '#receiver=' || w.name "
+                "FROM websdrs w WHERE m.websdr_id = w.id AND m.capture_id = :c"
+            ),
+            {"u": iq_url, "c": capture_id},
+        ).rowcount
 
 
 def fail_stale_captures(engine: Engine, older_than_s: float = 3600.0) -> list[str]:

@@ -219,7 +219,7 @@ def _sync_one(folder: Path, engine: Engine | None) -> dict[str, Any]:
             saved["update"]["iq_url"] = written.url
             _write_json(folder / _CAPTURE, saved)
         if engine is not None and db.get_capture(engine, capture_id) is not None:
-            db.update_capture(engine, capture_id, iq_url=written.url)
+            db.set_iq_url(engine, capture_id, written.url)
         (folder / _IQ).unlink()
         shutil.rmtree(folder / "iq", ignore_errors=True)
     if engine is None:

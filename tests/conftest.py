@@ -1,11 +1,13 @@
-"""Shared fixtures: where the real recordings are, and emulators on loopback."""
+"""Shared fixtures: real recordings, the embedded PostgreSQL, an S3 server, a TCP fault proxy."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,3 +121,82 @@ def make_bucket(endpoint: str) -> str:
 def s3_url(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     s3_env(monkeypatch, moto_endpoint)
     return f"s3://{make_bucket(moto_endpoint)}/heimdall"
+
+
+# -- a real TCP fault injector between a client and a server ----------------------------------
+
+
+class TcpProxy:
+    """Forward a loopback port to a server, and cut or refuse connections on demand.
+
+    Real sockets both ways: the client sees exactly what a lost network gives it (a reset
+    connection, or a refused one while the proxy is down).
+    """
+
+    def __init__(self, target_port: int, cut_on: bytes | None = None) -> None:
+        self.target_port = target_port
+        self.cut_on = cut_on  # cut every connection the first time a client sends this
+        self.cuts = 0
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> TcpProxy:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening (new connections are refused) and cut every open connection."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self.cut()
+
+    def cut(self) -> None:
+        """Reset every open connection."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                s.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if upstream and self.cut_on is not None and self.cut_on in data:
+                    self.cut_on = None
+                    self.cuts += 1
+                    self.cut()
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()

@@ -211,3 +211,8 @@ def test_emulate_replays_wav_files(dcf77_files, capsys):
     )
     assert code == 0
     assert "127.0.0.1:" in capsys.readouterr().out
+
+
+def test_sync_with_nothing_pending(env, capsys):
+    assert main(["sync", "--stale-after", "86400"]) == 0
+    assert "nothing pending" in capsys.readouterr().out

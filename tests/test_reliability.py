@@ -1,0 +1,529 @@
+"""End to end, under failure: emulator sockets, the embedded PostgreSQL, an S3 server in-process.
+
+No mocks. Each test checks the stored state (the zarr store and the database rows), and adds a
+line to the reliability table that the session writes to reports/reliability.md: the fault,
+what should happen, what did, rows lost and duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from conftest import FAKE_KEY, FAKE_SECRET, TcpProxy, make_bucket, s3_env
+
+from heimdall_lab import db, spool
+from heimdall_lab.capture import capture
+from heimdall_lab.emulator import Emulator, Fault
+from heimdall_lab.errors import ValidationError
+from heimdall_lab.receivers import Receiver
+from heimdall_lab.scenario import Scenario
+from heimdall_lab.store import IQStore
+from heimdall_lab.widgets import CaptureForm
+
+FREQ = 10e6
+REPORT = Path(__file__).resolve().parents[1] / "reports" / "reliability.md"
+_TABLE: list[tuple[str, str, str, int, int]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reliability_report(request):
+    here = Path(__file__).resolve()
+    tests = [i for i in request.session.items if Path(str(i.fspath)).resolve() == here]
+    yield
+    if len(_TABLE) != len(tests):
+        return  # a partial run (-k, a failure): keep the last full report
+    lines = [
+        "# Reliability under faults",
+        "",
+        "Written by `tests/test_reliability.py` on every run of the test suite: each row is one",
+        "end-to-end test against the real emulator sockets, the embedded PostgreSQL and an",
+        "in-process S3 server (moto), checked against what the stores hold afterwards.",
+        "Rows lost: measurement rows expected (one per receiver that delivered samples) but not",
+        "in the database after the test, including after `sync`; duplicates: rows beyond one per",
+        "(capture, receiver, time).",
+        "",
+        "| fault | expected outcome | observed outcome | rows lost | duplicates |",
+        "|---|---|---|---|---|",
+        *[f"| {f} | {e} | {o} | {lost} | {dup} |" for f, e, o, lost, dup in _TABLE],
+        "",
+    ]
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text("\n".join(lines))
+
+
+def record(fault: str, expected: str, observed: str, lost: int, duplicates: int) -> None:
+    _TABLE.append((fault, expected, observed, lost, duplicates))
+    assert lost == 0 and duplicates == 0, (fault, lost, duplicates)
+
+
+def rows_of(engine, capture_id: str) -> tuple[int, int]:
+    """(rows, duplicate rows) of a capture's measurements."""
+    with engine.connect() as conn:
+        total, distinct = conn.execute(
+            sa.text(
+                "SELECT count(*), count(DISTINCT (websdr_id, timestamp_utc)) "
+                "FROM measurements WHERE capture_id = :c"
+            ),
+            {"c": capture_id},
+        ).one()
+    return int(total), int(total - distinct)
+
+
+def stored_state(engine, cap, store: IQStore, expected_rows: int) -> tuple[int, int]:
+    """Check the zarr store against the capture; return (rows lost, duplicates)."""
+    total, dup = rows_of(engine, cap.capture_id)
+    if cap.dataset is not None and cap.dataset.sizes["receiver"]:
+        stored = store.open(cap.capture_id)
+        assert list(stored.receiver.values) == list(cap.dataset.receiver.values)
+        np.testing.assert_array_equal(stored.n_samples.values, cap.dataset.n_samples.values)
+        np.testing.assert_array_equal(
+            stored.iq.isel(sample=slice(0, 4096)).values,
+            cap.dataset.iq.isel(sample=slice(0, 4096)).values,
+        )
+    return max(expected_rows - total, 0), dup
+
+
+@pytest.fixture
+def s3_store(moto_endpoint, monkeypatch):
+    s3_env(monkeypatch, moto_endpoint)
+    return IQStore(f"s3://{make_bucket(moto_endpoint)}/archive")
+
+
+def test_all_seven_receivers(embedded_engine, s3_store):
+    cap = capture(FREQ, 2.0, engine=embedded_engine, iq_url=s3_store.url, seed=11, realtime=False)
+    assert cap.stage == "done" and len(cap.metrics) == 7
+    lost, dup = stored_state(embedded_engine, cap, s3_store, 7)
+    assert s3_store.exists(cap.capture_id)
+    assert db.get_capture(embedded_engine, cap.capture_id).status == "done"
+    record(
+        "none: 7 receivers", "done, 7 stored", f"{cap.stage}, {len(cap.metrics)} stored", lost, dup
+    )
+
+
+def test_three_of_seven_succeed_four_fail_differently(embedded_engine, s3_store):
+    faults = {
+        "F5LEN": Fault("bad_password"),
+        "PH0M": Fault("too_busy"),
+        "G0MJW": Fault("refuse"),
+        "HB9Q": Fault("stall", after_frames=0),
+    }
+    cap = capture(
+        FREQ,
+        1.5,
+        engine=embedded_engine,
+        iq_url=s3_store.url,
+        seed=12,
+        realtime=False,
+        faults=faults,
+        retries=1,
+        settings=replace_read_timeout(0.5),
+    )
+    status = cap.status()
+    assert cap.stage == "partial"
+    reasons = status.loc[list(faults), "reason"].tolist()
+    assert reasons == ["bad_password", "too_busy", "unreachable", "timeout"]
+    assert sorted(cap.metrics.index) == ["DK0GHZ", "HB9SL", "OE3XEC"]
+    lost, dup = stored_state(embedded_engine, cap, s3_store, 3)
+    row = db.get_capture(embedded_engine, cap.capture_id)
+    assert row.status == "partial"
+    for name in faults:  # every failure reason reaches the row
+        assert f"{name}: failed" in row.error_message
+    record(
+        "4 of 7 fail: bad password, too busy, refused, stalled before any frame",
+        "partial; 3 stored; each failure with its reason",
+        f"{cap.stage}; {len(cap.metrics)} stored; {', '.join(reasons)}",
+        lost,
+        dup,
+    )
+
+
+def replace_read_timeout(seconds: float):
+    from heimdall_lab.kiwi import StreamSettings
+
+    return StreamSettings(read_timeout=seconds)
+
+
+def test_stall_and_slow_sender_against_the_deadline(embedded_engine, s3_store):
+    faults = {"HB9Q": Fault("stall", after_frames=20), "OE3XEC": Fault("slow", slow_factor=3)}
+    cap = capture(
+        FREQ,
+        2.0,
+        engine=embedded_engine,
+        iq_url=s3_store.url,
+        seed=13,
+        realtime=True,
+        faults=faults,
+        deadline_s=3.5,
+        receivers=["HB9Q", "OE3XEC", "HB9SL"],
+        settings=replace_read_timeout(1.0),
+    )
+    status = cap.status()
+    assert status.loc["HB9Q", "status"] == "incomplete"
+    assert status.loc["HB9Q", "reason"] == "timeout"
+    assert status.loc["HB9Q", "samples"] == 20 * 512
+    assert status.loc["OE3XEC", "status"] == "incomplete"
+    assert status.loc["OE3XEC", "reason"] == "deadline"
+    assert 0 < status.loc["OE3XEC", "samples"] < status.loc["OE3XEC", "expected"]
+    assert status.loc["HB9SL", "status"] == "ok"
+    lost, dup = stored_state(embedded_engine, cap, s3_store, 3)
+    stored = s3_store.open(cap.capture_id)
+    assert not bool(stored.complete.sel(receiver="HB9Q"))
+    rows = db.measurements_for_capture(embedded_engine, cap.capture_id, include_psd=False)
+    meta = dict(zip(rows.receiver, rows.metadata, strict=True))
+    assert meta["HB9Q"]["status"] == "incomplete" and meta["OE3XEC"]["reason"] == "deadline"
+    record(
+        "stall after 20 frames; slow sender at 1/3 real time; 3.5 s deadline",
+        "both kept, marked incomplete (timeout, deadline); the third complete",
+        f"{status.loc['HB9Q', 'reason']}, {status.loc['OE3XEC', 'reason']}; "
+        f"HB9SL {status.loc['HB9SL', 'status']}",
+        lost,
+        dup,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"duration_s": 0.0}, "duration"),
+        ({"duration_s": -1.0}, "duration"),
+        ({"duration_s": float("nan")}, "duration"),
+        ({"frequency_hz": 31e6}, "outside"),
+        ({"duration_s": 4000.0}, "over the limit"),
+        ({"receivers": "unknown"}, "unknown or inactive"),
+    ],
+)
+def test_invalid_parameters_rejected_before_any_connection(embedded_engine, kwargs, message):
+    before = len(db.list_captures(embedded_engine, limit=100_000))
+    with Emulator(Scenario.default(seed=1), realtime=False).running() as emu:
+        receivers = [emu.receiver("HB9Q")]
+        if kwargs.get("receivers") == "unknown":
+            kwargs = {"receivers": ["NO_SUCH_RECEIVER"]}
+        args = {"frequency_hz": FREQ, "duration_s": 1.0, "receivers": receivers, **kwargs}
+        with pytest.raises(ValidationError, match=message):
+            capture(engine=embedded_engine, **args)
+        assert emu.units["HB9Q"].connections == 0
+    assert len(db.list_captures(embedded_engine, limit=100_000)) == before
+    record(
+        f"invalid parameter {kwargs}",
+        "rejected before any connection, nothing stored",
+        f"ValidationError ({message}); 0 connections; no capture row",
+        0,
+        0,
+    )
+
+
+def test_status_progression_and_truth(embedded_engine, s3_store):
+    scenario = Scenario.default(seed=14)
+    seen = []
+    cap = capture(
+        FREQ,
+        3.0,
+        engine=embedded_engine,
+        iq_url=s3_store.url,
+        scenario=scenario,
+        realtime=False,
+        on_progress=lambda c: seen.append((c.stage, c.percent)),
+    )
+    stages = [s for s, _ in seen]
+    order = ["connecting", "receiving", "processing", "storing", "done"]
+    assert [s for s in dict.fromkeys(stages)] == order
+    percents = [p for _, p in seen]
+    assert percents[0] == 0.0 and percents[-1] == 100.0 and percents == sorted(percents)
+    # Measurements in the database against the scenario's truth.
+    rows = db.measurements_for_capture(embedded_engine, cap.capture_id, include_psd=False)
+    rows = rows.set_index("receiver")
+    truth = {name: scenario.truth(name, FREQ) for name in rows.index}
+    for name, t in truth.items():
+        assert rows.loc[name, "frequency_offset_hz"] == pytest.approx(
+            t["frequency_offset_hz"], abs=0.05
+        )
+    ref = "HB9Q"
+    for name, t in truth.items():
+        measured = rows.loc[name, "signal_power_dbfs"] - rows.loc[ref, "signal_power_dbfs"]
+        expected = t["received_power_dbfs"] - truth[ref]["received_power_dbfs"]
+        assert measured == pytest.approx(expected, abs=0.5), name
+    lost, dup = stored_state(embedded_engine, cap, s3_store, 7)
+    record(
+        "none: stages and truth",
+        "stages in order 0 -> 100 %; offsets and relative powers match the scenario",
+        "in order; offsets within 0.05 Hz, powers within 0.5 dB",
+        lost,
+        dup,
+    )
+
+
+def test_error_messages_reach_status_row_and_form(embedded_engine, tmp_path):
+    form = CaptureForm(engine=embedded_engine, iq_url=str(tmp_path / "iq"))
+    form.receivers_select.value = ("HB9Q", "HB9SL")
+    form.duration_s.value = 1.0
+    form.fast.value = True
+    # A fault through the same call the form makes: bad password on HB9SL.
+    cap = capture(
+        FREQ,
+        1.0,
+        engine=embedded_engine,
+        iq_url=str(tmp_path / "iq"),
+        seed=1,
+        realtime=False,
+        receivers=["HB9Q", "HB9SL"],
+        faults={"HB9SL": Fault("bad_password")},
+    )
+    message = cap.status().loc["HB9SL", "message"]
+    assert "password" in message
+    assert message in db.get_capture(embedded_engine, cap.capture_id).error_message
+    form._show_result(cap)  # the form renders the same Capture as after a click
+    assert "bad_password" in form.results_html.value
+    record(
+        "bad password on one receiver",
+        "reason in Capture.status(), the DB row and the form",
+        "in all three",
+        0,
+        0,
+    )
+
+
+def test_disconnect_refused_then_recovered_and_corrupt_frames(embedded_engine, s3_store):
+    faults = {
+        "HB9Q": Fault("disconnect", after_frames=30),
+        "HB9SL": Fault("refuse", times=2),
+        "OE3XEC": Fault("corrupt", after_frames=4),
+        "DK0GHZ": Fault("truncate", after_frames=6),
+    }
+    cap = capture(
+        FREQ,
+        2.0,
+        engine=embedded_engine,
+        iq_url=s3_store.url,
+        seed=15,
+        realtime=False,
+        faults=faults,
+        retries=3,
+        receivers=list(faults),
+    )
+    status = cap.status()
+    assert status.loc["HB9Q", "status"] == "incomplete"
+    assert status.loc["HB9Q", "samples"] == 30 * 512
+    assert status.loc["HB9SL", "status"] == "ok" and status.loc["HB9SL", "attempts"] == 3
+    for name in ("OE3XEC", "DK0GHZ"):
+        assert status.loc[name, "status"] == "ok"
+        assert status.loc[name, "skipped_frames"] == 1 and status.loc[name, "lost_frames"] == 1
+    lost, dup = stored_state(embedded_engine, cap, s3_store, 4)
+    stored = s3_store.open(cap.capture_id)
+    assert int(stored.n_samples.sel(receiver="HB9Q")) == 30 * 512
+    record(
+        "disconnect after 30 frames; refused twice; a corrupt and a truncated frame",
+        "samples so far kept (incomplete); recovered on the 3rd attempt; frames skipped",
+        f"HB9Q incomplete with {status.loc['HB9Q', 'samples']} samples; HB9SL ok after "
+        f"{status.loc['HB9SL', 'attempts']} attempts; 1 frame skipped each",
+        lost,
+        dup,
+    )
+
+
+def test_s3_down_during_capture_kept_locally_then_synced(embedded_engine, monkeypatch, tmp_path):
+    from conftest import free_port
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    s3_env(monkeypatch, endpoint)
+    store = IQStore(f"s3://{make_bucket(endpoint)}/archive")
+    server.stop()  # S3 goes away before the IQ is written
+    home = tmp_path / "home"
+    try:
+        cap = capture(
+            FREQ,
+            1.0,
+            engine=embedded_engine,
+            iq_url=store.url,
+            seed=16,
+            realtime=False,
+            receivers=["HB9Q", "HB9SL"],
+            home=str(home),
+        )
+        assert cap.stage == "done" and cap.warnings
+        assert spool.pending(home) == [cap.capture_id]
+        row = db.get_capture(embedded_engine, cap.capture_id)
+        assert str(home) in row.iq_url  # marked: its IQ is local, pending upload
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        report = spool.sync(engine=embedded_engine, home=home, stale_after_s=None)
+        assert report.error.tolist() == [""]
+        assert store.exists(cap.capture_id) and spool.pending(home) == []
+        row = db.get_capture(embedded_engine, cap.capture_id)
+        assert row.iq_url == store.url_for(cap.capture_id)
+        rows = db.measurements_for_capture(embedded_engine, cap.capture_id, include_psd=False)
+        assert all(p.startswith(row.iq_url) for p in rows.iq_path)
+        lost, dup = stored_state(embedded_engine, cap, store, 2)
+    finally:
+        server.stop()
+    record(
+        "S3 down during the capture",
+        "retried; IQ kept locally and marked; sync uploads it",
+        "kept in the spool, row points at it; uploaded by sync, row and rows updated",
+        lost,
+        dup,
+    )
+
+
+def test_database_connection_lost_mid_insert(embedded, embedded_engine, tmp_path):
+    port = int(embedded.url.rsplit(":", 1)[1].split("/")[0])
+    proxy = TcpProxy(port, cut_on=b"COPY").start()
+    url = embedded.url.replace(f":{port}/", f":{proxy.port}/")
+    try:
+        cap = capture(
+            FREQ,
+            1.0,
+            database_url=url,
+            iq_url=str(tmp_path / "iq"),
+            seed=17,
+            realtime=False,
+            receivers=["HB9Q", "HB9SL", "OE3XEC"],
+        )
+    finally:
+        proxy.stop()
+    assert proxy.cuts == 1  # the connection really was cut in the middle of the COPY
+    assert cap.stage == "done" and not cap.warnings
+    total, dup = rows_of(embedded_engine, cap.capture_id)
+    assert total == 3
+    record(
+        "database connection cut during the COPY",
+        "rolled back, retried: one copy of each row",
+        f"{total} rows after the retry",
+        3 - total,
+        dup,
+    )
+
+
+def test_database_down_for_the_whole_capture(embedded, embedded_engine, tmp_path):
+    port = int(embedded.url.rsplit(":", 1)[1].split("/")[0])
+    proxy = TcpProxy(port)  # not started: connections are refused
+    url = embedded.url.replace(f":{port}/", f":{proxy.port}/")
+    home = tmp_path / "home"
+    cap = capture(
+        FREQ,
+        1.0,
+        database_url=url,
+        iq_url=str(tmp_path / "iq"),
+        seed=18,
+        realtime=False,
+        receivers=["HB9Q", "HB9SL"],
+        home=str(home),
+    )
+    assert cap.stage == "done" and cap.database_url == "unreachable"
+    assert any("spooled" in w for w in cap.warnings)
+    assert db.get_capture(embedded_engine, cap.capture_id) is None
+    assert spool.pending(home) == [cap.capture_id]
+    proxy.start()  # the database is back
+    try:
+        for _ in range(2):  # replaying twice must not duplicate anything
+            spool.sync(database_url=url, home=home, stale_after_s=None)
+    finally:
+        proxy.stop()
+    row = db.get_capture(embedded_engine, cap.capture_id)
+    assert row.status == "done" and row.parameters["seed"] == 18
+    total, dup = rows_of(embedded_engine, cap.capture_id)
+    assert spool.pending(home) == []
+    record(
+        "database down for the whole capture",
+        "measurements spooled, replayed later, no duplicates",
+        f"spooled; after two syncs {total} rows and the capture row",
+        2 - total,
+        dup,
+    )
+
+
+def test_killed_capture_is_never_marked_done(embedded, embedded_engine, tmp_path):
+    import uuid
+
+    capture_id = uuid.uuid4().hex
+    code = (
+        "from heimdall_lab.capture import capture\n"
+        f"capture(10e6, 30.0, seed=19, capture_id={capture_id!r}, receivers=['HB9Q'])\n"
+    )
+    env = {
+        **os.environ,
+        "HEIMDALL_DATABASE_URL": embedded.url,
+        "HEIMDALL_IQ_URL": str(tmp_path / "iq"),
+        "HEIMDALL_HOME": str(tmp_path / "home"),
+    }
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            row = db.get_capture(embedded_engine, capture_id)
+            if row is not None and row.status == "receiving" and row.progress_percent > 10:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the capture never started receiving")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    row = db.get_capture(embedded_engine, capture_id)
+    assert row.status == "receiving"  # not done, whatever happens next
+    assert not IQStore(str(tmp_path / "iq")).exists(capture_id)
+    assert rows_of(embedded_engine, capture_id) == (0, 0)
+    marked = db.fail_stale_captures(embedded_engine, 0)
+    assert capture_id in marked
+    assert db.get_capture(embedded_engine, capture_id).status == "failed"
+    record(
+        "capture process killed (SIGKILL) while receiving",
+        "never marked done; no complete IQ; marked failed by sync",
+        "left at 'receiving', no IQ, no rows; then 'failed'",
+        0,
+        0,
+    )
+
+
+def test_credentials_and_hostile_names(embedded_engine, s3_store, caplog):
+    hostile = "Zürich'; DROP TABLE measurements; --"
+    rx = Receiver("HOSTILE1", "127.0.0.1", 8073, 47.3, 8.5, location_name=hostile)
+    db.add_receiver(embedded_engine, rx)
+    with (
+        caplog.at_level(logging.DEBUG),
+        Emulator(
+            Scenario.default(seed=20), realtime=False, receivers=[replace(rx, name="HB9Q")]
+        ).running() as emu,
+    ):
+        target = replace(emu.receiver("HB9Q"), name="HOSTILE1")
+        # The emulator serves HB9Q's site; the capture names the receiver HOSTILE1.
+        cap = capture(FREQ, 1.0, engine=embedded_engine, iq_url=s3_store.url, receivers=[target])
+    assert cap.stage == "done"
+    with embedded_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM measurements")).scalar() > 0
+        name = conn.execute(
+            sa.text("SELECT location_name FROM websdrs WHERE name = 'HOSTILE1'")
+        ).scalar()
+    assert name == hostile
+    attrs = repr(s3_store.open(cap.capture_id).attrs)
+    params = repr(db.get_capture(embedded_engine, cap.capture_id).parameters)
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("heimdall"))
+    assert "HOSTILE1" in ours or cap.capture_id in ours  # the log was captured
+    for secret in (FAKE_KEY, FAKE_SECRET):
+        assert secret not in attrs and secret not in params and secret not in ours
+    with pytest.raises(ValidationError):
+        Receiver("../escape", "127.0.0.1", 8073)
+    emu = Emulator(Scenario.default(seed=1))
+    assert emu.host == "127.0.0.1"
+    record(
+        "hostile location name; S3 keys in the environment; '../' receiver name",
+        "stored verbatim, SQL intact; no secret in zarr, DB or logs; name refused",
+        "as expected",
+        0,
+        0,
+    )
