@@ -69,6 +69,17 @@ def embedded() -> Iterator[db.EmbeddedServer]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture
+def env(embedded, tmp_path, monkeypatch):
+    """The session's embedded server and a fresh IQ folder through the environment, as a user
+    or a notebook kernel sees them; the working directory is tmp_path."""
+    monkeypatch.setenv("HEIMDALL_DATABASE_URL", embedded.url)
+    monkeypatch.setenv("HEIMDALL_IQ_URL", str(tmp_path / "iq"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # kernels draw inline, as in Jupyter
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def embedded_engine(embedded: db.EmbeddedServer) -> Iterator[Engine]:
     engine = db.get_engine(embedded.url)

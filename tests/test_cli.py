@@ -20,16 +20,6 @@ from heimdall_lab.wavfile import read_kiwi_wav
 DEFAULTS = ("F5LEN", "PH0M", "G0MJW", "HB9Q", "DK0GHZ", "OE3XEC", "HB9SL")
 
 
-@pytest.fixture
-def env(embedded, tmp_path, monkeypatch):
-    """Point the CLI at the session's embedded server and a fresh IQ folder; run in tmp."""
-    monkeypatch.setenv("HEIMDALL_DATABASE_URL", embedded.url)
-    monkeypatch.setenv("HEIMDALL_IQ_URL", str(tmp_path / "iq"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MPLBACKEND", raising=False)  # kernels draw inline, as in Jupyter
-    return tmp_path
-
-
 def _spec(r) -> str:
     return f"{r.name}={r.host}:{r.port}@{r.latitude},{r.longitude}"
 
