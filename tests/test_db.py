@@ -688,3 +688,42 @@ def test_url_from_environment_and_masking(monkeypatch, embedded: db.EmbeddedServ
     with pytest.raises(DatabaseError) as info:
         db.get_engine(bad)
     assert "s3cret" not in str(info.value)
+
+
+def test_localizations_round_trip(embedded_engine: Engine) -> None:
+    capture_id = db.create_capture(embedded_engine, 77_500.0, 30.0)
+    result = {"pairs": [{"a": "DF0KL", "b": "F1JEK", "delay_us": 12.5, "quality": float("nan")}]}
+    row_id = db.write_localization(
+        embedded_engine,
+        source=f"capture {capture_id}",
+        method="tdoa",
+        latitude=50.01,
+        longitude=9.02,
+        n_receivers=3,
+        capture_id=capture_id,
+        semi_major_km=4.2,
+        semi_minor_km=1.1,
+        orientation_deg=30.0,
+        n_pairs=3,
+        result=result,
+    )
+    table = db.list_localizations(embedded_engine, capture_id)
+    assert table.id.tolist() == [row_id]
+    row = table.iloc[0]
+    assert (row.latitude, row.longitude, row.semi_major_km) == (50.01, 9.02, 4.2)
+    assert row.result["pairs"][0]["delay_us"] == 12.5
+    assert row.result["pairs"][0]["quality"] is None  # NaN has no JSON form
+    with pytest.raises(ValidationError, match="method"):
+        db.write_localization(
+            embedded_engine, source="x", method="magic", latitude=0, longitude=0, n_receivers=3
+        )
+    with pytest.raises(ValidationError, match="not stored"):
+        db.write_localization(
+            embedded_engine,
+            source="x",
+            method="rssi",
+            latitude=0,
+            longitude=0,
+            n_receivers=3,
+            capture_id=uuid.uuid4().hex,
+        )
