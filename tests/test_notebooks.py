@@ -19,18 +19,11 @@ from heimdall_lab.store import IQStore
 NOTEBOOKS = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
 #: Small parameters per notebook, so the whole set runs in seconds.
 SMALL = {
+    "benchmark": {"quick": True},
     "capture": {"duration_s": 1.0, "realtime": False, "seed": 1},
     "explore": {"bucket": "1s"},
+    "localize": {"method": "envelope"},
 }
-
-
-@pytest.fixture
-def env(embedded, tmp_path, monkeypatch):
-    monkeypatch.setenv("HEIMDALL_DATABASE_URL", embedded.url)
-    monkeypatch.setenv("HEIMDALL_IQ_URL", str(tmp_path / "iq"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MPLBACKEND", raising=False)  # kernels draw inline, as in Jupyter
-    return tmp_path
 
 
 def test_every_notebook_has_a_parameters_cell_and_small_parameters():
@@ -95,3 +88,28 @@ def test_explore_notebook_under_papermill_shows_a_chosen_capture(env):
     text = json.dumps([c.get("outputs", []) for c in executed.cells])
     assert f"showing {first}" in text
     assert text.count("image/png") == 2  # SNR/offset over time, and the PSDs
+
+
+def test_localize_notebook_under_papermill_locates_a_stored_capture(env, embedded_engine):
+    from heimdall_lab.capture import capture
+    from heimdall_lab.scenario import Scenario, Transmitter
+
+    truth = (49.0, 9.5)  # inside the seven default receivers' hull
+    scenario = Scenario.default(seed=21, transmitter=Transmitter(*truth, 10e6, modulation="ook"))
+    cap = capture(10e6, 6.0, engine=embedded_engine, scenario=scenario, realtime=False)
+    assert cap.stage == "done"
+    out = run_notebook(
+        "localize",
+        {"capture_id": cap.capture_id, "truth": list(truth), "method": "auto"},
+        output_dir=env / "reports",
+    )
+    executed = nbformat.read(out, as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert "image/png" in text
+    stored = db.list_localizations(embedded_engine, cap.capture_id)
+    assert len(stored) == 1
+    row = stored.iloc[0]
+    assert row.method == "tdoa" and row.n_receivers == 7
+    from heimdall_lab.geo import great_circle_m
+
+    assert great_circle_m(row.latitude, row.longitude, *truth) < 10_000
