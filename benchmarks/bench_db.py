@@ -11,7 +11,9 @@ migrates it, and times, for each repeat, a fresh capture written from the same D
   ``commit`` (20k rows by default: it is much slower).
 
 Prints min and median wall time and rows/s over the repeats and writes
-reports/db-benchmark.md. The goal: COPY at 100k rows/s or more.
+reports/db-benchmark.md. The goal: COPY at 100k rows/s or more. The rows and the ORM path are
+:func:`heimdall_lab.benchmark.make_rows` and :func:`heimdall_lab.benchmark.orm_write`, as in
+the benchmark notebook (reports/benchmark.md), which measures COPY against the ORM too.
 
     .venv/bin/python benchmarks/bench_db.py [--rows 100000] [--orm-rows 20000] [--repeats 5]
 """
@@ -30,86 +32,14 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from heimdall_lab import __version__, db
-from heimdall_lab.receivers import DEFAULT_RECEIVERS
+from heimdall_lab.benchmark import COPY_GOAL as GOAL
+from heimdall_lab.benchmark import cpu_model, make_rows, orm_write
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "db-benchmark.md"
-NAMES = [r.name for r in DEFAULT_RECEIVERS]
-GOAL = 100_000.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def make_rows(n: int, seed: int, psd_len: int = 0) -> pd.DataFrame:
-    """n rows over the seven default receivers, 70 ms apart per receiver (as tests/test_db)."""
-    rng = np.random.default_rng(seed)
-    idx = np.arange(n)
-    us = (idx // len(NAMES)) * 70_000 + rng.integers(0, 1000, n)
-    df = pd.DataFrame(
-        {
-            "receiver": np.array(NAMES)[idx % len(NAMES)],
-            "timestamp_utc": pd.Timestamp("2024-03-01T00:00:00Z") + pd.to_timedelta(us, unit="us"),
-            "frequency_hz": 10e6,
-            "sample_rate": 12000.0,
-            "samples_count": rng.integers(1000, 200_000, n),
-            "snr_db": rng.normal(20, 5, n),
-            "frequency_offset_hz": rng.normal(0, 3, n),
-            "signal_power_dbfs": rng.normal(-40, 3, n),
-            "signal_power_dbm": rng.normal(-90, 3, n),
-            "noise_power_dbfs": rng.normal(-60, 3, n),
-            "noise_power_dbm": rng.normal(-110, 3, n),
-            "cn0_dbhz": rng.normal(50, 5, n),
-            "occupied_bandwidth_hz": rng.uniform(1, 100, n),
-            "signal_present": rng.random(n) < 0.8,
-            "rssi_dbm": rng.normal(-80, 5, n),
-        }
-    )
-    if psd_len:
-        df["psd"] = list(rng.normal(-120, 5, (n, psd_len)).astype(np.float32))
-        df["psd_resolution_hz"] = 12000.0 / psd_len
-    return df
-
-
-def orm_write(engine: sa.Engine, capture_id: str, df: pd.DataFrame) -> int:
-    """The ORM way: one mapped object per row, add_all, commit."""
-    with engine.connect() as conn:
-        ids = {name: i for name, i in conn.execute(sa.text("SELECT name, id FROM websdrs"))}
-    records = df.to_dict("records")
-    with db.session(engine) as s:
-        s.add_all(
-            db.Measurement(
-                capture_id=capture_id,
-                websdr_id=ids[r["receiver"]],
-                timestamp_utc=r["timestamp_utc"].to_pydatetime(),
-                frequency_hz=r["frequency_hz"],
-                sample_rate=r["sample_rate"],
-                samples_count=int(r["samples_count"]),
-                snr_db=r["snr_db"],
-                frequency_offset_hz=r["frequency_offset_hz"],
-                signal_power_dbfs=r["signal_power_dbfs"],
-                signal_power_dbm=r["signal_power_dbm"],
-                noise_power_dbfs=r["noise_power_dbfs"],
-                noise_power_dbm=r["noise_power_dbm"],
-                cn0_dbhz=r["cn0_dbhz"],
-                occupied_bandwidth_hz=r["occupied_bandwidth_hz"],
-                signal_present=bool(r["signal_present"]),
-                rssi_dbm=r["rssi_dbm"],
-            )
-            for r in records
-        )
-    return len(records)
 
 
 def writer_engine(engine: sa.Engine) -> sa.Engine:

@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from heimdall_lab import dsp  # noqa: E402
+from heimdall_lab.benchmark import cpu_model  # noqa: E402
 
 N_RECEIVERS = 7
 SECONDS = 10.0
@@ -57,16 +58,6 @@ def pin_one_cpu() -> str:
         return f"pinned to CPU {cpus[-1]}"
     except (AttributeError, OSError) as exc:  # not Linux, or not allowed
         return f"not pinned ({exc.__class__.__name__})"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_capture(seed: int = 1) -> xr.Dataset:

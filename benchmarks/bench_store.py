@@ -38,6 +38,7 @@ import sigmf
 import xarray as xr
 import zarr
 
+from heimdall_lab.benchmark import machine_info
 from heimdall_lab.emulator import Emulator
 from heimdall_lab.fetch import acquire
 from heimdall_lab.scenario import Scenario
@@ -49,22 +50,11 @@ GOAL = 0.90  # zarr at least 90 % of the raw throughput
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 2**20:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    load = ", load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    return f"{model}, {os.cpu_count()} cores{mem}, {platform.system()} {platform.release()}{load}"
+    m = machine_info()
+    return (
+        f"{m['cpu']}, {os.cpu_count()} cores, {m['ram']} RAM, {m['os']}, "
+        f"load average {m['load_average']}"
+    )
 
 
 def versions() -> str:

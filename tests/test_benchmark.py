@@ -1,0 +1,263 @@
+"""The benchmark functions with tiny sizes: sensible tables, goals judged, a report written.
+
+No timing is asserted: the goals are judged in reports/benchmark.md, not here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from heimdall_lab import benchmark as bm
+from heimdall_lab.errors import ValidationError
+from heimdall_lab.receivers import DEFAULT_RECEIVERS
+from heimdall_lab.scenario import DEFAULT_NOMINAL_RATE
+
+
+@pytest.fixture(scope="module")
+def small_capture():
+    return bm.emulated_capture(receivers=2, duration_s=1.0)
+
+
+def test_emulated_scenario_adds_distinct_sites_around_europe():
+    sc = bm.emulated_scenario(50)
+    names = sc.site_names
+    assert len(names) == len(set(names)) == 50
+    assert list(names[:7]) == [r.name for r in DEFAULT_RECEIVERS]
+    extra = sc.sites[7:]
+    assert all(37 <= s.latitude <= 62 and -9 <= s.longitude <= 28 for s in extra)
+    assert len({(s.latitude, s.longitude) for s in extra}) == 43
+    assert bm.emulated_scenario(50).site_names == names  # seeded
+    assert len(bm.emulated_scenario(3).sites) == 7  # never fewer than the defaults
+    rx = bm.emulated_receivers(sc, 20)
+    assert [r.name for r in rx] == list(names[:20])
+    with pytest.raises(ValidationError):
+        bm.emulated_scenario(0)
+
+
+def test_emulated_capture_is_the_same_iq_every_time(small_capture):
+    again = bm.emulated_capture(receivers=2, duration_s=1.0)
+    assert small_capture.sizes["receiver"] == 2
+    assert small_capture.attrs["capture_id"] != again.attrs["capture_id"]
+    np.testing.assert_array_equal(small_capture.iq.values, again.iq.values)
+    assert np.all(small_capture.n_samples.values >= DEFAULT_NOMINAL_RATE)
+
+
+def test_fetch_benchmark_table():
+    df = bm.fetch_benchmark(duration_s=0.5, repeats=1, receivers=3, fast_duration_s=0.5)
+    assert list(df.case) == [
+        "1 receiver, real time",
+        "3 receivers, real time",
+        "3 receivers, as fast as possible",
+    ]
+    assert list(df.receivers) == [1, 3, 3] and list(df.realtime) == [True, True, False]
+    assert list(df.complete) == [1, 3, 3]
+    expected = df.receivers * 0.5 * DEFAULT_NOMINAL_RATE
+    assert np.all(np.abs(df.samples / expected - 1) < 0.1)
+    assert np.all(df.wall_s[df.realtime] >= 0.45)  # paced in real time
+    np.testing.assert_allclose(df.samples_per_s, df.samples / df.wall_s)
+    table = bm.summaries({"fetch": df})["fetch"]
+    assert table.loc["1 receiver, real time", "wall_vs_1_receiver"] == 1.0
+    assert math.isnan(table.loc["3 receivers, as fast as possible", "wall_vs_1_receiver"])
+
+
+def test_processing_benchmark_table(small_capture):
+    df = bm.processing_benchmark(small_capture, repeats=2)
+    assert len(df) == 6 and df.step.nunique() == 3
+    assert set(df.receivers) == {2} and set(df.repeat) == {0, 1}
+    assert np.all(df.per_receiver_ms > 0)
+    np.testing.assert_allclose(df.per_receiver_ms, df.seconds / 2 * 1e3)
+    table = bm.summaries({"processing": df})["processing"]
+    np.testing.assert_allclose(
+        table.budget_over_median, 500 / table.median_ms_per_receiver, rtol=1e-12
+    )
+
+
+def test_store_benchmark_table(small_capture, tmp_path):
+    df = bm.store_benchmark(small_capture, repeats=1, workdir=tmp_path, s3=True)
+    assert len(df) == 4
+    assert set(df.backend) == {"local folder", "S3 (moto, in process)"}
+    assert set(df.method) == {"zarr (IQStore.write)", "raw (np.save + put)"}
+    iq_mb = small_capture.iq.nbytes / 1e6
+    assert np.allclose(df.iq_mb, iq_mb)
+    raw = df[df.method.str.startswith("raw")]
+    assert np.all((raw.stored_mb >= iq_mb) & (raw.stored_mb < iq_mb + 0.01))  # npy header
+    zarr = df[df.method.str.startswith("zarr")]
+    assert np.all(zarr.stored_mb < iq_mb)  # compressed
+    assert not (tmp_path / "store-iq" / "captures" / "bench-0.zarr").exists()  # cleaned up
+    table = bm.summaries({"store": df})["store"]
+    assert np.allclose(table.xs("raw (np.save + put)", level="method").vs_raw, 1.0)
+
+
+def test_db_benchmark_table(embedded_engine):
+    df = bm.db_benchmark(embedded_engine, rows=300, orm_rows=70, repeats=2)
+    assert list(df.method) == ["COPY (write_measurements)", "ORM (add_all + commit)"] * 2
+    assert list(df.rows) == [300, 70, 300, 70]
+    np.testing.assert_allclose(df.rows_per_s, df.rows / df.seconds)
+    rows = bm.make_rows(10, seed=3, psd_len=8)
+    assert len(rows) == 10 and rows.psd.iloc[0].shape == (8,)
+    assert set(rows.receiver) <= {r.name for r in DEFAULT_RECEIVERS}
+
+
+def test_end_to_end_benchmark_table(embedded_engine, tmp_path):
+    df = bm.end_to_end_benchmark(
+        embedded_engine, str(tmp_path / "iq"), receiver_counts=(1, 3), duration_s=0.5, repeats=1
+    )
+    assert list(df.receivers) == [1, 3]
+    assert list(df.stage) == ["done", "done"] and list(df.complete) == [1, 3]
+    np.testing.assert_allclose(df.overhead_s, df.total_s - 0.5)
+    stages = ["setup_s", "connecting_s", "receiving_s", "processing_s", "storing_s", "finishing_s"]
+    assert np.all(df[stages] >= 0)
+    np.testing.assert_allclose(df[stages].sum(axis=1), df.total_s, rtol=1e-9)
+    assert np.all(df.receiving_s >= 0.45)
+    assert not (tmp_path / "iq" / "captures").exists() or not any(
+        (tmp_path / "iq" / "captures").iterdir()
+    )
+
+
+def test_memory_benchmark_table(embedded, tmp_path):
+    df = bm.memory_benchmark(embedded.url, str(tmp_path / "iq"), cases=[(2, 0.5)])
+    row = df.iloc[0]
+    assert (row.receivers, row.duration_s, row.stage) == (2, 0.5, "done")
+    assert row.iq_mb == pytest.approx(2 * 0.5 * DEFAULT_NOMINAL_RATE * 8 / 1e6, rel=0.1)
+    assert 50 < row.rss_before_mb <= row.peak_rss_mb <= row.process_maxrss_mb
+    assert row.added_mb == pytest.approx(row.peak_rss_mb - row.rss_before_mb)
+
+
+def test_batch_benchmark_tables(embedded_engine, tmp_path):
+    out = bm.batch_benchmark(
+        embedded_engine,
+        str(tmp_path / "iq"),
+        captures=2,
+        receivers=2,
+        duration_s=0.5,
+        worker_counts=(1, 2),
+        memory_counts=(1, 2),
+        repeats=1,
+        processes=False,
+    )
+    thr, mem = out["throughput"], out["memory"]
+    assert list(thr.workers) == [1, 2] and set(thr.captures) == {2} and set(thr.failed) == {0}
+    assert np.all(thr.cpu_probe_s > 0)
+    np.testing.assert_allclose(thr.captures_per_s, 2 / thr.seconds)
+    assert np.all(thr.samples >= 2 * 2 * 0.5 * 12000)
+    assert list(mem.captures) == [1, 2]
+    np.testing.assert_allclose(mem.archive_iq_mb.iloc[1], 2 * mem.archive_iq_mb.iloc[0])
+    assert np.all(mem.worker_peak_rss_mb > 0)
+    assert not any((tmp_path / "iq" / "captures").iterdir())  # the archive is removed
+
+
+def _results() -> dict:
+    """Synthetic results: 7 receivers within the goal, linear growth, flat batch memory."""
+    counts = [1, 7, 20, 50]
+    e2e = pd.DataFrame(
+        {
+            "receivers": counts,
+            "repeat": 0,
+            "duration_s": 10.0,
+            "total_s": [10.2 + 0.03 * n for n in counts],
+            "per_receiver_overhead_ms": 0.0,
+            **{
+                c: 0.01
+                for c in (
+                    "setup_s",
+                    "connecting_s",
+                    "receiving_over_s",
+                    "processing_s",
+                    "storing_s",
+                )
+            },
+        }
+    )
+    e2e["overhead_s"] = e2e.total_s - 10.0
+    processing = pd.DataFrame(
+        {
+            "step": ["dsp.measure, one receiver at a time", "processing stage (x)"],
+            "per_receiver_ms": [2.0, 3.0],
+        }
+    )
+    batch_memory = pd.DataFrame(
+        {
+            "captures": [5, 20],
+            "archive_iq_mb": [200.0, 800.0],
+            "worker_peak_rss_mb": [300.0, 310.0],
+        }
+    )
+    batch = pd.DataFrame(
+        {
+            "workers": [1, 2],
+            "repeat": 0,
+            "captures": 20,
+            "seconds": [10.0, 6.0],
+            "captures_per_s": [2.0, 20 / 6],
+            "samples_per_s": [1e6, 1.6e6],
+        }
+    )
+    return {
+        "end_to_end": e2e,
+        "processing": processing,
+        "batch_memory": batch_memory,
+        "batch": batch,
+    }
+
+
+def test_goals_judge_the_medians():
+    results = _results()
+    g = bm.goals(results).set_index("goal")
+    assert g.loc["capture() overhead, 7 receivers (median)", "met"] is True
+    assert g.loc["capture() overhead, 7 receivers (median)", "measured"] == "0.410 s"
+    assert g.loc["overhead grows no worse than linearly with receivers", "met"] is True
+    assert g.loc["processing per receiver, 10 s at 12 kHz (dsp.measure, median)", "met"] is True
+    assert g.loc["batch memory bounded: worker peak RSS, 20 vs 5 captures", "met"] is True
+    assert g.loc["earlier goal: COPY inserts (median)", "met"] is None  # not measured
+    grow = bm.growth(results)
+    assert grow["slope_ms_per_receiver"] == pytest.approx(30.0)
+    assert grow["intercept_s"] == pytest.approx(0.2)
+
+    # Quadratic growth, a slow 7-receiver capture, slow DSP and growing memory fail.
+    e2e = results["end_to_end"]
+    e2e["total_s"] = [10.2 + 0.001 * n * n for n in e2e.receivers]
+    e2e.loc[e2e.receivers == 7, "total_s"] = 11.5
+    e2e["overhead_s"] = e2e.total_s - 10.0
+    results["processing"]["per_receiver_ms"] = [6.0, 7.0]
+    results["batch_memory"]["worker_peak_rss_mb"] = [300.0, 900.0]
+    g = bm.goals(results).set_index("goal")
+    assert g.loc["capture() overhead, 7 receivers (median)", "met"] is False
+    assert g.loc["original plan: 7 simultaneous acquisitions", "met"] is True
+    assert g.loc["overhead grows no worse than linearly with receivers", "met"] is False
+    assert g.loc["processing per receiver, 10 s at 12 kHz (dsp.measure, median)", "met"] is False
+    assert g.loc["batch memory bounded: worker peak RSS, 20 vs 5 captures", "met"] is False
+    assert "Not met" in bm.conclusion(results)
+
+
+def test_report_is_written_with_tables_goals_and_plots(tmp_path):
+    results = _results()
+    results["machine"] = bm.machine_info()
+    results["settings"] = dict(bm.Settings.quick())
+    path = bm.write_report(results, tmp_path / "reports")
+    text = path.read_text()
+    assert path == tmp_path / "reports" / "benchmark.md"
+    assert "AMD" in text or results["machine"]["cpu"] in text
+    assert (
+        "| capture() overhead, 7 receivers (median) | <= 1 s beyond the duration | 0.410 s |"
+        in text
+    )
+    assert "**met**" in text and "not measured" in text
+    assert "min_total_s" in text and "median_total_s" in text
+    pngs = sorted(p.name for p in (tmp_path / "reports" / "benchmark").glob("*.png"))
+    assert pngs == ["batch.png", "end_to_end.png", "throughput.png"]
+    assert "![capture() overhead](benchmark/end_to_end.png)" in text
+    assert (tmp_path / "reports" / "benchmark" / "batch.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_settings_and_scratch_database():
+    quick = bm.Settings.quick(repeats=2, duration_s=None)
+    assert quick["repeats"] == 2 and quick["duration_s"] == 1.0
+    assert bm.Settings.full()["receiver_counts"] == [1, 7, 20, 50]
+    with pytest.raises(ValidationError, match="unknown benchmark setting"):
+        bm.Settings.full(nonsense=1)
+    with bm.scratch_database("postgresql://u@127.0.0.1:1/x") as url:
+        assert url == "postgresql://u@127.0.0.1:1/x"
