@@ -527,3 +527,58 @@ def test_credentials_and_hostile_names(embedded_engine, s3_store, caplog):
         0,
         0,
     )
+
+
+def test_killed_papermill_batch_resumes(env, embedded, embedded_engine):
+    from heimdall_lab.batch import notebook_completed, run_grid
+
+    grid = {"duration_s": [2.0], "seed": [31, 32, 33], "realtime": [True]}
+    code = (
+        "from heimdall_lab.batch import run_grid\n"
+        f"run_grid('capture', {grid!r}, 'grid', n_workers=1, processes=False)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done = [p for p in (env / "grid").glob("capture-*.ipynb") if notebook_completed(p)]
+            if done:
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("no run of the grid completed")
+        os.killpg(proc.pid, signal.SIGKILL)  # the batch and its kernels, midway
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    # Nothing marked done is incomplete: every 'done' capture has its IQ and its rows.
+    store = IQStore(str(env / "iq"))
+    with embedded_engine.connect() as conn:
+        done_ids = [
+            r[0]
+            for r in conn.execute(
+                sa.text(
+                    "SELECT id FROM captures WHERE status = 'done' AND parameters->>'seed' "
+                    "IN ('31', '32', '33') AND parameters->>'realtime' = 'true'"
+                )
+            )
+        ]
+    assert done_ids
+    for capture_id in done_ids:
+        assert store.exists(capture_id)
+        assert rows_of(embedded_engine, capture_id) == (7, 0)
+    # Re-running resumes: completed runs are skipped, the others run.
+    again = run_grid("capture", grid, env / "grid", n_workers=1, processes=False)
+    assert set(again.status) <= {"skipped", "completed"}
+    assert (again.status == "skipped").sum() >= len(done)
+    assert all(notebook_completed(p) for p in again.output)
+    record(
+        "papermill batch of 3 captures killed (SIGKILL) midway",
+        "no incomplete capture marked done; re-run skips completed runs",
+        f"{len(done_ids)} done before the kill, each complete; re-run: "
+        f"{(again.status == 'skipped').sum()} skipped, {(again.status == 'completed').sum()} "
+        "run",
+        0,
+        0,
+    )
