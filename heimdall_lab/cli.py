@@ -328,6 +328,31 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if left else EXIT_OK
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Reprocess stored captures, or run a notebook over a parameter grid, on Dask."""
+    from heimdall_lab import batch
+
+    if args.action == "reprocess":
+        table = batch.reprocess(
+            args.capture or None,
+            iq_url=args.iq_url,
+            database_url=args.database_url,
+            scheduler=args.scheduler,
+            n_workers=args.workers,
+            mode=args.mode,
+        )
+    else:
+        grid: dict[str, list] = {}
+        for name, value in args.parameter or []:
+            parsed = parse_value(value)
+            grid[name] = list(parsed) if isinstance(parsed, list | tuple) else [parsed]
+        table = batch.run_grid(
+            args.notebook, grid, args.output_dir, args.scheduler, n_workers=args.workers
+        )
+    print(table.drop(columns=["parameters"], errors="ignore").to_string(index=False))
+    return EXIT_PARTIAL if (table["status"] == "failed").any() else EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a notebook headless through papermill; print where it went."""
     params = {name: parse_value(value) for name, value in args.parameter or []}
@@ -438,6 +463,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     database_option(p)
     p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("batch", help="batch work on Dask: reprocess captures, notebook grids")
+    bsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = bsub.add_parser("reprocess", help="recompute stored captures' measurements from their IQ")
+    q.add_argument("capture", nargs="*", help="capture ids (default: all in the IQ store)")
+    q.add_argument(
+        "--mode",
+        choices=["skip", "replace"],
+        default="skip",
+        help="skip rows already stored (default) or replace them",
+    )
+    q.add_argument("--iq-url", help="IQ store (default: HEIMDALL_IQ_URL or .heimdall/iq)")
+    database_option(q)
+    grid = bsub.add_parser("grid", help="run a notebook once per point of a grid")
+    for each in (q, grid):
+        each.add_argument("--scheduler", help="dask scheduler address (default: a LocalCluster)")
+        each.add_argument("--workers", type=int, help="LocalCluster workers")
+    q = grid
+    q.add_argument("notebook", help="a name in notebooks/ or a path")
+    q.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUES"),
+        help="a parameter and its values, e.g. -p seed '[1, 2, 3]'",
+    )
+    q.add_argument("--output-dir", default="reports/grid", help="where the runs go")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("run", help="run a notebook headless through papermill")
     p.add_argument("notebook", help="a name in notebooks/ (capture, explore, ...) or a path")

@@ -206,3 +206,37 @@ def test_emulate_replays_wav_files(dcf77_files, capsys):
 def test_sync_with_nothing_pending(env, capsys):
     assert main(["sync", "--stale-after", "86400"]) == 0
     assert "nothing pending" in capsys.readouterr().out
+
+
+def test_batch_reprocess_and_grid(env, embedded_engine, capsys):
+    assert (
+        main(["capture", "-f", "10e6", "-d", "1", "-q", "--seed", "5", "--fast", "-r", "HB9Q"]) == 0
+    )
+    capture_id = capsys.readouterr().out.split("capture ")[1].split(":")[0]
+    assert main(["batch", "reprocess", capture_id, "--workers", "1", "--mode", "replace"]) == 0
+    out = capsys.readouterr().out
+    assert capture_id in out and "done" in out
+    code = main(
+        [
+            "batch",
+            "grid",
+            "capture",
+            "-p",
+            "duration_s",
+            "1.0",
+            "-p",
+            "seed",
+            "[1, 2]",
+            "-p",
+            "realtime",
+            "False",
+            "-p",
+            "receivers",
+            "[['HB9Q']]",
+            "--workers",
+            "1",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.count("completed") == 2
