@@ -128,6 +128,10 @@ def test_malformed_arguments_exit_2(argv):
         ["db"],
         ["receivers"],
         ["receivers", "add"],
+        ["batch"],
+        ["batch", "grid"],
+        ["batch", "reprocess"],
+        ["sync"],
         ["run"],
     ],
 )
