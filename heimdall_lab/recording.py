@@ -118,13 +118,26 @@ class Recording:
         steps = np.diff(self.seq) & 0xFFFFFFFF
         return np.flatnonzero(steps != 1) + 1
 
+    def _sent_index(self) -> np.ndarray:
+        """Each frame's first-sample index in the stream as sent, lost frames counted.
+
+        Lost frames leave no samples here but took time at the receiver; counting them (from
+        the sequence numbers, at this stream's frame length) keeps the index in step with the
+        GNSS time across gaps.
+        """
+        if self.n_frames < 2:
+            return self.frame_start.astype(np.int64)
+        lost = np.concatenate([[0], np.cumsum((np.diff(self.seq) & 0xFFFFFFFF) - 1)])
+        frame_len = int(np.median(np.diff(self.frame_start)))
+        return self.frame_start + np.maximum(lost, 0) * frame_len
+
     def _timeline(self) -> tuple[np.ndarray, np.ndarray]:
-        """Trusted frames' sample index and GNSS time (ns, unwrapped over week ends)."""
+        """Trusted frames' sample index (as sent) and GNSS time (ns, unwrapped over weeks)."""
         ok = self.trusted
         t = self.gpssec[ok] * _NS + self.gpsnsec[ok]
         week = gnss.WEEK_SECONDS * _NS
         t = t + week * np.cumsum(np.concatenate([[0], np.diff(t) < -week // 2]))
-        return self.frame_start[ok].astype(np.float64), t.astype(np.float64)
+        return self._sent_index()[ok].astype(np.float64), t.astype(np.float64)
 
     def sample_rate(self) -> float:
         """Exact sample rate derived from the GNSS timestamps.
@@ -174,7 +187,7 @@ class Recording:
             return np.datetime64("NaT", "ns")
         i = ok[0]
         t = gnss.tow_to_utc(self.gpssec[i], self.gpsnsec[i], reference)
-        back_ns = round(self.frame_start[i] / self.sample_rate() * _NS)
+        back_ns = round(self._sent_index()[i] / self.sample_rate() * _NS)
         return t - np.timedelta64(back_ns, "ns")
 
     def frame_times(self, reference: datetime | np.datetime64 | None = None) -> np.ndarray:

@@ -43,6 +43,16 @@ def test_rate_from_timestamps_uses_trusted_frames_only():
     assert rec.timestamp_residual_ns() < 1.0
 
 
+def test_rate_is_right_across_lost_frames():
+    seq = [s for s in range(140) if s not in (40, 41, 42, 90, 91, 120)]
+    rec = _rec(seq, rate=12000.0)
+    # the samples of the lost frames never arrived: close up frame_start
+    rec.frame_start = np.arange(len(seq)) * 512
+    assert rec.lost_frames == 6
+    assert rec.sample_rate() == pytest.approx(12000.0, abs=1e-3)
+    assert rec.timestamp_residual_ns() < 1.0
+
+
 def test_no_fix_frames_are_marked_and_ignored():
     sol = [1] * 10 + [254] * 10 + [1] * 10
     rec = _rec(list(range(30)), gps_solution=sol)
