@@ -444,10 +444,12 @@ def processing_benchmark(
     Returns
     -------
     pandas.DataFrame
-        One row per step and repeat: ``step`` (``dsp.measure`` one receiver at a time,
-        ``capture_metrics`` of all, ``processing stage``: metrics and measurement rows with
-        their PSD as capture() does), ``repeat``, ``receivers``, ``samples_per_receiver``,
-        ``seconds`` (the whole step) and ``per_receiver_ms``.
+        One row per step and repeat: ``step`` (``dsp.measure`` one receiver at a time;
+        ``capture_metrics`` of the Dataset, which is capture()'s processing stage; and
+        ``capture_metrics + measurement_rows``, everything capture() computes per receiver,
+        the rows' PSD included, the rows being built in its storing stage), ``repeat``,
+        ``receivers``, ``samples_per_receiver``, ``seconds`` (the whole step) and
+        ``per_receiver_ms``.
     """
     if ds is None:
         ds = emulated_capture(receivers, duration_s)
@@ -469,8 +471,8 @@ def processing_benchmark(
 
     steps: list[tuple[str, Callable[[], object]]] = [
         ("dsp.measure, one receiver at a time", one_by_one),
-        ("capture_metrics (all receivers)", lambda: capture_metrics(ds)),
-        ("processing stage (metrics + measurement rows)", stage),
+        ("capture_metrics (capture()'s processing stage)", lambda: capture_metrics(ds)),
+        ("capture_metrics + measurement_rows (all per-receiver computation)", stage),
     ]
     out = []
     n_samples = int(np.median(ds["n_samples"].values))
@@ -1044,9 +1046,10 @@ def batch_benchmark(
 
     An emulated capture is stored ``max(captures, max(memory_counts))`` times under new ids;
     :func:`heimdall_lab.batch.reprocess` (``mode="replace"``, so every capture is read,
-    measured and written each time) then runs on a fresh ``LocalCluster`` per worker count,
-    after one warm-up capture. On the first cluster it first runs on the first
-    ``memory_counts`` captures in turn (ascending), each worker's peak RSS (``VmHWM``)
+    measured and written each time) runs on one fresh ``LocalCluster`` per worker count (all
+    started first, each warmed up with one capture), the worker counts interleaved in each
+    repeat. On the first cluster it first runs on the first ``memory_counts`` captures in
+    turn (ascending), each worker's peak RSS (``VmHWM``)
     reset to its current RSS before each run (where Linux allows it) and read after it.
 
     Parameters
@@ -1095,38 +1098,21 @@ def batch_benchmark(
     probe_tasks = 2 * max(worker_counts, default=1)
     throughput, memory = [], []
     try:
-        for w_index, workers in enumerate(worker_counts):
-            with dask_client(None, workers, 1, processes=processes) as client:
+        with contextlib.ExitStack() as clusters:
+            clients = [
+                clusters.enter_context(dask_client(None, workers, 1, processes=processes))
+                for workers in worker_counts
+            ]
+            for client, workers in zip(clients, worker_counts, strict=True):
                 reprocess(ids[:1], iq_url=iq_url, engine=engine, scheduler=client, mode="replace")
                 _cpu_probe(client, workers)  # warm-up
-                if w_index == 0:
-                    for count in sorted(memory_counts):
-                        client.run(_reset_peak_rss)
-                        before = client.run(_rss_mb)
-                        with _RssSampler() as sampler:
-                            t0 = time.perf_counter()
-                            table = reprocess(
-                                ids[:count],
-                                iq_url=iq_url,
-                                engine=engine,
-                                scheduler=client,
-                                mode="replace",
-                            )
-                            seconds = time.perf_counter() - t0
-                        _check(table)
-                        peaks = client.run(_peak_rss_mb)
-                        memory.append(
-                            {
-                                "captures": count,
-                                "archive_iq_mb": count * iq_mb,
-                                "archive_stored_mb": count * stored_mb,
-                                "worker_peak_rss_mb": max(peaks.values()),
-                                "worker_rss_before_mb": max(before.values()),
-                                "client_peak_growth_mb": sampler.peak_mb - sampler.start_mb,
-                                "seconds": seconds,
-                            }
-                        )
-                for repeat in range(repeats):
+            if clients:
+                memory = _batch_memory(
+                    clients[0], ids, memory_counts, iq_url, engine, iq_mb, stored_mb
+                )
+            # The worker counts interleaved in each repeat: drift of a shared machine hits all.
+            for repeat in range(repeats):
+                for client, workers in zip(clients, worker_counts, strict=True):
                     probe = _cpu_probe(client, probe_tasks)
                     t0 = time.perf_counter()
                     table = reprocess(
@@ -1158,6 +1144,44 @@ def batch_benchmark(
         for cid in ids:
             store.delete(cid)
     return {"throughput": pd.DataFrame(throughput), "memory": pd.DataFrame(memory)}
+
+
+def _batch_memory(
+    client: Any,
+    ids: list[str],
+    counts: Sequence[int],
+    iq_url: str,
+    engine: Engine,
+    iq_mb: float,
+    stored_mb: float,
+) -> list[dict[str, Any]]:
+    """Reprocess the first ``count`` captures for each count; the workers' peak RSS each time."""
+    from heimdall_lab.batch import reprocess
+
+    rows = []
+    for count in sorted(counts):
+        client.run(_reset_peak_rss)
+        before = client.run(_rss_mb)
+        with _RssSampler() as sampler:
+            t0 = time.perf_counter()
+            table = reprocess(
+                ids[:count], iq_url=iq_url, engine=engine, scheduler=client, mode="replace"
+            )
+            seconds = time.perf_counter() - t0
+        _check(table)
+        peaks = client.run(_peak_rss_mb)
+        rows.append(
+            {
+                "captures": count,
+                "archive_iq_mb": count * iq_mb,
+                "archive_stored_mb": count * stored_mb,
+                "worker_peak_rss_mb": max(peaks.values()),
+                "worker_rss_before_mb": max(before.values()),
+                "client_peak_growth_mb": sampler.peak_mb - sampler.start_mb,
+                "seconds": seconds,
+            }
+        )
+    return rows
 
 
 def _burn(seed: int) -> float:
@@ -1613,28 +1637,41 @@ def goals(results: Mapping[str, Any]) -> pd.DataFrame:
         "{:.3f} s",
         over7 < ORIGINAL_TARGET_S,
     )
-    per = _median(proc, lambda d: d["step"].str.startswith("dsp.measure"), "per_receiver_ms")
-    stage = _median(proc, lambda d: d["step"].str.startswith("processing stage"), "per_receiver_ms")
-    add(
-        "processing per receiver, 10 s at 12 kHz (dsp.measure, median)",
-        f"<= {PROCESSING_GOAL_S * 1e3:g} ms",
-        per,
-        "{:.2f} ms",
-        per <= PROCESSING_GOAL_S * 1e3,
+
+    def step(prefix: str) -> float:
+        return _median(proc, lambda d: d["step"].str.startswith(prefix), "per_receiver_ms")
+
+    goal_ms = PROCESSING_GOAL_S * 1e3
+    metrics, measure, whole = (
+        step(p) for p in ("capture_metrics (", "dsp.measure", "capture_metrics + measurement_rows")
     )
     add(
-        "processing stage per receiver (metrics + rows with PSD, median)",
-        f"<= {PROCESSING_GOAL_S * 1e3:g} ms",
-        stage,
+        "processing stage per receiver, 10 s at 12 kHz (capture_metrics, median)",
+        f"<= {goal_ms:g} ms",
+        metrics,
         "{:.2f} ms",
-        stage <= PROCESSING_GOAL_S * 1e3,
+        metrics <= goal_ms,
     )
     add(
-        "original plan: per measurement",
+        "the metrics alone (dsp.measure per receiver, median)",
+        f"<= {goal_ms:g} ms",
+        measure,
+        "{:.2f} ms",
+        measure <= goal_ms,
+    )
+    add(
+        "all per-receiver computation (metrics + measurement rows with PSD, median)",
+        f"<= {goal_ms:g} ms",
+        whole,
+        "{:.2f} ms",
+        whole <= goal_ms,
+    )
+    add(
+        "original plan: per measurement (all per-receiver computation)",
         f"< {BUDGET_S * 1e3:g} ms",
-        stage,
+        whole,
         "{:.2f} ms",
-        stage < BUDGET_S * 1e3,
+        whole < BUDGET_S * 1e3,
     )
     grow = growth(results)
     add(
@@ -2025,8 +2062,9 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path = "reports") ->
             "## Processing per measurement",
             "",
             "An emulated capture of 7 receivers x 10 s at 12 kHz; per receiver: "
-            "`dsp.measure` one receiver at a time, `capture_metrics` of the Dataset, and "
-            "capture()'s processing work (metrics and measurement rows with the 50 Hz PSD), "
+            "`dsp.measure` one receiver at a time, `capture_metrics` of the Dataset (what "
+            "capture()'s processing stage runs), and that plus `measurement_rows` (a second, "
+            "50 Hz PSD per receiver and the row dicts, built in capture()'s storing stage), "
             "on one core (numpy/scipy FFTs are single-threaded). Ratios: the 500 ms budget and "
             "the 5 ms goal over the median.",
             "",
@@ -2083,8 +2121,9 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path = "reports") ->
             "",
             "`heimdall_lab.batch.reprocess(mode='replace')` of copies of one emulated capture "
             f"({cfg.get('batch_receivers', '?')} receivers x {cfg.get('batch_duration_s', '?')} s) "
-            "from a local zarr store into the database, on a fresh dask `LocalCluster` (worker "
-            "processes, one thread each) per worker count, after one warm-up capture; the "
+            "from a local zarr store into the database, on one fresh dask `LocalCluster` (worker "
+            "processes, one thread each) per worker count, each warmed up with one capture, the "
+            "worker counts interleaved in every repeat; the "
             "scheduler, the client and its database writes share the machine's cores with the "
             "workers. Before each run the same cluster runs a fixed set of CPU-bound tasks "
             "(`cpu_probe_s`): its speed-up with more workers (`cpu_probe_vs_1_worker`) is the "
