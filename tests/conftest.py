@@ -90,7 +90,7 @@ def embedded_engine(embedded: db.EmbeddedServer) -> Iterator[Engine]:
 # -- S3: moto's server, in-process on loopback, as s3fs's own tests do ------------------------
 
 REGION = "eu-central-1"
-FAKE_KEY = "AKIAHEIMDALLFAKEKEY0"
+FAKE_KEY = "HEIMDALLTESTKEY00000"
 FAKE_SECRET = "heimdall-fake-secret-do-not-log-0123"
 
 
