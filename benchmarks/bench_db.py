@@ -12,7 +12,7 @@ migrates it, and times, for each repeat, a fresh capture written from the same D
 
 Prints min and median wall time and rows/s over the repeats and writes
 reports/db-benchmark.md. The goal: COPY at 100k rows/s or more. The rows and the ORM path are
-:func:`heimdall_lab.benchmark.make_rows` and :func:`heimdall_lab.benchmark.orm_write`, as in
+:func:`benchmarks.harness.make_rows` and :func:`benchmarks.harness.orm_write`, as in
 the benchmark notebook (reports/benchmark.md), which measures COPY against the ORM too.
 
     .venv/bin/python benchmarks/bench_db.py [--rows 100000] [--orm-rows 20000] [--repeats 5]
@@ -35,9 +35,10 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from heimdall_lab import __version__, db
-from heimdall_lab.benchmark import COPY_GOAL as GOAL
-from heimdall_lab.benchmark import cpu_model, make_rows, orm_write
+from benchmarks.harness import COPY_GOAL as GOAL
+from benchmarks.harness import cpu_model, make_rows, orm_write
+from heimdall_lab import db
+from heimdall_lab.versions import __version__
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "db-benchmark.md"
 

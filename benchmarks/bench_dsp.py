@@ -24,24 +24,24 @@ for _var in (
 ):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import scipy  # noqa: E402
-import xarray as xr  # noqa: E402
+import numpy as np
+import scipy
+import xarray as xr
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from heimdall_lab import dsp  # noqa: E402
-from heimdall_lab.benchmark import cpu_model  # noqa: E402
+from benchmarks.harness import cpu_model
+from heimdall_lab import dsp
 
 N_RECEIVERS = 7
 SECONDS = 10.0

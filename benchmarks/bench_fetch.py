@@ -1,6 +1,6 @@
 """Acquisition benchmark: 7 receivers at once against 1, in real time, over loopback.
 
-A thin front end to :func:`heimdall_lab.benchmark.fetch_benchmark` (the same code the
+A thin front end to :func:`benchmarks.harness.fetch_benchmark` (the same code the
 benchmark notebook runs for reports/benchmark.md): the emulator in real-time mode (frames
 paced as a KiwiSDR paces them), ``fetch.acquire`` from one receiver and from seven with the
 same duration, the repeats interleaved; the goal is seven within 15 % of one. Also the
@@ -17,8 +17,8 @@ import os
 import platform
 from pathlib import Path
 
-from heimdall_lab import __version__
-from heimdall_lab.benchmark import FETCH_RATIO_GOAL, FREQUENCY_HZ, cpu_model, fetch_benchmark
+from benchmarks.harness import FETCH_RATIO_GOAL, FREQUENCY_HZ, cpu_model, fetch_benchmark
+from heimdall_lab.versions import __version__
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "fetch-benchmark.md"
 
@@ -48,7 +48,7 @@ def main() -> None:
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(
         "# Acquisition benchmark\n\n"
-        f"Measured by `benchmarks/bench_fetch.py` (`heimdall_lab.benchmark.fetch_benchmark`, "
+        f"Measured by `benchmarks/bench_fetch.py` (`benchmarks.harness.fetch_benchmark`, "
         f"heimdall_lab {__version__}) on {cpu_model()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; emulator (its own thread and event loop) and client in "
         f"one process over loopback; {args.repeats} repeats of {args.duration:g} s captures at "

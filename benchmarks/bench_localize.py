@@ -6,7 +6,7 @@ Run from the repository root::
 
 It locates
 
-1. the three real 2017 KiwiSDR recordings of DCF77 (tests/data/kiwi-dcf77-2017) with each
+1. the three real 2017 KiwiSDR recordings of DCF77 (heimdall_lab.tutorial) with each
    correlation method: error against the transmitter's true position, each pair's delay
    against the ground-wave truth (great-circle distance difference / c), run time;
 2. the same recordings replayed through the emulator and captured by the real client over
@@ -41,22 +41,20 @@ from scipy.spatial import Delaunay
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from heimdall_lab import __version__  # noqa: E402
-from heimdall_lab.emulator import Emulator  # noqa: E402
-from heimdall_lab.errors import LocalizationError  # noqa: E402
-from heimdall_lab.fetch import acquire  # noqa: E402
-from heimdall_lab.localize import (  # noqa: E402
-    Localization,
-    locate_dataset,
-    locate_files,
-    plot_localization,
-)
-from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver  # noqa: E402
-from heimdall_lab.scenario import Scenario, Transmitter  # noqa: E402
-from heimdall_lab.wavfile import read_kiwi_wav  # noqa: E402
+from heimdall_lab import tutorial
+from heimdall_lab.emulate.scenario import Scenario, Transmitter
+from heimdall_lab.emulate.server import Emulator
+from heimdall_lab.errors import LocalizationError
+from heimdall_lab.io.kiwi_wav import read_kiwi_wav
+from heimdall_lab.kiwi.acquire import acquire
+from heimdall_lab.localize.results import Localization
+from heimdall_lab.localize.tdoa import locate_dataset, locate_files
+from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
+from heimdall_lab.ui.localization_plot import plot_localization
+from heimdall_lab.versions import __version__
 
 DCF77 = (50.0152, 9.0112)
-DCF77_DIR = REPO / "tests" / "data" / "kiwi-dcf77-2017" / "iq"
+DCF77_DIR = tutorial.dcf77_dir() / "iq"
 DCF77_POSITIONS = {
     "DF0KL": (53.665337, 7.282766),
     "F1JEK": (45.779290, 0.614638),

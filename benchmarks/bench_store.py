@@ -38,11 +38,11 @@ import sigmf
 import xarray as xr
 import zarr
 
-from heimdall_lab.benchmark import machine_info
-from heimdall_lab.emulator import Emulator
-from heimdall_lab.fetch import acquire
-from heimdall_lab.scenario import Scenario
-from heimdall_lab.store import IQStore, iq_chunking
+from benchmarks.harness import machine_info
+from heimdall_lab.emulate.scenario import Scenario
+from heimdall_lab.emulate.server import Emulator
+from heimdall_lab.kiwi.acquire import acquire
+from heimdall_lab.store.iq import IQStore, iq_chunking
 
 REPO = Path(__file__).resolve().parents[1]
 REGION = "eu-central-1"

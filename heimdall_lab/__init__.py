@@ -1,12 +1,53 @@
-"""heimdall_lab: locate radio transmitters with a network of public KiwiSDR receivers."""
+"""heimdall_lab: locate radio transmitters with a network of public KiwiSDR receivers.
+
+The names a notebook needs::
+
+    import heimdall_lab as hl
+
+    cap = hl.capture(77.5e3, 30, receivers=["DF0KL", "HB9RYZ", "F1JEK"])
+    ds = hl.open_capture(cap.capture_id)          # or a .zarr path, SigMF or kiwi WAV files
+    result = hl.locate(hl.tutorial.dcf77_files())  # the bundled DCF77 recordings
+    hl.CaptureForm()                               # the ipywidgets form
+    print(hl.show_versions())
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("heimdall-lab")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+from heimdall_lab import tutorial
+from heimdall_lab.capture import Capture, capture
+from heimdall_lab.errors import HeimdallError
+from heimdall_lab.io.open import open_capture
+from heimdall_lab.localize.tdoa import locate
+from heimdall_lab.receivers import Receiver
+from heimdall_lab.versions import __version__, show_versions
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from heimdall_lab.ui.widgets import CaptureForm
+
+__all__ = [
+    "Capture",
+    "CaptureForm",
+    "HeimdallError",
+    "Receiver",
+    "__version__",
+    "capture",
+    "locate",
+    "open_capture",
+    "show_versions",
+    "tutorial",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The form pulls in ipywidgets and matplotlib: loaded on first use only.
+    if name == "CaptureForm":
+        from heimdall_lab.ui.widgets import CaptureForm
+
+        return CaptureForm
+    raise AttributeError(f"module 'heimdall_lab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

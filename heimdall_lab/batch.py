@@ -71,8 +71,10 @@ from sqlalchemy.engine import Engine
 from heimdall_lab import db
 from heimdall_lab.capture import capture_metrics, measurement_rows
 from heimdall_lab.errors import DatabaseError, HeimdallError, ValidationError
+from heimdall_lab.ids import check_capture_id
 from heimdall_lab.notebooks import notebook_parameters, notebook_path, run_notebook
-from heimdall_lab.store import IQStore, check_capture_id, redact_url
+from heimdall_lab.store import IQStore
+from heimdall_lab.urls import mask_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client, Future
@@ -308,7 +310,7 @@ def _prepare(
     receivers = [str(r) for r in ds["receiver"].values]
     if mode == "skip" and known and set(receivers) <= set(previous):
         return _result(capture_id, "skipped", started, receivers=len(receivers))
-    iq_url = redact_url(store.url_for(capture_id))
+    iq_url = mask_url(store.url_for(capture_id))
     groups = _receiver_groups(len(receivers), ds.sizes["sample"], _TASK_BYTES)
     parts = [
         dask.delayed(_measure_part, pure=False)(
@@ -505,7 +507,7 @@ def reprocess(
     log.info(
         "reprocessed %d capture(s) from %s in %.2f s: %s",
         len(ids),
-        redact_url(store.url),
+        mask_url(store.url),
         time.perf_counter() - t0,
         counts,
     )

@@ -27,14 +27,16 @@ import xarray as xr
 from sqlalchemy.engine import Engine
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from heimdall_lab import __version__, db, dsp, spool
-from heimdall_lab.emulator import Emulator, Fault
+from heimdall_lab import db, dsp, spool
+from heimdall_lab.emulate.scenario import Scenario
+from heimdall_lab.emulate.server import Emulator, Fault
 from heimdall_lab.errors import DatabaseError, HeimdallError, StorageError, ValidationError
-from heimdall_lab.fetch import Acquisition, Progress, acquire, validate_request
-from heimdall_lab.kiwi import StreamSettings
+from heimdall_lab.ids import check_capture_id
+from heimdall_lab.kiwi.acquire import Acquisition, Progress, acquire, validate_request
+from heimdall_lab.kiwi.client import StreamSettings
 from heimdall_lab.receivers import Receiver, validate_capture_request
-from heimdall_lab.scenario import Scenario
-from heimdall_lab.store import IQStore, check_capture_id
+from heimdall_lab.store import IQStore
+from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
 
@@ -434,7 +436,7 @@ def capture(
     settings : StreamSettings, optional
         Passband, gain and timeouts of the receiver streams.
     deadline_s : float, optional
-        Overall acquisition deadline (see :func:`heimdall_lab.fetch.acquire_async`).
+        Overall acquisition deadline (see :func:`heimdall_lab.kiwi.acquire.acquire_async`).
     retries : int, optional
         Retries per receiver (each receiver's ``retry_count`` by default).
     on_progress : callable, optional

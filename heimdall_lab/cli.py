@@ -18,17 +18,18 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from heimdall_lab import __version__, db, spool
+from heimdall_lab import db, spool
 from heimdall_lab.capture import Capture, capture
-from heimdall_lab.emulator import FAULT_KINDS, Emulator, Fault
+from heimdall_lab.emulate.scenario import Scenario
+from heimdall_lab.emulate.server import FAULT_KINDS, Emulator, Fault
 from heimdall_lab.errors import HeimdallError, ValidationError
-from heimdall_lab.fetch import TqdmProgress
-from heimdall_lab.kiwi import StreamSettings, check_health
+from heimdall_lab.io.kiwi_wav import read_kiwi_wav, write_kiwi_wav
+from heimdall_lab.kiwi.acquire import TqdmProgress
+from heimdall_lab.kiwi.client import StreamSettings, check_health
+from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.notebooks import parse_value, run_notebook
 from heimdall_lab.receivers import Receiver
-from heimdall_lab.recording import Recording
-from heimdall_lab.scenario import Scenario
-from heimdall_lab.wavfile import read_kiwi_wav, write_kiwi_wav
+from heimdall_lab.versions import __version__
 
 log = logging.getLogger("heimdall_lab")
 

@@ -135,3 +135,21 @@ class LocalizationError(HeimdallError):
     do not overlap in time, or when too few receiver pairs correlate to fix a position. The
     message names the receivers or pairs left out and why.
     """
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (of the driver's error, where one is wrapped).
+
+    Parameters
+    ----------
+    err : BaseException
+        Any exception; SQLAlchemy's wrap the driver's in ``orig``.
+
+    Returns
+    -------
+    str
+        One line for a message, or the type's name when the message is empty.
+    """
+    orig = getattr(err, "orig", None) or err
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__

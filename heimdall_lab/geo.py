@@ -4,7 +4,7 @@ The Earth is a sphere of the IUGG mean radius :data:`EARTH_RADIUS_M` (6 371 008.
 Distances are great-circle distances along the surface; the error against the
 WGS84 ellipsoid is up to about 0.5 %, which is well below what HF time-difference-of-arrival
 can resolve, and it is the *definition* used by the scenario synthesiser
-(:mod:`heimdall_lab.scenario`), so ground truth and synthesis agree exactly.
+(:mod:`heimdall_lab.emulate.scenario`), so ground truth and synthesis agree exactly.
 
 Radio waves are taken to travel along the great circle at the vacuum speed of light
 (:data:`SPEED_OF_LIGHT`): a ground-wave / line-of-sight model. Real HF sky-wave paths are

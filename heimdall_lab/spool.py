@@ -24,8 +24,9 @@ from sqlalchemy.engine import Engine
 
 from heimdall_lab import db
 from heimdall_lab.errors import HeimdallError, StorageError
+from heimdall_lab.ids import check_capture_id
 from heimdall_lab.receivers import Receiver
-from heimdall_lab.store import IQStore, check_capture_id
+from heimdall_lab.store import IQStore
 
 log = logging.getLogger(__name__)
 

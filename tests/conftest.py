@@ -17,7 +17,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import Engine
 
-from heimdall_lab import db
+from heimdall_lab import db, tutorial
 
 # Plots render off screen in tests.
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -33,14 +33,8 @@ def _local_state(tmp_path_factory, monkeypatch):
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_data_dir() -> Path:
-    """Real recordings: $HEIMDALL_SHARED_DATA if set, else the copy in tests/data."""
-    env = os.environ.get("HEIMDALL_SHARED_DATA")
-    return Path(env) if env else REPO / "tests" / "data"
-
-
-DCF77_DIR = shared_data_dir() / "kiwi-dcf77-2017"
-DCF77_FILES = sorted((DCF77_DIR / "iq").glob("*.wav"))
+DCF77_DIR = tutorial.dcf77_dir()
+DCF77_FILES = tutorial.dcf77_files()
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import socket
 import numpy as np
 import pytest
 
-from heimdall_lab.emulator import Emulator, Fault
+from heimdall_lab.emulate.scenario import Scenario
+from heimdall_lab.emulate.server import Emulator, Fault
 from heimdall_lab.errors import ValidationError
-from heimdall_lab.fetch import Backoff, Progress, acquire, acquire_async
-from heimdall_lab.kiwi import KiwiClient, StreamSettings, check_health
+from heimdall_lab.io.kiwi_wav import read_kiwi_wav
+from heimdall_lab.kiwi.acquire import Backoff, Progress, acquire, acquire_async
+from heimdall_lab.kiwi.client import KiwiClient, StreamSettings, check_health
 from heimdall_lab.receivers import Receiver
-from heimdall_lab.scenario import Scenario
-from heimdall_lab.wavfile import read_kiwi_wav
 
 FREQ = 10e6
 FAST_RETRY = Backoff(initial=0.01, maximum=0.05, jitter=0.01)

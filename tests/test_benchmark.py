@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heimdall_lab import benchmark as bm
+from benchmarks import harness as bm
+from heimdall_lab.emulate.scenario import DEFAULT_NOMINAL_RATE
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.receivers import DEFAULT_RECEIVERS
-from heimdall_lab.scenario import DEFAULT_NOMINAL_RATE
 
 
 @pytest.fixture(scope="module")

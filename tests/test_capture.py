@@ -96,8 +96,8 @@ def test_same_parameters_and_seed_give_identical_iq(embedded_engine, tmp_path):
 
 
 def test_partial_capture_keeps_what_came(embedded_engine, tmp_path):
-    from heimdall_lab.emulator import Emulator
-    from heimdall_lab.scenario import Scenario
+    from heimdall_lab.emulate.scenario import Scenario
+    from heimdall_lab.emulate.server import Emulator
 
     dead = Receiver("NOBODY", "127.0.0.1", 9, 50.0, 10.0, timeout_s=1.0)
     with Emulator(Scenario.default(seed=1), realtime=False).running() as emu:

@@ -13,9 +13,9 @@ import pytest
 
 from heimdall_lab import db
 from heimdall_lab.cli import build_parser, main
-from heimdall_lab.emulator import Emulator, Fault
-from heimdall_lab.scenario import Scenario
-from heimdall_lab.wavfile import read_kiwi_wav
+from heimdall_lab.emulate.scenario import Scenario
+from heimdall_lab.emulate.server import Emulator, Fault
+from heimdall_lab.io.kiwi_wav import read_kiwi_wav
 
 DEFAULTS = ("F5LEN", "PH0M", "G0MJW", "HB9Q", "DK0GHZ", "OE3XEC", "HB9SL")
 

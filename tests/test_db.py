@@ -28,9 +28,10 @@ import sqlalchemy as sa
 from conftest import make_home
 from sqlalchemy.engine import Engine, make_url
 
-from heimdall_lab import __version__, db
+from heimdall_lab import db
 from heimdall_lab.errors import DatabaseError, ValidationError
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
+from heimdall_lab.versions import __version__
 
 REPO = Path(__file__).resolve().parents[1]
 PGLITE_PACKAGES = (
@@ -220,7 +221,7 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, Engine]:
 def test_migrations_apply_and_rerun(backend: tuple[str, Engine]) -> None:
     name, engine = backend
     applied = db.applied_migrations(engine)
-    files = sorted(p.stem for p in (REPO / "sql").glob("*.sql"))
+    files = sorted(p.stem for p in (REPO / "heimdall_lab" / "db" / "sql").glob("*.sql"))
     assert [f"{v:03d}_{n}" for v, n in zip(applied["version"], applied["name"], strict=True)] == (
         files
     )
@@ -288,7 +289,7 @@ def test_migrations_apply_and_rerun(backend: tuple[str, Engine]) -> None:
 
 
 def test_migration_edited_after_apply_is_refused(embedded_engine: Engine, tmp_path: Path) -> None:
-    for path in sorted((REPO / "sql").glob("*.sql")):
+    for path in sorted((REPO / "heimdall_lab" / "db" / "sql").glob("*.sql")):
         shutil.copy(path, tmp_path / path.name)
     first = sorted(tmp_path.glob("*.sql"))[0]
     first.write_text(first.read_text() + "\n-- edited\n")

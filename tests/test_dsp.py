@@ -460,7 +460,7 @@ def test_metrics_record() -> None:
 
 
 def _read(path: Path) -> tuple[np.ndarray, float]:
-    from heimdall_lab import wavfile
+    from heimdall_lab.io import kiwi_wav as wavfile
 
     rec = wavfile.read_kiwi_wav(path)
     return rec.samples, rec.sample_rate()

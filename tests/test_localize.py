@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 from heimdall_lab import geo, gnss
-from heimdall_lab.emulator import Emulator
+from heimdall_lab.emulate.scenario import Scenario, Transmitter
+from heimdall_lab.emulate.server import Emulator
 from heimdall_lab.errors import LocalizationError, ValidationError
-from heimdall_lab.fetch import acquire, acquire_async
+from heimdall_lab.io.kiwi_wav import read_kiwi_wav
+from heimdall_lab.kiwi.acquire import acquire, acquire_async
+from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.localize import (
     DelayEstimate,
     Localization,
@@ -22,15 +25,12 @@ from heimdall_lab.localize import (
     locate_recordings,
     locate_rssi,
     locate_rssi_dataset,
-    plot_localization,
     solve_tdoa,
 )
-from heimdall_lab.localize import _judge as judge_pair
-from heimdall_lab.localize import _PairCheck as PairCheck
+from heimdall_lab.localize.tdoa import _judge as judge_pair
+from heimdall_lab.localize.tdoa import _PairCheck as PairCheck
 from heimdall_lab.receivers import Receiver
-from heimdall_lab.recording import Recording
-from heimdall_lab.scenario import Scenario, Transmitter
-from heimdall_lab.wavfile import read_kiwi_wav
+from heimdall_lab.ui.localization_plot import plot_localization
 
 FS = 12_000.0
 DCF77 = (50.0152, 9.0112)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from heimdall_lab import plots
 from heimdall_lab.errors import ValidationError
+from heimdall_lab.ui import plots
 
 
 def _capture(n_rx=3, n=24_000, rate=12_000.0):

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from heimdall_lab import protocol
 from heimdall_lab.errors import ProtocolError
+from heimdall_lab.kiwi import protocol
 
 
 def _frame(seq=7, little_endian=False, smeter=600, gps=(3, 124934, 500_000_000)):

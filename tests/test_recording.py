@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from heimdall_lab.emulator import Emulator
-from heimdall_lab.fetch import acquire_async
-from heimdall_lab.recording import Recording
-from heimdall_lab.scenario import Scenario, Site
+from heimdall_lab.emulate.scenario import Scenario, Site
+from heimdall_lab.emulate.server import Emulator
+from heimdall_lab.kiwi.acquire import acquire_async
+from heimdall_lab.kiwi.recording import Recording
 
 
 def _rec(seq, gps_solution=None, rate=12001.1):

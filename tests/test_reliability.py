@@ -23,12 +23,12 @@ from conftest import FAKE_KEY, FAKE_SECRET, TcpProxy, make_bucket, s3_env
 
 from heimdall_lab import db, spool
 from heimdall_lab.capture import capture
-from heimdall_lab.emulator import Emulator, Fault
+from heimdall_lab.emulate.scenario import Scenario
+from heimdall_lab.emulate.server import Emulator, Fault
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.receivers import Receiver
-from heimdall_lab.scenario import Scenario
 from heimdall_lab.store import IQStore
-from heimdall_lab.widgets import CaptureForm
+from heimdall_lab.ui.widgets import CaptureForm
 
 FREQ = 10e6
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "reliability.md"
@@ -148,7 +148,7 @@ def test_three_of_seven_succeed_four_fail_differently(embedded_engine, s3_store)
 
 
 def replace_read_timeout(seconds: float):
-    from heimdall_lab.kiwi import StreamSettings
+    from heimdall_lab.kiwi.client import StreamSettings
 
     return StreamSettings(read_timeout=seconds)
 

@@ -6,11 +6,7 @@ import numpy as np
 import pytest
 
 from heimdall_lab import gnss
-from heimdall_lab.errors import ValidationError
-from heimdall_lab.geo import great_circle_m
-from heimdall_lab.protocol import FRAME_SAMPLES, smeter_to_dbm
-from heimdall_lab.receivers import DEFAULT_RECEIVERS
-from heimdall_lab.scenario import (
+from heimdall_lab.emulate.scenario import (
     FrameSource,
     Scenario,
     Site,
@@ -18,6 +14,10 @@ from heimdall_lab.scenario import (
     SynthStream,
     Transmitter,
 )
+from heimdall_lab.errors import ValidationError
+from heimdall_lab.geo import great_circle_m
+from heimdall_lab.kiwi.protocol import FRAME_SAMPLES, smeter_to_dbm
+from heimdall_lab.receivers import DEFAULT_RECEIVERS
 
 START = np.datetime64("2024-05-01T12:00:00", "ns")
 START_S = int(START.astype(np.int64)) // 1_000_000_000  # a whole second

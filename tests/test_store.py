@@ -29,24 +29,22 @@ from fsspec.implementations.memory import MemoryFileSystem
 from moto.server import ThreadedMotoServer
 from s3fs.errors import translate_boto_error
 
-from heimdall_lab.emulator import Emulator, Fault
+from heimdall_lab.emulate.scenario import Scenario
+from heimdall_lab.emulate.server import Emulator, Fault
 from heimdall_lab.errors import FileFormatError, StorageError, ValidationError
-from heimdall_lab.fetch import acquire
+from heimdall_lab.io.kiwi_wav import import_kiwi_wav, read_kiwi_wav
+from heimdall_lab.io.sigmf import export_sigmf, import_sigmf
+from heimdall_lab.kiwi.acquire import acquire
 from heimdall_lab.receivers import Receiver
-from heimdall_lab.scenario import Scenario
 from heimdall_lab.store import (
     MARKER,
-    MIN_CHUNK_BYTES,
     IQStore,
     RetryPolicy,
     default_iq_url,
-    export_sigmf,
-    import_kiwi_wav,
-    import_sigmf,
     iq_chunking,
     s3_storage_options,
 )
-from heimdall_lab.wavfile import read_kiwi_wav
+from heimdall_lab.store.iq import MIN_CHUNK_BYTES
 
 FREQ = 10e6
 FAST = RetryPolicy(attempts=3, initial_s=0.05, maximum_s=0.1, jitter_s=0.0)

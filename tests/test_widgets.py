@@ -6,9 +6,10 @@ import logging
 
 import pytest
 
-from heimdall_lab import db, widgets
+from heimdall_lab import db
 from heimdall_lab.store import IQStore
-from heimdall_lab.widgets import EMULATED, REAL, CaptureForm
+from heimdall_lab.ui import widgets
+from heimdall_lab.ui.widgets import EMULATED, REAL, CaptureForm
 
 CHOSEN = ("HB9Q", "OE3XEC", "HB9SL")
 
@@ -132,7 +133,7 @@ def test_unexpected_errors_are_logged_and_shown(embedded_engine, tmp_path, monke
 
     monkeypatch.setattr(widgets, "capture", broken)
     form = _form(embedded_engine, tmp_path / "iq")
-    with caplog.at_level(logging.ERROR, logger="heimdall_lab.widgets"):
+    with caplog.at_level(logging.ERROR, logger="heimdall_lab.ui.widgets"):
         assert form.run() is None
     assert "RuntimeError" in form.error_html.value and "boom" in form.error_html.value
     assert any(r.exc_info for r in caplog.records)

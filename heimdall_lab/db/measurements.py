@@ -1,0 +1,559 @@
+"""The ``measurements`` table: bulk writes (binary COPY, INSERT fallback) and reads."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from psycopg2 import errors as pg_errors
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+
+from heimdall_lab.db.captures import _utc
+from heimdall_lab.db.columns import _MEASUREMENT_TYPES, _Columns, _prepare
+from heimdall_lab.db.copy import _CopyStream
+from heimdall_lab.db.engine import _info
+from heimdall_lab.db.migrations import is_timescale
+from heimdall_lab.db.receivers import _receiver_ids
+from heimdall_lab.errors import DatabaseError, ValidationError, first_line
+from heimdall_lab.ids import check_capture_id
+
+log = logging.getLogger(__name__)
+
+
+_BUCKET_ORIGIN = "2000-01-03 00:00:00+00"  # time_bucket's default origin (a Monday)
+
+# ----------------------------------------------------------------------------- measurements: write
+
+_INSERT_COLUMNS = ", ".join(c for c, _ in _MEASUREMENT_TYPES)
+_STAGE_TABLE = "heimdall_measurements_stage"
+_COPY_CHUNK_BYTES = 4 << 20
+
+
+def _batches(cols: _Columns, budget_bytes: int, max_rows: int) -> Iterator[tuple[int, int]]:
+    longest = max((len(p) for p in cols.psd if p is not None), default=0)
+    per_row = 300 + 8 * longest
+    step = max(1, min(max_rows, budget_bytes // per_row))
+    for start in range(0, cols.n, step):
+        yield start, min(cols.n, start + step)
+
+
+def _lock_references(cursor: Any, capture_id: str, websdr_ids: np.ndarray) -> bool:
+    """Check and lock (FOR KEY SHARE) the rows the new measurements reference.
+
+    That is what the foreign-key triggers do for every row; when the role may set
+    ``session_replication_role`` (a superuser, like the embedded server's) and
+    ``measurements`` is a plain table, the INSERT then runs with the per-row triggers off
+    (``replica``) and this one check stands for them all. Returns whether it does.
+    """
+    ids = sorted(set(websdr_ids.tolist()))
+    cursor.execute("SELECT id FROM captures WHERE id = %s FOR KEY SHARE", (capture_id,))
+    if cursor.fetchone() is None:
+        raise ValidationError(f"no capture {capture_id!r}: create it with create_capture")
+    cursor.execute("SELECT id FROM websdrs WHERE id = ANY(%s) FOR KEY SHARE", (ids,))
+    found = {int(r[0]) for r in cursor.fetchall()}
+    if found != set(ids):
+        raise ValidationError(f"websdr_id(s) {sorted(set(ids) - found)} are not in the database")
+    cursor.execute(
+        "SELECT current_setting('is_superuser') = 'on' AND NOT EXISTS ("
+        " SELECT 1 FROM pg_trigger t WHERE t.tgrelid = 'measurements'::regclass"
+        " AND NOT t.tgisinternal)"
+        " AND NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
+    )
+    row = cursor.fetchone()
+    if not (row and row[0]):
+        return False
+    cursor.execute("SET LOCAL session_replication_role = replica")
+    return True
+
+
+def _write_copy(conn: Connection, cols: _Columns, capture_id: str) -> int:
+    """COPY straight into measurements; a batch that meets a stored key goes via staging."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    written = 0
+    staged = False
+    try:
+        bypass = _lock_references(cursor, capture_id, cols.websdr_id)
+        per_row = 300 + 8 * max((len(p) for p in cols.psd if p is not None), default=0)
+        chunk = max(1, _COPY_CHUNK_BYTES // per_row)
+        for start, stop in _batches(cols, 256 << 20, 1_000_000):
+            cursor.execute("SAVEPOINT heimdall_copy")
+            try:
+                cursor.copy_expert(
+                    f"COPY measurements ({_INSERT_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
+                    _CopyStream(cols, capture_id, start, stop, chunk),
+                    size=1 << 20,
+                )
+                written += stop - start
+                cursor.execute("RELEASE SAVEPOINT heimdall_copy")
+                continue
+            except pg_errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT heimdall_copy")
+            if not staged:
+                cursor.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE_TABLE} "
+                    "(LIKE measurements INCLUDING DEFAULTS) ON COMMIT DROP"
+                )
+                staged = True
+            cursor.copy_expert(
+                f"COPY {_STAGE_TABLE} ({_INSERT_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
+                _CopyStream(cols, capture_id, start, stop, chunk),
+                size=1 << 20,
+            )
+            cursor.execute(
+                f"INSERT INTO measurements ({_INSERT_COLUMNS}) "
+                f"SELECT {_INSERT_COLUMNS} FROM {_STAGE_TABLE} ON CONFLICT DO NOTHING"
+            )
+            written += cursor.rowcount
+            cursor.execute(f"TRUNCATE {_STAGE_TABLE}")
+        if bypass:
+            cursor.execute("SET LOCAL session_replication_role = origin")
+    finally:
+        cursor.close()
+    return written
+
+
+def _python_rows(cols: _Columns, capture_id: str, start: int, stop: int) -> list[tuple[Any, ...]]:
+    sl = slice(start, stop)
+    times = pd.to_datetime(cols.timestamp_us[sl], unit="us", utc=True).to_pydatetime()
+    columns: list[list[Any]] = []
+    for col, kind in _MEASUREMENT_TYPES:
+        if col == "capture_id":
+            columns.append([capture_id] * (stop - start))
+        elif col == "websdr_id":
+            columns.append(cols.websdr_id[sl].tolist())
+        elif col == "timestamp_utc":
+            columns.append(list(times))
+        elif kind == "float8":
+            v = cols.floats[col][sl]
+            columns.append([None if x != x else x for x in v.tolist()])
+        elif col == "samples_count":
+            v, null = cols.samples_count
+            columns.append(
+                [None if m else x for x, m in zip(v[sl].tolist(), null[sl].tolist(), strict=True)]
+            )
+        elif col == "signal_present":
+            v, null = cols.signal_present
+            columns.append(
+                [None if m else x for x, m in zip(v[sl].tolist(), null[sl].tolist(), strict=True)]
+            )
+        elif col == "psd":
+            columns.append([None if p is None else p.tolist() for p in cols.psd[sl]])
+        elif col == "iq_path":
+            columns.append(cols.iq_path[sl])
+        elif col == "metadata":
+            columns.append(cols.metadata[sl])
+    return list(zip(*columns, strict=True))
+
+
+def _write_insert(conn: Connection, cols: _Columns, capture_id: str) -> int:
+    placeholders = []
+    for col, kind in _MEASUREMENT_TYPES:
+        if kind == "float4[]":
+            placeholders.append("%s::real[]")
+        elif kind == "jsonb":
+            placeholders.append("%s::jsonb")
+        elif col == "timestamp_utc":
+            placeholders.append("%s::timestamptz")
+        else:
+            placeholders.append("%s")
+    template = f"({', '.join(placeholders)})"
+    head = f"INSERT INTO measurements ({_INSERT_COLUMNS}) VALUES ".encode()
+    tail = b" ON CONFLICT DO NOTHING"
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    written = 0
+    try:
+        for start, stop in _batches(cols, 2 << 20, 5000):
+            rows = _python_rows(cols, capture_id, start, stop)
+            values = b",".join(cursor.mogrify(template, row) for row in rows)
+            cursor.execute(head + values + tail)
+            written += cursor.rowcount
+    finally:
+        cursor.close()
+    return written
+
+
+def _connection_lost(err: BaseException) -> bool:
+    """Whether a driver error means the connection failed (retry) rather than a rejection."""
+    import psycopg2
+
+    if isinstance(err, sa_exc.DBAPIError):
+        if err.connection_invalidated:
+            return True
+        err = err.orig if err.orig is not None else err
+    return isinstance(err, psycopg2.OperationalError | psycopg2.InterfaceError)
+
+
+def write_measurements(
+    engine: Engine,
+    capture_id: str,
+    rows: pd.DataFrame,
+    *,
+    method: Literal["auto", "copy", "insert"] = "auto",
+) -> int:
+    """Write one capture's measurements; rows already stored are left as they are.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    capture_id : str
+        The capture (created with :func:`create_capture`).
+    rows : pandas.DataFrame
+        One row per receiver per time: ``receiver`` (name; or ``websdr_id``),
+        ``timestamp_utc`` (naive means UTC) and any of :data:`MEASUREMENT_COLUMNS`
+        (``sample_rate_hz`` and ``n_samples``, as :mod:`heimdall_lab.dsp` names them, are
+        taken for ``sample_rate`` and ``samples_count``). Missing columns and NaN/None are
+        stored as NULL, except ``frequency_hz``, which defaults to the capture's.
+        ``psd`` holds 1-D arrays (stored as ``real[]``; see the schema for the bin layout),
+        ``metadata`` dicts (or JSON strings).
+    method : {"auto", "copy", "insert"}, default "auto"
+        ``copy``: binary ``COPY`` into a temporary table, then ``INSERT ... SELECT ... ON
+        CONFLICT DO NOTHING``. ``insert``: multi-row ``INSERT ... ON CONFLICT DO NOTHING``
+        statements, for servers without ``COPY FROM STDIN`` (PGlite). ``auto``: ``copy``
+        unless the server is PGlite.
+
+    Returns
+    -------
+    int
+        Rows inserted now: rows whose ``(capture_id, websdr_id, timestamp_utc)`` was stored
+        already (or repeats within ``rows``) are not counted, so writing the same rows again
+        returns 0. All rows are written in one transaction, or none.
+
+    Raises
+    ------
+    ValidationError
+        If the capture does not exist, a receiver is unknown, a column is unknown or of the
+        wrong type, or a timestamp is missing.
+    DatabaseError
+        If the server rejects the rows (for example a value breaking a CHECK constraint).
+    """
+    check_capture_id(capture_id)
+    if method not in ("auto", "copy", "insert"):
+        raise ValidationError(f"method must be 'auto', 'copy' or 'insert', got {method!r}")
+    use_copy = method == "copy" or (method == "auto" and _info(engine).copy)
+    t0 = time.perf_counter()
+    try:
+        with engine.begin() as conn:
+            freq = conn.execute(
+                sa.text("SELECT frequency_hz FROM captures WHERE id = :id"), {"id": capture_id}
+            ).scalar()
+            if freq is None:
+                raise ValidationError(f"no capture {capture_id!r}: create it with create_capture")
+            cols = _prepare(rows, _receiver_ids(conn), float(freq))
+            if cols.n == 0:
+                return 0
+            writer = _write_copy if use_copy else _write_insert
+            written = writer(conn, cols, capture_id)
+    except sa_exc.DBAPIError as err:
+        raise DatabaseError(
+            f"writing measurements of {capture_id} failed: {first_line(err)}",
+            retryable=_connection_lost(err),
+        ) from None
+    except Exception as err:
+        if type(err).__module__.startswith("psycopg2"):
+            raise DatabaseError(
+                f"writing measurements of {capture_id} failed: {first_line(err)}",
+                retryable=_connection_lost(err),
+            ) from None
+        raise
+    log.info(
+        "wrote %d of %d measurement rows of %s by %s in %.2f s",
+        written,
+        cols.n,
+        capture_id,
+        "COPY" if use_copy else "INSERT",
+        time.perf_counter() - t0,
+    )
+    return written
+
+
+# ----------------------------------------------------------------------------- measurements: read
+
+_READ_COLUMNS = [c for c, _ in _MEASUREMENT_TYPES if c != "websdr_id"]
+
+
+def query_measurements(
+    engine: Engine,
+    *,
+    capture_id: str | None = None,
+    receivers: str | Sequence[str] | None = None,
+    start: datetime | pd.Timestamp | str | None = None,
+    end: datetime | pd.Timestamp | str | None = None,
+    include_psd: bool = True,
+) -> pd.DataFrame:
+    """Measurements matching all the given filters, by time then receiver.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    capture_id : str, optional
+        Only this capture.
+    receivers : str or sequence of str, optional
+        Only these receivers (names).
+    start, end : datetime-like, optional
+        Only ``start <= timestamp_utc < end`` (naive means UTC).
+    include_psd : bool, default True
+        Fetch the ``psd`` arrays (float32 numpy arrays; None where NULL).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``capture_id``, ``receiver``, ``timestamp_utc`` (UTC), the measurement
+        columns (NULL as NaN / None / <NA>) and ``metadata`` (dicts).
+    """
+    where, params = _filters(capture_id, receivers, start, end)
+    cols = [c for c in _READ_COLUMNS if include_psd or c != "psd"]
+    select = ", ".join(
+        "array_to_string(m.psd, ',') AS psd, cardinality(m.psd) AS psd_len"
+        if c == "psd"
+        else f"m.{c}"
+        for c in cols
+    )
+    sql = (
+        f"SELECT {select}, w.name AS receiver FROM measurements m "
+        f"JOIN websdrs w ON w.id = m.websdr_id {where} ORDER BY m.timestamp_utc, w.name"
+    )
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(sql), params)
+        df = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    psd_len = df["psd_len"].tolist() if include_psd else []
+    order = ["capture_id", "receiver", *[c for c in cols if c != "capture_id"]]
+    df = df[order]
+    df["timestamp_utc"] = pd.to_datetime(df["timestamp_utc"], utc=True)
+    for col, kind in _MEASUREMENT_TYPES:
+        if col in df.columns and kind == "float8":
+            df[col] = pd.to_numeric(df[col]).astype(np.float64)
+    df["samples_count"] = df["samples_count"].astype("Int64")
+    df["signal_present"] = df["signal_present"].astype("boolean")
+    if include_psd:
+        df["psd"] = _parse_psd(df["psd"].tolist(), psd_len)
+    return df
+
+
+def _parse_psd(texts: list[str | None], lengths: list[float | None]) -> list[np.ndarray | None]:
+    """``real[]`` values fetched as comma-separated text, parsed in one numpy call."""
+    out: list[np.ndarray | None] = [
+        np.empty(0, np.float32) if isinstance(t, str) else None for t in texts
+    ]
+    full = [i for i, n in enumerate(lengths) if isinstance(texts[i], str) and n and n > 0]
+    if not full:
+        return out
+    counts = np.array([int(lengths[i]) for i in full], np.int64)  # type: ignore[arg-type]
+    values = np.fromstring(",".join(str(texts[i]) for i in full), dtype=np.float32, sep=",")
+    if len(values) != int(counts.sum()):
+        raise DatabaseError("could not parse the psd arrays the server returned")
+    for i, part in zip(full, np.split(values, np.cumsum(counts)[:-1]), strict=True):
+        out[i] = part
+    return out
+
+
+def _filters(
+    capture_id: str | None,
+    receivers: str | Sequence[str] | None,
+    start: datetime | pd.Timestamp | str | None,
+    end: datetime | pd.Timestamp | str | None,
+) -> tuple[str, dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if capture_id is not None:
+        clauses.append("m.capture_id = :capture_id")
+        params["capture_id"] = capture_id
+    if receivers is not None:
+        names = [receivers] if isinstance(receivers, str) else list(receivers)
+        clauses.append("w.name = ANY(:names)")
+        params["names"] = names
+    if start is not None:
+        clauses.append("m.timestamp_utc >= :start")
+        params["start"] = _utc(start).to_pydatetime()
+    if end is not None:
+        clauses.append("m.timestamp_utc < :end")
+        params["end"] = _utc(end).to_pydatetime()
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def measurements_for_capture(
+    engine: Engine, capture_id: str, *, include_psd: bool = True
+) -> pd.DataFrame:
+    """All measurements of one capture (see :func:`query_measurements`).
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    capture_id : str
+        The capture.
+    include_psd : bool, default True
+        Fetch the PSD arrays.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`query_measurements`.
+    """
+    return query_measurements(engine, capture_id=capture_id, include_psd=include_psd)
+
+
+def measurements_for_receiver(
+    engine: Engine,
+    receiver: str,
+    *,
+    start: datetime | pd.Timestamp | str | None = None,
+    end: datetime | pd.Timestamp | str | None = None,
+    include_psd: bool = False,
+) -> pd.DataFrame:
+    """One receiver's measurements, optionally within ``[start, end)``.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    receiver : str
+        Receiver name.
+    start, end : datetime-like, optional
+        Time range (naive means UTC).
+    include_psd : bool, default False
+        Fetch the PSD arrays.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`query_measurements`.
+    """
+    return query_measurements(
+        engine, receivers=receiver, start=start, end=end, include_psd=include_psd
+    )
+
+
+def measurements_between(
+    engine: Engine,
+    start: datetime | pd.Timestamp | str,
+    end: datetime | pd.Timestamp | str,
+    *,
+    receivers: str | Sequence[str] | None = None,
+    capture_id: str | None = None,
+    include_psd: bool = False,
+) -> pd.DataFrame:
+    """Measurements with ``start <= timestamp_utc < end``.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    start, end : datetime-like
+        Time range (naive means UTC).
+    receivers : str or sequence of str, optional
+        Only these receivers.
+    capture_id : str, optional
+        Only this capture.
+    include_psd : bool, default False
+        Fetch the PSD arrays.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`query_measurements`.
+    """
+    return query_measurements(
+        engine,
+        capture_id=capture_id,
+        receivers=receivers,
+        start=start,
+        end=end,
+        include_psd=include_psd,
+    )
+
+
+def _bucket_seconds(bucket: float | str | pd.Timedelta | np.timedelta64) -> float:
+    seconds = (
+        float(bucket) if isinstance(bucket, int | float) else pd.Timedelta(bucket).total_seconds()
+    )
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValidationError(f"bucket must be a positive duration, got {bucket!r}")
+    if seconds * 1e6 != round(seconds * 1e6):
+        raise ValidationError(f"bucket must be a whole number of microseconds, got {bucket!r}")
+    return seconds
+
+
+def bucketed_measurements(
+    engine: Engine,
+    bucket: float | str | pd.Timedelta | np.timedelta64,
+    *,
+    start: datetime | pd.Timestamp | str | None = None,
+    end: datetime | pd.Timestamp | str | None = None,
+    capture_id: str | None = None,
+    receivers: str | Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Per-receiver aggregates over time buckets: count, SNR and frequency offset statistics.
+
+    Buckets are aligned on 2000-01-03T00:00Z (TimescaleDB's default origin) and computed
+    in the database: ``time_bucket`` on TimescaleDB, ``date_bin`` on plain PostgreSQL 14+
+    (``floor`` of the epoch before that), with the same results.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    bucket : float (seconds), str, Timedelta or timedelta64
+        Bucket width, e.g. ``60``, ``"5min"``; a whole number of microseconds.
+    start, end : datetime-like, optional
+        Only rows with ``start <= timestamp_utc < end``.
+    capture_id : str, optional
+        Only this capture.
+    receivers : str or sequence of str, optional
+        Only these receivers.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (bucket, receiver) that has rows, sorted so: ``bucket`` (UTC start),
+        ``receiver``, ``count`` (rows), ``snr_count`` (non-NULL SNRs), ``snr_mean``,
+        ``snr_min``, ``snr_max`` (dB; the mean is of the dB values), ``offset_mean``,
+        ``offset_min``, ``offset_max`` (``frequency_offset_hz``, Hz). NULLs are ignored as
+        SQL aggregates do (NaN where a bucket has none).
+
+    Raises
+    ------
+    ValidationError
+        If ``bucket`` is not a positive whole number of microseconds.
+    """
+    seconds = _bucket_seconds(bucket)
+    where, params = _filters(capture_id, receivers, start, end)
+    params["bucket_s"] = seconds
+    params["origin"] = _utc(_BUCKET_ORIGIN).to_pydatetime()
+    width = "make_interval(secs => :bucket_s)"
+    origin = "CAST(:origin AS timestamptz)"
+    if is_timescale(engine):
+        expr = f"time_bucket({width}, m.timestamp_utc, {origin})"
+    elif _info(engine).version_num >= 140000:
+        expr = f"date_bin({width}, m.timestamp_utc, {origin})"
+    else:
+        expr = (
+            f"to_timestamp(floor((extract(epoch FROM m.timestamp_utc) - extract(epoch FROM "
+            f"{origin})) / :bucket_s) * :bucket_s + extract(epoch FROM {origin}))"
+        )
+    sql = (
+        f"SELECT {expr} AS bucket, w.name AS receiver, count(*) AS count, "
+        "count(m.snr_db) AS snr_count, avg(m.snr_db) AS snr_mean, min(m.snr_db) AS snr_min, "
+        "max(m.snr_db) AS snr_max, avg(m.frequency_offset_hz) AS offset_mean, "
+        "min(m.frequency_offset_hz) AS offset_min, max(m.frequency_offset_hz) AS offset_max "
+        f"FROM measurements m JOIN websdrs w ON w.id = m.websdr_id {where} "
+        "GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(sql), params)
+        df = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    df["bucket"] = pd.to_datetime(df["bucket"], utc=True)
+    df["count"] = df["count"].astype(np.int64)
+    df["snr_count"] = df["snr_count"].astype(np.int64)
+    for col in ("snr_mean", "snr_min", "snr_max", "offset_mean", "offset_min", "offset_max"):
+        df[col] = pd.to_numeric(df[col]).astype(np.float64)
+    return df

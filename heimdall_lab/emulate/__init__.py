@@ -1,0 +1,1 @@
+"""The local emulator: scenarios of what receivers hear, served over the real KiwiSDR protocol."""

@@ -1,0 +1,1035 @@
+r"""Synthetic receiver streams: what each KiwiSDR of a scenario would hear, frame by frame.
+
+A :class:`Scenario` is one transmitter (or none) and a set of receiving :class:`Site`\ s. For a
+site tuned to a frequency it produces a :class:`SynthStream`, a :class:`FrameSource` that the
+KiwiSDR emulator (:mod:`heimdall_lab.emulate.server`) sends frame by frame. Everything is
+deterministic under the scenario's seed, and :meth:`Scenario.truth` gives the exact ground
+truth the synthesis uses, for testing signal metrics and TDoA localisation.
+
+Time
+----
+The absolute time axis is UTC as ``numpy.datetime64[ns]`` counts it (POSIX seconds since
+1970-01-01, no leap seconds). A stream starts at ``start_utc`` (an integer number of ns);
+its sample ``n`` is at
+
+.. math:: t_n = t_\mathrm{start} + n / r, \qquad r = r_\mathrm{nom} (1 + \epsilon_r 10^{-6})
+
+where ``r_nom`` is the scenario's :attr:`Scenario.nominal_rate` (the rate the emulator
+announces) and ``epsilon_r`` the site's :attr:`Site.rate_error_ppm`. Frame ``k`` holds samples
+``512 k ... 512 k + 511`` and its GNSS timestamp (``gpssec``/``gpsnsec`` of the GPS week, via
+:func:`heimdall_lab.gnss.utc_to_tow`, so leap seconds are applied) is the true time of its
+first sample rounded to the ns, plus optional uniform jitter within
++-:attr:`Site.timestamp_jitter_ns` drawn from the seed. Like a real KiwiSDR, the first
+:data:`STALE_FRAMES` frame(s) of a stream carry a stale timestamp, :data:`STALE_OFFSET_S`
+seconds early. ``last_gps_solution`` counts ``0 .. GPS_FIX_INTERVAL_S - 1`` seconds since
+the last fix, or is :data:`NO_FIX_SOLUTION` (254) on every frame of a site without a fix
+(whose timestamps are then still the true times; clients must not trust them).
+
+Signal
+------
+A site at great-circle distance ``d`` from the transmitter
+(:func:`heimdall_lab.geo.great_circle_m`) hears it with delay ``tau = d / c``. Tuned to
+``frequency_hz``, its baseband signal is
+
+.. math:: s(t) = A\, a(t-\tau)\, \exp\!\big(j 2\pi [f_\mathrm{tx} (t-\tau) + \mu(t-\tau)]
+          - j 2\pi f_\mathrm{LO}\, t\big) + w(t),
+          \qquad f_\mathrm{LO} = f_\mathrm{tuned} (1 + \mathrm{ppm}\cdot 10^{-6})
+
+with ``t`` absolute time in seconds. So the **ppm sign convention** is: a positive
+:attr:`Site.ppm` means the local oscillator runs *high*, and the carrier appears at the
+baseband offset ``f_tx - f_LO``, i.e. *lower* by ``f_tuned * ppm * 1e-6``. The transmitter's
+phase ``2 pi f_tx t`` is a function of absolute time, so all sites are mutually coherent
+(apart from their own LO errors), and the modulation ``a`` (amplitude) / ``mu`` (phase, in
+cycles) is a function of absolute emission time ``t - tau``: keying edges reach each site
+delayed by its ``tau``, which is exactly what TDoA measures. Note that a real KiwiSDR derives
+its LO and its sample clock from one oscillator; here :attr:`Site.ppm` and
+:attr:`Site.rate_error_ppm` are independent.
+
+Phases are computed without precision loss over any stream length: the phase at each
+frame's first sample and the emission time are evaluated in exact rational arithmetic
+(integers), and only the offsets within one frame (under 43 ms) in float64.
+
+Modulations (:attr:`Transmitter.modulation`):
+
+``"carrier"``
+    ``a = 1``, ``mu = 0``.
+``"ook"``
+    Amplitude keying like DCF77: at the start of every UTC second the amplitude drops from 1
+    to :attr:`Transmitter.keying_depth` for 0.1 s (bit 0) or 0.2 s (bit 1); the bit of each
+    second is a hash of the seed and the second (:meth:`Scenario.ook_key_durations`). Edges
+    are raised-cosine ramps :attr:`Transmitter.keying_edge_s` wide (0 = hard), centred on the
+    nominal edge times, so the edge time is encoded with sub-sample resolution.
+``"fsk"``
+    Binary continuous-phase FSK at :attr:`Transmitter.fsk_baud` symbols/s; symbol ``k``
+    occupies emission times ``[k, k + 1) / baud`` (seconds since 1970) and has instantaneous
+    frequency ``f_tx + d_k * fsk_shift_hz / 2`` with ``d_k = +-1``. The symbols are a random
+    message of :data:`FSK_MESSAGE_BITS` bits from the seed, repeated
+    (:meth:`Scenario.fsk_symbols`); the phase is continuous over all of time.
+
+If ``|f_tx - f_LO| > PASSBAND_FRACTION * nominal_rate`` (0.45) the transmitter is outside the
+passband and nothing of it is heard (``A = 0``).
+
+Power and noise
+---------------
+Path loss is free-space-like, referenced to 1 km:
+
+.. math:: P_\mathrm{rx}\,[\mathrm{dBm}] = P_\mathrm{tx} - 20 \log_{10}(\max(d, 1\,\mathrm{km}) /
+          1\,\mathrm{km})
+
+where ``P_tx`` is :attr:`Transmitter.power_dbm` (the power received 1 km away). For OOK this
+is the key-up (un-keyed) power. Sample values are in full-scale units (int16 full scale
+32768 = 1.0); a site's :attr:`Site.calibration_db` converts: ``dBm = dBFS + calibration_db``.
+So ``A = 10 ** ((P_rx - calibration_db) / 20)``.
+
+The noise ``w`` is complex white Gaussian with density :attr:`Site.noise_dbm_hz` (dBm/Hz),
+i.e. ``N0 = noise_dbm_hz - calibration_db`` dBFS/Hz and a variance per complex sample of
+``10 ** (N0 / 10) * r`` (half in I, half in Q). Each stream has its own noise generator seeded
+from the scenario seed, the site name, the tuned frequency and the start time, so sites are
+independent and the same request gives bit-identical frames.
+
+Samples are quantised to int16 with saturation (:func:`heimdall_lab.kiwi.protocol.to_int16_pairs`).
+The defaults (-140 dBm/Hz noise, -30 dB calibration) put the noise at about 11 counts rms,
+well above quantisation, and leave 60 dB of headroom above it. The S-meter of each frame is
+the total power of its quantised samples (signal + noise) in dBm.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import typing
+import zlib
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import UTC, datetime
+from fractions import Fraction
+
+import numpy as np
+
+from heimdall_lab import geo, gnss
+from heimdall_lab.errors import ValidationError
+from heimdall_lab.kiwi.protocol import FRAME_SAMPLES, FULL_SCALE, dbm_to_smeter, to_int16_pairs
+from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
+
+__all__ = [
+    "DEFAULT_CALIBRATION_DB",
+    "DEFAULT_NOISE_DBM_HZ",
+    "DEFAULT_NOMINAL_RATE",
+    "DEFAULT_POWER_DBM",
+    "FSK_MESSAGE_BITS",
+    "GPS_FIX_INTERVAL_S",
+    "MODULATIONS",
+    "NO_FIX_SOLUTION",
+    "OOK_DURATIONS_S",
+    "PASSBAND_FRACTION",
+    "REFERENCE_DISTANCE_M",
+    "STALE_FRAMES",
+    "STALE_OFFSET_S",
+    "FrameSource",
+    "Scenario",
+    "Site",
+    "SourceFrame",
+    "SynthStream",
+    "Transmitter",
+]
+
+#: Modulations a :class:`Transmitter` can have.
+MODULATIONS = ("carrier", "ook", "fsk")
+#: A transmitter is heard when its baseband offset is within this fraction of the nominal rate.
+PASSBAND_FRACTION = 0.45
+#: Distance at which :attr:`Transmitter.power_dbm` is received; closer sites get that power.
+REFERENCE_DISTANCE_M = 1000.0
+#: The sample rate a KiwiSDR announces in IQ mode (approximately).
+DEFAULT_NOMINAL_RATE = 12001.135
+#: Default receiver noise density, dBm/Hz.
+DEFAULT_NOISE_DBM_HZ = -140.0
+#: Default calibration: dBm at the antenna = dBFS + this.
+DEFAULT_CALIBRATION_DB = -30.0
+#: Default transmitter power reference (dBm received at 1 km).
+DEFAULT_POWER_DBM = -15.0
+#: How many frames at the start of a stream carry a stale timestamp.
+STALE_FRAMES = 1
+#: How far (seconds) the stale timestamps lie in the past.
+STALE_OFFSET_S = 300.0
+#: ``last_gps_solution`` of every frame from a site without a GNSS fix.
+NO_FIX_SOLUTION = 254
+#: Sites with a fix report ``last_gps_solution`` cycling 0 .. this - 1 with the UTC second.
+GPS_FIX_INTERVAL_S = 6
+#: Length of the repeated random FSK message, in symbols.
+FSK_MESSAGE_BITS = 4096
+#: OOK key-down durations for bits 0 and 1, seconds.
+OOK_DURATIONS_S = (0.1, 0.2)
+
+_NS = 1_000_000_000
+_MASK64 = (1 << 64) - 1
+_FSK_TAG = 0xF5C
+_OOK_TAG = 0x00C
+_DEFAULT_TAG = 0xDEF
+_MAX_CLOCK_PPM = 1000.0
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def _number(value: object, what: str) -> float:
+    """Return ``value`` as a finite float or raise ValidationError."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValidationError(f"{what} must be a number, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValidationError(f"{what} must be finite, got {value!r}")
+    return out
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)
+
+
+def _utc_ns(start_utc: np.datetime64 | datetime | str | None) -> int:
+    """Integer ns since 1970 (UTC) of a start time; None -> now rounded up to a whole ms."""
+    if start_utc is None:
+        now = time.time_ns()
+        return -(-now // 1_000_000) * 1_000_000
+    if isinstance(start_utc, datetime):
+        if start_utc.tzinfo is not None:
+            start_utc = start_utc.astimezone(UTC).replace(tzinfo=None)
+        start_utc = np.datetime64(start_utc, "ns")
+    try:
+        t = np.datetime64(start_utc, "ns")
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"start_utc {start_utc!r} is not a UTC time") from exc
+    if np.isnat(t):
+        raise ValidationError("start_utc must not be NaT")
+    return int(t.astype(np.int64))
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _ook_bit(seed: int, utc_second: int) -> int:
+    return _splitmix64(_splitmix64((seed << 12) ^ _OOK_TAG) ^ (utc_second & _MASK64)) & 1
+
+
+def _fsk_message(seed: int) -> np.ndarray:
+    """The repeated FSK message as symbols +-1 (int64)."""
+    bits = np.random.default_rng([seed, _FSK_TAG]).integers(0, 2, FSK_MESSAGE_BITS)
+    return (2 * bits - 1).astype(np.int64)
+
+
+def _site_tag(name: str) -> int:
+    return zlib.crc32(name.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------------------------
+# Data model
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class SourceFrame:
+    """One frame as a frame source hands it to the emulator.
+
+    Attributes
+    ----------
+    pairs : numpy.ndarray
+        int16 samples, shape ``(512, 2)``: I, Q.
+    smeter : int
+        Raw S-meter value (:func:`heimdall_lab.kiwi.protocol.dbm_to_smeter` of the RSSI in dBm).
+    last_gps_solution : int
+        Seconds since the last GNSS fix; 254 when the site has no fix.
+    gpssec : int
+        GPS seconds of the week of the frame's first sample.
+    gpsnsec : int
+        Nanoseconds within that second.
+    """
+
+    pairs: np.ndarray
+    smeter: int
+    last_gps_solution: int
+    gpssec: int
+    gpsnsec: int
+
+
+@typing.runtime_checkable
+class FrameSource(typing.Protocol):
+    """Anything the emulator can stream: synthetic streams, replays of recordings.
+
+    Attributes
+    ----------
+    nominal_rate : float
+        The sample rate the server announces in ``MSG sample_rate``.
+    """
+
+    nominal_rate: float
+
+    def next_frame(self) -> SourceFrame | None:
+        """The next frame.
+
+        Returns
+        -------
+        SourceFrame or None
+            The frame, or None when the source is exhausted (replays; synthetic streams
+            never end).
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class Transmitter:
+    """The transmitter to be located.
+
+    Attributes
+    ----------
+    latitude, longitude : float
+        Position in degrees.
+    frequency_hz : float
+        Carrier (centre) frequency in Hz.
+    power_dbm : float
+        Power received at :data:`REFERENCE_DISTANCE_M` (1 km), dBm; see the module docstring
+        for the path loss law.
+    modulation : str
+        ``"carrier"``, ``"ook"`` or ``"fsk"``.
+    keying_depth : float
+        OOK: amplitude (not power) during key-down, relative to key-up, in [0, 1].
+    fsk_shift_hz : float
+        FSK: distance between the two tones, Hz (>= 0).
+    fsk_baud : float
+        FSK: symbols per second (> 0).
+    keying_edge_s : float
+        OOK: width of the raised-cosine amplitude edges, seconds, in [0, 0.05].
+
+    Raises
+    ------
+    ValidationError
+        On non-numeric, non-finite or out-of-range values or an unknown modulation.
+    """
+
+    latitude: float
+    longitude: float
+    frequency_hz: float
+    power_dbm: float = DEFAULT_POWER_DBM
+    modulation: str = "carrier"
+    keying_depth: float = 0.15
+    fsk_shift_hz: float = 170.0
+    fsk_baud: float = 50.0
+    keying_edge_s: float = 0.001
+
+    def __post_init__(self) -> None:
+        for name in (
+            "latitude",
+            "longitude",
+            "frequency_hz",
+            "power_dbm",
+            "keying_depth",
+            "fsk_shift_hz",
+            "fsk_baud",
+            "keying_edge_s",
+        ):
+            _set(self, name, _number(getattr(self, name), f"transmitter {name}"))
+        geo.check_position(self.latitude, self.longitude, "transmitter")
+        if self.frequency_hz <= 0:
+            raise ValidationError(f"transmitter frequency must be > 0 Hz, got {self.frequency_hz}")
+        if self.modulation not in MODULATIONS:
+            raise ValidationError(
+                f"unknown modulation {self.modulation!r}; choose one of {', '.join(MODULATIONS)}"
+            )
+        if not 0.0 <= self.keying_depth <= 1.0:
+            raise ValidationError(f"keying_depth must be in [0, 1], got {self.keying_depth}")
+        if self.fsk_shift_hz < 0:
+            raise ValidationError(f"fsk_shift_hz must be >= 0, got {self.fsk_shift_hz}")
+        if self.fsk_baud <= 0:
+            raise ValidationError(f"fsk_baud must be > 0, got {self.fsk_baud}")
+        if not 0.0 <= self.keying_edge_s <= 0.05:
+            raise ValidationError(f"keying_edge_s must be in [0, 0.05] s, got {self.keying_edge_s}")
+
+
+@dataclass(frozen=True)
+class Site:
+    """The physics of one emulated receiver.
+
+    Attributes
+    ----------
+    name : str
+        Receiver name (matches :attr:`heimdall_lab.receivers.Receiver.name`).
+    latitude, longitude : float
+        Antenna position in degrees.
+    ppm : float
+        Local-oscillator frequency error in parts per million: ``f_LO = f_tuned * (1 + ppm
+        * 1e-6)``; positive ppm makes signals appear *lower* in frequency. Within +-1000.
+    rate_error_ppm : float
+        Sample clock error: true rate = ``nominal_rate * (1 + rate_error_ppm * 1e-6)``.
+        Within +-1000.
+    noise_dbm_hz : float
+        Receiver noise density at the antenna, dBm/Hz.
+    calibration_db : float
+        dBm at the antenna = dBFS + calibration_db (full scale, 0 dBFS, is this many dBm).
+    gps_fix : bool
+        Whether the site has a GNSS fix; without, every frame says ``last_gps_solution=254``.
+    timestamp_jitter_ns : float
+        Half-width of the uniform jitter added to frame timestamps, ns (>= 0).
+
+    Raises
+    ------
+    ValidationError
+        On an empty name or non-finite / out-of-range values.
+    """
+
+    name: str
+    latitude: float
+    longitude: float
+    ppm: float = 0.0
+    rate_error_ppm: float = 0.0
+    noise_dbm_hz: float = DEFAULT_NOISE_DBM_HZ
+    calibration_db: float = DEFAULT_CALIBRATION_DB
+    gps_fix: bool = True
+    timestamp_jitter_ns: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValidationError(f"site name must be a non-empty string, got {self.name!r}")
+        for name in (
+            "latitude",
+            "longitude",
+            "ppm",
+            "rate_error_ppm",
+            "noise_dbm_hz",
+            "calibration_db",
+            "timestamp_jitter_ns",
+        ):
+            _set(self, name, _number(getattr(self, name), f"site {self.name} {name}"))
+        geo.check_position(self.latitude, self.longitude, f"site {self.name}")
+        for name in ("ppm", "rate_error_ppm"):
+            if abs(getattr(self, name)) > _MAX_CLOCK_PPM:
+                raise ValidationError(
+                    f"site {self.name}: |{name}| must be <= {_MAX_CLOCK_PPM:g}, "
+                    f"got {getattr(self, name)}"
+                )
+        if not isinstance(self.gps_fix, bool | np.bool_):
+            raise ValidationError(f"site {self.name}: gps_fix must be a bool")
+        _set(self, "gps_fix", bool(self.gps_fix))
+        if self.timestamp_jitter_ns < 0:
+            raise ValidationError(f"site {self.name}: timestamp_jitter_ns must be >= 0")
+
+    @classmethod
+    def from_receiver(cls, receiver: Receiver, **physics: object) -> Site:
+        """A site at a receiver's position.
+
+        Parameters
+        ----------
+        receiver : Receiver
+            Supplies the name and position.
+        **physics
+            Other :class:`Site` fields (``ppm``, ``noise_dbm_hz``, ...).
+
+        Returns
+        -------
+        Site
+            The site.
+        """
+        return cls(receiver.name, receiver.latitude, receiver.longitude, **physics)
+
+    def true_rate(self, nominal_rate: float) -> float:
+        """The site's true sample rate.
+
+        Parameters
+        ----------
+        nominal_rate : float
+            The announced rate.
+
+        Returns
+        -------
+        float
+            ``nominal_rate * (1 + rate_error_ppm * 1e-6)`` in samples per second.
+        """
+        return nominal_rate * (1.0 + self.rate_error_ppm * 1e-6)
+
+
+_FORMAT = "heimdall_lab.emulate.scenario"
+_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A transmitter and the sites that listen to it.
+
+    Attributes
+    ----------
+    transmitter : Transmitter or None
+        The transmitter; None for noise only.
+    sites : tuple of Site
+        The receivers, with unique names.
+    seed : int
+        Seeds all randomness (noise, clock errors of :meth:`default`, OOK and FSK bits).
+    nominal_rate : float
+        Announced sample rate, samples per second.
+
+    Raises
+    ------
+    ValidationError
+        On wrong types, duplicate site names, a negative seed or a bad rate.
+    """
+
+    transmitter: Transmitter | None
+    sites: tuple[Site, ...]
+    seed: int = 0
+    nominal_rate: float = DEFAULT_NOMINAL_RATE
+
+    def __post_init__(self) -> None:
+        if self.transmitter is not None and not isinstance(self.transmitter, Transmitter):
+            raise ValidationError(
+                f"transmitter must be a Transmitter or None, got {self.transmitter!r}"
+            )
+        sites = tuple(self.sites)
+        for s in sites:
+            if not isinstance(s, Site):
+                raise ValidationError(f"sites must be Site objects, got {s!r}")
+        names = [s.name for s in sites]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValidationError(f"duplicate site names: {', '.join(dupes)}")
+        _set(self, "sites", sites)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
+            raise ValidationError(f"seed must be an int, got {self.seed!r}")
+        if self.seed < 0:
+            raise ValidationError(f"seed must be >= 0, got {self.seed}")
+        _set(self, "seed", int(self.seed))
+        rate = _number(self.nominal_rate, "nominal_rate")
+        if rate <= 0:
+            raise ValidationError(f"nominal_rate must be > 0, got {rate}")
+        _set(self, "nominal_rate", rate)
+
+    # ---- construction ------------------------------------------------------------------
+
+    @classmethod
+    def default(cls, seed: int = 0, **overrides: object) -> Scenario:
+        """The seven default receivers listening to a 10 MHz carrier near Frankfurt.
+
+        Each :data:`~heimdall_lab.receivers.DEFAULT_RECEIVERS` entry becomes a site with
+        seeded clock errors (``|ppm| <= 0.5``, ``|rate_error_ppm| <= 2``) and noise density
+        ``-140 +- 3`` dBm/Hz. The transmitter is a carrier at 50.0 N 8.5 E, 10 MHz,
+        :data:`DEFAULT_POWER_DBM`, which gives SNRs of about 22-45 dB in the full passband
+        (about 62-85 dB in 1 Hz).
+
+        Parameters
+        ----------
+        seed : int, optional
+            Scenario seed.
+        **overrides
+            Replacement values for :class:`Scenario` fields (``transmitter``, ``sites``,
+            ``nominal_rate``).
+
+        Returns
+        -------
+        Scenario
+            The scenario.
+
+        Raises
+        ------
+        ValidationError
+            On an unknown override or invalid values.
+        """
+        allowed = {"transmitter", "sites", "nominal_rate"}
+        unknown = sorted(set(overrides) - allowed)
+        if unknown:
+            raise ValidationError(
+                f"unknown Scenario.default override(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(allowed))}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValidationError(f"seed must be an int >= 0, got {seed!r}")
+        rng = np.random.default_rng([int(seed), _DEFAULT_TAG])
+        sites = []
+        for rx in DEFAULT_RECEIVERS:
+            ppm, rate_err, noise = rng.uniform([-0.5, -2.0, -3.0], [0.5, 2.0, 3.0])
+            sites.append(
+                Site.from_receiver(
+                    rx,
+                    ppm=round(float(ppm), 4),
+                    rate_error_ppm=round(float(rate_err), 4),
+                    noise_dbm_hz=round(DEFAULT_NOISE_DBM_HZ + float(noise), 2),
+                )
+            )
+        base = cls(
+            transmitter=Transmitter(50.0, 8.5, 10e6),
+            sites=tuple(sites),
+            seed=int(seed),
+        )
+        return replace(base, **overrides) if overrides else base
+
+    # ---- lookup ------------------------------------------------------------------------
+
+    @property
+    def site_names(self) -> tuple[str, ...]:
+        """Names of the sites, in order."""
+        return tuple(s.name for s in self.sites)
+
+    def site(self, name: str) -> Site:
+        """The site called ``name``.
+
+        Parameters
+        ----------
+        name : str
+            Site name.
+
+        Returns
+        -------
+        Site
+            The site.
+
+        Raises
+        ------
+        ValidationError
+            If the scenario has no such site.
+        """
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise ValidationError(
+            f"unknown site {name!r}; this scenario has: {', '.join(self.site_names) or 'none'}"
+        )
+
+    # ---- streams and truth -------------------------------------------------------------
+
+    def stream(
+        self,
+        site_name: str,
+        frequency_hz: float,
+        start_utc: np.datetime64 | datetime | str | None = None,
+    ) -> SynthStream:
+        """What one site hears when tuned to ``frequency_hz``, from ``start_utc`` on.
+
+        Parameters
+        ----------
+        site_name : str
+            Which site.
+        frequency_hz : float
+            Tuned (centre) frequency in Hz, > 0.
+        start_utc : numpy.datetime64, datetime or str, optional
+            UTC time of the stream's first sample (ns resolution); the wall clock rounded up
+            to the next whole millisecond when omitted.
+
+        Returns
+        -------
+        SynthStream
+            An endless frame source.
+
+        Raises
+        ------
+        ValidationError
+            On an unknown site, a bad frequency or a bad start time.
+        """
+        return SynthStream(self, self.site(site_name), frequency_hz, _utc_ns(start_utc))
+
+    def truth(self, site_name: str, frequency_hz: float) -> dict[str, typing.Any]:
+        """Ground truth of what a site hears tuned to ``frequency_hz``.
+
+        Parameters
+        ----------
+        site_name : str
+            Which site.
+        frequency_hz : float
+            Tuned frequency in Hz.
+
+        Returns
+        -------
+        dict
+            ``site``, ``frequency_hz``, ``modulation``, ``distance_m``, ``delay_s`` (NaN
+            without transmitter); ``lo_frequency_hz``; ``frequency_offset_hz`` (``f_tx - f_LO``,
+            the carrier's baseband frequency in true time; NaN without transmitter);
+            ``frequency_offset_at_nominal_rate_hz`` (the same as an analysis that assumes the
+            nominal rate sees it: ``offset * nominal / true``); ``in_passband``;
+            ``antenna_power_dbm`` (path-loss power at the antenna, key-up for OOK);
+            ``received_power_dbm`` / ``received_power_dbfs`` (the same, ``-inf`` when not heard);
+            ``signal_amplitude_fs`` (``A``); ``noise_density_dbm_hz``,
+            ``noise_density_dbfs_hz``, ``noise_power_dbfs`` (per complex sample, over the true
+            rate); ``snr_db_in_1hz`` (C/N0), ``snr_db`` (in a bandwidth equal to the true
+            rate); ``rssi_dbm`` (expected S-meter power, signal + noise);
+            ``sample_rate`` (true), ``nominal_rate``, ``ppm``, ``rate_error_ppm``.
+
+        Raises
+        ------
+        ValidationError
+            On an unknown site or a bad frequency.
+        """
+        site = self.site(site_name)
+        f_tuned = _number(frequency_hz, "frequency_hz")
+        if f_tuned <= 0:
+            raise ValidationError(f"frequency_hz must be > 0, got {f_tuned}")
+        true_rate = site.true_rate(self.nominal_rate)
+        f_lo = f_tuned * (1.0 + site.ppm * 1e-6)
+        tx = self.transmitter
+        nan = float("nan")
+        distance = delay = offset = nan
+        antenna = -math.inf
+        heard = False
+        if tx is not None:
+            distance = float(
+                geo.great_circle_m(tx.latitude, tx.longitude, site.latitude, site.longitude)
+            )
+            delay = distance / geo.SPEED_OF_LIGHT
+            offset = tx.frequency_hz - f_lo
+            antenna = tx.power_dbm - 20.0 * math.log10(
+                max(distance, REFERENCE_DISTANCE_M) / REFERENCE_DISTANCE_M
+            )
+            heard = abs(offset) <= PASSBAND_FRACTION * self.nominal_rate
+        received = antenna if heard else -math.inf
+        amplitude = 10.0 ** ((received - site.calibration_db) / 20.0) if heard else 0.0
+        noise_dbfs_hz = site.noise_dbm_hz - site.calibration_db
+        bw_db = 10.0 * math.log10(true_rate)
+        noise_total_dbm = site.noise_dbm_hz + bw_db
+        snr_1hz = received - site.noise_dbm_hz
+        rssi = 10.0 * math.log10(10.0 ** (received / 10.0) + 10.0 ** (noise_total_dbm / 10.0))
+        return {
+            "site": site.name,
+            "frequency_hz": f_tuned,
+            "modulation": tx.modulation if tx is not None else None,
+            "distance_m": distance,
+            "delay_s": delay,
+            "lo_frequency_hz": f_lo,
+            "frequency_offset_hz": offset,
+            "frequency_offset_at_nominal_rate_hz": offset * self.nominal_rate / true_rate,
+            "in_passband": heard,
+            "antenna_power_dbm": antenna,
+            "received_power_dbm": received,
+            "received_power_dbfs": received - site.calibration_db,
+            "signal_amplitude_fs": amplitude,
+            "noise_density_dbm_hz": site.noise_dbm_hz,
+            "noise_density_dbfs_hz": noise_dbfs_hz,
+            "noise_power_dbfs": noise_dbfs_hz + bw_db,
+            "snr_db_in_1hz": snr_1hz,
+            "snr_db": snr_1hz - bw_db,
+            "rssi_dbm": rssi,
+            "sample_rate": true_rate,
+            "nominal_rate": self.nominal_rate,
+            "ppm": site.ppm,
+            "rate_error_ppm": site.rate_error_ppm,
+        }
+
+    def ook_key_durations(self, first_utc_second: int, count: int) -> np.ndarray:
+        """OOK ground truth: how long the carrier is keyed down in each UTC second.
+
+        Parameters
+        ----------
+        first_utc_second : int
+            First second, counted since 1970-01-01 UTC (POSIX).
+        count : int
+            Number of seconds.
+
+        Returns
+        -------
+        numpy.ndarray
+            Key-down duration (0.1 or 0.2 s) for each second; the key goes down at the whole
+            second of emission time.
+        """
+        bits = [_ook_bit(self.seed, int(first_utc_second) + i) for i in range(int(count))]
+        return np.asarray(OOK_DURATIONS_S, dtype=np.float64)[np.asarray(bits, dtype=np.int64)]
+
+    def fsk_symbols(self, first_symbol: int, count: int) -> np.ndarray:
+        """FSK ground truth: the symbols ``d_k`` (+1 = upper tone, -1 = lower tone).
+
+        Parameters
+        ----------
+        first_symbol : int
+            Index of the first symbol; symbol ``k`` starts at emission time ``k / fsk_baud``
+            seconds since 1970-01-01 UTC.
+        count : int
+            Number of symbols.
+
+        Returns
+        -------
+        numpy.ndarray
+            int64 array of +-1.
+        """
+        msg = _fsk_message(self.seed)
+        idx = (int(first_symbol) + np.arange(int(count), dtype=np.int64)) % FSK_MESSAGE_BITS
+        return msg[idx]
+
+    # ---- serialisation -----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, typing.Any]:
+        """A JSON-able description, to store with captures.
+
+        Returns
+        -------
+        dict
+            ``format``, ``version``, ``seed``, ``nominal_rate``, ``transmitter`` (dict or
+            None) and ``sites`` (list of dicts).
+        """
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "seed": self.seed,
+            "nominal_rate": self.nominal_rate,
+            "transmitter": asdict(self.transmitter) if self.transmitter is not None else None,
+            "sites": [asdict(s) for s in self.sites],
+        }
+
+    @classmethod
+    def from_dict(cls, d: typing.Mapping[str, typing.Any]) -> Scenario:
+        """Rebuild a scenario from :meth:`to_dict` output.
+
+        Parameters
+        ----------
+        d : mapping
+            As produced by :meth:`to_dict` (possibly via JSON).
+
+        Returns
+        -------
+        Scenario
+            The scenario.
+
+        Raises
+        ------
+        ValidationError
+            If the mapping is not a scenario description or holds invalid values.
+        """
+        if not isinstance(d, typing.Mapping) or d.get("format") != _FORMAT:
+            raise ValidationError("not a heimdall_lab scenario description (format key missing)")
+        if d.get("version") != _VERSION:
+            raise ValidationError(f"unsupported scenario version {d.get('version')!r}")
+
+        def build(kind: type, data: object) -> typing.Any:
+            if not isinstance(data, typing.Mapping):
+                raise ValidationError(f"{kind.__name__} description must be a mapping")
+            known = {f.name for f in fields(kind)}
+            unknown = sorted(set(data) - known)
+            if unknown:
+                raise ValidationError(f"unknown {kind.__name__} field(s): {', '.join(unknown)}")
+            try:
+                return kind(**data)
+            except TypeError as exc:
+                raise ValidationError(f"bad {kind.__name__} description: {exc}") from exc
+
+        tx = d.get("transmitter")
+        sites = d.get("sites", [])
+        if not isinstance(sites, list | tuple):
+            raise ValidationError("scenario 'sites' must be a list")
+        return cls(
+            transmitter=None if tx is None else build(Transmitter, tx),
+            sites=tuple(build(Site, s) for s in sites),
+            seed=d.get("seed", 0),
+            nominal_rate=d.get("nominal_rate", DEFAULT_NOMINAL_RATE),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Synthesis
+
+
+class _Affine:
+    """Exact ``x(k) = x0 + k * dx`` for rational x0, dx, evaluated with integers."""
+
+    __slots__ = ("_a", "_b", "_q")
+
+    def __init__(self, x0: Fraction, dx: Fraction) -> None:
+        q = math.lcm(x0.denominator, dx.denominator)
+        self._a = x0.numerator * (q // x0.denominator)
+        self._b = dx.numerator * (q // dx.denominator)
+        self._q = q
+
+    def split(self, k: int) -> tuple[int, float]:
+        """``floor(x(k))`` and ``x(k) - floor(x(k))`` (the latter as a float in [0, 1))."""
+        whole, rest = divmod(self._a + k * self._b, self._q)
+        return whole, rest / self._q
+
+
+class SynthStream:
+    """An endless stream of synthetic frames of one site (implements :class:`FrameSource`).
+
+    Create with :meth:`Scenario.stream`.
+
+    Parameters
+    ----------
+    scenario : Scenario
+        The scenario.
+    site : Site
+        The listening site (one of ``scenario.sites``).
+    frequency_hz : float
+        Tuned frequency, Hz.
+    start_ns : int
+        UTC time of the first sample, ns since 1970.
+
+    Attributes
+    ----------
+    nominal_rate : float
+        Announced sample rate.
+    true_rate : float
+        The rate at which samples are really taken.
+    frames_emitted : int
+        Frames produced so far.
+
+    Raises
+    ------
+    ValidationError
+        On a bad frequency.
+    """
+
+    def __init__(self, scenario: Scenario, site: Site, frequency_hz: float, start_ns: int) -> None:
+        f_tuned = _number(frequency_hz, "frequency_hz")
+        if f_tuned <= 0:
+            raise ValidationError(f"frequency_hz must be > 0, got {f_tuned}")
+        self.scenario = scenario
+        self.site = site
+        self.frequency_hz = f_tuned
+        self.start_ns = int(start_ns)
+        self.nominal_rate = scenario.nominal_rate
+        self.true_rate = site.true_rate(scenario.nominal_rate)
+        self.frames_emitted = 0
+        self._truth = scenario.truth(site.name, f_tuned)
+
+        tag = _site_tag(site.name)
+        entropy = [scenario.seed, tag, round(f_tuned * 1000), self.start_ns & _MASK64]
+        self._noise_rng = np.random.default_rng([*entropy, 0])
+        self._jitter_rng = np.random.default_rng([*entropy, 1])
+        self._fix_phase = tag % GPS_FIX_INTERVAL_S
+        self._noise_sigma = math.sqrt(
+            10.0 ** (self._truth["noise_density_dbfs_hz"] / 10.0) * self.true_rate / 2.0
+        )
+
+        rate = Fraction(self.true_rate)
+        step = FRAME_SAMPLES / rate  # seconds per frame, exact
+        t0 = Fraction(self.start_ns, _NS)
+        self._frame_ns = _Affine(Fraction(self.start_ns) + Fraction(1, 2), step * _NS)
+        self._u = np.arange(FRAME_SAMPLES, dtype=np.float64) / self.true_rate
+
+        tx = scenario.transmitter
+        self._amplitude = float(self._truth["signal_amplitude_fs"])
+        self._modulation = tx.modulation if tx is not None else "carrier"
+        if tx is None or self._amplitude == 0.0:
+            self._amplitude = 0.0
+            return
+        self._tx = tx
+        tau = Fraction(self._truth["delay_s"])
+        f_tx = Fraction(tx.frequency_hz)
+        f_lo = Fraction(self._truth["lo_frequency_hz"])
+        # Carrier phase in cycles: f_tx (t - tau) - f_LO t at each frame's first sample.
+        self._carrier = _Affine((f_tx - f_lo) * t0 - f_tx * tau, (f_tx - f_lo) * step)
+        self._carrier_cycles = float(f_tx - f_lo) * self._u
+        # Emission time t - tau of each frame's first sample.
+        self._emission = _Affine(t0 - tau, step)
+        if self._modulation == "fsk":
+            baud = Fraction(tx.fsk_baud)
+            self._symbol = _Affine((t0 - tau) * baud, step * baud)
+            self._u_symbols = self._u * tx.fsk_baud
+            self._half_shift = Fraction(tx.fsk_shift_hz) / (2 * baud)  # cycles per symbol
+            msg = _fsk_message(scenario.seed)
+            self._msg = msg
+            self._prefix = np.concatenate([[0], np.cumsum(msg)]).astype(np.int64)
+
+    # ---- public ------------------------------------------------------------------------
+
+    @property
+    def start_utc(self) -> np.datetime64:
+        """UTC time of the stream's first sample."""
+        return np.datetime64(self.start_ns, "ns")
+
+    def frame_start_ns(self, k: int) -> int:
+        """True UTC time of frame ``k``'s first sample, ns since 1970 (rounded, no jitter).
+
+        Parameters
+        ----------
+        k : int
+            Frame index (0 = first frame of the stream).
+
+        Returns
+        -------
+        int
+            ``start + 512 k / true_rate`` in ns, rounded to the nearest ns.
+        """
+        return self._frame_ns.split(int(k))[0]
+
+    def truth(self) -> dict[str, typing.Any]:
+        """Ground truth of this stream (see :meth:`Scenario.truth`).
+
+        Returns
+        -------
+        dict
+            A copy of the truth dict.
+        """
+        return dict(self._truth)
+
+    def next_frame(self) -> SourceFrame:
+        """Synthesise the next frame.
+
+        Returns
+        -------
+        SourceFrame
+            The frame; synthetic streams never end.
+        """
+        k = self.frames_emitted
+        self.frames_emitted = k + 1
+        noise = self._noise_rng.standard_normal(2 * FRAME_SAMPLES).view(np.complex128)
+        x = noise * self._noise_sigma
+        if self._amplitude:
+            x += self._signal(k)
+        pairs = to_int16_pairs(x)
+        p = pairs.astype(np.float64)
+        power_fs = float(np.einsum("ij,ij->", p, p)) / (FRAME_SAMPLES * FULL_SCALE**2)
+        rssi = 10.0 * math.log10(max(power_fs, 1e-30)) + self.site.calibration_db
+        t_ns = self.frame_start_ns(k)
+        if self.site.timestamp_jitter_ns > 0:
+            j = self.site.timestamp_jitter_ns
+            t_ns += round(float(self._jitter_rng.uniform(-j, j)))
+        if self.site.gps_fix:
+            fix = (t_ns // _NS + self._fix_phase) % GPS_FIX_INTERVAL_S
+        else:
+            fix = NO_FIX_SOLUTION
+        if k < STALE_FRAMES:
+            t_ns -= round(STALE_OFFSET_S * _NS)
+        gpssec, gpsnsec = gnss.utc_to_tow(np.datetime64(t_ns, "ns"))
+        return SourceFrame(
+            pairs=pairs,
+            smeter=dbm_to_smeter(rssi),
+            last_gps_solution=int(fix),
+            gpssec=int(gpssec),
+            gpsnsec=int(gpsnsec),
+        )
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _signal(self, k: int) -> np.ndarray:
+        """The transmitter's contribution to frame ``k`` (complex, full-scale units)."""
+        cycles = self._carrier.split(k)[1] + self._carrier_cycles
+        amplitude: float | np.ndarray = self._amplitude
+        if self._modulation == "ook":
+            amplitude = self._amplitude * self._ook_envelope(k)
+        elif self._modulation == "fsk":
+            cycles = cycles + self._fsk_cycles(k)
+        return amplitude * np.exp(2j * np.pi * cycles)
+
+    def _ook_envelope(self, k: int) -> np.ndarray:
+        tx = self._tx
+        second, frac = self._emission.split(k)
+        r = frac + self._u  # emission time relative to `second`, in [0, 1.05)
+        w = tx.keying_edge_s
+        keyed = np.zeros_like(r)
+        for q in (0, 1):  # this second's keying and the next one's leading edge
+            length = OOK_DURATIONS_S[_ook_bit(self.scenario.seed, second + q)]
+            x = r - q
+            keyed += _ramp(x, w) - _ramp(x - length, w)
+        return 1.0 - (1.0 - tx.keying_depth) * keyed
+
+    def _fsk_cycles(self, k: int) -> np.ndarray:
+        """Modulation phase (cycles) for frame ``k``: half_shift * (P(s) + d_s * frac)."""
+        k0, frac0 = self._symbol.split(k)
+        pos = frac0 + self._u_symbols
+        ds = np.floor(pos).astype(np.int64)
+        within = pos - ds
+        n = FSK_MESSAGE_BITS
+        sym = k0 + ds
+        prefix = (sym // n) * self._prefix[n] + self._prefix[sym % n]
+        p0 = (k0 // n) * int(self._prefix[n]) + int(self._prefix[k0 % n])
+        h = self._half_shift
+        base = (h.numerator * p0 % h.denominator) / h.denominator  # frac(h * P(k0)), exact
+        return base + float(h) * ((prefix - p0) + self._msg[sym % n] * within)
+
+
+def _ramp(x: np.ndarray, width: float) -> np.ndarray:
+    """Raised-cosine step from 0 to 1, centred on 0, ``width`` wide (a hard step if 0)."""
+    if width <= 0:
+        return (x >= 0).astype(np.float64)
+    y = np.clip(x / width + 0.5, 0.0, 1.0)
+    return 0.5 - 0.5 * np.cos(np.pi * y)

@@ -1,0 +1,507 @@
+"""A local KiwiSDR emulator: the server side of the sound-channel protocol over real sockets.
+
+Each emulated receiver listens on its own loopback port and speaks what a KiwiSDR speaks:
+the WebSocket at ``/<timestamp>/SND`` (or ``/kiwi/<timestamp>/SND``) with the ``SET`` /
+``MSG`` handshake and IQ ``SND`` frames with GNSS timestamps, and the HTTP ``/status`` page.
+What a receiver hears comes from a frame source: a synthetic :class:`~heimdall_lab.emulate.scenario.
+Scenario` (a transmitter, propagation, each receiver's clocks and noise) or the replay of a
+real kiwi IQ WAV recording. Faults are injected per receiver on demand (:class:`Fault`).
+
+Frames are paced in real time by default (512 samples every ~42.7 ms at 12001 Hz); with
+``realtime=False`` they go as fast as the socket takes them, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Literal
+
+import numpy as np
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from heimdall_lab.emulate.scenario import FrameSource, Scenario, SourceFrame
+from heimdall_lab.errors import ValidationError
+from heimdall_lab.kiwi import protocol
+from heimdall_lab.kiwi.recording import Recording
+from heimdall_lab.receivers import Receiver
+from heimdall_lab.versions import __version__
+
+log = logging.getLogger(__name__)
+
+FaultKind = Literal[
+    "refuse", "bad_password", "too_busy", "stall", "disconnect", "corrupt", "truncate", "slow"
+]
+FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
+
+#: Client slots per receiver, as on a KiwiSDR with four channels.
+USERS_MAX = 4
+_AUDIO_RATE = 12000
+_HANDSHAKE_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault injected into one emulated receiver.
+
+    Attributes
+    ----------
+    kind : str
+        ``refuse`` (the TCP connection is reset at once), ``bad_password`` (``MSG badp=1``),
+        ``too_busy`` (``MSG too_busy=4``), ``stall`` (stop sending after ``after_frames``
+        frames, keep the socket open), ``disconnect`` (drop the socket after
+        ``after_frames`` frames), ``corrupt`` (frame number ``after_frames`` has a broken
+        header), ``truncate`` (frame number ``after_frames`` is cut short), ``slow`` (send
+        at ``1 / slow_factor`` of real time).
+    after_frames : int
+        When the fault strikes, for stream faults.
+    times : int or None
+        How many connections suffer the fault before the receiver behaves (``None``:
+        every connection). ``Fault("refuse", times=2)`` refuses twice, then serves.
+    slow_factor : float
+        How many times slower than real time a ``slow`` receiver sends.
+    """
+
+    kind: FaultKind
+    after_frames: int = 0
+    times: int | None = None
+    slow_factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValidationError(f"unknown fault {self.kind!r}; choose one of {FAULT_KINDS}")
+        if self.after_frames < 0 or (self.times is not None and self.times < 0):
+            raise ValidationError("fault after_frames and times must be >= 0")
+        if not self.slow_factor >= 1:
+            raise ValidationError("fault slow_factor must be >= 1")
+
+
+class ReplaySource:
+    """A frame source that replays a recording frame by frame, with its own timestamps.
+
+    Parameters
+    ----------
+    recording : Recording
+        What to replay (for example from :func:`heimdall_lab.io.kiwi_wav.read_kiwi_wav`).
+    calibration_db : float, optional
+        dBm = dBFS + calibration_db, for the S-meter of frames that carry no RSSI.
+    """
+
+    def __init__(self, recording: Recording, calibration_db: float = -20.0) -> None:
+        self.recording = recording
+        self.nominal_rate = recording.nominal_rate
+        self.calibration_db = calibration_db
+        self._pairs = protocol.to_int16_pairs(recording.samples)
+        self._bounds = [*recording.frame_start.tolist(), len(self._pairs)]
+        self._k = 0
+
+    def next_frame(self) -> SourceFrame | None:
+        """The next recorded frame, or ``None`` at the end of the recording.
+
+        Returns
+        -------
+        SourceFrame or None
+            The frame as the receiver sent it.
+        """
+        rec, k = self.recording, self._k
+        if k >= rec.n_frames:
+            return None
+        self._k += 1
+        pairs = self._pairs[self._bounds[k] : self._bounds[k + 1]]
+        rssi = float(rec.rssi_dbm[k])
+        if not np.isfinite(rssi):
+            power = np.mean(
+                rec.samples[self._bounds[k] : self._bounds[k + 1]].view(np.float32) ** 2
+            )
+            rssi = 10 * np.log10(2 * max(float(power), 1e-20)) + self.calibration_db
+        return SourceFrame(
+            pairs=pairs,
+            smeter=protocol.dbm_to_smeter(rssi),
+            last_gps_solution=int(rec.last_gps_solution[k]),
+            gpssec=int(rec.gpssec[k]),
+            gpsnsec=int(rec.gpsnsec[k]),
+        )
+
+
+SourceFactory = Callable[[float], FrameSource]
+
+
+@dataclass
+class EmulatedReceiver:
+    """One emulated receiver: who it is, what it hears, and what goes wrong with it.
+
+    Attributes
+    ----------
+    receiver : Receiver
+        Name and position (the address is filled in when the emulator starts).
+    source : callable
+        Called with the tuned frequency in Hz for each new stream; returns a frame source.
+    fault : Fault or None
+        Fault to inject.
+    password : str
+        Password the receiver demands (``""``: none).
+    """
+
+    receiver: Receiver
+    source: SourceFactory
+    fault: Fault | None = None
+    password: str = ""
+    connections: int = 0
+    users: int = 0
+    commands: list[tuple[float, str]] = field(default_factory=list)
+    frames_sent: int = 0
+    started: float = field(default_factory=time.time)
+
+    def _fault_now(self, kinds: tuple[str, ...]) -> Fault | None:
+        f = self.fault
+        if f is None or f.kind not in kinds:
+            return None
+        if f.times is not None and self.connections > f.times:
+            return None
+        return f
+
+
+class Emulator:
+    """A set of emulated KiwiSDR receivers, each on its own loopback port.
+
+    Parameters
+    ----------
+    scenario : Scenario, optional
+        What the receivers hear; :meth:`Scenario.default` when omitted. Receivers not in the
+        scenario's sites cannot be emulated from it.
+    receivers : sequence of Receiver, optional
+        Which receivers to emulate (names and positions); the scenario's sites by default.
+        A receiver that replays a recording must be listed here.
+    replay : mapping of str to Recording, optional
+        Receivers that replay a recording instead of synthesising.
+    faults : mapping of str to Fault, optional
+        Faults to inject, by receiver name.
+    realtime : bool, optional
+        Pace frames in real time (default) or send as fast as possible.
+    host : str, optional
+        Address to bind; loopback by default. Anything else must be asked for explicitly.
+    base_port : int, optional
+        First port; receivers take consecutive ports. 0 (default) picks free ports.
+    password : str, optional
+        Password every receiver demands.
+    start_utc : numpy.datetime64, optional
+        UTC time of the first sample of every synthesised stream; the wall clock at each
+        connection when omitted. A fixed start makes a capture reproducible bit for bit
+        (the scenario's noise and phases depend on it).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario | None = None,
+        *,
+        receivers: tuple[Receiver, ...] | list[Receiver] | None = None,
+        replay: Mapping[str, Recording] | None = None,
+        faults: Mapping[str, Fault] | None = None,
+        realtime: bool = True,
+        host: str = "127.0.0.1",
+        base_port: int = 0,
+        password: str = "",
+        start_utc: np.datetime64 | None = None,
+    ) -> None:
+        self.scenario = scenario or Scenario.default()
+        self.start_utc = start_utc
+        self.realtime = realtime
+        self.host = host
+        self.base_port = base_port
+        replay = dict(replay or {})
+        faults = dict(faults or {})
+        if receivers is None:
+            receivers = [
+                Receiver(site.name, host, 8073, site.latitude, site.longitude)
+                for site in self.scenario.sites
+            ]
+        names = [r.name for r in receivers]
+        if len(set(names)) != len(names):
+            raise ValidationError("emulated receiver names must be unique")
+        unknown = (set(faults) | set(replay)) - set(names)
+        if unknown:
+            raise ValidationError(f"faults or replays for unknown receivers: {sorted(unknown)}")
+        self.units: dict[str, EmulatedReceiver] = {}
+        for r in receivers:
+            if r.name in replay:
+                rec = replay[r.name]
+                factory: SourceFactory = lambda _f, rec=rec: ReplaySource(rec)  # noqa: E731
+            elif r.name in self._site_names:
+                factory = lambda f, n=r.name: self.scenario.stream(n, f, self.start_utc)  # noqa: E731
+            else:
+                raise ValidationError(
+                    f"receiver {r.name} is neither a site of the scenario nor a replay"
+                )
+            self.units[r.name] = EmulatedReceiver(r, factory, faults.get(r.name), password)
+        self._servers: list[Server] = []
+
+    @property
+    def _site_names(self) -> set[str]:
+        return {s.name for s in self.scenario.sites}
+
+    @property
+    def receivers(self) -> list[Receiver]:
+        """The emulated receivers with the addresses they listen on (after :meth:`start`)."""
+        return [u.receiver for u in self.units.values()]
+
+    def receiver(self, name: str) -> Receiver:
+        """One emulated receiver by name.
+
+        Parameters
+        ----------
+        name : str
+            Receiver name.
+
+        Returns
+        -------
+        Receiver
+            It, with its listening address.
+        """
+        return self.units[name].receiver
+
+    async def start(self) -> list[Receiver]:
+        """Start listening, one port per receiver.
+
+        Returns
+        -------
+        list of Receiver
+            The receivers with their addresses.
+        """
+        for i, unit in enumerate(self.units.values()):
+            port = self.base_port + i if self.base_port else 0
+            server = await serve(
+                lambda conn, unit=unit: self._session(unit, conn),
+                self.host,
+                port,
+                process_request=lambda conn, req, unit=unit: self._http(unit, conn, req),
+                ping_interval=None,
+                max_size=2**16,
+                compression=None,
+            )
+            bound = server.sockets[0].getsockname()[1]
+            unit.receiver = unit.receiver.with_address(self.host, bound)
+            self._servers.append(server)
+            log.info("emulating %s on %s", unit.receiver.name, unit.receiver.address)
+        return self.receivers
+
+    async def stop(self) -> None:
+        """Close every listening socket and connection."""
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Emulator]:
+        """Run the emulator in a background thread with its own event loop.
+
+        For synchronous callers (the CLI, a notebook). Yields once every port listens.
+
+        Yields
+        ------
+        Emulator
+            This emulator, started.
+        """
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="heimdall-emulator", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=30)
+            yield self
+        finally:
+            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=30)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
+            loop.close()
+
+    # --- HTTP side: /status and the WebSocket path -------------------------------------
+
+    def _http(
+        self, unit: EmulatedReceiver, conn: ServerConnection, req: Request
+    ) -> Response | None:
+        path = req.path.split("?", 1)[0]
+        if path == "/status":
+            return conn.respond(HTTPStatus.OK, self.status_page(unit))
+        parts = [p for p in path.split("/") if p]
+        if parts and parts[0] == "kiwi":
+            parts = parts[1:]
+        if len(parts) != 2 or parts[1] != "SND":
+            return conn.respond(HTTPStatus.NOT_FOUND, "only /status and /<ts>/SND are served\n")
+        unit.connections += 1
+        if unit._fault_now(("refuse",)):
+            log.info("%s: refusing connection %d", unit.receiver.name, unit.connections)
+            conn.transport.abort()
+            return Response(503, "Refused", Headers())
+        return None
+
+    def status_page(self, unit: EmulatedReceiver) -> str:
+        """The receiver's ``/status`` page, in the KiwiSDR's ``name=value`` line format.
+
+        Parameters
+        ----------
+        unit : EmulatedReceiver
+            The receiver.
+
+        Returns
+        -------
+        str
+            The page.
+        """
+        r = unit.receiver
+        site = next((s for s in self.scenario.sites if s.name == r.name), None)
+        fix = site is None or site.gps_fix
+        lines = {
+            "status": "active",
+            "offline": "no",
+            "name": f"{r.name} (heimdall_lab emulator)",
+            "sdr_hw": "KiwiSDR emulated",
+            "bands": f"{r.min_frequency_hz:.0f}-{r.max_frequency_hz:.0f}",
+            "users": unit.users,
+            "users_max": USERS_MAX,
+            "gps": f"({r.latitude:.6f}, {r.longitude:.6f})",
+            "gps_good": 8 if fix else 0,
+            "fixes": 1000 if fix else 0,
+            "fixes_min": 10 if fix else 0,
+            "loc": r.location_name,
+            "sw_version": f"KiwiSDR_v1.heimdall_lab_{__version__}",
+            "uptime": int(time.time() - unit.started),
+            "tdoa_ch": USERS_MAX,
+        }
+        return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+    # --- WebSocket side: one sound channel ------------------------------------------------
+
+    async def _session(self, unit: EmulatedReceiver, ws: ServerConnection) -> None:
+        name = unit.receiver.name
+        unit.users += 1
+        try:
+            params = await self._handshake(unit, ws)
+            if params is None:
+                return
+            freq_hz = float(params["freq"]) * 1e3
+            source = unit.source(freq_hz)
+            await self._stream(unit, ws, source)
+        except ConnectionClosed:
+            log.debug("%s: client went away", name)
+        except (TimeoutError, KeyError, ValueError) as exc:
+            log.info("%s: handshake failed: %r", name, exc)
+            await ws.close(1002, "protocol error")
+        finally:
+            unit.users -= 1
+
+    async def _recv_set(self, unit: EmulatedReceiver, ws: ServerConnection) -> dict[str, str]:
+        text = await asyncio.wait_for(ws.recv(), _HANDSHAKE_TIMEOUT_S)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        unit.commands.append((time.monotonic(), text))
+        if not text.startswith("SET "):
+            raise ValueError(f"expected a SET command, got {text[:40]!r}")
+        return protocol.decode_params(text[4:])
+
+    async def _handshake(
+        self, unit: EmulatedReceiver, ws: ServerConnection
+    ) -> dict[str, str] | None:
+        await ws.send(protocol.encode_msg({"version_maj": 1, "version_min": 550}))
+        auth = await self._recv_set(unit, ws)
+        if "auth" not in auth:
+            raise ValueError("first command must be SET auth")
+        if unit._fault_now(("bad_password",)) or auth.get("p", "") != unit.password:
+            await ws.send(protocol.encode_msg({"badp": 1}))
+            await ws.close()
+            return None
+        if unit._fault_now(("too_busy",)) or unit.users > USERS_MAX:
+            await ws.send(protocol.encode_msg({"too_busy": USERS_MAX}))
+            await ws.close()
+            return None
+        await ws.send(protocol.encode_msg({"badp": 0}))
+        await ws.send(protocol.encode_msg({"audio_init": 0, "audio_rate": _AUDIO_RATE}))
+        rate = self.scenario.nominal_rate
+        await ws.send(protocol.encode_msg({"sample_rate": f"{rate:.3f}"}))
+        # Collect SET commands until the channel is tuned; answer AR OK silently.
+        tuned: dict[str, str] = {}
+        while "mod" not in tuned:
+            tuned = await self._recv_set(unit, ws)
+        if tuned["mod"] != "iq":
+            raise ValueError(f"emulator serves IQ mode only, not {tuned['mod']!r}")
+        return tuned
+
+    async def _stream(
+        self, unit: EmulatedReceiver, ws: ServerConnection, source: FrameSource
+    ) -> None:
+        fault = unit._fault_now(("stall", "disconnect", "corrupt", "truncate", "slow"))
+        pace = 1.0 if fault is None or fault.kind != "slow" else fault.slow_factor
+        reader = asyncio.create_task(self._drain_commands(unit, ws))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        elapsed_samples = 0
+        seq = 0
+        try:
+            while True:
+                if fault is not None and seq == fault.after_frames:
+                    if fault.kind == "stall":
+                        await reader  # keep the socket open and silent until the client leaves
+                        return
+                    if fault.kind == "disconnect":
+                        log.info(
+                            "%s: dropping the connection after %d frames", unit.receiver.name, seq
+                        )
+                        ws.transport.abort()
+                        return
+                frame = source.next_frame()
+                if frame is None:
+                    await ws.close(1000, "end of recording")
+                    return
+                data = protocol.encode_iq_frame(
+                    seq,
+                    frame.pairs,
+                    smeter=frame.smeter,
+                    last_gps_solution=frame.last_gps_solution,
+                    gpssec=frame.gpssec,
+                    gpsnsec=frame.gpsnsec,
+                )
+                if fault is not None and seq == fault.after_frames:
+                    if fault.kind == "corrupt":
+                        # Flags without the IQ bit and a length no IQ frame has.
+                        data = b"SND\x00" + data[4:] + b"\xde\xad"
+                    elif fault.kind == "truncate":
+                        data = data[: len(data) // 2]
+                elapsed_samples += len(frame.pairs)
+                if self.realtime:
+                    due = t0 + pace * elapsed_samples / source.nominal_rate
+                    delay = due - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                await ws.send(data)
+                unit.frames_sent += 1
+                seq += 1
+                if not self.realtime and seq % 16 == 0:
+                    await asyncio.sleep(0)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await reader
+
+    async def _drain_commands(self, unit: EmulatedReceiver, ws: ServerConnection) -> None:
+        async for message in ws:
+            text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+            unit.commands.append((time.monotonic(), text))
+
+
+__all__ = ["FAULT_KINDS", "USERS_MAX", "EmulatedReceiver", "Emulator", "Fault", "ReplaySource"]

@@ -1,0 +1,1 @@
+"""The receiver side: the KiwiSDR protocol, clients, recordings, concurrent acquisition."""

@@ -1,0 +1,518 @@
+"""Concurrent acquisition: the same frequency and duration from N receivers at once.
+
+Each receiver runs its own :class:`~heimdall_lab.kiwi.KiwiClient` with connect and read
+timeouts; the whole call has an overall deadline. Failures worth retrying (refused, reset,
+too busy, a stall before any sample) are retried with exponential backoff and jitter; the
+others (bad password, protocol errors) are not. What each receiver delivered is kept, even
+when it failed midway, and comes back as an xarray Dataset plus a per-receiver status table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from heimdall_lab.dataset import build_dataset, mean_db
+from heimdall_lab.errors import ReceiverError, ReceiverTimeoutError, ValidationError
+from heimdall_lab.kiwi.client import KiwiClient, StreamSettings
+from heimdall_lab.kiwi.recording import Recording
+from heimdall_lab.receivers import Receiver, validate_capture_request
+
+log = logging.getLogger(__name__)
+
+State = Literal["connecting", "receiving", "retrying", "done", "incomplete", "failed"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report of one receiver.
+
+    Attributes
+    ----------
+    receiver : str
+        Receiver name.
+    state : str
+        ``connecting``, ``receiving``, ``retrying``, ``done``, ``incomplete`` or ``failed``.
+    received, expected : int
+        Samples received and expected.
+    attempt : int
+        Attempt number, from 1.
+    message : str
+        Why it is retrying or failed.
+    """
+
+    receiver: str
+    state: State
+    received: int = 0
+    expected: int = 0
+    attempt: int = 1
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        """Received over expected, 0 to 1."""
+        return min(1.0, self.received / self.expected) if self.expected else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry timing: exponential backoff with jitter.
+
+    Attributes
+    ----------
+    initial : float
+        First wait in seconds.
+    maximum : float
+        Longest wait in seconds.
+    jitter : float
+        Up to this many seconds added at random to each wait.
+    """
+
+    initial: float = 0.5
+    maximum: float = 8.0
+    jitter: float = 0.5
+
+
+@dataclass
+class ReceiverOutcome:
+    """What one receiver delivered.
+
+    Attributes
+    ----------
+    receiver : Receiver
+        The receiver.
+    status : str
+        ``ok`` (complete), ``incomplete`` (samples kept, stream ended early) or ``failed``.
+    recording : Recording or None
+        The samples and timestamps received (``None`` when none arrived).
+    reason : str
+        Machine-readable failure reason (``timeout``, ``too_busy``, ``deadline``, ...).
+    message : str
+        Human-readable failure message.
+    attempts : int
+        Connection attempts made.
+    expected_samples : int
+        Samples asked for.
+    skipped_frames : int
+        Malformed frames skipped.
+    elapsed_s : float
+        Wall time spent on this receiver.
+    """
+
+    receiver: Receiver
+    status: Literal["ok", "incomplete", "failed"]
+    recording: Recording | None
+    reason: str = ""
+    message: str = ""
+    attempts: int = 1
+    expected_samples: int = 0
+    skipped_frames: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def n_samples(self) -> int:
+        """Samples received."""
+        return 0 if self.recording is None else len(self.recording.samples)
+
+
+@dataclass
+class Acquisition:
+    """The result of one concurrent acquisition.
+
+    Attributes
+    ----------
+    capture_id : str
+        Identifier of the capture.
+    frequency_hz, duration_s : float
+        What was asked.
+    outcomes : list of ReceiverOutcome
+        One per receiver, in the order asked.
+    dataset : xarray.Dataset
+        IQ and timestamps of every receiver that delivered samples.
+    elapsed_s : float
+        Wall time of the whole call.
+    """
+
+    capture_id: str
+    frequency_hz: float
+    duration_s: float
+    outcomes: list[ReceiverOutcome]
+    dataset: xr.Dataset
+    elapsed_s: float = 0.0
+    started_at: datetime = field(default_factory=lambda: datetime.now().astimezone())
+
+    def status(self) -> pd.DataFrame:
+        """The per-receiver status table.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per receiver: status, reason, samples, rate, lost frames, RSSI, ...
+        """
+        rows = []
+        for o in self.outcomes:
+            rec = o.recording
+            rows.append(
+                {
+                    "receiver": o.receiver.name,
+                    "status": o.status,
+                    "reason": o.reason,
+                    "samples": o.n_samples,
+                    "expected": o.expected_samples,
+                    "sample_rate_hz": rec.sample_rate() if rec is not None else np.nan,
+                    "lost_frames": rec.lost_frames if rec is not None else 0,
+                    "skipped_frames": o.skipped_frames,
+                    "rssi_dbm": mean_db(rec.rssi_dbm) if rec is not None else np.nan,
+                    "attempts": o.attempts,
+                    "elapsed_s": round(o.elapsed_s, 3),
+                    "message": o.message,
+                }
+            )
+        return pd.DataFrame(rows).set_index("receiver")
+
+    @property
+    def ok(self) -> list[str]:
+        """Names of the receivers that delivered the whole duration."""
+        return [o.receiver.name for o in self.outcomes if o.status == "ok"]
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the receivers that delivered nothing."""
+        return [o.receiver.name for o in self.outcomes if o.status == "failed"]
+
+
+def validate_request(receivers: Sequence[Receiver], frequency_hz: float, duration_s: float) -> None:
+    """Check a request before any connection is made.
+
+    Parameters
+    ----------
+    receivers : sequence of Receiver
+        The receivers asked for.
+    frequency_hz, duration_s : float
+        Centre frequency (Hz) and duration (s).
+
+    Raises
+    ------
+    ValidationError
+        No receivers, a duplicate name, a bad frequency or duration, or a frequency outside a
+        receiver's range.
+    """
+    validate_capture_request(frequency_hz, duration_s)
+    if not receivers:
+        raise ValidationError("no receivers to acquire from")
+    names = [r.name for r in receivers]
+    if len(set(names)) != len(names):
+        raise ValidationError(f"receiver names must be unique, got {names}")
+    for r in receivers:
+        if not isinstance(r, Receiver):
+            raise ValidationError(f"expected Receiver objects, got {r!r}")
+        r.check_frequency(frequency_hz)
+
+
+def _worth_retrying(client_box: list[KiwiClient]) -> Callable[[BaseException], bool]:
+    def check(exc: BaseException) -> bool:
+        # A stream that already delivered samples is kept, not restarted: a new stream
+        # would not line up in time with the others.
+        delivered = bool(client_box and client_box[-1].frames)
+        return isinstance(exc, ReceiverError) and exc.retryable and not delivered
+
+    return check
+
+
+async def _acquire_one(
+    receiver: Receiver,
+    frequency_hz: float,
+    duration_s: float,
+    *,
+    settings: StreamSettings,
+    retries: int | None,
+    backoff: Backoff,
+    deadline: float,
+    on_progress: ProgressCallback | None,
+) -> ReceiverOutcome:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    clients: list[KiwiClient] = []
+    name = receiver.name
+    expected = math.ceil(duration_s * 12000.0)
+
+    def report(state: State, message: str = "") -> None:
+        if on_progress is not None:
+            c = clients[-1] if clients else None
+            received = c.received_samples if c else 0
+            exp = c.expected_samples if c else expected
+            on_progress(Progress(name, state, received, exp, len(clients), message))
+
+    def before_sleep(rs: RetryCallState) -> None:
+        exc = rs.outcome.exception() if rs.outcome else None
+        log.info("%s: attempt %d failed (%s); retrying", name, rs.attempt_number, exc)
+        report("retrying", str(exc))
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(1 + (receiver.retry_count if retries is None else retries)),
+        wait=wait_exponential(multiplier=backoff.initial, max=backoff.maximum)
+        + wait_random(0, backoff.jitter),
+        retry=retry_if_exception(_worth_retrying(clients)),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    error: ReceiverError | None = None
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for attempt in retrying:
+                with attempt:
+                    client = KiwiClient(
+                        receiver,
+                        frequency_hz,
+                        duration_s,
+                        settings,
+                        on_samples=lambda *_: report("receiving"),
+                    )
+                    clients.append(client)
+                    report("connecting")
+                    await client.run()
+    except ReceiverError as exc:
+        error = exc
+    except TimeoutError:
+        error = ReceiverTimeoutError(
+            f"{name}: the overall deadline passed; the samples received are kept", name
+        )
+        error.reason = "deadline"
+    client = clients[-1] if clients else None
+    recording = client.recording() if client and client.frames else None
+    if error is None:
+        status = "ok"
+    elif recording is not None:
+        status = "incomplete"
+    else:
+        status = "failed"
+    outcome = ReceiverOutcome(
+        receiver=receiver,
+        status=status,
+        recording=recording,
+        reason="" if error is None else error.reason,
+        message="" if error is None else str(error),
+        attempts=len(clients),
+        expected_samples=client.expected_samples if client else expected,
+        skipped_frames=len(client.skipped) if client else 0,
+        elapsed_s=loop.time() - start,
+    )
+    report("done" if status == "ok" else status, outcome.message)
+    if error is not None:
+        log.warning("%s: %s", name, error)
+    return outcome
+
+
+async def acquire_async(
+    receivers: Sequence[Receiver],
+    frequency_hz: float,
+    duration_s: float,
+    *,
+    settings: StreamSettings | None = None,
+    retries: int | None = None,
+    backoff: Backoff | None = None,
+    deadline_s: float | None = None,
+    on_progress: ProgressCallback | None = None,
+    capture_id: str | None = None,
+    gps_reference: datetime | np.datetime64 | None = None,
+) -> Acquisition:
+    """Acquire IQ from several receivers concurrently.
+
+    Parameters
+    ----------
+    receivers : sequence of Receiver
+        Where to acquire from.
+    frequency_hz : float
+        Centre frequency in Hz, the same for all.
+    duration_s : float
+        Seconds of samples from each receiver.
+    settings : StreamSettings, optional
+        Passband, gain, connect and read timeouts.
+    retries : int, optional
+        Retries of retryable failures per receiver; each receiver's ``retry_count`` when
+        omitted.
+    backoff : Backoff, optional
+        Retry timing.
+    deadline_s : float, optional
+        Overall limit for the whole call; by default the duration plus the longest connect
+        timeout plus 10 s. Receivers still streaming then keep what they received.
+    on_progress : callable, optional
+        Called with a :class:`Progress` on every change (for a tqdm or ipywidgets bar).
+    capture_id : str, optional
+        Identifier for the capture; a new UUID when omitted.
+    gps_reference : datetime, optional
+        A UTC time within half a week of the capture, to resolve the GPS week of the
+        timestamps; the wall clock by default (right for live receivers).
+
+    Returns
+    -------
+    Acquisition
+        Dataset, per-receiver outcomes and status table.
+
+    Raises
+    ------
+    ValidationError
+        Bad request, before anything connects.
+    """
+    validate_request(receivers, frequency_hz, duration_s)
+    settings = settings or StreamSettings()
+    if deadline_s is None:
+        longest = max(settings.connect_timeout or r.timeout_s for r in receivers)
+        deadline_s = duration_s + longest + 10.0
+    elif not (math.isfinite(deadline_s) and deadline_s > 0):
+        raise ValidationError(f"deadline must be a positive number of seconds, got {deadline_s}")
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    started_at = datetime.now().astimezone()
+    outcomes = await asyncio.gather(
+        *(
+            _acquire_one(
+                r,
+                frequency_hz,
+                duration_s,
+                settings=settings,
+                retries=retries,
+                backoff=backoff or Backoff(),
+                deadline=t0 + deadline_s,
+                on_progress=on_progress,
+            )
+            for r in receivers
+        )
+    )
+    capture_id = capture_id or uuid.uuid4().hex
+    dataset = build_dataset(
+        [(o.receiver, o.recording, o.status == "ok") for o in outcomes if o.recording is not None],
+        frequency_hz,
+        duration_s,
+        capture_id=capture_id,
+        gps_reference=gps_reference,
+    )
+    return Acquisition(
+        capture_id, frequency_hz, duration_s, list(outcomes), dataset, loop.time() - t0, started_at
+    )
+
+
+def acquire(
+    receivers: Sequence[Receiver], frequency_hz: float, duration_s: float, **kwargs: object
+) -> Acquisition:
+    """Acquire IQ from several receivers concurrently; the blocking form of :func:`acquire_async`.
+
+    Works in scripts and inside Jupyter (where an event loop already runs: the acquisition
+    then runs on a loop of its own in a worker thread).
+
+    Parameters
+    ----------
+    receivers : sequence of Receiver
+        Where to acquire from.
+    frequency_hz : float
+        Centre frequency in Hz.
+    duration_s : float
+        Seconds of samples from each receiver.
+    **kwargs
+        As for :func:`acquire_async`.
+
+    Returns
+    -------
+    Acquisition
+        Dataset, per-receiver outcomes and status table.
+
+    Raises
+    ------
+    ValidationError
+        Bad request, before anything connects.
+    """
+    validate_request(receivers, frequency_hz, duration_s)
+    coro = acquire_async(receivers, frequency_hz, duration_s, **kwargs)  # type: ignore[arg-type]
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, object] = {}
+
+    def worker() -> None:
+        try:
+            box["result"] = asyncio.run(coro)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=worker, name="heimdall-acquire")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["result"]  # type: ignore[return-value]
+
+
+class TqdmProgress:
+    """A progress callback that draws one tqdm bar per receiver, added as receivers report.
+
+    Parameters
+    ----------
+    receivers : sequence of str, optional
+        Receiver names to show bars for from the start (in this order).
+    **tqdm_kwargs
+        Passed to each ``tqdm`` bar (for example ``disable=True``).
+    """
+
+    def __init__(self, receivers: Sequence[str] = (), **tqdm_kwargs: object) -> None:
+        self._kwargs = tqdm_kwargs
+        self._bars: dict[str, object] = {}
+        self._last: dict[str, float] = {}
+        for name in receivers:
+            self._bar(name)
+
+    def _bar(self, name: str) -> Any:
+        if name not in self._bars:
+            from tqdm.auto import tqdm
+
+            self._bars[name] = tqdm(
+                total=1, desc=name, unit="sa", position=len(self._bars), leave=True, **self._kwargs
+            )
+            self._last[name] = 0.0
+        return self._bars[name]
+
+    def __call__(self, p: Progress) -> None:
+        """Update the receiver's bar.
+
+        Parameters
+        ----------
+        p : Progress
+            The report.
+        """
+        bar = self._bar(p.receiver)
+        now = time.monotonic()
+        if p.state == "receiving" and now - self._last[p.receiver] < 0.2:
+            return
+        self._last[p.receiver] = now
+        bar.total = max(p.expected, 1)
+        bar.n = min(p.received, bar.total)
+        bar.set_postfix_str(p.state if p.attempt <= 1 else f"{p.state} (attempt {p.attempt})")
+        bar.refresh()
+
+    def close(self) -> None:
+        """Close every bar."""
+        for bar in self._bars.values():
+            bar.close()  # type: ignore[attr-defined]

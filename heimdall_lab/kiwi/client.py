@@ -1,0 +1,400 @@
+"""Async KiwiSDR client: one IQ stream from one receiver, and its health check.
+
+The client speaks the receiver's own protocol (see :mod:`heimdall_lab.kiwi.protocol`) over a real
+WebSocket. It is the same code for a public KiwiSDR and for the local emulator. A refusal
+becomes a typed :class:`~heimdall_lab.errors.ReceiverError`, never a hang: every wait has a
+timeout. Frames received before a failure stay in :attr:`KiwiClient.frames`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from heimdall_lab.errors import (
+    BadPasswordError,
+    DisconnectedError,
+    ProtocolError,
+    ReceiverDownError,
+    ReceiverTimeoutError,
+    ReceiverUnreachableError,
+    TooBusyError,
+)
+from heimdall_lab.kiwi import protocol
+from heimdall_lab.kiwi.protocol import IqFrame
+from heimdall_lab.kiwi.recording import Recording
+from heimdall_lab.receivers import Receiver, validate_capture_request
+from heimdall_lab.versions import __version__
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How to ask a receiver for IQ.
+
+    Attributes
+    ----------
+    ident : str
+        Name shown in the receiver's user list.
+    low_cut, high_cut : int
+        Passband edges in Hz relative to the centre (the KiwiSDR's IQ passband is at most
+        about +-6 kHz).
+    agc : bool
+        Automatic gain; off by default so that levels are comparable between frames.
+    manual_gain : int
+        Gain in dB when AGC is off.
+    connect_timeout : float or None
+        Seconds to open the WebSocket; the receiver's own ``timeout_s`` when None.
+    read_timeout : float
+        Seconds without a frame (or handshake message) before giving up.
+    """
+
+    ident: str = "heimdall_lab"
+    low_cut: int = -6000
+    high_cut: int = 6000
+    agc: bool = False
+    manual_gain: int = 50
+    connect_timeout: float | None = None
+    read_timeout: float = 5.0
+
+
+class KiwiClient:
+    """Receive ``duration_s`` seconds of IQ at ``frequency_hz`` from one receiver.
+
+    Parameters
+    ----------
+    receiver : Receiver
+        Where to connect.
+    frequency_hz : float
+        Centre frequency in Hz.
+    duration_s : float
+        Seconds of samples to receive.
+    settings : StreamSettings, optional
+        Passband, gain and timeouts.
+    on_samples : callable, optional
+        Called as ``on_samples(received, expected)`` after each frame.
+
+    Raises
+    ------
+    ValidationError
+        A bad frequency or duration, before anything connects.
+
+    Attributes
+    ----------
+    frames : list of IqFrame
+        Frames received so far (kept when the stream fails).
+    nominal_rate : float or None
+        Sample rate announced by the server.
+    skipped : list of str
+        Why each malformed frame was skipped.
+    """
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        frequency_hz: float,
+        duration_s: float,
+        settings: StreamSettings | None = None,
+        on_samples: Callable[[int, int], None] | None = None,
+    ) -> None:
+        validate_capture_request(frequency_hz, duration_s)
+        receiver.check_frequency(frequency_hz)
+        self.receiver = receiver
+        self.frequency_hz = frequency_hz
+        self.duration_s = duration_s
+        self.settings = settings or StreamSettings()
+        self.on_samples = on_samples
+        self.frames: list[IqFrame] = []
+        self.nominal_rate: float | None = None
+        self.skipped: list[str] = []
+        self.messages: dict[str, str] = {}
+        self._received = 0
+        self._audio_rate: int | None = None
+        self._setup_sent = False
+        self._last_keepalive = -math.inf
+
+    @property
+    def uri(self) -> str:
+        """The sound channel's WebSocket address."""
+        return f"ws://{self.receiver.host}:{self.receiver.port}/{int(time.time())}/SND"
+
+    @property
+    def expected_samples(self) -> int:
+        """Samples to receive: duration times the announced (or nominal) rate."""
+        return math.ceil(self.duration_s * (self.nominal_rate or 12000.0))
+
+    @property
+    def received_samples(self) -> int:
+        """Samples received so far."""
+        return self._received
+
+    def recording(self) -> Recording:
+        """What has been received so far, as a :class:`Recording`.
+
+        Returns
+        -------
+        Recording
+            Samples and per-frame timestamps.
+        """
+        return Recording.from_frames(self.frames, self.nominal_rate or 12000.0)
+
+    async def run(self) -> Recording:
+        """Connect, set up the channel and receive until the duration is complete.
+
+        Returns
+        -------
+        Recording
+            The complete recording.
+
+        Raises
+        ------
+        ReceiverUnreachableError
+            The connection was refused or reset.
+        ReceiverTimeoutError
+            No connection, handshake message or frame within the timeouts.
+        BadPasswordError, TooBusyError, ReceiverDownError
+            The receiver said no.
+        ProtocolError
+            The peer does not speak the KiwiSDR protocol.
+        DisconnectedError
+            The stream ended early; :attr:`frames` holds what arrived.
+        """
+        ws = await self._connect()
+        try:
+            await ws.send(protocol.cmd_auth(self.receiver.password))
+            while self._received < self.expected_samples or not self._setup_sent:
+                message = await self._recv(ws)
+                tag, body = protocol.split_tag(message)
+                if tag == "MSG":
+                    await self._on_msg(ws, protocol.decode_params(body[1:]))
+                elif tag == "SND":
+                    self._on_snd(body)
+                    await self._keepalive(ws)
+                else:
+                    log.debug("%s: ignoring %s message", self.receiver.name, tag)
+        finally:
+            await _close(ws)
+        return self.recording()
+
+    async def _connect(self) -> ClientConnection:
+        name = self.receiver.name
+        timeout = self.settings.connect_timeout or self.receiver.timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                return await connect(
+                    self.uri,
+                    open_timeout=None,
+                    close_timeout=2,
+                    ping_interval=None,
+                    max_size=2**20,
+                    compression=None,
+                    user_agent_header=f"heimdall_lab/{__version__}",
+                )
+        except TimeoutError as exc:
+            raise ReceiverTimeoutError(
+                f"{name}: no connection to {self.receiver.address} within {timeout:g} s; "
+                "check the address or raise the timeout",
+                name,
+            ) from exc
+        except InvalidStatus as exc:
+            code = exc.response.status_code
+            raise ProtocolError(
+                f"{name}: {self.receiver.address} answered HTTP {code} to the sound channel; "
+                "is it a KiwiSDR?",
+                name,
+            ) from exc
+        except (OSError, InvalidHandshake) as exc:
+            raise ReceiverUnreachableError(
+                f"{name}: cannot connect to {self.receiver.address} ({exc!r}); "
+                "it may be down or refusing connections",
+                name,
+            ) from exc
+
+    async def _recv(self, ws: ClientConnection) -> bytes | str:
+        name = self.receiver.name
+        try:
+            return await asyncio.wait_for(ws.recv(), self.settings.read_timeout)
+        except TimeoutError as exc:
+            stage = "frame" if self._setup_sent else "handshake message"
+            raise ReceiverTimeoutError(
+                f"{name}: no {stage} for {self.settings.read_timeout:g} s after "
+                f"{self._received} samples; the receiver stalled",
+                name,
+            ) from exc
+        except ConnectionClosed as exc:
+            if not self._setup_sent:
+                raise ReceiverUnreachableError(
+                    f"{name}: connection closed during the handshake ({exc})", name
+                ) from exc
+            raise DisconnectedError(
+                f"{name}: stream closed after {self._received} of {self.expected_samples} "
+                f"samples ({exc}); the samples received are kept",
+                name,
+            ) from exc
+
+    async def _on_msg(self, ws: ClientConnection, params: dict[str, str]) -> None:
+        name = self.receiver.name
+        self.messages.update(params)
+        if params.get("badp") == "1":
+            raise BadPasswordError(
+                f"{name}: the receiver refused the password; set the right one for it", name
+            )
+        if "too_busy" in params:
+            raise TooBusyError(
+                f"{name}: all {params['too_busy']} client slots are taken; try again later",
+                name,
+            )
+        if "down" in params:
+            raise ReceiverDownError(f"{name}: the receiver says it is down", name)
+        if "audio_rate" in params:
+            self._audio_rate = int(float(params["audio_rate"]))
+            await ws.send(protocol.cmd_ar_ok(self._audio_rate, 44100))
+        if "sample_rate" in params:
+            rate = float(params["sample_rate"])
+            if not 1000 < rate < 100_000:
+                raise ProtocolError(f"{name}: implausible sample_rate {rate}", name)
+            self.nominal_rate = rate
+        if self._audio_rate is not None and self.nominal_rate and not self._setup_sent:
+            s = self.settings
+            for command in [
+                *protocol.cmd_setup(s.ident),
+                protocol.cmd_mod(self.frequency_hz, s.low_cut, s.high_cut),
+                protocol.cmd_agc(s.agc, s.manual_gain),
+            ]:
+                await ws.send(command)
+            self._setup_sent = True
+            await self._keepalive(ws)
+
+    def _on_snd(self, body: bytes) -> None:
+        try:
+            frame = protocol.decode_iq_frame(body)
+        except ProtocolError as exc:
+            # One bad frame is skipped; its sequence number shows up as a lost frame.
+            self.skipped.append(str(exc))
+            log.warning("%s: skipping a malformed frame: %s", self.receiver.name, exc)
+            return
+        self.frames.append(frame)
+        self._received += len(frame.samples)
+        if self.on_samples is not None:
+            self.on_samples(self._received, self.expected_samples)
+
+    async def _keepalive(self, ws: ClientConnection) -> None:
+        now = time.monotonic()
+        if now - self._last_keepalive >= 1.0:
+            await ws.send(protocol.cmd_keepalive())
+            self._last_keepalive = now
+
+
+async def _close(ws: ClientConnection) -> None:
+    """Close politely, discarding frames still in flight so the closing handshake completes.
+
+    With frames queued and unread, the connection stops reading from the socket and would
+    never see the server's close frame.
+    """
+    closing = asyncio.create_task(ws.close())
+    try:
+        while not closing.done():
+            await asyncio.wait_for(ws.recv(), 1.0)
+    except (ConnectionClosed, TimeoutError):
+        pass
+    await closing
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a receiver's ``/status`` page says.
+
+    Attributes
+    ----------
+    receiver : str
+        Receiver name.
+    reachable : bool
+        Whether the page was fetched.
+    users, users_max : int or None
+        Channels in use and available.
+    gps_fix : bool or None
+        Whether the receiver has a GNSS fix (``gps_good`` > 0).
+    uptime_s : int or None
+        Seconds since the receiver started.
+    latency_s : float or None
+        Time to fetch the page.
+    error : str
+        Why the page could not be fetched.
+    fields : dict of str to str
+        Every field of the page.
+    """
+
+    receiver: str
+    reachable: bool
+    users: int | None = None
+    users_max: int | None = None
+    gps_fix: bool | None = None
+    uptime_s: int | None = None
+    latency_s: float | None = None
+    error: str = ""
+    fields: dict[str, str] | None = None
+
+    @property
+    def has_free_slot(self) -> bool:
+        """Whether a client slot is free."""
+        return bool(
+            self.reachable and self.users is not None and self.users < (self.users_max or 0)
+        )
+
+
+def _int(fields: dict[str, str], key: str) -> int | None:
+    try:
+        return int(fields[key].split(",")[0])
+    except (KeyError, ValueError):
+        return None
+
+
+async def check_health(receiver: Receiver, timeout: float = 3.0) -> Health:
+    """Fetch a receiver's ``/status`` page.
+
+    Parameters
+    ----------
+    receiver : Receiver
+        The receiver.
+    timeout : float, optional
+        Seconds for the whole request.
+
+    Returns
+    -------
+    Health
+        What the page says, or ``reachable=False`` with the reason. Never raises for a
+        network failure.
+    """
+    url = f"http://{receiver.host}:{receiver.port}/status"
+    start = time.monotonic()
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            response = await http.get(url)
+            response.raise_for_status()
+    except httpx.HTTPError as exc:
+        return Health(receiver.name, False, error=f"{type(exc).__name__}: {exc}")
+    fields = {}
+    for line in response.text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip()
+    good = _int(fields, "gps_good")
+    return Health(
+        receiver=receiver.name,
+        reachable=True,
+        users=_int(fields, "users"),
+        users_max=_int(fields, "users_max"),
+        gps_fix=None if good is None else good > 0,
+        uptime_s=_int(fields, "uptime"),
+        latency_s=time.monotonic() - start,
+        fields=fields,
+    )

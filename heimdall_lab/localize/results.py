@@ -1,0 +1,385 @@
+"""What a localization returns.
+
+Per-receiver timing, per-pair delays, the position and its uncertainty.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from heimdall_lab import geo, gnss
+
+log = logging.getLogger(__name__)
+
+
+_NS = 1_000_000_000
+_WEEK_NS = gnss.WEEK_SECONDS * _NS
+_KM_PER_DEG = geo.EARTH_RADIUS_M * math.pi / 180.0 / 1000.0
+_NO_FIX = 253
+_STALE = 2
+_PSR_WINDOW_S = 0.5
+_GAP_GUARD_S = 0.02
+_TAPER = 0.1  # Tukey taper fraction of each chunk
+_LEGEND_PAIRS = 6
+_MAX_STARTS = 6
+
+
+# ============================================================================================
+# Results
+
+
+def _clean(value: Any) -> Any:
+    """JSON-able copy: numpy scalars to Python, NaN/inf to None, arrays to lists."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    return value
+
+
+@dataclass
+class ReceiverTiming:
+    """How one receiver's capture was timed, and whether it took part.
+
+    Attributes
+    ----------
+    name : str
+        Receiver name.
+    latitude, longitude : float
+        Position in degrees.
+    used : bool
+        Whether its samples entered the correlations.
+    reason : str
+        Why not (empty when used).
+    sample_rate : float
+        Rate fitted to its trusted GNSS timestamps, samples per second.
+    n_frames, frames_used : int
+        Frames received, and frames placed on the time axis.
+    frames_untrusted : int
+        Frames without a usable fix or stale (the first two).
+    frames_inconsistent : int
+        Trusted frames rejected because their timestamp disagrees with the sample count.
+    lost_frames : int
+        Frames lost in transit (jumps in ``frame_seq``).
+    segments : int
+        Gap-free runs of trusted frames.
+    timestamp_rms_ns : float
+        RMS of the used timestamps about their segments' lines, ns.
+    start_s, end_s : float
+        First and last usable sample, seconds from the capture's time reference.
+    carrier_offset_hz : float
+        Carrier offset removed before correlation, Hz (NaN when not estimated).
+    power_dbfs : float
+        Signal power above the noise (dsp ``signal_power_dbfs``), for information.
+    """
+
+    name: str
+    latitude: float
+    longitude: float
+    used: bool = False
+    reason: str = ""
+    sample_rate: float = float("nan")
+    n_frames: int = 0
+    frames_used: int = 0
+    frames_untrusted: int = 0
+    frames_inconsistent: int = 0
+    lost_frames: int = 0
+    segments: int = 0
+    timestamp_rms_ns: float = float("nan")
+    start_s: float = float("nan")
+    end_s: float = float("nan")
+    carrier_offset_hz: float = float("nan")
+    power_dbfs: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (NaN as None).
+
+        Returns
+        -------
+        dict
+            Field name to value.
+        """
+        return _clean({f.name: getattr(self, f.name) for f in fields(self)})
+
+
+@dataclass
+class DelayEstimate:
+    """A time delay between two signals on one time grid (see :func:`estimate_delay`).
+
+    Attributes
+    ----------
+    delay_s : float
+        Arrival in the first signal minus arrival in the second, seconds (NaN if none).
+    sigma_s : float
+        Standard error from the spread of the per-chunk delays, seconds.
+    coefficient : float
+        Normalised correlation at the peak (1 for identical signals).
+    psr_db : float
+        Peak-to-sidelobe ratio of the whole-capture correlation, dB.
+    n_chunks : int
+        Chunks correlated.
+    chunk_delays_s : numpy.ndarray
+        Each chunk's own delay estimate, seconds.
+    """
+
+    delay_s: float
+    sigma_s: float
+    coefficient: float
+    psr_db: float
+    n_chunks: int
+    chunk_delays_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass
+class PairDelay:
+    """The measured delay of one receiver pair and what became of it.
+
+    Attributes
+    ----------
+    receiver_a, receiver_b : str
+        The pair; ``delay_s`` is the arrival at ``a`` minus the arrival at ``b``.
+    delay_s, sigma_s : float
+        Measured delay and its standard error (with ``systematic_sigma_s``), seconds.
+    coefficient, psr_db : float
+        Correlation quality (see :class:`DelayEstimate`).
+    max_delay_s : float
+        Largest physically possible ``|delay|``: baseline / propagation speed.
+    n_chunks : int
+        Chunks correlated.
+    used : bool
+        Whether the pair entered the position fit.
+    reason : str
+        Why not (empty when used).
+    model_delay_s : float
+        Delay the estimated position predicts (NaN before solving).
+    residual_s : float
+        ``delay_s - model_delay_s``.
+    truth_delay_s : float
+        Delay a known position predicts, when one is given (:meth:`Localization.compare`).
+    """
+
+    receiver_a: str
+    receiver_b: str
+    delay_s: float
+    sigma_s: float
+    coefficient: float = float("nan")
+    psr_db: float = float("nan")
+    max_delay_s: float = float("nan")
+    n_chunks: int = 0
+    used: bool = True
+    reason: str = ""
+    model_delay_s: float = float("nan")
+    residual_s: float = float("nan")
+    truth_delay_s: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (NaN as None).
+
+        Returns
+        -------
+        dict
+            Field name to value.
+        """
+        return _clean({f.name: getattr(self, f.name) for f in fields(self)})
+
+
+@dataclass
+class Localization:
+    """A located transmitter: estimate, uncertainty, and everything it came from.
+
+    Attributes
+    ----------
+    latitude, longitude : float
+        The estimate, degrees.
+    kind : str
+        ``"tdoa"``, or ``"rssi"`` for the far cruder received-power estimate.
+    method : str
+        ``"envelope"`` / ``"complex"`` (TDoA) or ``"pathloss"`` / ``"centroid"`` (RSSI).
+    semi_major_km, semi_minor_km : float
+        Semi-axes of the uncertainty ellipse at ``confidence``, km.
+    orientation_deg : float
+        Azimuth of the major axis, degrees clockwise from north, in [0, 180).
+    confidence : float
+        Probability content of the ellipse (2-D Gaussian).
+    covariance_km2 : numpy.ndarray
+        2 x 2 covariance of (east, north) in km^2.
+    receivers : list of ReceiverTiming
+        Every receiver of the input, used or not and why.
+    pairs : list of PairDelay
+        Every pair correlated, used or not and why, with residuals at the estimate.
+    chi2 : float
+        Sum of squared normalised residuals at the estimate.
+    dof : int
+        Measurements minus fitted parameters.
+    converged : bool
+        Whether the least-squares refinement converged.
+    ambiguous : bool
+        Whether another local solution fits about as well (see ``alternatives``).
+    alternatives : list of dict
+        Other local solutions (``latitude``, ``longitude``, ``chi2``, ``distance_km``).
+    likelihood : xarray.DataArray or None
+        ``exp(-(chi2 - min chi2) / 2)`` on the search grid, dims ``(latitude, longitude)``.
+    chi2_grid : xarray.DataArray or None
+        ``chi2`` on the same grid (better for plotting when the likelihood is very peaked).
+    velocity_factor : float
+        Propagation speed as a fraction of the speed of light.
+    span_s : float
+        Length of the common time span correlated, seconds.
+    start_time : str
+        UTC time of the common span's start (ISO 8601), empty when unknown.
+    run_time_s : float
+        Wall-clock time of the computation, seconds.
+    settings : dict
+        The options used.
+    notes : list of str
+        Caveats (for example that an RSSI estimate is crude).
+    capture_id : str
+        Identifier of the capture, when known.
+    """
+
+    latitude: float
+    longitude: float
+    kind: str = "tdoa"
+    method: str = ""
+    semi_major_km: float = float("nan")
+    semi_minor_km: float = float("nan")
+    orientation_deg: float = float("nan")
+    confidence: float = 0.95
+    covariance_km2: np.ndarray = field(default_factory=lambda: np.full((2, 2), np.nan))
+    receivers: list[ReceiverTiming] = field(default_factory=list)
+    pairs: list[PairDelay] = field(default_factory=list)
+    chi2: float = float("nan")
+    dof: int = 0
+    converged: bool = False
+    ambiguous: bool = False
+    alternatives: list[dict[str, float]] = field(default_factory=list)
+    likelihood: xr.DataArray | None = None
+    chi2_grid: xr.DataArray | None = None
+    velocity_factor: float = 1.0
+    span_s: float = float("nan")
+    start_time: str = ""
+    run_time_s: float = float("nan")
+    settings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    capture_id: str = ""
+
+    @property
+    def used_receivers(self) -> list[str]:
+        """Names of the receivers that took part."""
+        return [r.name for r in self.receivers if r.used]
+
+    @property
+    def used_pairs(self) -> list[PairDelay]:
+        """The pairs that entered the position fit."""
+        return [p for p in self.pairs if p.used]
+
+    def error_km(self, latitude: float, longitude: float) -> float:
+        """Great-circle distance from the estimate to a known position.
+
+        Parameters
+        ----------
+        latitude, longitude : float
+            The known (true) position, degrees.
+
+        Returns
+        -------
+        float
+            Distance in km.
+
+        Raises
+        ------
+        ValidationError
+            If the position is not on the Earth.
+        """
+        return float(geo.great_circle_m(self.latitude, self.longitude, latitude, longitude)) / 1e3
+
+    def compare(self, latitude: float, longitude: float) -> list[PairDelay]:
+        """Fill each pair's ``truth_delay_s`` from a known transmitter position.
+
+        Parameters
+        ----------
+        latitude, longitude : float
+            The known (true) position, degrees.
+
+        Returns
+        -------
+        list of PairDelay
+            The pairs, with ``truth_delay_s`` set (ground wave at ``velocity_factor``).
+
+        Raises
+        ------
+        ValidationError
+            If the position is not on the Earth.
+        """
+        geo.check_position(latitude, longitude, "known position")
+        pos = {r.name: (r.latitude, r.longitude) for r in self.receivers}
+        v = geo.SPEED_OF_LIGHT * self.velocity_factor
+        for p in self.pairs:
+            da = geo.great_circle_m(latitude, longitude, *pos[p.receiver_a])
+            db = geo.great_circle_m(latitude, longitude, *pos[p.receiver_b])
+            p.truth_delay_s = float(da - db) / v
+        return self.pairs
+
+    def to_dict(self, include_grid: bool = False) -> dict[str, Any]:
+        """A JSON-able description, for a database row or a file.
+
+        Parameters
+        ----------
+        include_grid : bool, default False
+            Also include the chi-square grid (``grid``: latitudes, longitudes, chi2 values
+            as nested lists), which can be large.
+
+        Returns
+        -------
+        dict
+            Every scalar field, ``covariance_km2`` as nested lists, ``receivers`` and
+            ``pairs`` as lists of dicts; NaN and infinities become ``None`` so that the
+            result is strict JSON.
+        """
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name in ("likelihood", "chi2_grid", "receivers", "pairs"):
+                continue
+            out[f.name] = getattr(self, f.name)
+        out["receivers"] = [r.to_dict() for r in self.receivers]
+        out["pairs"] = [p.to_dict() for p in self.pairs]
+        out["format"] = "heimdall_lab.localization"
+        out["version"] = 1
+        if include_grid and self.chi2_grid is not None:
+            out["grid"] = {
+                "latitude": self.chi2_grid["latitude"].values,
+                "longitude": self.chi2_grid["longitude"].values,
+                "chi2": self.chi2_grid.values,
+            }
+        return _clean(out)
+
+    def summary(self) -> str:
+        """One line: position, ellipse and fit.
+
+        Returns
+        -------
+        str
+            Human-readable summary.
+        """
+        return (
+            f"{self.kind}/{self.method}: {self.latitude:.4f} N {self.longitude:.4f} E, "
+            f"{self.confidence:.0%} ellipse {self.semi_major_km:.2f} x {self.semi_minor_km:.2f} km "
+            f"at {self.orientation_deg:.0f} deg, chi2 {self.chi2:.2f} ({self.dof} dof), "
+            f"{len(self.used_receivers)} receivers, {len(self.used_pairs)} pairs"
+            + (", AMBIGUOUS" if self.ambiguous else "")
+        )

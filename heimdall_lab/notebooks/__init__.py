@@ -1,0 +1,163 @@
+"""Run the parameterised notebooks headless with papermill, reproducibly.
+
+Each notebook in ``notebooks/`` has a cell tagged ``parameters``; :func:`run_notebook`
+injects values for it and writes the executed copy to
+``reports/<date>/<name>-<id>.ipynb``. The notebooks run unchanged in JupyterLab.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from heimdall_lab.errors import HeimdallError, ValidationError
+
+log = logging.getLogger(__name__)
+
+#: Where the project's notebooks are.
+NOTEBOOK_DIR = Path(__file__).resolve().parent
+
+
+class NotebookError(HeimdallError):
+    """A notebook failed while it ran; the partly executed copy says where."""
+
+
+def notebook_path(name: str | Path) -> Path:
+    """Find a notebook by path, or by name in ``notebooks/`` (``capture`` or ``capture.ipynb``).
+
+    Parameters
+    ----------
+    name : str or pathlib.Path
+        A path, or a notebook's name.
+
+    Returns
+    -------
+    pathlib.Path
+        The notebook.
+
+    Raises
+    ------
+    ValidationError
+        If there is no such notebook.
+    """
+    path = Path(name)
+    if path.suffix != ".ipynb":
+        path = path.with_suffix(".ipynb")
+    for candidate in (path, NOTEBOOK_DIR / path.name):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
+    raise ValidationError(f"no notebook {name!r}; the project's notebooks: {known}")
+
+
+def parse_value(text: str) -> Any:
+    """Read a ``-p NAME VALUE`` value: a Python literal if it is one, else the string.
+
+    Parameters
+    ----------
+    text : str
+        The value as typed.
+
+    Returns
+    -------
+    object
+        ``10e6`` -> 10000000.0, ``None`` -> None, ``True`` -> True, ``[1, 2]`` -> list,
+        ``HB9Q`` -> ``"HB9Q"``.
+    """
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def notebook_parameters(path: str | Path) -> dict[str, Any]:
+    """The parameters a notebook declares, with their defaults.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The notebook.
+
+    Returns
+    -------
+    dict
+        Parameter name to papermill's description of it.
+    """
+    import papermill
+
+    return dict(papermill.inspect_notebook(str(notebook_path(path))))
+
+
+def run_notebook(
+    name: str | Path,
+    parameters: dict[str, Any] | None = None,
+    *,
+    output_dir: str | Path = "reports",
+    run_id: str | None = None,
+    cwd: str | Path | None = None,
+    progress: bool = False,
+) -> Path:
+    """Execute a notebook with papermill into ``<output_dir>/<date>/<name>-<id>.ipynb``.
+
+    Parameters
+    ----------
+    name : str or pathlib.Path
+        The notebook (see :func:`notebook_path`).
+    parameters : dict, optional
+        Values for its ``parameters`` cell; unknown names are refused.
+    output_dir : str or pathlib.Path, optional
+        Reports folder.
+    run_id : str, optional
+        The id in the output name; the ``capture_id`` parameter if given, else a new one.
+    cwd : str or pathlib.Path, optional
+        Working directory of the kernel (where ``.heimdall/`` is); the current one by default.
+    progress : bool, optional
+        Show papermill's progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        The executed notebook.
+
+    Raises
+    ------
+    ValidationError
+        Unknown notebook or parameter.
+    NotebookError
+        A cell raised; the executed copy (with the traceback) is still written.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    path = notebook_path(name)
+    parameters = dict(parameters or {})
+    declared = notebook_parameters(path)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ValidationError(
+            f"{path.name} has no parameter(s) {unknown}; it takes {sorted(declared)}"
+        )
+    run_id = run_id or str(parameters.get("capture_id") or uuid.uuid4().hex[:12])
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    out = Path(output_dir) / day / f"{path.stem}-{run_id}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log.info("running %s into %s with %s", path, out, parameters)
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(out),
+            parameters=parameters,
+            cwd=str(cwd or Path.cwd()),
+            kernel_name="python3",
+            progress_bar=progress,
+            log_output=False,
+        )
+    except PapermillExecutionError as exc:
+        raise NotebookError(
+            f"{path.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}; see {out}"
+        ) from exc
+    return out

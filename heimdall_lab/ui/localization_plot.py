@@ -1,0 +1,150 @@
+"""The localization map: likelihood, hyperbolae, estimate, ellipse and receivers."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from heimdall_lab import geo
+from heimdall_lab.errors import ValidationError
+from heimdall_lab.localize.results import _KM_PER_DEG, _LEGEND_PAIRS, Localization
+from heimdall_lab.localize.solver import _bounds
+
+log = logging.getLogger(__name__)
+
+
+# ============================================================================================
+# Plotting
+
+
+def _ellipse_polygon(result: Localization, n: int = 181) -> tuple[np.ndarray, np.ndarray]:
+    a, b = result.semi_major_km, result.semi_minor_km
+    th = math.radians(result.orientation_deg)
+    s = np.linspace(0, 2 * np.pi, n)
+    # Major axis along azimuth th: unit vector (east, north) = (sin th, cos th).
+    east = a * np.cos(s) * math.sin(th) + b * np.sin(s) * math.cos(th)
+    north = a * np.cos(s) * math.cos(th) - b * np.sin(s) * math.sin(th)
+    lat = result.latitude + north / _KM_PER_DEG
+    lon = result.longitude + east / (_KM_PER_DEG * math.cos(math.radians(result.latitude)))
+    return lat, lon
+
+
+def plot_localization(
+    result: Localization,
+    ax: Any = None,
+    *,
+    truth: tuple[float, float] | None = None,
+    hyperbolae: bool = True,
+    extent: Sequence[float] | None = None,
+    resolution: int = 400,
+) -> Any:
+    """Draw a localisation: chi-square map, receivers, TDoA isochrones, estimate and ellipse.
+
+    Needs matplotlib (imported here, not by the module).
+
+    Parameters
+    ----------
+    result : Localization
+        What to draw.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new figure when omitted.
+    truth : (float, float), optional
+        A known transmitter position to mark.
+    hyperbolae : bool, default True
+        Draw, for each used pair, the curve where the predicted delay equals the measured one.
+    extent : (lat_min, lat_max, lon_min, lon_max), optional
+        Map area; default the search grid (or the receivers plus a margin).
+    resolution : int, default 400
+        Grid points along the longer side for the chi-square map and the isochrones (the
+        map is recomputed for the area shown; RSSI results show their stored grid).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
+
+    Raises
+    ------
+    ValidationError
+        If ``result`` is not a Localization.
+    ImportError
+        If matplotlib is not installed.
+    """
+    import matplotlib.pyplot as plt  # optional dependency, imported here only
+
+    if not isinstance(result, Localization):
+        raise ValidationError(f"expected a Localization, got {type(result).__name__}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 7))
+    rlat = np.array([r.latitude for r in result.receivers])
+    rlon = np.array([r.longitude for r in result.receivers])
+    if extent is not None:
+        la0, la1, lo0, lo1 = (float(e) for e in extent)
+    elif result.chi2_grid is not None:
+        la0, la1 = (float(v) for v in result.chi2_grid["latitude"].values[[0, -1]])
+        lo0, lo1 = (float(v) for v in result.chi2_grid["longitude"].values[[0, -1]])
+    else:
+        la0, la1, lo0, lo1 = _bounds(
+            np.append(rlat, result.latitude), np.append(rlon, result.longitude), None, None
+        )
+    step = max(la1 - la0, lo1 - lo0) / max(int(resolution), 10)
+    glat = np.arange(la0, la1 + step / 2, step)
+    glon = np.arange(lo0, lo1 + step / 2, step)
+    la_g, lo_g = np.meshgrid(glat, glon, indexing="ij")
+    pos = {r.name: (r.latitude, r.longitude) for r in result.receivers}
+    v = geo.SPEED_OF_LIGHT * result.velocity_factor
+    pairs = result.used_pairs if result.kind == "tdoa" else []
+    mismatch = []  # per used pair: predicted minus measured delay on the map grid
+    for p in pairs:
+        da = np.asarray(geo.great_circle_m(la_g, lo_g, *pos[p.receiver_a]))
+        db = np.asarray(geo.great_circle_m(la_g, lo_g, *pos[p.receiver_b]))
+        mismatch.append((da - db) / v - p.delay_s)
+    if pairs:  # chi-square recomputed at the map's resolution
+        chi = sum((m / p.sigma_s) ** 2 for m, p in zip(mismatch, pairs, strict=True))
+        mesh = ax.pcolormesh(glon, glat, np.log10(1.0 + chi), shading="auto", cmap="viridis_r")
+        plt.colorbar(mesh, ax=ax, label="log10(1 + chi2)")
+    elif result.chi2_grid is not None:
+        sub = result.chi2_grid.sel(latitude=slice(la0, la1), longitude=slice(lo0, lo1))
+        if sub.size:
+            mesh = ax.pcolormesh(
+                sub["longitude"].values,
+                sub["latitude"].values,
+                np.log10(1.0 + sub.values),
+                shading="auto",
+                cmap="viridis_r",
+            )
+            plt.colorbar(mesh, ax=ax, label="log10(1 + chi2)")
+    if hyperbolae:
+        colours = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+        for k, (p, f) in enumerate(zip(pairs, mismatch, strict=True)):
+            colour = colours[k % len(colours)]
+            ax.contour(glon, glat, f, levels=[0.0], colors=[colour], linewidths=1.0)
+            if len(pairs) <= _LEGEND_PAIRS:
+                ax.plot([], [], color=colour, lw=1.0, label=f"{p.receiver_a}-{p.receiver_b}")
+        if len(pairs) > _LEGEND_PAIRS:
+            ax.plot([], [], color="grey", lw=1.0, label=f"isochrones of {len(pairs)} pairs")
+    used = np.array([r.used for r in result.receivers], dtype=bool)
+    ax.scatter(rlon[used], rlat[used], marker="^", c="k", s=50, zorder=5, label="receivers")
+    if (~used).any():
+        ax.scatter(rlon[~used], rlat[~used], marker="^", facecolors="none", edgecolors="grey")
+    for r in result.receivers:
+        ax.annotate(r.name, (r.longitude, r.latitude), xytext=(4, 4), textcoords="offset points")
+    ax.plot(result.longitude, result.latitude, "r+", ms=14, mew=2, zorder=6, label="estimate")
+    if math.isfinite(result.semi_major_km) and math.isfinite(result.semi_minor_km):
+        elat, elon = _ellipse_polygon(result)
+        ax.plot(elon, elat, "r-", lw=1.2, label=f"{result.confidence:.0%} ellipse")
+    if truth is not None:
+        ax.plot(truth[1], truth[0], "wx", ms=10, mew=2, mec="m", zorder=6, label="truth")
+        ax.plot(truth[1], truth[0], "mx", ms=10, mew=2, zorder=7)
+    ax.set_xlim(lo0, lo1)
+    ax.set_ylim(la0, la1)
+    ax.set_aspect(1.0 / max(math.cos(math.radians(0.5 * (la0 + la1))), 0.05))
+    ax.set_xlabel("longitude (deg E)")
+    ax.set_ylabel("latitude (deg N)")
+    ax.set_title(result.summary().split(", chi2")[0], fontsize=9)
+    ax.legend(loc="best", fontsize=8)
+    return ax
