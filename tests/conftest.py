@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
-import tempfile
-import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+import support
 from sqlalchemy.engine import Engine
 
 from heimdall_lab import db, tutorial
@@ -25,36 +19,26 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 @pytest.fixture(autouse=True)
 def _local_state(tmp_path_factory, monkeypatch):
-    """Keep each test's spool and other local state out of the working tree."""
+    """Keep each test's data home (database, IQ store, spool) out of the working tree and out
+    of the real per-user folder, even in tests that unset HEIMDALL_HOME."""
     if "HEIMDALL_HOME" not in os.environ:
         monkeypatch.setenv("HEIMDALL_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
 
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-DCF77_DIR = tutorial.dcf77_dir()
-DCF77_FILES = tutorial.dcf77_files()
-
-
 @pytest.fixture
 def dcf77_files() -> list[Path]:
-    if len(DCF77_FILES) != 3:
-        pytest.skip(f"the real DCF77 recordings are not in {DCF77_DIR}")
-    return DCF77_FILES
-
-
-def make_home() -> Path:
-    """A fresh state directory for an embedded PostgreSQL (readable by its OS user)."""
-    home = Path(tempfile.mkdtemp(prefix="heimdall-db-test-"))
-    home.chmod(0o755)
-    return home
+    """The real DCF77 recordings bundled with the package."""
+    return tutorial.dcf77_files()
 
 
 @pytest.fixture(scope="session")
 def embedded() -> Iterator[db.EmbeddedServer]:
     """One embedded PostgreSQL for the whole test session."""
-    home = make_home()
+    home = support.make_home()
     server = db.start_embedded(home, keep_running=True)
     try:
         yield server
@@ -81,127 +65,13 @@ def embedded_engine(embedded: db.EmbeddedServer) -> Iterator[Engine]:
     engine.dispose()
 
 
-# -- S3: moto's server, in-process on loopback, as s3fs's own tests do ------------------------
-
-REGION = "eu-central-1"
-FAKE_KEY = "HEIMDALLTESTKEY00000"
-FAKE_SECRET = "heimdall-fake-secret-do-not-log-0123"
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on (at the moment of asking)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-def s3_env(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
-    """Fake credentials and the endpoint, from the environment as in production."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
-    monkeypatch.setenv("AWS_REGION", REGION)
-    monkeypatch.setenv("HEIMDALL_S3_ENDPOINT_URL", endpoint)
-
-
-def make_bucket(endpoint: str) -> str:
-    bucket = f"iq-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name=REGION).create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
-    )
-    return bucket
+    with support.moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
 def s3_url(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    s3_env(monkeypatch, moto_endpoint)
-    return f"s3://{make_bucket(moto_endpoint)}/heimdall"
-
-
-# -- a real TCP fault injector between a client and a server ----------------------------------
-
-
-class TcpProxy:
-    """Forward a loopback port to a server, and cut or refuse connections on demand.
-
-    Real sockets both ways: the client sees exactly what a lost network gives it (a reset
-    connection, or a refused one while the proxy is down).
-    """
-
-    def __init__(self, target_port: int, cut_on: bytes | None = None) -> None:
-        self.target_port = target_port
-        self.cut_on = cut_on  # cut every connection the first time a client sends this
-        self.cuts = 0
-        self.port = free_port()
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> TcpProxy:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening (new connections are refused) and cut every open connection."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        self.cut()
-
-    def cut(self) -> None:
-        """Reset every open connection."""
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            with contextlib.suppress(OSError):
-                s.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                )
-                s.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, server]
-            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if upstream and self.cut_on is not None and self.cut_on in data:
-                    self.cut_on = None
-                    self.cuts += 1
-                    self.cut()
-                    return
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
+    support.s3_env(monkeypatch, moto_endpoint)
+    return f"s3://{support.make_bucket(moto_endpoint)}/heimdall"

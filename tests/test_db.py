@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from conftest import make_home
 from sqlalchemy.engine import Engine, make_url
+from support import make_home
 
 from heimdall_lab import db
 from heimdall_lab.errors import DatabaseError, ValidationError

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from heimdall_lab import geo, gnss
+from heimdall_lab import geo, gnss, tutorial
 from heimdall_lab.emulate.scenario import Scenario, Transmitter
 from heimdall_lab.emulate.server import Emulator
 from heimdall_lab.errors import LocalizationError, ValidationError
@@ -33,12 +33,8 @@ from heimdall_lab.receivers import Receiver
 from heimdall_lab.ui.localization_plot import plot_localization
 
 FS = 12_000.0
-DCF77 = (50.0152, 9.0112)
-DCF77_POSITIONS = {
-    "DF0KL": (53.665337, 7.282766),
-    "F1JEK": (45.779290, 0.614638),
-    "HB9RYZ": (47.1721, 8.42683),
-}
+DCF77 = tutorial.DCF77_TRANSMITTER
+DCF77_POSITIONS = tutorial.DCF77_POSITIONS
 GPS_REFERENCE = np.datetime64("2017-11-27T10:42")
 #: Receivers of the synthetic network (positions of four default receivers).
 SITES = {
@@ -386,11 +382,7 @@ def test_missing_or_invalid_positions_are_rejected(synthetic_network):
 
 @pytest.fixture(scope="module")
 def dcf77_result():
-    from conftest import DCF77_FILES
-
-    if len(DCF77_FILES) != 3:
-        pytest.skip("the real DCF77 recordings are not available")
-    return locate_files(DCF77_FILES, DCF77_POSITIONS)
+    return locate_files(tutorial.dcf77_files(), DCF77_POSITIONS)
 
 
 def test_real_dcf77_recordings_are_located_within_20_km(dcf77_result):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import FAKE_KEY, FAKE_SECRET, TcpProxy, make_bucket, s3_env
+from support import FAKE_KEY, FAKE_SECRET, TcpProxy, make_bucket, s3_env
 
 from heimdall_lab import db, spool
 from heimdall_lab.capture import capture
@@ -331,8 +331,8 @@ def test_disconnect_refused_then_recovered_and_corrupt_frames(embedded_engine, s
 
 
 def test_s3_down_during_capture_kept_locally_then_synced(embedded_engine, monkeypatch, tmp_path):
-    from conftest import free_port
     from moto.server import ThreadedMotoServer
+    from support import free_port
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"

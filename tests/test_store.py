@@ -21,13 +21,13 @@ import sigmf
 import sigmf.validate
 import xarray as xr
 from botocore.exceptions import ClientError
-from conftest import FAKE_KEY, FAKE_SECRET, REGION
-from conftest import free_port as _free_port
-from conftest import make_bucket as _make_bucket
-from conftest import s3_env as _s3_env
 from fsspec.implementations.memory import MemoryFileSystem
 from moto.server import ThreadedMotoServer
 from s3fs.errors import translate_boto_error
+from support import FAKE_KEY, FAKE_SECRET, REGION
+from support import free_port as _free_port
+from support import make_bucket as _make_bucket
+from support import s3_env as _s3_env
 
 from heimdall_lab.emulate.scenario import Scenario
 from heimdall_lab.emulate.server import Emulator, Fault
@@ -39,11 +39,11 @@ from heimdall_lab.receivers import Receiver
 from heimdall_lab.store import (
     MARKER,
     IQStore,
-    RetryPolicy,
     default_iq_url,
     iq_chunking,
     s3_storage_options,
 )
+from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.store.iq import MIN_CHUNK_BYTES
 
 FREQ = 10e6
@@ -534,9 +534,10 @@ def test_kiwi_wavs_import_with_positions_and_round_trip(dcf77_files, tmp_path):
 
 def test_urls_and_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("HEIMDALL_IQ_URL", raising=False)
+    monkeypatch.setenv("HEIMDALL_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
-    assert default_iq_url() == str(tmp_path / ".heimdall" / "iq")
-    assert IQStore().url == str(tmp_path / ".heimdall" / "iq")
+    assert default_iq_url() == str(tmp_path / "home" / "iq")
+    assert IQStore().url == str(tmp_path / "home" / "iq")
     assert IQStore().list() == []  # nothing there yet: empty, not an error
     monkeypatch.setenv("HEIMDALL_IQ_URL", "s3://bucket/prefix/")
     assert default_iq_url() == "s3://bucket/prefix/"
