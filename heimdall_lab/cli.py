@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shlex
 import signal
+import subprocess
 import sys
 import uuid
 from collections.abc import Sequence
@@ -18,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from heimdall_lab import db, spool
+from heimdall_lab import db, home, spool
 from heimdall_lab.capture import Capture, capture
 from heimdall_lab.emulate.scenario import Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulator, Fault
@@ -27,7 +29,7 @@ from heimdall_lab.io.kiwi_wav import read_kiwi_wav, write_kiwi_wav
 from heimdall_lab.kiwi.acquire import TqdmProgress
 from heimdall_lab.kiwi.client import StreamSettings, check_health
 from heimdall_lab.kiwi.recording import Recording
-from heimdall_lab.notebooks import parse_value, run_notebook
+from heimdall_lab.notebooks import copy_notebooks, parse_value, run_notebook
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.versions import __version__
 
@@ -362,6 +364,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def lab_command(folder: Path, *, port: int | None = None, browser: bool = True) -> list[str]:
+    """The command that starts JupyterLab on ``folder`` with this Python.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The notebooks folder JupyterLab serves (and starts kernels in).
+    port : int, optional
+        Port to listen on; JupyterLab picks one when omitted.
+    browser : bool, default True
+        Open a browser tab.
+
+    Returns
+    -------
+    list of str
+        The argument vector.
+    """
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}"]
+    if port is not None:
+        cmd.append(f"--port={port}")
+    if not browser:
+        cmd.append("--no-browser")
+    return cmd
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    """Copy the packaged notebooks into the data home and open JupyterLab on them."""
+    if args.port is not None and not 0 < args.port < 65536:
+        raise ValidationError(f"--port {args.port}: give a TCP port between 1 and 65535")
+    folder = Path(args.dir).expanduser().absolute() if args.dir else home.notebooks_dir()
+    cmd = lab_command(folder, port=args.port, browser=not args.no_browser)
+    copies = copy_notebooks(folder, dry_run=args.dry_run)
+    verb = "would copy" if args.dry_run else "copied"
+    for path in copies:
+        print(f"{verb} {path.name} to {folder}")
+    print(f"data home: {home.data_home()}")
+    print(f"notebooks: {folder}")
+    print(f"command: {shlex.join(cmd)}")
+    if args.dry_run:
+        return EXIT_OK
+    try:
+        return subprocess.call(cmd, cwd=folder)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except OSError as exc:
+        print(f"heimdall-lab: cannot start JupyterLab: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``heimdall-lab``.
 
@@ -373,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heimdall-lab",
         description="Capture IQ from KiwiSDR receivers (or their emulator), measure, store.",
+        epilog="Local state (embedded database, IQ store, spool, notebooks) lives in the data "
+        "home: HEIMDALL_HOME, else the per-user data folder; the same from any folder.",
     )
     parser.add_argument("--version", action="version", version=f"heimdall_lab {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
@@ -407,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-utc", help="emulated: UTC time of the first sample")
     p.add_argument("--fast", action="store_true", help="emulated: no real-time pacing")
     p.add_argument("--read-timeout", type=float, default=5.0, help="seconds without a frame")
-    p.add_argument("--iq-url", help="IQ store (default: HEIMDALL_IQ_URL or .heimdall/iq)")
+    p.add_argument("--iq-url", help="IQ store (default: HEIMDALL_IQ_URL, else <data home>/iq)")
     database_option(p)
     p.add_argument("--wav-dir", help="also write one kiwi IQ WAV file per receiver here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -475,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="skip",
         help="skip rows already stored (default) or replace them",
     )
-    q.add_argument("--iq-url", help="IQ store (default: HEIMDALL_IQ_URL or .heimdall/iq)")
+    q.add_argument("--iq-url", help="IQ store (default: HEIMDALL_IQ_URL, else <data home>/iq)")
     database_option(q)
     grid = bsub.add_parser("grid", help="run a notebook once per point of a grid")
     for each in (q, grid):
@@ -495,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("run", help="run a notebook headless through papermill")
-    p.add_argument("notebook", help="a name in notebooks/ (capture, explore, ...) or a path")
+    p.add_argument("notebook", help="a notebook name (capture, explore, localize) or a path")
     p.add_argument(
         "-p",
         "--parameter",
@@ -507,6 +560,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="reports", help="reports folder (default reports)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("lab", help="open JupyterLab on the notebooks (copied to the data home)")
+    p.add_argument(
+        "--dir", help="notebooks folder (default: notebooks/ in the data home); copies go here"
+    )
+    p.add_argument("--port", type=int, help="port for JupyterLab (default: its own choice)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the folder, the copies and the command; copy and start nothing",
+    )
+    p.set_defaults(func=cmd_lab)
     return parser
 
 

