@@ -4,17 +4,44 @@ KiwiSDR receivers stamp each IQ frame with the GNSS time of its first sample as 
 of the week plus nanoseconds. GPS time runs ahead of UTC by the leap seconds inserted since
 1980-01-06 (18 s since 2017-01-01). The week number is not sent, so it is resolved from a
 reference clock (the wall clock by default) as the week that puts the time closest to it.
+
+This module is also the one home of the rules for timing with those stamps: which frames are
+trusted (:func:`trusted_frames`), where a timeline of frames breaks (:func:`frame_segments`)
+and the exact sample rate, a least-squares line through (sample index, GNSS time)
+(:func:`fit_rate`). The recording and the localization both use them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 
+from heimdall_lab.kiwi.protocol import NO_FIX
+from heimdall_lab.values import NS_PER_S
+
+__all__ = [
+    "GPS_EPOCH",
+    "STALE_FRAMES",
+    "WEEK_NS",
+    "WEEK_SECONDS",
+    "RateFit",
+    "fit_rate",
+    "frame_segments",
+    "has_fix",
+    "leap_seconds",
+    "tow_to_utc",
+    "trusted_frames",
+    "utc_to_tow",
+]
+
+#: Seconds in a GPS week.
 WEEK_SECONDS = 604_800
-_NS = 1_000_000_000
-_WEEK_NS = WEEK_SECONDS * _NS
+#: Nanoseconds in a GPS week.
+WEEK_NS = WEEK_SECONDS * NS_PER_S
+#: A KiwiSDR's first frames of a stream carry stale timestamps; they are never trusted.
+STALE_FRAMES = 2
 GPS_EPOCH = np.datetime64("1980-01-06T00:00:00", "ns")
 
 # UTC instants from which GPS - UTC took the given number of seconds (IERS Bulletin C).
@@ -41,7 +68,7 @@ _LEAP_TABLE = [
 _LEAP_UTC = np.array([np.datetime64(d, "ns") for d, _ in _LEAP_TABLE])
 _LEAP_SECONDS = np.array([s for _, s in _LEAP_TABLE], dtype=np.int64)
 # The same instants on the GPS time scale, in ns since the GPS epoch.
-_LEAP_GPS_NS = (_LEAP_UTC - GPS_EPOCH).astype(np.int64) + _LEAP_SECONDS * _NS
+_LEAP_GPS_NS = (_LEAP_UTC - GPS_EPOCH).astype(np.int64) + _LEAP_SECONDS * NS_PER_S
 
 
 def _as_utc_ns(t: datetime | np.datetime64 | np.ndarray | None) -> np.ndarray:
@@ -95,13 +122,13 @@ def tow_to_utc(
         UTC times as ``datetime64[ns]``, same shape as the inputs.
     """
     ref = _as_utc_ns(reference)
-    ref_gps_ns = (ref - GPS_EPOCH).astype(np.int64) + leap_seconds(ref) * _NS
-    tow_ns = np.asarray(gpssec, dtype=np.int64) * _NS + np.asarray(gpsnsec, dtype=np.int64)
-    week = np.rint((ref_gps_ns - tow_ns) / _WEEK_NS).astype(np.int64)
-    gps_ns = week * _WEEK_NS + tow_ns
+    ref_gps_ns = (ref - GPS_EPOCH).astype(np.int64) + leap_seconds(ref) * NS_PER_S
+    tow_ns = np.asarray(gpssec, dtype=np.int64) * NS_PER_S + np.asarray(gpsnsec, dtype=np.int64)
+    week = np.rint((ref_gps_ns - tow_ns) / WEEK_NS).astype(np.int64)
+    gps_ns = week * WEEK_NS + tow_ns
     idx = np.searchsorted(_LEAP_GPS_NS, gps_ns, side="right")
     leap = np.where(idx > 0, _LEAP_SECONDS[np.maximum(idx - 1, 0)], 0)
-    return GPS_EPOCH + (gps_ns - leap * _NS).astype("timedelta64[ns]")
+    return GPS_EPOCH + (gps_ns - leap * NS_PER_S).astype("timedelta64[ns]")
 
 
 def utc_to_tow(utc: datetime | np.datetime64 | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +145,163 @@ def utc_to_tow(utc: datetime | np.datetime64 | np.ndarray) -> tuple[np.ndarray, 
         Whole seconds of the GPS week and nanoseconds (int64), as a KiwiSDR sends them.
     """
     t = _as_utc_ns(utc)
-    gps_ns = (t - GPS_EPOCH).astype(np.int64) + leap_seconds(t) * _NS
-    tow_ns = np.mod(gps_ns, _WEEK_NS)
-    return tow_ns // _NS, tow_ns % _NS
+    gps_ns = (t - GPS_EPOCH).astype(np.int64) + leap_seconds(t) * NS_PER_S
+    tow_ns = np.mod(gps_ns, WEEK_NS)
+    return tow_ns // NS_PER_S, tow_ns % NS_PER_S
+
+
+# ============================================================================================
+# Frame trust and the sample rate
+
+
+def has_fix(last_gps_solution: np.ndarray | int) -> np.ndarray:
+    """Whether a frame's timestamp comes from a usable GNSS fix.
+
+    Parameters
+    ----------
+    last_gps_solution : int or array of int
+        Seconds since the last fix, per frame; :data:`heimdall_lab.kiwi.protocol.NO_FIX`
+        (253) and above, or negative (padding), mean no usable fix.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean, same shape.
+    """
+    sol = np.asarray(last_gps_solution)
+    return (sol >= 0) & (sol < NO_FIX)
+
+
+def trusted_frames(last_gps_solution: np.ndarray) -> np.ndarray:
+    """Which frames' timestamps are trusted: a usable fix and not one of the first, stale, ones.
+
+    Parameters
+    ----------
+    last_gps_solution : numpy.ndarray
+        Seconds since the last fix per frame, frames along the last axis (one stream, or
+        receivers by frames).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean, same shape; the first :data:`STALE_FRAMES` of each stream are False.
+    """
+    ok = np.array(has_fix(last_gps_solution), dtype=bool, ndmin=1)
+    ok[..., :STALE_FRAMES] = False
+    return ok
+
+
+def frame_segments(
+    starts: np.ndarray,
+    t: np.ndarray,
+    frame_index: np.ndarray,
+    seq: np.ndarray,
+    rate: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split trusted frames into gap-free runs.
+
+    A run breaks where frames were lost (a sequence step larger than the frame-index step), or
+    where the timestamp step disagrees with the sample count at ``rate`` by more than 1 % +
+    0.1 ms, or where the sample index does not increase.
+
+    Parameters
+    ----------
+    starts : numpy.ndarray
+        Sample index of each trusted frame's first sample.
+    t : numpy.ndarray
+        Its GNSS time in seconds (from any reference).
+    frame_index : numpy.ndarray
+        Its index among all frames received.
+    seq : numpy.ndarray
+        Its sequence number.
+    rate : float
+        The approximate sample rate, samples per second.
+
+    Returns
+    -------
+    segment : numpy.ndarray
+        Run number per frame, from 0.
+    explained : numpy.ndarray
+        Per frame, whether the break before it (if any) is explained by lost frames (True for
+        the first frame).
+    """
+    if len(starts) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, bool)
+    ds = np.diff(starts).astype(np.float64)
+    expected = ds / rate
+    lost = (np.diff(seq) & 0xFFFFFFFF) != np.diff(frame_index)
+    timing_jump = np.abs(np.diff(t) - expected) > 0.01 * np.abs(expected) + 1e-4
+    brk = lost | timing_jump | (ds <= 0)
+    return np.concatenate([[0], np.cumsum(brk)]), np.concatenate([[True], lost])
+
+
+@dataclass(frozen=True)
+class RateFit:
+    """A least-squares line through (sample index, GNSS time).
+
+    Attributes
+    ----------
+    seconds_per_sample : float
+        The slope, pooled over segments; NaN when nothing could be fitted.
+    residual_s : numpy.ndarray
+        Each point's time minus its segment's line, in seconds (0 for points not fitted).
+    """
+
+    seconds_per_sample: float
+    residual_s: np.ndarray
+
+    @property
+    def rate(self) -> float:
+        """Samples per second; NaN when the fit failed."""
+        b = self.seconds_per_sample
+        return 1.0 / b if np.isfinite(b) and b > 0 else float("nan")
+
+    def rms_s(self, min_points: int = 3) -> float:
+        """RMS of the residuals in seconds; NaN with fewer than ``min_points`` points."""
+        r = self.residual_s
+        return float(np.sqrt(np.mean(r**2))) if len(r) >= min_points else float("nan")
+
+
+def fit_rate(
+    sample_index: np.ndarray, time_s: np.ndarray, segment: np.ndarray | None = None
+) -> RateFit:
+    """The exact sample rate: a least-squares line through (sample index, GNSS time).
+
+    With segments, each gap-free run has its own intercept and all share one slope.
+
+    Parameters
+    ----------
+    sample_index : numpy.ndarray
+        Sample index of each trusted frame's first sample.
+    time_s : numpy.ndarray
+        Its GNSS time in seconds from any reference (keep it small for precision).
+    segment : numpy.ndarray, optional
+        Run number per frame (see :func:`frame_segments`); one run when omitted. Runs of a
+        single frame do not enter the fit.
+
+    Returns
+    -------
+    RateFit
+        Slope (seconds per sample) and residuals.
+    """
+    s = np.asarray(sample_index, dtype=np.float64)
+    t = np.asarray(time_s, dtype=np.float64)
+    seg = np.zeros(len(s), np.int64) if segment is None else np.asarray(segment)
+    num = den = 0.0
+    means: dict[int, tuple[float, float]] = {}
+    for g in np.unique(seg):
+        m = seg == g
+        if m.sum() < 2:
+            continue
+        sm, tm = s[m].mean(), t[m].mean()
+        means[int(g)] = (sm, tm)
+        num += float(np.sum((s[m] - sm) * (t[m] - tm)))
+        den += float(np.sum((s[m] - sm) ** 2))
+    res = np.zeros_like(t)
+    if den <= 0:
+        return RateFit(float("nan"), res)
+    b = num / den
+    for g, (sm, tm) in means.items():
+        m = seg == g
+        res[m] = t[m] - (tm + b * (s[m] - sm))
+    return RateFit(b, res)

@@ -12,12 +12,13 @@ from heimdall_lab.emulate.scenario import Scenario
 from heimdall_lab.emulate.server import Emulator, Fault
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.io.kiwi_wav import read_kiwi_wav
-from heimdall_lab.kiwi.acquire import Backoff, Progress, acquire, acquire_async
+from heimdall_lab.kiwi.acquire import Progress, acquire, acquire_async
 from heimdall_lab.kiwi.client import KiwiClient, StreamSettings, check_health
 from heimdall_lab.receivers import Receiver
+from heimdall_lab.retry import RetryPolicy
 
 FREQ = 10e6
-FAST_RETRY = Backoff(initial=0.01, maximum=0.05, jitter=0.01)
+FAST_RETRY = RetryPolicy(initial_s=0.01, maximum_s=0.05, jitter_s=0.01)
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ async def test_faults_leave_other_receivers_unaffected(scenario):
             FREQ,
             3.0,
             retries=2,
-            backoff=FAST_RETRY,
+            retry_policy=FAST_RETRY,
             settings=StreamSettings(read_timeout=1.0),
         )
         sent = {name: unit.frames_sent for name, unit in emu.units.items()}
@@ -131,7 +132,11 @@ async def test_faults_leave_other_receivers_unaffected(scenario):
 async def test_refusing_receiver_fails_after_its_retries(scenario):
     async with Emulator(scenario, realtime=False, faults={"HB9Q": Fault("refuse")}) as emu:
         acq = await acquire_async(
-            [emu.receiver("HB9Q"), emu.receiver("HB9SL")], FREQ, 1.0, retries=3, backoff=FAST_RETRY
+            [emu.receiver("HB9Q"), emu.receiver("HB9SL")],
+            FREQ,
+            1.0,
+            retries=3,
+            retry_policy=FAST_RETRY,
         )
         assert emu.units["HB9Q"].connections == 4
     table = acq.status()
@@ -142,7 +147,7 @@ async def test_refusing_receiver_fails_after_its_retries(scenario):
 
 async def test_nothing_listening_is_unreachable():
     dead = Receiver("DEAD", "127.0.0.1", _free_port(), timeout_s=2)
-    acq = await acquire_async([dead], FREQ, 1.0, retries=1, backoff=FAST_RETRY)
+    acq = await acquire_async([dead], FREQ, 1.0, retries=1, retry_policy=FAST_RETRY)
     assert acq.failed == ["DEAD"]
     assert acq.status().loc["DEAD", "reason"] == "unreachable"
     assert acq.dataset.sizes["receiver"] == 0
@@ -169,7 +174,7 @@ async def test_stall_before_any_frame_is_retried_then_fails(scenario):
             FREQ,
             1.0,
             retries=1,
-            backoff=FAST_RETRY,
+            retry_policy=FAST_RETRY,
             settings=StreamSettings(read_timeout=0.5),
         )
     assert acq.status().loc["HB9Q", "attempts"] == 2

@@ -36,6 +36,7 @@ from heimdall_lab.io.kiwi_wav import import_kiwi_wav, read_kiwi_wav
 from heimdall_lab.io.sigmf import export_sigmf, import_sigmf
 from heimdall_lab.kiwi.acquire import acquire
 from heimdall_lab.receivers import Receiver
+from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.store import (
     MARKER,
     IQStore,
@@ -43,7 +44,6 @@ from heimdall_lab.store import (
     iq_chunking,
     s3_storage_options,
 )
-from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.store.iq import MIN_CHUNK_BYTES
 
 FREQ = 10e6

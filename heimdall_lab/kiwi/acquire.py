@@ -23,20 +23,15 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import xarray as xr
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import RetryCallState
 
 from heimdall_lab.dataset import build_dataset, mean_db
 from heimdall_lab.errors import ReceiverError, ReceiverTimeoutError, ValidationError
 from heimdall_lab.kiwi.client import KiwiClient, StreamSettings
+from heimdall_lab.kiwi.protocol import NOMINAL_RATE
 from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.receivers import Receiver, validate_capture_request
+from heimdall_lab.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +72,9 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Retry timing: exponential backoff with jitter.
-
-    Attributes
-    ----------
-    initial : float
-        First wait in seconds.
-    maximum : float
-        Longest wait in seconds.
-    jitter : float
-        Up to this many seconds added at random to each wait.
-    """
-
-    initial: float = 0.5
-    maximum: float = 8.0
-    jitter: float = 0.5
+#: Waits between connection attempts to a receiver (the number of attempts comes from
+#: ``retries`` or each receiver's ``retry_count``).
+RECEIVER_RETRY = RetryPolicy(initial_s=0.5, maximum_s=8.0, jitter_s=0.5)
 
 
 @dataclass
@@ -249,7 +230,7 @@ async def _acquire_one(
     *,
     settings: StreamSettings,
     retries: int | None,
-    backoff: Backoff,
+    retry_policy: RetryPolicy,
     deadline: float,
     on_progress: ProgressCallback | None,
 ) -> ReceiverOutcome:
@@ -257,7 +238,7 @@ async def _acquire_one(
     start = loop.time()
     clients: list[KiwiClient] = []
     name = receiver.name
-    expected = math.ceil(duration_s * 12000.0)
+    expected = math.ceil(duration_s * NOMINAL_RATE)
 
     def report(state: State, message: str = "") -> None:
         if on_progress is not None:
@@ -271,13 +252,9 @@ async def _acquire_one(
         log.info("%s: attempt %d failed (%s); retrying", name, rs.attempt_number, exc)
         report("retrying", str(exc))
 
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(1 + (receiver.retry_count if retries is None else retries)),
-        wait=wait_exponential(multiplier=backoff.initial, max=backoff.maximum)
-        + wait_random(0, backoff.jitter),
-        retry=retry_if_exception(_worth_retrying(clients)),
-        before_sleep=before_sleep,
-        reraise=True,
+    attempts = 1 + (receiver.retry_count if retries is None else retries)
+    retrying = retry_policy.with_attempts(attempts).async_retrying(
+        _worth_retrying(clients), before_sleep=before_sleep
     )
     error: ReceiverError | None = None
     try:
@@ -333,7 +310,7 @@ async def acquire_async(
     *,
     settings: StreamSettings | None = None,
     retries: int | None = None,
-    backoff: Backoff | None = None,
+    retry_policy: RetryPolicy | None = None,
     deadline_s: float | None = None,
     on_progress: ProgressCallback | None = None,
     capture_id: str | None = None,
@@ -354,8 +331,9 @@ async def acquire_async(
     retries : int, optional
         Retries of retryable failures per receiver; each receiver's ``retry_count`` when
         omitted.
-    backoff : Backoff, optional
-        Retry timing.
+    retry_policy : RetryPolicy, optional
+        Waits between attempts (:data:`RECEIVER_RETRY` by default); the number of attempts
+        is ``1 + retries``.
     deadline_s : float, optional
         Overall limit for the whole call; by default the duration plus the longest connect
         timeout plus 10 s. Receivers still streaming then keep what they received.
@@ -395,7 +373,7 @@ async def acquire_async(
                 duration_s,
                 settings=settings,
                 retries=retries,
-                backoff=backoff or Backoff(),
+                retry_policy=retry_policy or RECEIVER_RETRY,
                 deadline=t0 + deadline_s,
                 on_progress=on_progress,
             )

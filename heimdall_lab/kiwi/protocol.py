@@ -27,8 +27,13 @@ import numpy as np
 
 from heimdall_lab.errors import ProtocolError
 
+#: Samples in one IQ frame.
 FRAME_SAMPLES = 512
+#: Int16 full scale: a sample of this magnitude is 1.0.
 FULL_SCALE = 32768.0
+#: The nominal KiwiSDR IQ sample rate, samples per second (the exact one is fitted to the
+#: GNSS timestamps, see :func:`heimdall_lab.gnss.fit_rate`).
+NOMINAL_RATE = 12000.0
 
 FLAG_IQ = 0x08
 FLAG_LITTLE_ENDIAN = 0x80
@@ -81,8 +86,10 @@ class IqFrame:
 
     @property
     def has_fix(self) -> bool:
-        """Whether the frame's GNSS timestamp comes from a usable fix."""
-        return self.last_gps_solution < NO_FIX
+        """Whether the frame's GNSS timestamp comes from a usable fix (:func:`gnss.has_fix`)."""
+        from heimdall_lab.gnss import has_fix  # gnss builds on this module's NO_FIX
+
+        return bool(has_fix(self.last_gps_solution))
 
 
 def smeter_to_dbm(smeter: int) -> float:

@@ -14,11 +14,8 @@ from datetime import datetime
 import numpy as np
 
 from heimdall_lab import gnss
-from heimdall_lab.kiwi.protocol import NO_FIX, IqFrame
-
-#: A KiwiSDR's first frames carry stale timestamps; kiwirecorder does not trust them.
-STALE_FRAMES = 2
-_NS = 1_000_000_000
+from heimdall_lab.kiwi.protocol import NOMINAL_RATE, IqFrame
+from heimdall_lab.values import NS_PER_S
 
 
 @dataclass
@@ -51,7 +48,7 @@ class Recording:
     gpssec: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     gpsnsec: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     rssi_dbm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    nominal_rate: float = 12000.0
+    nominal_rate: float = NOMINAL_RATE
 
     @classmethod
     def from_frames(cls, frames: list[IqFrame], nominal_rate: float) -> Recording:
@@ -93,14 +90,12 @@ class Recording:
     @property
     def has_fix(self) -> np.ndarray:
         """Per frame: whether its timestamp comes from a usable GNSS fix."""
-        return self.last_gps_solution < NO_FIX
+        return gnss.has_fix(self.last_gps_solution)
 
     @property
     def trusted(self) -> np.ndarray:
         """Per frame: a usable fix and not one of the first, stale, frames."""
-        ok = self.has_fix.copy()
-        ok[:STALE_FRAMES] = False
-        return ok
+        return gnss.trusted_frames(self.last_gps_solution)
 
     @property
     def lost_frames(self) -> int:
@@ -132,28 +127,26 @@ class Recording:
         return self.frame_start + np.maximum(lost, 0) * frame_len
 
     def _timeline(self) -> tuple[np.ndarray, np.ndarray]:
-        """Trusted frames' sample index (as sent) and GNSS time (ns, unwrapped over weeks)."""
+        """Trusted frames' sample index (as sent) and GNSS time (s since the first of them)."""
         ok = self.trusted
-        t = self.gpssec[ok] * _NS + self.gpsnsec[ok]
-        week = gnss.WEEK_SECONDS * _NS
-        t = t + week * np.cumsum(np.concatenate([[0], np.diff(t) < -week // 2]))
-        return self._sent_index()[ok].astype(np.float64), t.astype(np.float64)
+        t = self.gpssec[ok] * NS_PER_S + self.gpsnsec[ok]
+        t = t + gnss.WEEK_NS * np.cumsum(np.concatenate([[0], np.diff(t) < -gnss.WEEK_NS // 2]))
+        idx = self._sent_index()[ok].astype(np.float64)
+        return idx - (idx[0] if len(idx) else 0.0), (t - (t[0] if len(t) else 0)) / NS_PER_S
+
+    def _rate_fit(self) -> gnss.RateFit:
+        return gnss.fit_rate(*self._timeline())
 
     def sample_rate(self) -> float:
-        """Exact sample rate derived from the GNSS timestamps.
-
-        A least-squares line through (sample index, GNSS time) of the trusted frames.
+        """Exact sample rate derived from the GNSS timestamps (:func:`heimdall_lab.gnss.fit_rate`).
 
         Returns
         -------
         float
             Samples per second; the nominal rate when fewer than two frames are trusted.
         """
-        idx, t = self._timeline()
-        if len(idx) < 2 or np.ptp(idx) == 0:
-            return self.nominal_rate
-        slope = np.polyfit(idx - idx[0], t - t[0], 1)[0]  # ns per sample
-        return float(_NS / slope)
+        rate = self._rate_fit().rate
+        return rate if np.isfinite(rate) else self.nominal_rate
 
     def timestamp_residual_ns(self) -> float:
         """RMS of the trusted timestamps about the fitted line, in ns (a clock health figure).
@@ -163,11 +156,7 @@ class Recording:
         float
             RMS residual in ns; NaN with fewer than three trusted frames.
         """
-        idx, t = self._timeline()
-        if len(idx) < 3:
-            return float("nan")
-        coef = np.polyfit(idx - idx[0], t - t[0], 1)
-        return float(np.sqrt(np.mean((np.polyval(coef, idx - idx[0]) - (t - t[0])) ** 2)))
+        return self._rate_fit().rms_s(min_points=3) * NS_PER_S
 
     def start_time(self, reference: datetime | np.datetime64 | None = None) -> np.datetime64:
         """GNSS (UTC) time of the first sample, from the first trusted frame.
@@ -187,7 +176,7 @@ class Recording:
             return np.datetime64("NaT", "ns")
         i = ok[0]
         t = gnss.tow_to_utc(self.gpssec[i], self.gpsnsec[i], reference)
-        back_ns = round(self._sent_index()[i] / self.sample_rate() * _NS)
+        back_ns = round(self._sent_index()[i] / self.sample_rate() * NS_PER_S)
         return t - np.timedelta64(back_ns, "ns")
 
     def frame_times(self, reference: datetime | np.datetime64 | None = None) -> np.ndarray:

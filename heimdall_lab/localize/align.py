@@ -13,10 +13,12 @@ import numpy as np
 import xarray as xr
 from scipy import fft as sfft
 
-from heimdall_lab import dsp
+from heimdall_lab import dsp, gnss
 from heimdall_lab.errors import HeimdallError, ValidationError
+from heimdall_lab.kiwi.protocol import NOMINAL_RATE
 from heimdall_lab.localize.checks import _check_receiver_position
-from heimdall_lab.localize.results import _NO_FIX, _NS, _STALE, _WEEK_NS, ReceiverTiming
+from heimdall_lab.localize.results import ReceiverTiming
+from heimdall_lab.values import NS_PER_S
 
 log = logging.getLogger(__name__)
 
@@ -37,45 +39,7 @@ class _Track:
 
 def _wrap_ns(ns: np.ndarray) -> np.ndarray:
     """Wrap int64 ns differences into [-half week, half week)."""
-    return (ns + _WEEK_NS // 2) % _WEEK_NS - _WEEK_NS // 2
-
-
-def _segments(
-    starts: np.ndarray, t: np.ndarray, fidx: np.ndarray, seq: np.ndarray, nominal: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Segment id per trusted frame, and whether each break is explained by lost frames."""
-    if len(starts) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, bool)
-    ds_ = np.diff(starts).astype(np.float64)
-    dt = np.diff(t)
-    expected = ds_ / nominal
-    dseq = np.diff(seq) & 0xFFFFFFFF
-    lost = dseq != np.diff(fidx)
-    timing_jump = np.abs(dt - expected) > 0.01 * np.abs(expected) + 1e-4
-    brk = lost | timing_jump | (ds_ <= 0)
-    return np.concatenate([[0], np.cumsum(brk)]), np.concatenate([[True], lost])
-
-
-def _fit_rate(s: np.ndarray, t: np.ndarray, seg: np.ndarray) -> tuple[float, np.ndarray]:
-    """Seconds per sample pooled over segments, and each frame's residual (s)."""
-    num = den = 0.0
-    means: dict[int, tuple[float, float]] = {}
-    for g in np.unique(seg):
-        m = seg == g
-        if m.sum() < 2:
-            continue
-        sm, tm = s[m].mean(), t[m].mean()
-        means[int(g)] = (sm, tm)
-        num += float(np.sum((s[m] - sm) * (t[m] - tm)))
-        den += float(np.sum((s[m] - sm) ** 2))
-    if den <= 0:
-        return float("nan"), np.zeros_like(t)
-    b = num / den
-    res = np.zeros_like(t)
-    for g, (sm, tm) in means.items():
-        m = seg == g
-        res[m] = t[m] - (tm + b * (s[m] - sm))
-    return b, res
+    return (ns + gnss.WEEK_NS // 2) % gnss.WEEK_NS - gnss.WEEK_NS // 2
 
 
 def _track_from_arrays(
@@ -111,7 +75,7 @@ def _track_from_arrays(
         timing.reason = f"{len(u)} frame(s) with a usable GNSS fix (need at least 2)"
         return None
     s = starts[u].astype(np.float64)
-    t = rel_ns[k_all][u].astype(np.float64) / _NS
+    t = rel_ns[k_all][u].astype(np.float64) / NS_PER_S
     # A robust first guess of the rate (for telling timing jumps from jitter): the median
     # over neighbouring trusted frames with nothing lost between them.
     step_ok = ((np.diff(seq[u]) & 0xFFFFFFFF) == np.diff(k_all[u])) & (np.diff(t) > 0)
@@ -120,8 +84,11 @@ def _track_from_arrays(
     keep = np.ones(len(u), bool)
     b = float("nan")
     for _ in range(3):  # fit, drop frames far off their segment's line, fit again
-        seg, explained = _segments(starts[u][keep], t[keep], k_all[u][keep], seq[u][keep], nominal)
-        b, res = _fit_rate(s[keep], t[keep], seg)
+        seg, explained = gnss.frame_segments(
+            starts[u][keep], t[keep], k_all[u][keep], seq[u][keep], nominal
+        )
+        fit = gnss.fit_rate(s[keep], t[keep], seg)
+        b, res = fit.seconds_per_sample, fit.residual_s
         if not math.isfinite(b) or b <= 0:
             break
         bad = np.abs(res) > max_timestamp_error_s
@@ -138,8 +105,8 @@ def _track_from_arrays(
         timing.reason = "no two consecutive trusted frames to derive the sample rate from"
         return None
     rate = 1.0 / b
-    seg, _ = _segments(starts[u][keep], t[keep], k_all[u][keep], seq[u][keep], nominal)
-    _, res = _fit_rate(s[keep], t[keep], seg)
+    seg, _ = gnss.frame_segments(starts[u][keep], t[keep], k_all[u][keep], seq[u][keep], nominal)
+    res = gnss.fit_rate(s[keep], t[keep], seg).residual_s
     sizes = np.bincount(seg)
     in_fit = sizes[seg] >= 2
     timing.timestamp_rms_ns = (
@@ -227,9 +194,7 @@ def _dataset_tracks(
     if "frame_trusted" in ds.variables:
         trusted = np.asarray(ds["frame_trusted"].values, dtype=bool)
     else:
-        sol = np.asarray(ds["frame_gps_solution"].values)
-        trusted = (sol >= 0) & (sol < _NO_FIX)
-        trusted[:, :_STALE] = False
+        trusted = gnss.trusted_frames(np.asarray(ds["frame_gps_solution"].values))
     trusted = trusted & (f_sec >= 0) & (f_nsec >= 0)
     n_samples = (
         np.asarray(ds["n_samples"].values, dtype=np.int64)
@@ -239,9 +204,9 @@ def _dataset_tracks(
     nominal = (
         np.asarray(ds["sample_rate"].values, dtype=np.float64)
         if "sample_rate" in ds.variables
-        else np.full(n_rx, 12000.0)
+        else np.full(n_rx, NOMINAL_RATE)
     )
-    tow = f_sec * _NS + f_nsec
+    tow = f_sec * NS_PER_S + f_nsec
     ref_ns: int | None = None
     epoch: np.datetime64 | None = None
     for i in range(n_rx):
@@ -261,7 +226,7 @@ def _dataset_tracks(
             timing.reason = "no frame with a usable GNSS fix"
             continue
         rel = _wrap_ns(tow[i] - ref_ns)
-        rate_guess = nominal[i] if math.isfinite(nominal[i]) and nominal[i] > 0 else 12000.0
+        rate_guess = nominal[i] if math.isfinite(nominal[i]) and nominal[i] > 0 else NOMINAL_RATE
         track = _track_from_arrays(
             timing,
             iq_all[i, : int(n_samples[i])],

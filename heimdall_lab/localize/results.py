@@ -13,16 +13,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from heimdall_lab import geo, gnss
+from heimdall_lab import geo
+from heimdall_lab.values import jsonable
 
 log = logging.getLogger(__name__)
 
 
-_NS = 1_000_000_000
-_WEEK_NS = gnss.WEEK_SECONDS * _NS
 _KM_PER_DEG = geo.EARTH_RADIUS_M * math.pi / 180.0 / 1000.0
-_NO_FIX = 253
-_STALE = 2
 _PSR_WINDOW_S = 0.5
 _GAP_GUARD_S = 0.02
 _TAPER = 0.1  # Tukey taper fraction of each chunk
@@ -32,24 +29,6 @@ _MAX_STARTS = 6
 
 # ============================================================================================
 # Results
-
-
-def _clean(value: Any) -> Any:
-    """JSON-able copy: numpy scalars to Python, NaN/inf to None, arrays to lists."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    return value
 
 
 @dataclass
@@ -114,7 +93,7 @@ class ReceiverTiming:
         dict
             Field name to value.
         """
-        return _clean({f.name: getattr(self, f.name) for f in fields(self)})
+        return jsonable({f.name: getattr(self, f.name) for f in fields(self)})
 
 
 @dataclass
@@ -195,7 +174,7 @@ class PairDelay:
         dict
             Field name to value.
         """
-        return _clean({f.name: getattr(self, f.name) for f in fields(self)})
+        return jsonable({f.name: getattr(self, f.name) for f in fields(self)})
 
 
 @dataclass
@@ -366,7 +345,7 @@ class Localization:
                 "longitude": self.chi2_grid["longitude"].values,
                 "chi2": self.chi2_grid.values,
             }
-        return _clean(out)
+        return jsonable(out)
 
     def summary(self) -> str:
         """One line: position, ellipse and fit.

@@ -34,10 +34,11 @@ from heimdall_lab.localize.checks import (
     _positive,
 )
 from heimdall_lab.localize.delay import _correlate, _Signal
-from heimdall_lab.localize.results import _NS, DelayEstimate, Localization, PairDelay
+from heimdall_lab.localize.results import DelayEstimate, Localization, PairDelay
 from heimdall_lab.localize.rssi import locate_rssi_dataset
 from heimdall_lab.localize.solver import _check_confidence, _check_velocity, _model, solve_tdoa
 from heimdall_lab.receivers import Receiver
+from heimdall_lab.values import NS_PER_S
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +374,9 @@ def locate_dataset(
             t.reason = "all its pairs were rejected"
     start_time = ""
     if epoch is not None:
-        start_time = str(np.datetime_as_string(epoch + np.timedelta64(round(t0 * _NS), "ns"), "us"))
+        start_time = str(
+            np.datetime_as_string(epoch + np.timedelta64(round(t0 * NS_PER_S), "ns"), "us")
+        )
         start_time += "Z"
     settings.update(sol.settings)
     notes.extend(sol.notes)
