@@ -11,8 +11,8 @@ Reprocessing (:func:`reprocess`)
     reads its receivers' zarr chunks (shards) itself, through :meth:`IQStore.open` (dask
     arrays over the shards, computed in the task), so IQ never travels between workers, and
     computes exactly what :func:`heimdall_lab.capture.capture` computes
-    (:func:`~heimdall_lab.capture.capture_metrics` then
-    :func:`~heimdall_lab.capture.measurement_rows`: the metrics and the PSD stored with
+    (:func:`~heimdall_lab.processing.capture_metrics` then
+    :func:`~heimdall_lab.processing.measurement_rows`: the metrics and the PSD stored with
     each measurement). Only the small measurement rows come back to the caller, who writes
     them with :func:`heimdall_lab.db.write_measurements` (binary COPY) as each capture
     completes. At most ``max_in_flight`` captures are submitted at a time, so neither the
@@ -69,10 +69,11 @@ import xarray as xr
 from sqlalchemy.engine import Engine
 
 from heimdall_lab import db
-from heimdall_lab.capture import capture_metrics, measurement_rows
 from heimdall_lab.errors import DatabaseError, HeimdallError, ValidationError
 from heimdall_lab.ids import check_capture_id
+from heimdall_lab.measurement import ACQUISITION_METADATA
 from heimdall_lab.notebooks import notebook_parameters, notebook_path, run_notebook
+from heimdall_lab.processing import capture_metrics, measurement_rows
 from heimdall_lab.store import IQStore
 from heimdall_lab.urls import mask_url
 
@@ -110,7 +111,7 @@ _MEASURE_VARS = ["iq"]
 #: Most IQ bytes one task measures: receivers are grouped up to this, one receiver at least.
 _TASK_BYTES = 32 << 20
 #: Acquisition metadata kept from the rows a reprocess replaces.
-_KEPT_METADATA = ("status", "reason", "lost_frames", "skipped_frames")
+_KEPT_METADATA = ACQUISITION_METADATA
 _PARTIAL = ".partial"
 
 Mode = Literal["skip", "replace"]

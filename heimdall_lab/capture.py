@@ -1,6 +1,11 @@
 """One capture call: fetch, metrics, IQ store, measurements; the one code path for all users.
 
-:func:`capture` is what the notebooks, the ipywidgets form and the CLI call. It records the
+:func:`capture` is what the notebooks, the ipywidgets form and the CLI call. Where it reads
+from and writes to is given to it: the receivers (from the database by name, or
+:class:`~heimdall_lab.receivers.Receiver` objects, e.g. those of an emulator from
+:func:`heimdall_lab.emulate.emulated`), an :class:`~heimdall_lab.store.IQStore` and a
+database engine. The metrics and measurement rows come from :mod:`heimdall_lab.processing`.
+It records the
 capture in the database before anything connects, moves it through the stages
 ``connecting`` -> ``receiving`` -> ``processing`` -> ``storing`` -> ``done`` (or
 ``partial`` when some receivers failed, ``failed`` when a stage failed) with a percentage,
@@ -11,14 +16,13 @@ in the returned object and, where its own stage succeeded, in the stores.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -27,13 +31,12 @@ import xarray as xr
 from sqlalchemy.engine import Engine
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from heimdall_lab import db, dsp, spool
-from heimdall_lab.emulate.scenario import Scenario
-from heimdall_lab.emulate.server import Emulator, Fault
+from heimdall_lab import db, spool
 from heimdall_lab.errors import DatabaseError, HeimdallError, StorageError, ValidationError
 from heimdall_lab.ids import check_capture_id
 from heimdall_lab.kiwi.acquire import Acquisition, Progress, acquire, validate_request
 from heimdall_lab.kiwi.client import StreamSettings
+from heimdall_lab.processing import capture_metrics, measurement_rows
 from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.store import IQStore
 from heimdall_lab.versions import __version__
@@ -42,8 +45,6 @@ log = logging.getLogger(__name__)
 
 #: Share of the progress bar each stage ends at.
 _STAGE_END = {"connecting": 5.0, "receiving": 80.0, "processing": 85.0, "storing": 99.0}
-#: PSD resolution stored with each measurement (240 bins at 12 kHz).
-PSD_RESOLUTION_HZ = 50.0
 _DB_UPDATE_INTERVAL_S = 1.0
 _DB_ATTEMPTS = 4
 
@@ -136,42 +137,34 @@ ProgressCallback = Callable[[Capture], None]
 
 
 def _resolve_receivers(
-    engine: Engine | None, receivers: Sequence[Receiver | str] | None, scenario: Scenario | None
+    engine: Engine | None, receivers: Sequence[Receiver | str] | None
 ) -> list[Receiver]:
-    """Receivers by name from the database, or as given (registering unknown ones).
+    """Receivers by name from the database, or as given.
 
-    An emulated capture uses the active receivers that are sites of its scenario; with the
-    database down, it takes them from the scenario.
+    Receiver objects the database does not know yet (an emulator's, a new station) are
+    registered later, before measurements are written (:func:`_register`).
     """
     if engine is None:
-        if scenario is None:
-            if receivers is not None and all(isinstance(r, Receiver) for r in receivers):
-                return list(receivers)  # type: ignore[arg-type]
-            raise DatabaseError(
-                "the database is unreachable and the receivers were given by name: "
-                "pass Receiver objects, or capture again when the database is back",
-                retryable=True,
-            )
-        sites = {
-            s.name: Receiver(s.name, "127.0.0.1", 8073, s.latitude, s.longitude)
-            for s in scenario.sites
-        }
-        known = sites
-        registered = set(sites)
-    else:
-        known = {r.name: r for r in db.list_receivers(engine, active_only=True)}
-        registered = {r.name for r in db.list_receivers(engine, active_only=False)}
+        if receivers is not None and all(isinstance(r, Receiver) for r in receivers):
+            return list(receivers)  # type: ignore[arg-type]
+        raise DatabaseError(
+            "the database is unreachable and the receivers were given by name: "
+            "pass Receiver objects, or capture again when the database is back",
+            retryable=True,
+        )
+    if receivers is not None and all(isinstance(r, Receiver) for r in receivers):
+        return list(receivers)  # type: ignore[arg-type]
+    known = {r.name: r for r in db.list_receivers(engine, active_only=True)}
     if receivers is None:
-        if scenario is not None:  # emulated: the active receivers the scenario has sites for
-            known = {name: r for name, r in known.items() if name in scenario.site_names}
         if not known:
-            raise ValidationError("no active receivers in the database; add one first")
+            raise ValidationError(
+                "no active receivers in the database; add some (heimdall-lab receivers add, "
+                "or heimdall-lab db migrate to seed the defaults) or pass Receiver objects"
+            )
         return list(known.values())
     chosen = []
     for r in receivers:
         if isinstance(r, Receiver):
-            if engine is not None and r.name not in registered:
-                db.add_receiver(engine, r)
             chosen.append(r)
         elif r in known:
             chosen.append(known[r])
@@ -182,91 +175,18 @@ def _resolve_receivers(
     return chosen
 
 
-def measurement_rows(
-    metrics: pd.DataFrame, ds: xr.Dataset, *, iq_url: str | None, status: pd.DataFrame
-) -> pd.DataFrame:
-    """Turn per-receiver metrics into rows for the ``measurements`` table.
+def _register(engine: Engine, receivers: Sequence[Receiver]) -> None:
+    """Add the receivers the database does not know yet, so measurements can refer to them.
 
-    Parameters
-    ----------
-    metrics : pandas.DataFrame
-        :func:`capture_metrics` output, indexed by receiver.
-    ds : xarray.Dataset
-        The capture Dataset (for times, RSSI and the PSD).
-    iq_url : str or None
-        Where the capture's IQ is stored.
-    status : pandas.DataFrame
-        The acquisition's status table (for metadata).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per receiver, columns as :func:`heimdall_lab.db.write_measurements` takes.
+    A receiver already there (by name) is left as it is: an emulator's loopback address does
+    not replace the real one.
     """
-    rows = []
-    fallback = pd.Timestamp(ds.attrs.get("core:datetime") or datetime.now(UTC))
-    for name, m in metrics.iterrows():
-        one = ds.sel(receiver=name)
-        start = one.start_time.values
-        n = int(one.n_samples)
-        _, density = dsp.psd(
-            one.iq.values[:n], float(one.sample_rate), resolution_hz=PSD_RESOLUTION_HZ
-        )
-        st = status.loc[name]
-        rows.append(
-            {
-                "receiver": name,
-                "timestamp_utc": fallback if np.isnat(start) else pd.Timestamp(start),
-                "frequency_hz": float(ds.attrs["center_frequency_hz"]),
-                "sample_rate": m["sample_rate_hz"],
-                "samples_count": int(m["n_samples"]),
-                "snr_db": m["snr_db"],
-                "frequency_offset_hz": m["frequency_offset_hz"],
-                "signal_power_dbfs": m["signal_power_dbfs"],
-                "signal_power_dbm": m["signal_power_dbm"],
-                "noise_power_dbfs": m["noise_power_dbfs"],
-                "noise_power_dbm": m["noise_power_dbm"],
-                "cn0_dbhz": m["cn0_dbhz"],
-                "occupied_bandwidth_hz": m["occupied_bandwidth_hz"],
-                "signal_present": bool(m["signal_present"]),
-                "rssi_dbm": float(one.rssi_dbm),
-                "psd": density.astype(np.float32),
-                "psd_resolution_hz": float(one.sample_rate) / len(density),
-                "iq_path": None if iq_url is None else f"{iq_url}#receiver={name}",
-                "metadata": {
-                    "status": st["status"],
-                    "reason": st["reason"],
-                    "lost_frames": int(st["lost_frames"]),
-                    "skipped_frames": int(st["skipped_frames"]),
-                    "snr_bandwidth_hz": float(m["snr_bandwidth_hz"]),
-                    "noise_density_dbfs_hz": float(m["noise_density_dbfs_hz"]),
-                    "pfa": float(m["pfa"]),
-                },
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def capture_metrics(ds: xr.Dataset) -> pd.DataFrame:
-    """Signal metrics of every receiver in a capture Dataset.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        A capture Dataset.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per receiver, the :class:`heimdall_lab.dsp.SignalMetrics` fields as columns;
-        empty when the Dataset holds no receiver.
-    """
-    if ds.sizes.get("receiver", 0) == 0:
-        return pd.DataFrame()
-    out = dsp.measure_dataset(ds, center_frequency_hz=ds.attrs.get("center_frequency_hz"))
-    return out.to_dataframe().drop(
-        columns=[c for c in out.coords if c != "receiver"], errors="ignore"
-    )
+    registered = {r.name for r in db.list_receivers(engine, active_only=False)}
+    for r in receivers:
+        if r.name not in registered:
+            log.info("registering receiver %s (%s)", r.name, r.address)
+            db.add_receiver(engine, r)
+            registered.add(r.name)
 
 
 class _Recorder:
@@ -350,27 +270,6 @@ class _Recorder:
         self.set(percent=_STAGE_END["connecting"] + share * (_STAGE_END["receiving"] - 5.0))
 
 
-@contextlib.contextmanager
-def _emulated(
-    receivers: list[Receiver],
-    scenario: Scenario,
-    start_utc: np.datetime64,
-    realtime: bool,
-    faults: dict[str, Fault] | None,
-) -> Iterator[list[Receiver]]:
-    sites = set(scenario.site_names)
-    missing = [r.name for r in receivers if r.name not in sites]
-    if missing:
-        raise ValidationError(
-            f"receivers {missing} are not sites of the scenario; emulated sites: {sorted(sites)}"
-        )
-    emulator = Emulator(
-        scenario, receivers=receivers, realtime=realtime, start_utc=start_utc, faults=faults
-    )
-    with emulator.running() as emu:
-        yield emu.receivers
-
-
 def _connect(database_url: str | None) -> Engine | None:
     """An engine, or ``None`` when the database cannot be reached (the capture goes on)."""
     try:
@@ -382,26 +281,56 @@ def _connect(database_url: str | None) -> Engine | None:
         return None
 
 
+#: Parameters capture() records itself; ``metadata`` may not redefine them.
+_OWN_PARAMETERS = (
+    "frequency_hz",
+    "duration_s",
+    "receivers",
+    "deadline_s",
+    "retries",
+    "settings",
+    "software_version",
+)
+
+
+def _open_store(store: IQStore | str | None, iq_url: str | None) -> IQStore:
+    if store is not None and iq_url is not None:
+        raise ValidationError("give the IQ store as store= or iq_url=, not both")
+    if isinstance(store, IQStore):
+        return store
+    if store is not None and not isinstance(store, str):
+        raise ValidationError(f"store must be an IQStore or a URL, got {type(store).__name__}")
+    return IQStore(store if store is not None else iq_url)
+
+
+def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise ValidationError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    clash = sorted(set(metadata) & set(_OWN_PARAMETERS))
+    if clash:
+        raise ValidationError(f"metadata may not redefine the capture's own parameters {clash}")
+    return {str(k): v for k, v in metadata.items()}
+
+
 def capture(
     frequency_hz: float = 10e6,
     duration_s: float = 10.0,
     *,
     receivers: Sequence[Receiver | str] | None = None,
-    iq_url: str | None = None,
-    database_url: str | None = None,
+    store: IQStore | str | None = None,
     engine: Engine | None = None,
-    emulate: bool = False,
-    scenario: Scenario | None = None,
-    seed: int | None = None,
-    start_utc: str | np.datetime64 | None = None,
-    realtime: bool = True,
-    faults: dict[str, Fault] | None = None,
+    database_url: str | None = None,
+    iq_url: str | None = None,
     settings: StreamSettings | None = None,
     deadline_s: float | None = None,
     retries: int | None = None,
+    gps_reference: datetime | np.datetime64 | str | None = None,
     on_progress: ProgressCallback | None = None,
     capture_id: str | None = None,
     home: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Capture:
     """Capture IQ from several receivers, measure it, and store IQ and measurements.
 
@@ -410,41 +339,43 @@ def capture(
     frequency_hz : float
         Centre frequency in Hz.
     duration_s : float
-        Seconds of IQ from each receiver.
+        Seconds of IQ from each receiver, at most
+        :data:`heimdall_lab.receivers.MAX_DURATION_S`.
     receivers : sequence of Receiver or str, optional
         Receivers, or names of receivers in the database; all active ones by default.
-    iq_url : str, optional
-        IQ store URL (local folder or ``s3://``); :func:`heimdall_lab.store.default_iq_url`.
-    database_url : str, optional
-        Database URL; ``HEIMDALL_DATABASE_URL`` or the embedded server by default.
+        Receiver objects the database does not know (by name) are added to it before the
+        measurements are written.
+    store : IQStore or str, optional
+        The IQ store, or its URL (local folder or ``s3://``);
+        :func:`heimdall_lab.store.default_iq_url` by default.
     engine : sqlalchemy.engine.Engine, optional
-        An engine to use instead of ``database_url`` (not disposed of here).
-    emulate : bool, optional
-        Capture from the local emulator instead of the real receivers (implied by
-        ``scenario`` or ``seed``).
-    scenario : Scenario, optional
-        What the emulated receivers hear; ``Scenario.default(seed)`` by default.
-    seed : int, optional
-        Scenario seed (0 by default in emulated runs).
-    start_utc : str or numpy.datetime64, optional
-        Emulated runs: UTC time of the first sample; the next whole second by default. With
-        the same parameters, seed and start the emulator gives identical IQ.
-    realtime : bool, optional
-        Emulated runs: pace frames in real time (default) or send them as fast as possible.
-    faults : dict of str to Fault, optional
-        Emulated runs: faults to inject, by receiver name (for failure drills and tests).
+        The database (not disposed of here); by default one is opened on ``database_url``.
+    database_url : str, optional
+        Database URL when no engine is given; ``HEIMDALL_DATABASE_URL`` or the embedded
+        server by default.
+    iq_url : str, optional
+        The IQ store's URL; the same as a URL given as ``store``.
     settings : StreamSettings, optional
         Passband, gain and timeouts of the receiver streams.
     deadline_s : float, optional
         Overall acquisition deadline (see :func:`heimdall_lab.kiwi.acquire.acquire_async`).
     retries : int, optional
         Retries per receiver (each receiver's ``retry_count`` by default).
+    gps_reference : datetime, numpy.datetime64 or str, optional
+        A UTC time within half a week of the capture, to resolve the GPS week of the
+        timestamps; the wall clock by default (right for live receivers; an emulator
+        replaying another time gives its own, see :func:`heimdall_lab.emulate.emulated`).
     on_progress : callable, optional
         Called with the :class:`Capture` whenever its stage or progress changes.
     capture_id : str, optional
-        Identifier to use; a new UUID by default.
+        Identifier to use (see :func:`heimdall_lab.ids.check_capture_id`); a new UUID by
+        default.
     home : str, optional
         Local state directory for the spool (``$HEIMDALL_HOME`` or ``./.heimdall``).
+    metadata : mapping, optional
+        More parameters to record with the capture (JSON values), merged into
+        :attr:`Capture.parameters`: for example an emulator's scenario, seed and start
+        (``emulated(...).parameters``), so the capture can be repeated.
 
     Returns
     -------
@@ -459,36 +390,29 @@ def capture(
         Bad parameters or unknown receivers, before anything connects.
     DatabaseError
         The database is unreachable and the receivers cannot be known without it.
+
+    Examples
+    --------
+    >>> from heimdall_lab.emulate import emulated
+    >>> with emulated(seed=0) as emu:  # doctest: +SKIP
+    ...     cap = capture(10e6, 10, receivers=emu.receivers, metadata=emu.parameters)
     """
     validate_capture_request(frequency_hz, duration_s)
-    emulate = emulate or scenario is not None or seed is not None or bool(faults)
-    if emulate:
-        scenario = scenario or Scenario.default(seed=seed or 0)
+    extra = _check_metadata(metadata)
     capture_id = check_capture_id(capture_id or uuid.uuid4().hex)
+    iq_store = _open_store(store, iq_url)
+    reference = None if gps_reference is None else np.datetime64(gps_reference, "ns")
     own_engine = engine is None
     if engine is None:
         engine = _connect(database_url)
     try:
-        chosen = _resolve_receivers(engine, receivers, scenario)
+        chosen = _resolve_receivers(engine, receivers)
         validate_request(chosen, frequency_hz, duration_s)
-        start = None
-        if emulate:
-            start = (
-                np.datetime64(start_utc, "ns")
-                if start_utc is not None
-                else np.datetime64(int(time.time()) + 1, "s").astype("M8[ns]")
-            )
-        store = IQStore(iq_url)
         parameters: dict[str, Any] = {
             "frequency_hz": float(frequency_hz),
             "duration_s": float(duration_s),
             "receivers": [r.name for r in chosen],
-            "emulate": emulate,
-            "scenario": scenario.to_dict() if emulate and scenario else None,
-            "seed": scenario.seed if emulate and scenario else None,
-            "start_utc": None if start is None else f"{np.datetime_as_string(start, 'ns')}Z",
-            "realtime": realtime if emulate else None,
-            "faults": {k: asdict(v) for k, v in (faults or {}).items()} or None,
+            **extra,
             "deadline_s": deadline_s,
             "retries": retries,
             "settings": asdict(settings or StreamSettings()),
@@ -509,13 +433,14 @@ def capture(
         rec = _Recorder(cap, engine, on_progress)
         if engine is not None:
             try:
+                _register(engine, chosen)
                 db.create_capture(engine, capture_id=capture_id, status="pending", **create)
             except DatabaseError as exc:
                 if not exc.retryable:
                     raise
                 rec.db_down = True
-        run = _Run(cap, rec, chosen, store, engine, home)
-        run.acquire(scenario, start, realtime, faults, settings, deadline_s, retries)
+        run = _Run(cap, rec, chosen, iq_store, engine, home)
+        run.acquire(settings, deadline_s, retries, reference)
         if cap.acquisition is not None and cap.dataset.sizes["receiver"]:
             run.process_and_store()
         run.finish(create)
@@ -543,13 +468,10 @@ class _Run:
 
     def acquire(
         self,
-        scenario: Scenario | None,
-        start: np.datetime64 | None,
-        realtime: bool,
-        faults: dict[str, Fault] | None,
         settings: StreamSettings | None,
         deadline_s: float | None,
         retries: int | None,
+        gps_reference: np.datetime64 | None,
     ) -> None:
         cap, rec = self.cap, self.rec
         rec.set("connecting", 0.0, force=True)
@@ -559,15 +481,10 @@ class _Run:
             "retries": retries,
             "on_progress": rec.receiver,
             "capture_id": cap.capture_id,
+            "gps_reference": gps_reference,
         }
         try:
-            if scenario is not None and start is not None:
-                with _emulated(self.chosen, scenario, start, realtime, faults) as addressed:
-                    cap.acquisition = acquire(
-                        addressed, cap.frequency_hz, cap.duration_s, gps_reference=start, **kwargs
-                    )
-            else:
-                cap.acquisition = acquire(self.chosen, cap.frequency_hz, cap.duration_s, **kwargs)
+            cap.acquisition = acquire(self.chosen, cap.frequency_hz, cap.duration_s, **kwargs)
         except HeimdallError as exc:
             rec.fail("receiving", exc)
             return

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import uuid
 
 import numpy as np
 import pytest
@@ -10,8 +12,10 @@ import sqlalchemy as sa
 
 from heimdall_lab import db
 from heimdall_lab.capture import capture
+from heimdall_lab.emulate import Fault, emulated
 from heimdall_lab.errors import ValidationError
-from heimdall_lab.receivers import Receiver
+from heimdall_lab.kiwi.acquire import acquire
+from heimdall_lab.receivers import MAX_DURATION_S, Receiver
 from heimdall_lab.store import IQStore
 
 FREQ = 10e6
@@ -27,15 +31,16 @@ def _rows(engine, capture_id):
 
 def test_emulated_capture_is_stored_everywhere(embedded_engine, tmp_path):
     seen = []
-    cap = capture(
-        FREQ,
-        2.0,
-        engine=embedded_engine,
-        iq_url=str(tmp_path / "iq"),
-        seed=4,
-        realtime=False,
-        on_progress=lambda c: seen.append((c.stage, c.percent)),
-    )
+    with emulated(seed=4, realtime=False) as emu:
+        cap = capture(
+            FREQ,
+            2.0,
+            engine=embedded_engine,
+            iq_url=str(tmp_path / "iq"),
+            receivers=emu.receivers,
+            metadata=emu.parameters,
+            on_progress=lambda c: seen.append((c.stage, c.percent)),
+        )
     assert cap.stage == "done", cap.errors
     assert len(cap.metrics) == 7
     # The database row, the measurements and the IQ store agree.
@@ -61,19 +66,18 @@ def test_emulated_capture_is_stored_everywhere(embedded_engine, tmp_path):
 
 
 def test_same_parameters_and_seed_give_identical_iq(embedded_engine, tmp_path):
-    runs = [
-        capture(
-            FREQ,
-            1.0,
-            engine=embedded_engine,
-            iq_url=str(tmp_path / "iq"),
-            seed=9,
-            start_utc=START,
-            realtime=False,
-            receivers=["HB9Q", "OE3XEC"],
-        )
-        for _ in range(2)
-    ]
+    runs = []
+    for _ in range(2):
+        with emulated(seed=9, start_utc=START, realtime=False, receivers=["HB9Q", "OE3XEC"]) as emu:
+            runs.append(
+                capture(
+                    FREQ,
+                    1.0,
+                    engine=embedded_engine,
+                    iq_url=str(tmp_path / "iq"),
+                    **emu.capture_options,
+                )
+            )
     assert runs[0].capture_id != runs[1].capture_id
     a, b = (IQStore(str(tmp_path / "iq")).open(r.capture_id) for r in runs)
     np.testing.assert_array_equal(a.iq.values, b.iq.values)
@@ -81,16 +85,10 @@ def test_same_parameters_and_seed_give_identical_iq(embedded_engine, tmp_path):
     # The stored parameters repeat the capture.
     params = db.get_capture(embedded_engine, runs[0].capture_id).parameters
     assert params["start_utc"].startswith(START) and params["seed"] == 9
-    other = capture(
-        FREQ,
-        1.0,
-        engine=embedded_engine,
-        iq_url=str(tmp_path / "iq"),
-        seed=10,
-        start_utc=START,
-        realtime=False,
-        receivers=["HB9Q", "OE3XEC"],
-    )
+    with emulated(seed=10, start_utc=START, realtime=False, receivers=["HB9Q", "OE3XEC"]) as emu:
+        other = capture(
+            FREQ, 1.0, engine=embedded_engine, iq_url=str(tmp_path / "iq"), **emu.capture_options
+        )
     c = IQStore(str(tmp_path / "iq")).open(other.capture_id)
     assert not np.array_equal(a.iq.values, c.iq.values)
 
@@ -120,16 +118,16 @@ def test_unwritable_store_keeps_iq_locally_for_sync(embedded_engine, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     home = tmp_path / "home"
-    cap = capture(
-        FREQ,
-        1.0,
-        engine=embedded_engine,
-        iq_url=str(blocked / "iq"),
-        seed=2,
-        realtime=False,
-        receivers=["HB9Q", "HB9SL"],
-        home=str(home),
-    )
+    with emulated(seed=2, realtime=False, receivers=["HB9Q", "HB9SL"]) as emu:
+        cap = capture(
+            FREQ,
+            1.0,
+            engine=embedded_engine,
+            iq_url=str(blocked / "iq"),
+            receivers=emu.receivers,
+            metadata=emu.parameters,
+            home=str(home),
+        )
     assert cap.stage == "done" and not cap.errors
     assert cap.warnings and cap.warnings[0].startswith("storing IQ")
     assert str(home) in cap.iq_url  # the local copy
@@ -141,16 +139,16 @@ def test_unwritable_store_keeps_iq_locally_for_sync(embedded_engine, tmp_path):
 def test_unwritable_store_and_spool_fail_the_stage_but_keep_the_rest(embedded_engine, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
-    cap = capture(
-        FREQ,
-        1.0,
-        engine=embedded_engine,
-        iq_url=str(blocked / "iq"),
-        seed=2,
-        realtime=False,
-        receivers=["HB9Q", "HB9SL"],
-        home=str(blocked / "home"),
-    )
+    with emulated(seed=2, realtime=False, receivers=["HB9Q", "HB9SL"]) as emu:
+        cap = capture(
+            FREQ,
+            1.0,
+            engine=embedded_engine,
+            iq_url=str(blocked / "iq"),
+            receivers=emu.receivers,
+            metadata=emu.parameters,
+            home=str(blocked / "home"),
+        )
     assert cap.stage == "failed"
     assert cap.errors and cap.errors[0].startswith("storing IQ")
     assert cap.dataset is not None and cap.dataset.sizes["receiver"] == 2  # nothing lost
@@ -180,7 +178,125 @@ def test_nothing_delivered_fails_with_reasons(embedded_engine, tmp_path):
 )
 def test_invalid_requests_are_rejected_before_anything_happens(embedded_engine, kwargs, message):
     before = len(db.list_captures(embedded_engine, limit=10_000))
-    args = {"frequency_hz": FREQ, "duration_s": 1.0, "seed": 1, **kwargs}
+    args = {"frequency_hz": FREQ, "duration_s": 1.0, **kwargs}
+    db.seed_receivers(embedded_engine)
     with pytest.raises(ValidationError, match=message):
-        capture(engine=embedded_engine, realtime=False, **args)
+        capture(engine=embedded_engine, **args)
     assert len(db.list_captures(embedded_engine, limit=10_000)) == before
+
+
+def test_acquisition_limit_is_capture_s_not_the_database_s(embedded_engine):
+    """Two hours is too long to acquire, but a two-hour recording can be recorded."""
+    before = len(db.list_captures(embedded_engine, limit=10_000))
+    dead = Receiver("NOBODY", "127.0.0.1", 9, 50.0, 10.0, timeout_s=1.0)
+    with pytest.raises(ValidationError, match="over the limit"):
+        capture(FREQ, 7200.0, engine=embedded_engine, receivers=[dead])
+    assert len(db.list_captures(embedded_engine, limit=10_000)) == before
+    assert MAX_DURATION_S < 7200.0
+    capture_id = db.create_capture(embedded_engine, FREQ, 7200.0, status="done")
+    assert db.get_capture(embedded_engine, capture_id).duration_s == 7200.0
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValidationError, match="duration"):
+            db.create_capture(embedded_engine, FREQ, bad)
+
+
+def test_named_capture_from_emulated_receivers_is_stored(embedded, tmp_path):
+    """A readable capture id; receivers the database has never seen are registered first."""
+    engine = db.get_engine(embedded.url)  # a fresh engine: nothing is seeded implicitly
+    try:
+        with emulated(seed=5, realtime=False, receivers=["F5LEN", "PH0M"]) as emu:
+            fresh = [
+                dataclasses.replace(r, name=f"EMU{i}-{uuid.uuid4().hex[:6]}")
+                for i, r in enumerate(emu.receivers)
+            ]
+            cap = capture(
+                FREQ,
+                1.0,
+                engine=engine,
+                store=str(tmp_path / "iq"),
+                receivers=fresh,
+                metadata=emu.parameters,
+                gps_reference=emu.start_utc,
+                capture_id=f"my-run-{uuid.uuid4().hex[:8]}",
+            )
+        assert cap.stage == "done", cap.errors
+        rec = db.get_capture(engine, cap.capture_id)
+        assert rec is not None and rec.status == "done" and rec.iq_url == cap.iq_url
+        assert rec.parameters["seed"] == 5 and rec.parameters["emulate"] is True
+        names = {r.name for r in db.list_receivers(engine, active_only=False)}
+        assert {r.name for r in fresh} <= names
+        assert _rows(engine, cap.capture_id) == 2
+        stored = IQStore(str(tmp_path / "iq")).open(cap.capture_id)
+        assert sorted(stored["receiver"].values.tolist()) == sorted(r.name for r in fresh)
+    finally:
+        engine.dispose()
+
+
+def test_my_run_1_capture_id(embedded_engine, tmp_path):
+    existing = db.get_capture(embedded_engine, "my-run-1")
+    if existing is not None:
+        pytest.skip("my-run-1 already recorded in this database")
+    with emulated(seed=6, realtime=False, receivers=["HB9Q"]) as emu:
+        cap = capture(
+            FREQ,
+            1.0,
+            engine=embedded_engine,
+            store=str(tmp_path / "iq"),
+            capture_id="my-run-1",
+            **emu.capture_options,
+        )
+    assert cap.capture_id == "my-run-1" and cap.stage == "done", cap.errors
+    assert db.get_capture(embedded_engine, "my-run-1").status == "done"
+    assert IQStore(str(tmp_path / "iq")).open("my-run-1").sizes["receiver"] == 1
+    assert _rows(embedded_engine, "my-run-1") == 1
+
+
+def test_injected_engine_and_store_are_used(embedded, tmp_path):
+    engine = db.get_engine(embedded.url)
+    store = IQStore(str(tmp_path / "elsewhere"))
+    with emulated(seed=7, realtime=False, receivers=["HB9Q", "DK0GHZ"]) as emu:
+        cap = capture(FREQ, 1.0, engine=engine, store=store, **emu.capture_options)
+    try:
+        assert cap.stage == "done", cap.errors
+        assert cap.iq_url == store.url_for(cap.capture_id)
+        assert store.exists(cap.capture_id) and cap.capture_id in store.list()
+        assert store.open(cap.capture_id).sizes["receiver"] == 2
+        assert db.get_capture(engine, cap.capture_id).iq_url == cap.iq_url
+        assert _rows(engine, cap.capture_id) == 2
+    finally:
+        engine.dispose()
+    with pytest.raises(ValidationError, match="not both"):
+        capture(FREQ, 1.0, store=store, iq_url=str(tmp_path), receivers=emu.receivers)
+
+
+def test_emulated_provides_receivers_and_is_reproducible():
+    with emulated(seed=3, start_utc=START, realtime=False, receivers=["HB9Q", "G0MJW"]) as a:
+        assert [r.name for r in a.receivers] == ["HB9Q", "G0MJW"]
+        assert all(r.host == "127.0.0.1" and r.port > 0 for r in a.receivers)
+        assert len({r.port for r in a.receivers}) == 2
+        params = dict(a.parameters)
+        got_a = acquire(a.receivers, FREQ, 0.5, gps_reference=a.start_utc)
+    with emulated(seed=3, start_utc=START, realtime=False, receivers=["HB9Q", "G0MJW"]) as b:
+        assert b.parameters == params
+        got_b = acquire(b.receivers, FREQ, 0.5, gps_reference=b.start_utc)
+    assert params["seed"] == 3 and params["start_utc"].startswith(START)
+    assert params["emulate"] is True and params["realtime"] is False
+    assert params["scenario"]["seed"] == 3 and params["faults"] is None
+    assert json.loads(json.dumps(params)) == params
+    np.testing.assert_array_equal(got_a.dataset.iq.values, got_b.dataset.iq.values)
+    np.testing.assert_array_equal(got_a.dataset.start_time.values, got_b.dataset.start_time.values)
+    with emulated(seed=4, start_utc=START, realtime=False, receivers=["HB9Q"]) as c:
+        got_c = acquire(c.receivers, FREQ, 0.5, gps_reference=c.start_utc)
+    assert not np.array_equal(got_a.dataset.iq.values[:1], got_c.dataset.iq.values)
+    with emulated(realtime=False, receivers=["HB9Q"], faults={"HB9Q": Fault("refuse")}) as d:
+        assert d.parameters["faults"] == {
+            "HB9Q": {"kind": "refuse", "after_frames": 0, "times": None, "slow_factor": 2.0}
+        }
+    with pytest.raises(ValidationError, match="not sites"), emulated(receivers=["NOT_A_SITE"]):
+        pass
+
+
+def test_metadata_may_not_redefine_the_capture_s_parameters(embedded_engine):
+    dead = Receiver("NOBODY", "127.0.0.1", 9, 50.0, 10.0, timeout_s=1.0)
+    with pytest.raises(ValidationError, match="redefine"):
+        capture(FREQ, 1.0, engine=embedded_engine, receivers=[dead], metadata={"frequency_hz": 1})

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.ids import check_capture_id, new_capture_id
-from heimdall_lab.receivers import validate_capture_request
+from heimdall_lab.values import positive
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,10 @@ def create_capture(
     engine : sqlalchemy.engine.Engine
         The database.
     frequency_hz, duration_s : float
-        Centre frequency and length, as for :func:`heimdall_lab.kiwi.acquire.acquire`.
+        Centre frequency in Hz and length in seconds: any finite positive numbers. The
+        limit on what one acquisition may ask for (:data:`heimdall_lab.receivers.
+        MAX_DURATION_S`) is checked where IQ is acquired, not here, so longer imported
+        recordings can be recorded.
     capture_id : str, optional
         32 hex digits (an acquisition's ``capture_id``); default a new ``uuid4().hex``.
     start_time : datetime-like, optional
@@ -137,7 +140,8 @@ def create_capture(
     ValidationError
         For a bad frequency, duration, id, status or parameters, or an id already used.
     """
-    validate_capture_request(frequency_hz, duration_s)
+    frequency_hz = positive(frequency_hz, "frequency")
+    duration_s = positive(duration_s, "duration")
     capture_id = check_capture_id(capture_id or new_capture_id())
     params = _json(parameters or {}, "parameters")
     stmt = sa.text(

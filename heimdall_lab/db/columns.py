@@ -1,7 +1,7 @@
 """The measurement row schema.
 
-Columns in COPY order with their SQL types, and a DataFrame's rows prepared as column arrays
-for writing.
+Columns in COPY order with their SQL types (defined in :mod:`heimdall_lab.measurement`), and
+a DataFrame's rows prepared as column arrays for writing.
 """
 
 from __future__ import annotations
@@ -17,36 +17,12 @@ import pandas as pd
 
 from heimdall_lab.db.captures import _json
 from heimdall_lab.errors import ValidationError
+from heimdall_lab.measurement import MEASUREMENT_COLUMNS, MEASUREMENT_TYPES, METRIC_ALIASES
 
-# (column, type) of measurements in COPY order; the type picks the binary encoder.
-_MEASUREMENT_TYPES: tuple[tuple[str, str], ...] = (
-    ("capture_id", "text"),
-    ("websdr_id", "int4"),
-    ("timestamp_utc", "timestamptz"),
-    ("frequency_hz", "float8"),
-    ("sample_rate", "float8"),
-    ("samples_count", "int8"),
-    ("snr_db", "float8"),
-    ("frequency_offset_hz", "float8"),
-    ("signal_power_dbfs", "float8"),
-    ("signal_power_dbm", "float8"),
-    ("noise_power_dbfs", "float8"),
-    ("noise_power_dbm", "float8"),
-    ("cn0_dbhz", "float8"),
-    ("occupied_bandwidth_hz", "float8"),
-    ("signal_present", "bool"),
-    ("rssi_dbm", "float8"),
-    ("psd", "float4[]"),
-    ("psd_resolution_hz", "float8"),
-    ("iq_path", "text"),
-    ("metadata", "jsonb"),
-)
-#: Columns of ``measurements`` a DataFrame given to :func:`write_measurements` may carry
-#: (besides ``receiver`` or ``websdr_id``).
-MEASUREMENT_COLUMNS: tuple[str, ...] = tuple(
-    c for c, _ in _MEASUREMENT_TYPES if c not in ("capture_id", "websdr_id")
-)
-_ALIASES = {"sample_rate_hz": "sample_rate", "n_samples": "samples_count"}
+# The columns and their SQL types are defined once, in heimdall_lab.measurement (which the
+# processing layer shares without importing the database layer).
+_MEASUREMENT_TYPES = MEASUREMENT_TYPES
+_ALIASES = METRIC_ALIASES
 
 
 # ----------------------------------------------------------------------------- measurements: input

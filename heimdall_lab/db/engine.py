@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool, QueuePool
 
 from heimdall_lab.db.migrations import migrate
-from heimdall_lab.db.receivers import seed_receivers
 from heimdall_lab.db.server import start_embedded
 from heimdall_lab.errors import DatabaseError, ValidationError, first_line
 from heimdall_lab.urls import mask_url
@@ -99,11 +98,13 @@ def get_engine(
     pool_timeout: float = 30.0,
     single_connection: bool | None = None,
     apply_migrations: bool = True,
-    seed: bool = True,
     home: str | os.PathLike[str] | None = None,
     echo: bool = False,
 ) -> Engine:
-    """A pooled SQLAlchemy engine on the heimdall database, migrated and seeded.
+    """A pooled SQLAlchemy engine on the heimdall database, migrated.
+
+    No receivers are added: seed the default ones explicitly with
+    :func:`heimdall_lab.db.seed_receivers` (``heimdall-lab db migrate`` does).
 
     Parameters
     ----------
@@ -121,8 +122,6 @@ def get_engine(
         build in ``version()``).
     apply_migrations : bool, default True
         Apply pending migrations (:func:`migrate`).
-    seed : bool, default True
-        Add the default receivers that are missing (:func:`seed_receivers`).
     home : path-like, optional
         Local state directory for the embedded server.
     echo : bool, default False
@@ -175,8 +174,6 @@ def get_engine(
     try:
         if apply_migrations:
             migrate(engine)
-        if seed:
-            seed_receivers(engine)
     except BaseException:
         engine.dispose()
         raise

@@ -109,6 +109,7 @@ from heimdall_lab import geo, gnss
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.kiwi.protocol import FRAME_SAMPLES, FULL_SCALE, dbm_to_smeter, to_int16_pairs
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
+from heimdall_lab.values import NS_PER_S
 
 __all__ = [
     "DEFAULT_CALIBRATION_DB",
@@ -159,7 +160,6 @@ FSK_MESSAGE_BITS = 4096
 #: OOK key-down durations for bits 0 and 1, seconds.
 OOK_DURATIONS_S = (0.1, 0.2)
 
-_NS = 1_000_000_000
 _MASK64 = (1 << 64) - 1
 _FSK_TAG = 0xF5C
 _OOK_TAG = 0x00C
@@ -891,8 +891,8 @@ class SynthStream:
 
         rate = Fraction(self.true_rate)
         step = FRAME_SAMPLES / rate  # seconds per frame, exact
-        t0 = Fraction(self.start_ns, _NS)
-        self._frame_ns = _Affine(Fraction(self.start_ns) + Fraction(1, 2), step * _NS)
+        t0 = Fraction(self.start_ns, NS_PER_S)
+        self._frame_ns = _Affine(Fraction(self.start_ns) + Fraction(1, 2), step * NS_PER_S)
         self._u = np.arange(FRAME_SAMPLES, dtype=np.float64) / self.true_rate
 
         tx = scenario.transmitter
@@ -974,11 +974,11 @@ class SynthStream:
             j = self.site.timestamp_jitter_ns
             t_ns += round(float(self._jitter_rng.uniform(-j, j)))
         if self.site.gps_fix:
-            fix = (t_ns // _NS + self._fix_phase) % GPS_FIX_INTERVAL_S
+            fix = (t_ns // NS_PER_S + self._fix_phase) % GPS_FIX_INTERVAL_S
         else:
             fix = NO_FIX_SOLUTION
         if k < STALE_FRAMES:
-            t_ns -= round(STALE_OFFSET_S * _NS)
+            t_ns -= round(STALE_OFFSET_S * NS_PER_S)
         gpssec, gpsnsec = gnss.utc_to_tow(np.datetime64(t_ns, "ns"))
         return SourceFrame(
             pairs=pairs,

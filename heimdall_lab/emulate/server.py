@@ -18,10 +18,10 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -33,7 +33,7 @@ from heimdall_lab.emulate.scenario import FrameSource, Scenario, SourceFrame
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.kiwi import protocol
 from heimdall_lab.kiwi.recording import Recording
-from heimdall_lab.receivers import Receiver
+from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 
 #: Client slots per receiver, as on a KiwiSDR with four channels.
 USERS_MAX = 4
-_AUDIO_RATE = 12000
 _HANDSHAKE_TIMEOUT_S = 10.0
 
 
@@ -431,7 +430,7 @@ class Emulator:
             await ws.close()
             return None
         await ws.send(protocol.encode_msg({"badp": 0}))
-        await ws.send(protocol.encode_msg({"audio_init": 0, "audio_rate": _AUDIO_RATE}))
+        await ws.send(protocol.encode_msg({"audio_init": 0, "audio_rate": int(protocol.NOMINAL_RATE)}))
         rate = self.scenario.nominal_rate
         await ws.send(protocol.encode_msg({"sample_rate": f"{rate:.3f}"}))
         # Collect SET commands until the channel is tuned; answer AR OK silently.
@@ -504,4 +503,155 @@ class Emulator:
             unit.commands.append((time.monotonic(), text))
 
 
-__all__ = ["FAULT_KINDS", "USERS_MAX", "EmulatedReceiver", "Emulator", "Fault", "ReplaySource"]
+# --- the emulator as a source of receivers, for capture() ----------------------------------
+
+
+@dataclass(frozen=True)
+class Emulated:
+    """A running emulator, as :func:`emulated` yields it.
+
+    Attributes
+    ----------
+    receivers : list of Receiver
+        The emulated receivers: their real names and positions, loopback addresses. Pass
+        them to :func:`heimdall_lab.capture.capture`.
+    parameters : dict
+        What makes a capture from them repeatable, as JSON values: ``emulate`` (True),
+        ``scenario`` (:meth:`Scenario.to_dict`), ``seed``, ``start_utc`` (ISO, ``Z``),
+        ``realtime`` and ``faults`` (by receiver, or None). Pass it as ``metadata=`` to
+        :func:`~heimdall_lab.capture.capture` to record it with the capture.
+    start_utc : numpy.datetime64
+        UTC time of the first sample of every stream; pass it as ``gps_reference=`` to
+        :func:`~heimdall_lab.capture.capture` so timestamps far from today resolve to the
+        right GPS week.
+    emulator : Emulator
+        The emulator itself (connection counts, commands received, ...).
+    """
+
+    receivers: list[Receiver]
+    parameters: dict[str, Any]
+    start_utc: np.datetime64
+    emulator: Emulator
+
+    @property
+    def capture_options(self) -> dict[str, Any]:
+        """``receivers``, ``metadata`` and ``gps_reference`` for :func:`capture`.
+
+        Returns
+        -------
+        dict
+            ``capture(f, d, **emu.capture_options)`` captures from this emulator and
+            records its parameters.
+        """
+        return {
+            "receivers": self.receivers,
+            "metadata": self.parameters,
+            "gps_reference": self.start_utc,
+        }
+
+
+def _emulated_receivers(
+    scenario: Scenario, receivers: Sequence[Receiver | str] | None
+) -> list[Receiver]:
+    """The receivers to emulate: named sites of the scenario, described as the defaults are."""
+    sites = {s.name: s for s in scenario.sites}
+    defaults = {r.name: r for r in DEFAULT_RECEIVERS}
+    wanted: list[Receiver | str] = list(sites) if receivers is None else list(receivers)
+    missing = [r if isinstance(r, str) else r.name for r in wanted]
+    missing = [n for n in missing if n not in sites]
+    if missing:
+        raise ValidationError(
+            f"receivers {missing} are not sites of the scenario; emulated sites: {sorted(sites)}"
+        )
+    out = []
+    for r in wanted:
+        if isinstance(r, Receiver):
+            out.append(r)
+        elif r in defaults:
+            out.append(defaults[r])
+        else:
+            site = sites[r]
+            out.append(Receiver(site.name, "127.0.0.1", 8073, site.latitude, site.longitude))
+    return out
+
+
+@contextlib.contextmanager
+def emulated(
+    seed: int = 0,
+    scenario: Scenario | None = None,
+    receivers: Sequence[Receiver | str] | None = None,
+    start_utc: str | np.datetime64 | None = None,
+    realtime: bool = True,
+    faults: Mapping[str, Fault] | None = None,
+) -> Iterator[Emulated]:
+    """Run emulated KiwiSDR receivers on loopback for the duration of a ``with`` block.
+
+    With the same scenario (or seed), receivers and start, the receivers send identical IQ.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Seed of :meth:`Scenario.default`, when no scenario is given.
+    scenario : Scenario, optional
+        What the receivers hear; ``Scenario.default(seed)`` by default.
+    receivers : sequence of Receiver or str, optional
+        Which sites to emulate (names, or Receiver objects named as sites); every site of
+        the scenario by default.
+    start_utc : str or numpy.datetime64, optional
+        UTC time of the first sample; the next whole second by default.
+    realtime : bool, optional
+        Pace frames in real time (default) or send them as fast as possible.
+    faults : mapping of str to Fault, optional
+        Faults to inject, by receiver name (for failure drills and tests).
+
+    Yields
+    ------
+    Emulated
+        ``.receivers`` to capture from and ``.parameters`` to record with the capture.
+
+    Raises
+    ------
+    ValidationError
+        Receivers that are not sites of the scenario, faults for receivers not emulated.
+
+    Examples
+    --------
+    >>> from heimdall_lab.capture import capture
+    >>> with emulated(seed=0) as emu:  # doctest: +SKIP
+    ...     cap = capture(10e6, 10, receivers=emu.receivers, metadata=emu.parameters)
+    """
+    scenario = scenario or Scenario.default(seed=seed)
+    chosen = _emulated_receivers(scenario, receivers)
+    start = (
+        np.datetime64(start_utc, "ns")
+        if start_utc is not None
+        else np.datetime64(int(time.time()) + 1, "s").astype("M8[ns]")
+    )
+    if np.isnat(start):
+        raise ValidationError("start_utc must be a time, not NaT")
+    faults = dict(faults or {})
+    emulator = Emulator(
+        scenario, receivers=chosen, realtime=realtime, start_utc=start, faults=faults
+    )
+    parameters: dict[str, Any] = {
+        "emulate": True,
+        "scenario": scenario.to_dict(),
+        "seed": scenario.seed,
+        "start_utc": f"{np.datetime_as_string(start, 'ns')}Z",
+        "realtime": realtime,
+        "faults": {k: asdict(v) for k, v in faults.items()} or None,
+    }
+    with emulator.running() as emu:
+        yield Emulated(emu.receivers, parameters, start, emu)
+
+
+__all__ = [
+    "FAULT_KINDS",
+    "USERS_MAX",
+    "Emulated",
+    "EmulatedReceiver",
+    "Emulator",
+    "Fault",
+    "ReplaySource",
+    "emulated",
+]

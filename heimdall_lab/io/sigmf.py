@@ -17,6 +17,7 @@ from sigmf import SigMFCollection, SigMFFile
 from heimdall_lab.dataset import build_dataset
 from heimdall_lab.errors import FileFormatError, ValidationError
 from heimdall_lab.ids import check_capture_id, check_receiver_name
+from heimdall_lab.kiwi.protocol import NOMINAL_RATE
 from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.values import iso_utc, jsonable, parse_iso_utc
@@ -89,7 +90,7 @@ def export_sigmf(ds: xr.Dataset, directory: str | Path) -> list[Path]:
         lon = float(one["longitude"]) if "longitude" in one.coords else math.nan
         rate = float(one["sample_rate"]) if "sample_rate" in one.coords else math.nan
         if not (math.isfinite(rate) and rate > 0):
-            rate = float(ds.attrs.get("core:sample_rate", 12000.0))
+            rate = float(ds.attrs.get("core:sample_rate", NOMINAL_RATE))
         start = one["start_time"].values if "start_time" in one.coords else np.datetime64("NaT")
         glob: dict[str, Any] = {
             sigmf.DATATYPE_KEY: "cf32_le",

@@ -29,7 +29,7 @@ from heimdall_lab.errors import (
     TooBusyError,
 )
 from heimdall_lab.kiwi import protocol
-from heimdall_lab.kiwi.protocol import IqFrame
+from heimdall_lab.kiwi.protocol import NOMINAL_RATE, IqFrame
 from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.versions import __version__
@@ -130,7 +130,7 @@ class KiwiClient:
     @property
     def expected_samples(self) -> int:
         """Samples to receive: duration times the announced (or nominal) rate."""
-        return math.ceil(self.duration_s * (self.nominal_rate or 12000.0))
+        return math.ceil(self.duration_s * (self.nominal_rate or NOMINAL_RATE))
 
     @property
     def received_samples(self) -> int:
@@ -145,7 +145,7 @@ class KiwiClient:
         Recording
             Samples and per-frame timestamps.
         """
-        return Recording.from_frames(self.frames, self.nominal_rate or 12000.0)
+        return Recording.from_frames(self.frames, self.nominal_rate or NOMINAL_RATE)
 
     async def run(self) -> Recording:
         """Connect, set up the channel and receive until the duration is complete.

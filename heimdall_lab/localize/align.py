@@ -110,7 +110,7 @@ def _track_from_arrays(
     sizes = np.bincount(seg)
     in_fit = sizes[seg] >= 2
     timing.timestamp_rms_ns = (
-        float(np.sqrt(np.mean(res[in_fit] ** 2)) * 1e9) if in_fit.any() else float("nan")
+        float(np.sqrt(np.mean(res[in_fit] ** 2)) * NS_PER_S) if in_fit.any() else float("nan")
     )
     timing.segments = len(sizes)
     # Frames overlapping earlier ones in time (a bad timestamp) are dropped.

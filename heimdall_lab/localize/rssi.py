@@ -14,6 +14,7 @@ from scipy import optimize
 
 from heimdall_lab import dsp, geo
 from heimdall_lab.errors import HeimdallError, ValidationError
+from heimdall_lab.kiwi.protocol import NOMINAL_RATE
 from heimdall_lab.localize.checks import _check_receiver_position, _positive
 from heimdall_lab.localize.results import _KM_PER_DEG, Localization, ReceiverTiming
 from heimdall_lab.localize.solver import (
@@ -275,7 +276,7 @@ def locate_rssi_dataset(
         rates = (
             np.asarray(ds["sample_rate"].values, np.float64)
             if "sample_rate" in ds.variables
-            else np.full(n_rx, 12000.0)
+            else np.full(n_rx, NOMINAL_RATE)
         )
         counts = (
             np.asarray(ds["n_samples"].values, np.int64)

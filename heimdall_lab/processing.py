@@ -1,0 +1,133 @@
+"""From a capture Dataset to metrics and measurement rows.
+
+The processing step shared by a live capture (:func:`heimdall_lab.capture.capture`) and the
+reprocessing of stored captures (:func:`heimdall_lab.batch.reprocess`): both call
+:func:`capture_metrics` then :func:`measurement_rows`, so the rows they write agree. The row
+columns come from :mod:`heimdall_lab.measurement`. This module knows nothing of receivers'
+network protocol, the IQ store or the database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from heimdall_lab import dsp
+from heimdall_lab.errors import ValidationError
+from heimdall_lab.measurement import (
+    ACQUISITION_METADATA,
+    MEASUREMENT_COLUMNS,
+    MEASUREMENT_TYPES,
+    METRIC_ALIASES,
+)
+
+#: PSD resolution stored with each measurement (240 bins at 12 kHz).
+PSD_RESOLUTION_HZ = 50.0
+
+_TYPES = dict(MEASUREMENT_TYPES)
+_CASTS: dict[str, Any] = {"float8": float, "int8": int, "int4": int, "bool": bool}
+
+
+def capture_metrics(ds: xr.Dataset) -> pd.DataFrame:
+    """Signal metrics of every receiver in a capture Dataset.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A capture Dataset.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per receiver, the :class:`heimdall_lab.dsp.SignalMetrics` fields as columns;
+        empty when the Dataset holds no receiver.
+    """
+    if ds.sizes.get("receiver", 0) == 0:
+        return pd.DataFrame()
+    out = dsp.measure_dataset(ds, center_frequency_hz=ds.attrs.get("center_frequency_hz"))
+    return out.to_dataframe().drop(
+        columns=[c for c in out.coords if c != "receiver"], errors="ignore"
+    )
+
+
+def _cast(column: str, value: Any) -> Any:
+    cast = _CASTS.get(_TYPES[column])
+    return value if cast is None else cast(value)
+
+
+def measurement_rows(
+    metrics: pd.DataFrame, ds: xr.Dataset, *, iq_url: str | None, status: pd.DataFrame
+) -> pd.DataFrame:
+    """Turn per-receiver metrics into rows for the ``measurements`` table.
+
+    Every column of :data:`heimdall_lab.measurement.MEASUREMENT_COLUMNS` named like a metric
+    (or by :data:`~heimdall_lab.measurement.METRIC_ALIASES`) is taken from the metrics; the
+    others (time, frequency, RSSI, PSD, IQ location, metadata) from the Dataset.
+
+    Parameters
+    ----------
+    metrics : pandas.DataFrame
+        :func:`capture_metrics` output, indexed by receiver.
+    ds : xarray.Dataset
+        The capture Dataset (for times, RSSI and the PSD).
+    iq_url : str or None
+        Where the capture's IQ is stored.
+    status : pandas.DataFrame
+        The acquisition's status table, indexed by receiver, with the columns of
+        :data:`heimdall_lab.measurement.ACQUISITION_METADATA` (kept in ``metadata``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per receiver: ``receiver`` then the measurement columns, as
+        :func:`heimdall_lab.db.write_measurements` takes them.
+
+    Raises
+    ------
+    ValidationError
+        If a measurement column can be taken from neither the metrics nor the Dataset.
+    """
+    from_metrics = {METRIC_ALIASES.get(c, c): c for c in metrics.columns}
+    rows = []
+    fallback = pd.Timestamp(ds.attrs.get("core:datetime") or datetime.now(UTC))
+    for name, m in metrics.iterrows():
+        one = ds.sel(receiver=name)
+        start = one.start_time.values
+        n = int(one.n_samples)
+        _, density = dsp.psd(
+            one.iq.values[:n], float(one.sample_rate), resolution_hz=PSD_RESOLUTION_HZ
+        )
+        st = status.loc[name]
+        metadata: dict[str, Any] = {k: st[k] for k in ACQUISITION_METADATA}
+        metadata.update(
+            lost_frames=int(st["lost_frames"]),
+            skipped_frames=int(st["skipped_frames"]),
+            snr_bandwidth_hz=float(m["snr_bandwidth_hz"]),
+            noise_density_dbfs_hz=float(m["noise_density_dbfs_hz"]),
+            pfa=float(m["pfa"]),
+        )
+        row: dict[str, Any] = {
+            "receiver": name,
+            "timestamp_utc": fallback if np.isnat(start) else pd.Timestamp(start),
+            "frequency_hz": float(ds.attrs["center_frequency_hz"]),
+            "rssi_dbm": float(one.rssi_dbm),
+            "psd": density.astype(np.float32),
+            "psd_resolution_hz": float(one.sample_rate) / len(density),
+            "iq_path": None if iq_url is None else f"{iq_url}#receiver={name}",
+            "metadata": metadata,
+        }
+        for column in MEASUREMENT_COLUMNS:
+            if column not in row and column in from_metrics:
+                row[column] = _cast(column, m[from_metrics[column]])
+        missing = [c for c in MEASUREMENT_COLUMNS if c not in row]
+        if missing:
+            raise ValidationError(f"measurement column(s) {missing} have no source")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["receiver", *MEASUREMENT_COLUMNS])
+
+
+__all__ = ["PSD_RESOLUTION_HZ", "capture_metrics", "measurement_rows"]
