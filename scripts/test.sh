@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check heimdall_lab tests benchmarks
 .venv/bin/ruff format --check heimdall_lab tests benchmarks
+.venv/bin/lint-imports
 exec .venv/bin/python -m pytest --cov=heimdall_lab --cov-report=term "$@"
