@@ -430,7 +430,9 @@ class Emulator:
             await ws.close()
             return None
         await ws.send(protocol.encode_msg({"badp": 0}))
-        await ws.send(protocol.encode_msg({"audio_init": 0, "audio_rate": int(protocol.NOMINAL_RATE)}))
+        await ws.send(
+            protocol.encode_msg({"audio_init": 0, "audio_rate": int(protocol.NOMINAL_RATE)})
+        )
         rate = self.scenario.nominal_rate
         await ws.send(protocol.encode_msg({"sample_rate": f"{rate:.3f}"}))
         # Collect SET commands until the channel is tuned; answer AR OK silently.
