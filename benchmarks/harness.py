@@ -67,6 +67,7 @@ import sqlalchemy as sa
 import xarray as xr
 from sqlalchemy.engine import Engine
 
+from benchmarks import orm
 from heimdall_lab import db, dsp
 from heimdall_lab.capture import Capture, capture, capture_metrics, measurement_rows
 from heimdall_lab.emulate.scenario import DEFAULT_NOMINAL_RATE, Scenario, Site
@@ -134,6 +135,7 @@ LINEAR_TOLERANCE = 1.10
 MEMORY_FLAT_TOLERANCE = 1.20
 
 _MB = 1e6
+_ROOT = Path(__file__).resolve().parents[1]
 _REGION = "eu-central-1"
 _ORM_RECEIVERS = [r.name for r in DEFAULT_RECEIVERS]
 
@@ -430,6 +432,8 @@ def processing_benchmark(
     repeats: int = 20,
     receivers: int = 7,
     duration_s: float = 10.0,
+    *,
+    extended: bool = False,
 ) -> pd.DataFrame:
     """Processing time per receiver, as capture() spends it, against the budget and the goal.
 
@@ -441,6 +445,12 @@ def processing_benchmark(
         Timed repeats of each step (after one warm-up run).
     receivers, duration_s
         The emulated capture, when ``ds`` is not given.
+    extended : bool, default False
+        Also the parts and the other ways in: ``dsp.measure_dataset`` (numpy-backed), the
+        PSD of one receiver, its Welch core, the whole-capture frequency refinement,
+        ``measure_dataset`` on dask (synchronous scheduler, one chunk per receiver), and the
+        same over 10 copies of the capture in chunks of ``receivers`` (the fixed cost per
+        dask call amortised).
 
     Returns
     -------
@@ -470,14 +480,17 @@ def processing_benchmark(
         metrics = capture_metrics(ds)
         measurement_rows(metrics, ds, iq_url=None, status=status)
 
-    steps: list[tuple[str, Callable[[], object]]] = [
-        ("dsp.measure, one receiver at a time", one_by_one),
-        ("capture_metrics (capture()'s processing stage)", lambda: capture_metrics(ds)),
-        ("capture_metrics + measurement_rows (all per-receiver computation)", stage),
+    n = len(names)
+    steps: list[tuple[str, Callable[[], object], int]] = [
+        ("dsp.measure, one receiver at a time", one_by_one, n),
+        ("capture_metrics (capture()'s processing stage)", lambda: capture_metrics(ds), n),
+        ("capture_metrics + measurement_rows (all per-receiver computation)", stage, n),
     ]
+    if extended:
+        steps += _processing_parts(ds, rows_iq)
     out = []
     n_samples = int(np.median(ds["n_samples"].values))
-    for step, fn in steps:
+    for step, fn, count in steps:
         fn()  # warm-up: caches, imports
         for repeat in range(repeats):
             t0 = time.perf_counter()
@@ -487,13 +500,51 @@ def processing_benchmark(
                 {
                     "step": step,
                     "repeat": repeat,
-                    "receivers": len(names),
+                    "receivers": count,
                     "samples_per_receiver": n_samples,
                     "seconds": seconds,
-                    "per_receiver_ms": seconds / len(names) * 1e3,
+                    "per_receiver_ms": seconds / count * 1e3,
                 }
             )
     return pd.DataFrame(out)
+
+
+def _processing_parts(
+    ds: xr.Dataset, rows_iq: Sequence[tuple[np.ndarray, float]]
+) -> list[tuple[str, Callable[[], object], int]]:
+    """The extended processing steps: the parts of a measurement and the dask way in."""
+    import dask
+
+    n = len(rows_iq)
+    x, rate = rows_iq[0]
+    metrics_in = ds[["iq"]].assign_coords(sample_rate=ds["sample_rate"], n_samples=ds["n_samples"])
+    metrics_in.attrs["center_frequency_hz"] = FREQUENCY_HZ
+    lazy = metrics_in.chunk({"receiver": 1})
+    big = xr.concat([metrics_in] * 10, dim="receiver").chunk({"receiver": n})
+
+    def on_dask(data: xr.Dataset) -> Callable[[], object]:
+        def run() -> object:
+            with dask.config.set(scheduler="synchronous"):
+                return dsp.measure_dataset(data).compute()
+
+        return run
+
+    return [
+        ("dsp.measure_dataset, numpy-backed", lambda: dsp.measure_dataset(metrics_in), n),
+        ("dsp.psd alone, one receiver", lambda: dsp.psd(x, rate), 1),
+        (
+            "  of which: Welch PSD core (one batched FFT)",
+            lambda: dsp._welch(x, rate, dsp.DEFAULT_NPERSEG),
+            1,
+        ),
+        (
+            "  in dsp.measure: whole-capture frequency refinement",
+            lambda: dsp._refine_frequency(x, rate, 100.0, dsp.DEFAULT_NPERSEG),
+            1,
+        ),
+        ("dsp.measure_dataset, dask-backed, synchronous", on_dask(lazy), n),
+        (f"same, {10 * n} receivers in chunks of {n} (overhead amortised)", on_dask(big), 10 * n),
+    ]
 
 
 # ----------------------------------------------------------------------------- store
@@ -544,12 +595,39 @@ def moto_s3(bucket: str = "heimdall-bench") -> Iterator[tuple[str, dict[str, Any
         quiet.setLevel(level)
 
 
+def incompressible(ds: xr.Dataset, seed: int = 0) -> xr.Dataset:
+    """The same capture with uniform random int16 IQ: the worst case for compression.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A capture Dataset.
+    seed : int, default 0
+        Random seed.
+
+    Returns
+    -------
+    xarray.Dataset
+        A copy whose ``iq`` is random full-scale int16 pairs (every sample valid).
+    """
+    rng = np.random.default_rng(seed)
+    shape = ds["iq"].shape
+    pairs = rng.integers(-32768, 32768, size=(*shape, 2), dtype=np.int16).astype(np.float32)
+    iq = (pairs[..., 0] + 1j * pairs[..., 1]).astype(np.complex64) / np.float32(32768)
+    out = ds.copy()
+    out["iq"] = (("receiver", "sample"), iq, ds["iq"].attrs)
+    out = out.assign_coords(n_samples=("receiver", np.full(shape[0], shape[1], np.int64)))
+    out.attrs["capture_id"] = "bench-store-random"
+    return out
+
+
 def store_benchmark(
     ds: xr.Dataset,
     repeats: int = 3,
     *,
     workdir: str | Path | None = None,
     s3: bool = True,
+    extended: bool = False,
 ) -> pd.DataFrame:
     """IQ upload throughput: :meth:`IQStore.write` against ``np.save`` + one put of the bytes.
 
@@ -563,75 +641,220 @@ def store_benchmark(
         Folder for the local store and files (a temporary one by default, removed after).
     s3 : bool, default True
         Also measure S3 (moto, see :func:`moto_s3`).
+    extended : bool, default False
+        Also read back (``IQStore.open(id).iq.values`` against ``np.load`` of the file or of
+        the object's bytes, checked bit for bit), the same capture with random int16 IQ
+        (:func:`incompressible`), and where zarr's write time goes: encoding alone
+        (``IQStore.write`` to ``memory://``) and, on S3, putting as many small objects as a
+        capture has, concurrently.
 
     Returns
     -------
     pandas.DataFrame
-        One row per write: ``backend`` (``local folder`` or ``S3 (moto, in process)``),
-        ``method`` (``zarr (IQStore.write)`` or ``raw (np.save + put)``), ``repeat``,
-        ``seconds``, ``iq_mb`` (the IQ array), ``stored_mb`` (bytes written) and
-        ``mb_per_s`` (IQ MB over the wall time).
+        One row per call: ``data`` (``emulated capture`` or ``random int16 IQ``),
+        ``backend`` (``local folder``, ``S3 (moto, in process)`` or ``memory (encode
+        only)``), ``op`` (``write`` or ``read``), ``method`` (``zarr (IQStore.write)``,
+        ``raw (np.save + put)`` or ``N small objects, concurrent puts``), ``repeat``,
+        ``seconds``, ``iq_mb`` (the IQ array), ``stored_mb`` (bytes written), ``objects``
+        and ``mb_per_s`` (IQ MB over the wall time).
     """
     ds = ds.load()
-    iq = ds["iq"].values
-    iq_mb = iq.nbytes / _MB
+    datasets = {"emulated capture": ds}
+    if extended:
+        datasets["random int16 IQ"] = incompressible(ds)
     rows: list[dict[str, Any]] = []
+
+    def add(
+        data: str,
+        backend: str,
+        op: str,
+        method: str,
+        repeat: int,
+        seconds: float,
+        iq_mb: float,
+        stored: float,
+        objects: int,
+    ) -> None:
+        rows.append(
+            {
+                "data": data,
+                "backend": backend,
+                "op": op,
+                "method": method,
+                "repeat": repeat,
+                "seconds": seconds,
+                "iq_mb": iq_mb,
+                "stored_mb": stored / _MB,
+                "objects": objects,
+                "mb_per_s": iq_mb / seconds,
+            }
+        )
+
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="heimdall-bench-"))
         work = Path(workdir)
-        backends: list[tuple[str, IQStore, Callable[[], int]]] = []
         local = IQStore(str(work / "store-iq"))
         raw_file = work / "raw-iq.npy"
-
-        def raw_local() -> int:
-            np.save(raw_file, iq)
-            return raw_file.stat().st_size
-
-        backends.append(("local folder", local, raw_local))
+        backends: list[tuple[str, IQStore, Callable[[np.ndarray], int], Callable[[], Any]]] = [
+            (
+                "local folder",
+                local,
+                lambda iq: (np.save(raw_file, iq), raw_file.stat().st_size)[1],
+                lambda: np.load(raw_file),
+            )
+        ]
+        remote = None
         if s3:
             url, options = stack.enter_context(moto_s3())
             remote = IQStore(f"{url}/iq", storage_options=options)
             key = f"{url.removeprefix('s3://')}/raw/iq.npy"
 
-            def raw_s3() -> int:
+            def raw_s3(iq: np.ndarray) -> int:
                 buf = io.BytesIO()
                 np.save(buf, iq)
                 payload = buf.getvalue()
                 remote.fs.pipe_file(key, payload)
                 return len(payload)
 
-            backends.append(("S3 (moto, in process)", remote, raw_s3))
-        for backend, store, raw in backends:
-            store.write(ds, capture_id="bench-warmup")  # imports, connections, folders
-            store.delete("bench-warmup")
-            raw()
-            for repeat in range(repeats):
-                cid = f"bench-{repeat}"
-                t0 = time.perf_counter()
-                result = store.write(ds, capture_id=cid)
-                zarr_s = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                raw_bytes = raw()
-                raw_s = time.perf_counter() - t0
-                store.delete(cid)
-                for method, seconds, stored in (
-                    ("zarr (IQStore.write)", zarr_s, result.nbytes),
-                    ("raw (np.save + put)", raw_s, raw_bytes),
-                ):
-                    rows.append(
-                        {
-                            "backend": backend,
-                            "method": method,
-                            "repeat": repeat,
-                            "seconds": seconds,
-                            "iq_mb": iq_mb,
-                            "stored_mb": stored / _MB,
-                            "mb_per_s": iq_mb / seconds,
-                        }
+            backends.append(
+                (
+                    "S3 (moto, in process)",
+                    remote,
+                    raw_s3,
+                    lambda: np.load(io.BytesIO(remote.fs.cat_file(key))),
+                )
+            )
+        for data, frame in datasets.items():
+            iq = frame["iq"].values
+            iq_mb = iq.nbytes / _MB
+            for backend, store, raw, raw_read in backends:
+                store.write(frame, capture_id="bench-warmup")  # imports, connections, folders
+                store.delete("bench-warmup")
+                raw_bytes = raw(iq)
+                for repeat in range(repeats):
+                    # A new capture id each time, as in use (a capture is written once).
+                    cid = f"bench-{repeat}"
+                    t0 = time.perf_counter()
+                    result = store.write(frame, capture_id=cid)
+                    zarr_s = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    raw_bytes = raw(iq)
+                    raw_s = time.perf_counter() - t0
+                    add(
+                        data,
+                        backend,
+                        "write",
+                        "zarr (IQStore.write)",
+                        repeat,
+                        zarr_s,
+                        iq_mb,
+                        result.nbytes,
+                        result.objects,
                     )
-            log.info("store %s: %d repeats done", backend, repeats)
+                    add(
+                        data,
+                        backend,
+                        "write",
+                        "raw (np.save + put)",
+                        repeat,
+                        raw_s,
+                        iq_mb,
+                        raw_bytes,
+                        1,
+                    )
+                    if extended:
+                        t0 = time.perf_counter()
+                        back = store.open(cid)["iq"].values
+                        zarr_s = time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        raw_back = raw_read()
+                        raw_s = time.perf_counter() - t0
+                        if not np.array_equal(back.view(np.uint64), iq.view(np.uint64)):
+                            raise HeimdallError(f"zarr round trip differs ({backend}, {data})")
+                        if not np.array_equal(raw_back.view(np.uint64), iq.view(np.uint64)):
+                            raise HeimdallError(f"raw round trip differs ({backend}, {data})")
+                        add(
+                            data,
+                            backend,
+                            "read",
+                            "zarr (IQStore.write)",
+                            repeat,
+                            zarr_s,
+                            iq_mb,
+                            result.nbytes,
+                            result.objects,
+                        )
+                        add(
+                            data,
+                            backend,
+                            "read",
+                            "raw (np.save + put)",
+                            repeat,
+                            raw_s,
+                            iq_mb,
+                            raw_bytes,
+                            1,
+                        )
+                    store.delete(cid)
+                log.info("store %s, %s: %d repeats done", backend, data, repeats)
+        if extended:
+            rows.extend(_store_breakdown(ds, remote, repeats))
     return pd.DataFrame(rows)
+
+
+def _store_breakdown(ds: xr.Dataset, remote: IQStore | None, repeats: int) -> list[dict]:
+    """Where zarr's write time goes: encoding alone, and the S3 server's cost per object."""
+    iq_mb = ds["iq"].nbytes / _MB
+    memory = IQStore(f"memory://bench-{uuid.uuid4().hex[:8]}")
+    result = memory.write(ds, capture_id="bench-encode")  # warm-up
+    out = []
+
+    def row(backend: str, method: str, repeat: int, seconds: float, stored: int) -> dict:
+        return {
+            "data": "emulated capture",
+            "backend": backend,
+            "op": "write",
+            "method": method,
+            "repeat": repeat,
+            "seconds": seconds,
+            "iq_mb": iq_mb,
+            "stored_mb": stored / _MB,
+            "objects": result.objects,
+            "mb_per_s": iq_mb / seconds,
+        }
+
+    for repeat in range(repeats):
+        t0 = time.perf_counter()
+        memory.write(ds, capture_id=f"bench-encode-{repeat}")
+        out.append(
+            row(
+                "memory (encode only)",
+                "zarr (IQStore.write)",
+                repeat,
+                time.perf_counter() - t0,
+                result.nbytes,
+            )
+        )
+        memory.delete(f"bench-encode-{repeat}")
+    memory.delete("bench-encode")
+    if remote is not None:
+        bucket = remote.url.removeprefix("s3://").split("/")[0]
+        small = {f"{bucket}/small/{i}": b"x" * 700 for i in range(result.objects)}
+        remote.fs.pipe(small)  # warm-up
+        for repeat in range(repeats):
+            t0 = time.perf_counter()
+            remote.fs.pipe(small)
+            out.append(
+                row(
+                    "S3 (moto, in process)",
+                    f"{result.objects} small objects, concurrent puts",
+                    repeat,
+                    time.perf_counter() - t0,
+                    700 * result.objects,
+                )
+            )
+    return out
 
 
 # ----------------------------------------------------------------------------- database
@@ -705,7 +928,7 @@ def orm_write(engine: Engine, capture_id: str, rows: pd.DataFrame) -> int:
     records = rows.to_dict("records")
     with db.session(engine) as s:
         s.add_all(
-            db.Measurement(
+            orm.Measurement(
                 capture_id=capture_id,
                 websdr_id=ids[r["receiver"]],
                 timestamp_utc=r["timestamp_utc"].to_pydatetime(),
@@ -728,8 +951,42 @@ def orm_write(engine: Engine, capture_id: str, rows: pd.DataFrame) -> int:
     return len(records)
 
 
+def writer_engine(engine: Engine) -> Engine | None:
+    """An engine logged in as a new non-superuser role allowed to write the tables.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database, logged in as a role that may create roles.
+
+    Returns
+    -------
+    sqlalchemy.engine.Engine or None
+        The new role's engine; None if the role could not be created.
+    """
+    password = uuid.uuid4().hex
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP ROLE IF EXISTS heimdall_bench_writer")
+            conn.exec_driver_sql(f"CREATE ROLE heimdall_bench_writer LOGIN PASSWORD '{password}'")
+            conn.exec_driver_sql(
+                "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public "
+                "TO heimdall_bench_writer"
+            )
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("no non-superuser COPY case: %s", exc)
+        return None
+    url = engine.url.set(username="heimdall_bench_writer", password=password)
+    return db.get_engine(url, apply_migrations=False)
+
+
 def db_benchmark(
-    engine: Engine, rows: int = 100_000, orm_rows: int = 20_000, repeats: int = 3
+    engine: Engine,
+    rows: int = 100_000,
+    orm_rows: int = 20_000,
+    repeats: int = 3,
+    *,
+    extended: bool = False,
 ) -> pd.DataFrame:
     """Measurement inserts: binary COPY (``write_measurements``) against the SQLAlchemy ORM.
 
@@ -743,6 +1000,10 @@ def db_benchmark(
         Rows per ORM write (it is much slower).
     repeats : int, default 3
         Writes of each method, interleaved, each into a new capture.
+    extended : bool, default False
+        Also COPY with a 64-bin PSD per row, COPY as a non-superuser (the per-row
+        foreign-key checks are not skipped) and the multi-row ``INSERT`` fallback (the path
+        PGlite takes), each with ``rows`` rows.
 
     Returns
     -------
@@ -755,29 +1016,56 @@ def db_benchmark(
     HeimdallError
         If a write stores fewer rows than given.
     """
-    writers: dict[str, tuple[Callable[[Engine, str, pd.DataFrame], int], pd.DataFrame]] = {
-        "COPY (write_measurements)": (db.write_measurements, make_rows(rows, 1)),
-        "ORM (add_all + commit)": (orm_write, make_rows(orm_rows, 2)),
+
+    _register(engine, DEFAULT_RECEIVERS)  # the rows' receivers
+    plain = make_rows(rows, 1)
+    writers: dict[str, tuple[Callable[..., int], pd.DataFrame, Engine]] = {
+        "COPY (write_measurements)": (db.write_measurements, plain, engine),
     }
+    writer_role = writer_engine(engine) if extended else None
+    if extended:
+        writers["COPY, 64-bin PSD per row"] = (
+            db.write_measurements,
+            make_rows(rows, 3, psd_len=64),
+            engine,
+        )
+        if writer_role is not None:
+            writers["COPY as a non-superuser"] = (db.write_measurements, plain, writer_role)
+        writers["multi-row INSERT (fallback path)"] = (
+            lambda e, c, d: db.write_measurements(e, c, d, method="insert"),
+            plain,
+            engine,
+        )
+    writers["ORM (add_all + commit)"] = (orm_write, make_rows(orm_rows, 2), engine)
     out = []
-    for repeat in range(repeats):
-        for method, (writer, frame) in writers.items():
-            capture_id = db.create_capture(engine, FREQUENCY_HZ, 1000.0)
-            t0 = time.perf_counter()
-            written = writer(engine, capture_id, frame)
-            seconds = time.perf_counter() - t0
-            if written != len(frame):
-                raise HeimdallError(f"{method} wrote {written} of {len(frame)} rows")
-            out.append(
-                {
-                    "method": method,
-                    "repeat": repeat,
-                    "rows": len(frame),
-                    "seconds": seconds,
-                    "rows_per_s": len(frame) / seconds,
-                }
-            )
+    try:
+        for repeat in range(repeats):
+            out.extend(_db_round(writers, repeat))
+    finally:
+        if writer_role is not None:
+            writer_role.dispose()
     return pd.DataFrame(out)
+
+
+def _db_round(writers: Mapping[str, tuple[Any, pd.DataFrame, Engine]], repeat: int) -> list:
+    out = []
+    for method, (writer, frame, eng) in writers.items():
+        capture_id = db.create_capture(eng, FREQUENCY_HZ, 1000.0)
+        t0 = time.perf_counter()
+        written = writer(eng, capture_id, frame)
+        seconds = time.perf_counter() - t0
+        if written != len(frame):
+            raise HeimdallError(f"{method} wrote {written} of {len(frame)} rows")
+        out.append(
+            {
+                "method": method,
+                "repeat": repeat,
+                "rows": len(frame),
+                "seconds": seconds,
+                "rows_per_s": len(frame) / seconds,
+            }
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -978,6 +1266,7 @@ def memory_benchmark(
             text=True,
             timeout=timeout_s,
             check=False,
+            cwd=_ROOT,  # where ``benchmarks`` is importable from
         )
         lines = proc.stdout.strip().splitlines()
         if proc.returncode != 0 or not lines:
@@ -1217,7 +1506,8 @@ class Settings(dict):
     ``processing_repeats``, ``duration_s``, ``receiver_counts``, ``fetch_receivers``,
     ``store_receivers``, ``store_duration_s``, ``db_rows``, ``orm_rows``, ``memory_cases``,
     ``batch_captures``, ``batch_receivers``, ``batch_duration_s``, ``batch_workers``,
-    ``batch_memory_counts``, ``batch_processes``, ``s3``.
+    ``batch_memory_counts``, ``batch_processes``, ``s3``, ``extended`` (the extra cases of
+    the processing, store and database benchmarks).
     """
 
     @classmethod
@@ -1252,6 +1542,7 @@ class Settings(dict):
             batch_memory_counts=[5, 20],
             batch_processes=True,
             s3=True,
+            extended=True,
         )
         return base._update(overrides)
 
@@ -1385,14 +1676,21 @@ def run_all(
             results["fetch"] = fetch_benchmark(cfg["duration_s"], repeats, cfg["fetch_receivers"])
         with section("processing"):
             results["processing"] = processing_benchmark(
-                repeats=int(cfg["processing_repeats"]), receivers=7, duration_s=10.0
+                repeats=int(cfg["processing_repeats"]),
+                receivers=7,
+                duration_s=10.0,
+                extended=bool(cfg["extended"]),
             )
         with section("store"):
             ds = emulated_capture(cfg["store_receivers"], cfg["store_duration_s"])
-            results["store"] = store_benchmark(ds, repeats, workdir=work, s3=bool(cfg["s3"]))
+            results["store"] = store_benchmark(
+                ds, repeats, workdir=work, s3=bool(cfg["s3"]), extended=bool(cfg["extended"])
+            )
             del ds
         with section("db"):
-            results["db"] = db_benchmark(engine, cfg["db_rows"], cfg["orm_rows"], repeats)
+            results["db"] = db_benchmark(
+                engine, cfg["db_rows"], cfg["orm_rows"], repeats, extended=bool(cfg["extended"])
+            )
         with section("end_to_end"):
             results["end_to_end"] = end_to_end_benchmark(
                 engine, str(work / "e2e-iq"), cfg["receiver_counts"], cfg["duration_s"], repeats
@@ -1477,7 +1775,8 @@ def summaries(results: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
         out["processing"] = t
     store = results.get("store")
     if store is not None and not store.empty:
-        g = store.groupby(["backend", "method"], sort=False)
+        keys = [k for k in ("data", "backend", "op", "method") if k in store]
+        g = store.groupby(keys, sort=False)
         t = pd.DataFrame(
             {
                 "best_mb_per_s": g["mb_per_s"].max(),
@@ -1488,9 +1787,12 @@ def summaries(results: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
                 "stored_mb": g["stored_mb"].median(),
             }
         )
+        if "objects" in store:
+            t["objects"] = g["objects"].first()
         raw = t.xs("raw (np.save + put)", level="method")["median_mb_per_s"]
         t["vs_raw"] = [
-            row.median_mb_per_s / raw.get(backend, math.nan) for (backend, _), row in t.iterrows()
+            row.median_mb_per_s / raw.get(key[:-1] if len(key) > 2 else key[0], math.nan)
+            for key, row in t.iterrows()
         ]
         out["store"] = t
     dbt = results.get("db")
@@ -1695,7 +1997,7 @@ def goals(results: Mapping[str, Any]) -> pd.DataFrame:
         "{:.3f} x",
         ratio <= FETCH_RATIO_GOAL,
     )
-    copy = _median(dbt, lambda d: d["method"].str.startswith("COPY"), "rows_per_s")
+    copy = _median(dbt, lambda d: d["method"] == "COPY (write_measurements)", "rows_per_s")
     add(
         "earlier goal: COPY inserts (median)",
         f">= {COPY_GOAL:,.0f} rows/s",
@@ -1704,7 +2006,12 @@ def goals(results: Mapping[str, Any]) -> pd.DataFrame:
         copy >= COPY_GOAL,
     )
     if store is not None and not store.empty:
-        for backend, part in store.groupby("backend", sort=False):
+        writes = store
+        if "op" in store:
+            writes = store[(store["op"] == "write") & (store["data"] == "emulated capture")]
+        for backend, part in writes.groupby("backend", sort=False):
+            if not part["method"].str.startswith("raw").any():
+                continue
             z = part.loc[part["method"].str.startswith("zarr"), "mb_per_s"].median()
             r = part.loc[part["method"].str.startswith("raw"), "mb_per_s"].median()
             add(
@@ -1812,18 +2119,21 @@ def figures(results: Mapping[str, Any]) -> dict[str, Any]:
                 ax.tick_params(axis="y", labelsize=7)
                 ax.legend(fontsize=8)
             elif key == "store":
-                labels = [f"{b}\n{m}" for b, m in t.index]
+                if "op" in t.index.names:
+                    t = t.xs("emulated capture", level="data")
+                    t = t[~t.index.get_level_values("method").str.contains("small objects")]
+                labels = [" / ".join(str(k) for k in key[:-1]) + f"\n{key[-1]}" for key in t.index]
                 ax.barh(labels, t["median_mb_per_s"], color="C2")
                 ax.set_xscale("log")
                 ax.set_xlabel("MB/s of IQ (median)")
-                ax.set_title("IQ upload: zarr vs np.save + put")
+                ax.set_title("IQ store: zarr vs np.save + put")
                 ax.tick_params(axis="y", labelsize=7)
             else:
                 labels = [str(i).replace(" (", "\n(") for i in t.index]
                 ax.bar(labels, t["median_rows_per_s"], color="C3")
                 ax.set_yscale("log")
                 ax.set_ylabel("rows/s (median)")
-                ax.set_title("measurement inserts: COPY vs ORM")
+                ax.set_title("measurement inserts: COPY vs other ways")
         figs["throughput"] = fig
     if "batch" in tables or "batch_memory" in tables:
         fig = Figure(figsize=(11, 4.2), layout="constrained")
@@ -2066,8 +2376,12 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path = "reports") ->
             "`dsp.measure` one receiver at a time, `capture_metrics` of the Dataset (what "
             "capture()'s processing stage runs), and that plus `measurement_rows` (a second, "
             "50 Hz PSD per receiver and the row dicts, built in capture()'s storing stage), "
-            "on one core (numpy/scipy FFTs are single-threaded). Ratios: the 500 ms budget and "
-            "the 5 ms goal over the median.",
+            "on one core (numpy/scipy FFTs are single-threaded). With the extended cases, also "
+            "`dsp.measure_dataset` (numpy-backed, and on dask with the synchronous scheduler, "
+            "one chunk per receiver: dask adds a fixed cost per call, which 10 copies of the "
+            "capture in chunks of 7 amortise) and the parts of one measurement: the PSD "
+            "(1024-bin Welch), its FFT core and the whole-capture frequency refinement, per "
+            "single receiver. Ratios: the 500 ms budget and the 5 ms goal over the median.",
             "",
             markdown_table(tables["processing"]),
             "",
@@ -2080,7 +2394,16 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path = "reports") ->
             "metadata, completion marker) against `np.save` of the same IQ array to a file "
             "(local) or to bytes put as one object (S3). S3 is moto's `ThreadedMotoServer` in "
             "this process on 127.0.0.1, so the server shares the client's GIL and cores. "
-            "MB/s = IQ array MB / wall time; `vs_raw` = zarr over raw (median).",
+            "MB/s = IQ array MB / wall time; `vs_raw` = zarr over raw (median). With the "
+            "extended cases, also reading back (`IQStore.open(id).iq.values`, every shard "
+            "through dask, against `np.load` of the file or of the object's bytes; both checked "
+            "bit for bit), the same capture with uniform random int16 IQ (`random int16 IQ`: the "
+            "worst case for compression), and where the write time goes: `memory (encode "
+            "only)` is `IQStore.write` to `memory://` (validation, compression, consolidation, "
+            "no I/O), and `N small objects, concurrent puts` puts as many 700-byte objects to "
+            "the S3 server as a capture has (its cost per request). Against a server on "
+            "loopback the zarr write is bound by encoding and requests, not bytes; compression "
+            "(see `stored_mb`) pays off on a bandwidth-bound link to a remote store.",
             "",
             markdown_table(tables["store"]),
             "",
@@ -2091,7 +2414,12 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path = "reports") ->
             "",
             "Measurement rows (no PSD) into a new capture per write, from the DataFrame to the "
             "committed transaction: `write_measurements` (binary COPY) against SQLAlchemy ORM "
-            "objects (`add_all` + `commit`).",
+            "objects (`add_all` + `commit`, SQLAlchemy 2's batched INSERT). With the extended "
+            "cases, also COPY with a 64-bin PSD per row (about 3.5x the bytes), COPY logged in "
+            "as a non-superuser (as a superuser, the embedded server, `write_measurements` "
+            "skips the per-row foreign-key triggers after checking the capture and receivers "
+            "once; a plain role keeps them) and the multi-row `INSERT` fallback (what PGlite "
+            "gets). The table grows over the run (it is not emptied between writes).",
             "",
             markdown_table(tables["db"]),
             "",

@@ -27,6 +27,8 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent
 #: Folder, relative to the working directory, searched after the packaged notebooks: a source
 #: checkout's own notebooks (e.g. ``benchmark``) run from its root.
 LOCAL_NOTEBOOK_DIR = Path("notebooks")
+#: Notebooks that exist only in a source checkout (they import its ``benchmarks/``).
+SOURCE_TREE_NOTEBOOKS = ("benchmark",)
 
 
 class NotebookError(HeimdallError):
@@ -60,6 +62,11 @@ def notebook_path(name: str | Path) -> Path:
     for candidate in (path, NOTEBOOK_DIR / path.name, LOCAL_NOTEBOOK_DIR / path.name):
         if candidate.is_file():
             return candidate
+    if path.stem in SOURCE_TREE_NOTEBOOKS:
+        raise ValidationError(
+            f"{path.name} is in the source tree only: run this from the root of a "
+            f"heimdall_lab checkout (where notebooks/{path.name} and benchmarks/ are)"
+        )
     known = sorted(
         {p.stem for folder in (NOTEBOOK_DIR, LOCAL_NOTEBOOK_DIR) for p in folder.glob("*.ipynb")}
     )
