@@ -71,7 +71,7 @@ from benchmarks import orm
 from heimdall_lab import db, dsp
 from heimdall_lab.capture import Capture, capture, capture_metrics, measurement_rows
 from heimdall_lab.emulate.scenario import DEFAULT_NOMINAL_RATE, Scenario, Site
-from heimdall_lab.emulate.server import Emulator
+from heimdall_lab.emulate.server import Emulator, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.kiwi.acquire import acquire
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
@@ -1080,23 +1080,25 @@ def _timed_capture(
     chosen = emulated_receivers(scenario, n)
     _register(engine, chosen)
     seen: dict[str, float] = {}
-    t0 = time.perf_counter()
+    # The emulator starts (and stops) outside the timed call: it stands in for the receivers.
+    with emulated(scenario=scenario, receivers=chosen, realtime=realtime) as emu:
+        t0 = time.perf_counter()
 
-    def stamp(c: Capture) -> None:
-        if c.stage not in seen:
-            seen[c.stage] = time.perf_counter() - t0
+        def stamp(c: Capture) -> None:
+            if c.stage not in seen:
+                seen[c.stage] = time.perf_counter() - t0
 
-    cap = capture(
-        FREQUENCY_HZ,
-        duration_s,
-        receivers=chosen,
-        engine=engine,
-        iq_url=iq_url,
-        scenario=scenario,
-        realtime=realtime,
-        on_progress=stamp,
-    )
-    return cap, seen, time.perf_counter() - t0
+        cap = capture(
+            FREQUENCY_HZ,
+            duration_s,
+            receivers=emu.receivers,
+            engine=engine,
+            iq_url=iq_url,
+            on_progress=stamp,
+            metadata=emu.parameters,
+        )
+        total = time.perf_counter() - t0
+    return cap, seen, total
 
 
 def end_to_end_benchmark(
@@ -1183,20 +1185,20 @@ def _memory_case(spec: Mapping[str, Any]) -> dict[str, Any]:
     scenario = emulated_scenario(n)
     chosen = emulated_receivers(scenario, n)
     _register(engine, chosen)
-    before = _rss_mb()
-    reset = _reset_peak_rss()
-    t0 = time.perf_counter()
-    cap = capture(
-        FREQUENCY_HZ,
-        seconds,
-        receivers=chosen,
-        engine=engine,
-        iq_url=spec["iq_url"],
-        scenario=scenario,
-        realtime=False,
-    )
-    wall = time.perf_counter() - t0
-    peak = _peak_rss_mb() if reset else _maxrss_mb()
+    with emulated(scenario=scenario, receivers=chosen, realtime=False) as emu:
+        before = _rss_mb()
+        reset = _reset_peak_rss()
+        t0 = time.perf_counter()
+        cap = capture(
+            FREQUENCY_HZ,
+            seconds,
+            receivers=emu.receivers,
+            engine=engine,
+            iq_url=spec["iq_url"],
+            metadata=emu.parameters,
+        )
+        wall = time.perf_counter() - t0
+        peak = _peak_rss_mb() if reset else _maxrss_mb()
     ds = cap.dataset
     iq_mb = 0.0 if ds is None else ds["iq"].nbytes / _MB
     IQStore(spec["iq_url"]).delete(cap.capture_id)
