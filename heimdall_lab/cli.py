@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import shlex
 import signal
@@ -23,14 +24,14 @@ import sqlalchemy as sa
 from heimdall_lab import db, home, spool
 from heimdall_lab.capture import Capture, capture
 from heimdall_lab.emulate.scenario import Scenario
-from heimdall_lab.emulate.server import FAULT_KINDS, Emulator, Fault
+from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.io.kiwi_wav import read_kiwi_wav, write_kiwi_wav
 from heimdall_lab.kiwi.acquire import TqdmProgress
 from heimdall_lab.kiwi.client import StreamSettings, check_health
 from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.notebooks import copy_notebooks, parse_value, run_notebook
-from heimdall_lab.receivers import Receiver
+from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger("heimdall_lab")
@@ -166,20 +167,31 @@ def cmd_capture(args: argparse.Namespace) -> int:
         for p in list(cap.receiver_progress.values()):
             bars(p)
 
-    try:
-        cap = capture(
-            args.frequency,
-            args.duration,
+    validate_capture_request(args.frequency, args.duration)  # before any emulator starts
+    emulate = args.emulate or args.seed is not None or bool(args.fault)
+    source: contextlib.AbstractContextManager[Emulated | None] = contextlib.nullcontext()
+    if emulate:
+        source = emulated(
+            seed=args.seed or 0,
             receivers=args.receiver,
-            iq_url=args.iq_url,
-            database_url=args.database_url,
-            emulate=args.emulate,
-            seed=args.seed,
             start_utc=args.start_utc,
             realtime=not args.fast,
-            settings=StreamSettings(read_timeout=args.read_timeout),
-            on_progress=show,
+            faults=dict(args.fault or []),
         )
+    elif args.start_utc or args.fault:
+        raise ValidationError("--start-utc and --fault apply to emulated captures (--emulate)")
+    try:
+        with source as emu:
+            options = {"receivers": args.receiver} if emu is None else emu.capture_options
+            cap = capture(
+                args.frequency,
+                args.duration,
+                iq_url=args.iq_url,
+                database_url=args.database_url,
+                settings=StreamSettings(read_timeout=args.read_timeout),
+                on_progress=show,
+                **options,
+            )
     finally:
         bars.close()
     code = _print_capture(cap)
@@ -274,6 +286,9 @@ def cmd_db(args: argparse.Namespace) -> int:
         if args.action == "migrate":
             applied = db.migrate(engine)
             print(f"applied {len(applied)} new migration(s) to {db.mask_url(engine.url)}")
+            if not args.no_seed:
+                added = db.seed_receivers(engine)
+                print(f"added {added} default receiver(s)")
         migrations = db.applied_migrations(engine)
         print(f"database: {db.mask_url(engine.url)}")
         print(f"timescaledb: {'yes' if db.is_timescale(engine) else 'no (plain PostgreSQL)'}")
@@ -313,7 +328,11 @@ def cmd_receivers(args: argparse.Namespace) -> int:
                     for r in receivers
                 ]
             )
-            print(table.to_string(index=False) if len(table) else "no receivers")
+            print(
+                table.to_string(index=False)
+                if len(table)
+                else "no receivers (heimdall-lab db migrate adds the default ones)"
+            )
     finally:
         engine.dispose()
     return EXIT_OK
@@ -459,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="emulated scenario seed (implies --emulate)")
     p.add_argument("--start-utc", help="emulated: UTC time of the first sample")
     p.add_argument("--fast", action="store_true", help="emulated: no real-time pacing")
+    p.add_argument(
+        "--fault",
+        type=_fault_arg,
+        action="append",
+        help="emulated: NAME:KIND[:AFTER_FRAMES[:TIMES]] (implies --emulate); repeatable",
+    )
     p.add_argument("--read-timeout", type=float, default=5.0, help="seconds without a frame")
     p.add_argument("--iq-url", help="IQ store (default: HEIMDALL_IQ_URL, else <data home>/iq)")
     database_option(p)
@@ -489,6 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("db", help="database: migrate, status")
     p.add_argument("action", choices=["migrate", "status"])
+    p.add_argument(
+        "--no-seed",
+        action="store_true",
+        help="migrate: do not add the default receivers that are missing",
+    )
     database_option(p)
     p.set_defaults(func=cmd_db)
 

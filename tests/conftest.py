@@ -48,9 +48,10 @@ def embedded() -> Iterator[db.EmbeddedServer]:
 
 
 @pytest.fixture
-def env(embedded, tmp_path, monkeypatch):
-    """The session's embedded server and a fresh IQ folder through the environment, as a user
-    or a notebook kernel sees them; the working directory is tmp_path."""
+def env(embedded, embedded_engine, tmp_path, monkeypatch):
+    """The session's embedded server (migrated, default receivers seeded) and a fresh IQ
+    folder through the environment, as a user or a notebook kernel sees them; the working
+    directory is tmp_path."""
     monkeypatch.setenv("HEIMDALL_DATABASE_URL", embedded.url)
     monkeypatch.setenv("HEIMDALL_IQ_URL", str(tmp_path / "iq"))
     monkeypatch.chdir(tmp_path)
@@ -60,7 +61,10 @@ def env(embedded, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def embedded_engine(embedded: db.EmbeddedServer) -> Iterator[Engine]:
+    """An engine on the session's server, migrated, with the default receivers seeded (as
+    ``heimdall-lab db migrate`` leaves a database)."""
     engine = db.get_engine(embedded.url)
+    db.seed_receivers(engine)
     yield engine
     engine.dispose()
 

@@ -62,6 +62,17 @@ def test_capture_emulated_by_name(env, embedded_engine, capsys):
     assert list(rows.receiver) == ["HB9Q"]
 
 
+def test_capture_emulated_with_a_fault(env, embedded_engine, capsys):
+    args = ["capture", "-f", "10e6", "-d", "1", "-q", "--fast", "-r", "HB9Q", "-r", "HB9SL"]
+    code = main([*args, "--fault", "HB9SL:bad_password"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "bad_password" in out and "partial" in out
+    capture_id = out.split("capture ")[1].split(":")[0]
+    parameters = db.get_capture(embedded_engine, capture_id).parameters
+    assert parameters["emulate"] is True and parameters["faults"]["HB9SL"]["kind"] == "bad_password"
+
+
 def test_capture_with_nothing_reachable_exits_3(env, capsys):
     code = main(["capture", "-f", "10e6", "-d", "1", "-q", "-r", "NOWHERE=127.0.0.1:9"])
     assert code == 3
@@ -69,7 +80,13 @@ def test_capture_with_nothing_reachable_exits_3(env, capsys):
 
 
 def test_db_and_receivers_commands(env, capsys):
+    assert main(["db", "migrate", "--no-seed"]) == 0
+    assert "default receiver" not in capsys.readouterr().out
     assert main(["db", "migrate"]) == 0
+    assert "default receiver(s)" in capsys.readouterr().out
+    assert main(["receivers", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in DEFAULTS)  # migrate seeds the defaults
     assert main(["db", "status"]) == 0
     out = capsys.readouterr().out
     assert "websdrs:" in out and "measurements:" in out and "timescaledb: no" in out

@@ -13,6 +13,7 @@ shows what comes back. Everything else happens in :mod:`heimdall_lab.capture`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import logging
@@ -25,6 +26,8 @@ from sqlalchemy.engine import Engine
 
 from heimdall_lab import db
 from heimdall_lab.capture import Capture, capture
+from heimdall_lab.emulate.scenario import Scenario
+from heimdall_lab.emulate.server import Emulated, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.kiwi.acquire import Progress
 from heimdall_lab.receivers import validate_capture_request
@@ -426,8 +429,29 @@ class CaptureForm:
             "iq_url": self.iq_url,
         }
         if self.mode.value == EMULATED:
-            request.update(emulate=True, seed=int(self.seed.value), realtime=not self.fast.value)
+            seed = int(self.seed.value)
+            Scenario.default(seed=seed)  # a bad seed is refused before anything starts
+            request["emulator"] = {"seed": seed, "realtime": not self.fast.value}
         return request
+
+    def _emulator(
+        self, request: dict[str, Any]
+    ) -> contextlib.AbstractContextManager[Emulated | None]:
+        """The emulator of an emulated request (serving the chosen receivers), else nothing.
+
+        The chosen names are looked up among the database's active receivers first, as for
+        a real capture, so both modes refuse the same unknown names.
+        """
+        options = request.get("emulator")
+        if options is None:
+            return contextlib.nullcontext()
+        known = {r.name: r for r in db.list_receivers(self.engine, active_only=True)}
+        unknown = [n for n in request["receivers"] if n not in known]
+        if unknown:
+            raise ValidationError(
+                f"unknown or inactive receiver {unknown[0]!r}; active ones: {sorted(known)}"
+            )
+        return emulated(receivers=[known[n] for n in request["receivers"]], **options)
 
     def _execute(self, request: dict[str, Any]) -> Capture | None:
         """Run one capture and show what came of it; never raises."""
@@ -439,7 +463,11 @@ class CaptureForm:
                 request["duration_s"],
                 request["receivers"],
             )
-            cap = capture(engine=self.engine, on_progress=self._on_progress, **request)
+            args = {k: v for k, v in request.items() if k != "emulator"}
+            with self._emulator(request) as emu:
+                if emu is not None:
+                    args.update(emu.capture_options)
+                cap = capture(engine=self.engine, on_progress=self._on_progress, **args)
             self.last_capture = cap
             self._show_result(cap)
         except HeimdallError as exc:
