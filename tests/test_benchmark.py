@@ -267,3 +267,87 @@ def test_settings_and_scratch_database():
         bm.Settings.full(nonsense=1)
     with bm.scratch_database("postgresql://u@127.0.0.1:1/x") as url:
         assert url == "postgresql://u@127.0.0.1:1/x"
+
+
+def test_processing_benchmark_extended_cases(small_capture):
+    df = bm.processing_benchmark(small_capture, repeats=1, extended=True)
+    assert df.step.nunique() == 9
+    counts = df.set_index("step").receivers
+    assert counts["dsp.psd alone, one receiver"] == 1
+    assert counts["dsp.measure_dataset, dask-backed, synchronous"] == 2
+    assert counts["same, 20 receivers in chunks of 2 (overhead amortised)"] == 20
+    np.testing.assert_allclose(df.per_receiver_ms, df.seconds / df.receivers * 1e3)
+
+
+def test_store_benchmark_extended_cases(small_capture, tmp_path):
+    df = bm.store_benchmark(small_capture, repeats=1, workdir=tmp_path, s3=False, extended=True)
+    main = df[df.backend == "local folder"]
+    assert set(main.data) == {"emulated capture", "random int16 IQ"}
+    assert set(main.op) == {"write", "read"} and len(main) == 8
+    assert set(df.backend) == {"local folder", "memory (encode only)"}
+    table = bm.summaries({"store": df})["store"]
+    rnd = table.xs(("random int16 IQ", "local folder", "write"), level=("data", "backend", "op"))
+    emu = table.xs(("emulated capture", "local folder", "write"), level=("data", "backend", "op"))
+    zarr = "zarr (IQStore.write)"
+    assert rnd.loc[zarr, "stored_mb"] > emu.loc[zarr, "stored_mb"]  # compresses worse
+    assert table.xs("raw (np.save + put)", level="method").vs_raw.eq(1.0).all()
+    goals = bm.goals({"store": df}).set_index("goal")
+    assert goals.loc["earlier goal: zarr write vs raw put, local folder (median MB/s)", "met"] in (
+        True,
+        False,
+    )
+    noisy = bm.incompressible(small_capture)
+    assert noisy.iq.shape == small_capture.iq.shape and bool(np.isfinite(noisy.iq).all())
+
+
+def test_db_benchmark_extended_cases(embedded_engine):
+    df = bm.db_benchmark(embedded_engine, rows=200, orm_rows=50, repeats=1, extended=True)
+    assert list(df.method) == [
+        "COPY (write_measurements)",
+        "COPY, 64-bin PSD per row",
+        "COPY as a non-superuser",
+        "multi-row INSERT (fallback path)",
+        "ORM (add_all + commit)",
+    ]
+    assert list(df.rows) == [200, 200, 200, 200, 50]
+    g = bm.goals({"db": df}).set_index("goal")
+    copy = df.rows_per_s.iloc[0]
+    assert g.loc["earlier goal: COPY inserts (median)", "measured"] == f"{copy:,.0f} rows/s"
+
+
+def test_python_m_benchmarks_has_a_quick_mode(monkeypatch, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from benchmarks import __main__ as entry
+
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--quick" in out.stdout
+    seen = {}
+
+    def fake_run_all(settings, database_url=None):
+        seen["settings"], seen["url"] = settings, database_url
+        return {**_results(), "machine": bm.machine_info(), "settings": dict(settings)} | {
+            "elapsed_s": 1.0
+        }
+
+    monkeypatch.setattr(bm, "run_all", fake_run_all)
+    assert entry.main(["--quick", "--output-dir", str(tmp_path), "--repeats", "2"]) == 0
+    assert seen["settings"]["receiver_counts"] == [1, 7] and seen["settings"]["repeats"] == 2
+    assert (tmp_path / "benchmark.md").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_the_benchmark_notebook_is_found_only_in_a_source_tree(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from heimdall_lab.notebooks import notebook_path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    assert notebook_path("benchmark").resolve() == root / "notebooks" / "benchmark.ipynb"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValidationError, match="source tree"):
+        notebook_path("benchmark")
