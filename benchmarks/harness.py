@@ -14,7 +14,7 @@ What is measured, against what
         (samples/s, against the real-time rate of the same receivers).
     processing
         Per receiver, :func:`heimdall_lab.dsp.measure`,
-        :func:`~heimdall_lab.capture.capture_metrics` and capture()'s whole processing work
+        :func:`~heimdall_lab.processing.capture_metrics` and capture()'s whole processing work
         (metrics and measurement rows with their PSD),
         against the 500 ms budget of the original plan and the 5 ms goal.
     store
@@ -69,11 +69,12 @@ from sqlalchemy.engine import Engine
 
 from benchmarks import orm
 from heimdall_lab import db, dsp
-from heimdall_lab.capture import Capture, capture, capture_metrics, measurement_rows
+from heimdall_lab.capture import Capture, capture
 from heimdall_lab.emulate.scenario import DEFAULT_NOMINAL_RATE, Scenario, Site
 from heimdall_lab.emulate.server import Emulator, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.kiwi.acquire import acquire
+from heimdall_lab.processing import capture_metrics, measurement_rows
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
 from heimdall_lab.store import IQStore
 from heimdall_lab.versions import __version__
