@@ -2311,6 +2311,16 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path = "reports") ->
         f"{results.get('started', '?')} to {results.get('finished', '?')} UTC "
         f"({results.get('elapsed_s', math.nan) / 60:.1f} min).",
         "",
+        *(
+            []
+            if dict(cfg) == dict(Settings.full())
+            else [
+                "**A quick (smoke) run with small sizes: its figures are not for judging goals.**"
+                if dict(cfg) == dict(Settings.quick())
+                else "**Custom sizes (see Settings below), not those of the committed report.**",
+                "",
+            ]
+        ),
         "## Machine",
         "",
         f"- CPU: {machine.get('cpu', '?')}, {machine.get('cores', '?')}; "
