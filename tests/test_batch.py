@@ -22,29 +22,15 @@ from heimdall_lab.batch import (
     run_grid,
 )
 from heimdall_lab.capture import capture
+from heimdall_lab.emulate import emulated
 from heimdall_lab.errors import ValidationError
+from heimdall_lab.measurement import MEASURED_COLUMNS
 from heimdall_lab.store import IQStore
 
 FREQ = 10e6
 RECEIVERS = ["HB9Q", "DK0GHZ", "OE3XEC"]
 #: Columns written from the metrics and the PSD: the capture path and reprocess must agree.
-COMPARED = [
-    "timestamp_utc",
-    "frequency_hz",
-    "sample_rate",
-    "samples_count",
-    "snr_db",
-    "frequency_offset_hz",
-    "signal_power_dbfs",
-    "signal_power_dbm",
-    "noise_power_dbfs",
-    "noise_power_dbm",
-    "cn0_dbhz",
-    "occupied_bandwidth_hz",
-    "signal_present",
-    "rssi_dbm",
-    "psd_resolution_hz",
-]
+COMPARED = list(MEASURED_COLUMNS)
 
 
 @pytest.fixture(scope="module")
@@ -84,18 +70,12 @@ def _assert_same_measurements(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 def test_reprocess_writes_what_the_capture_path_wrote(embedded_engine, tmp_path, scheduler):
     iq_url = str(tmp_path / "iq")
-    caps = [
-        capture(
-            FREQ,
-            1.0,
-            engine=embedded_engine,
-            iq_url=iq_url,
-            seed=seed,
-            realtime=False,
-            receivers=RECEIVERS,
-        )
-        for seed in (11, 12)
-    ]
+    caps = []
+    for seed in (11, 12):
+        with emulated(seed=seed, realtime=False, receivers=RECEIVERS) as emu:
+            caps.append(
+                capture(FREQ, 1.0, engine=embedded_engine, iq_url=iq_url, **emu.capture_options)
+            )
     ids = [c.capture_id for c in caps]
     assert all(c.stage == "done" for c in caps)
     original = {cid: _rows(embedded_engine, cid) for cid in ids}
@@ -152,10 +132,8 @@ def test_reprocess_records_a_stored_capture_the_database_lacks(
 ):
     iq_url = str(tmp_path / "iq")
     store = IQStore(iq_url)
-    cap = capture(
-        FREQ, 1.0, engine=embedded_engine, iq_url=iq_url, seed=13, realtime=False,
-        receivers=RECEIVERS[:2],
-    )  # fmt: skip
+    with emulated(seed=13, realtime=False, receivers=RECEIVERS[:2]) as emu:
+        cap = capture(FREQ, 1.0, engine=embedded_engine, iq_url=iq_url, **emu.capture_options)
     copy_id = uuid.uuid4().hex  # the same IQ under a second capture id, in the store only
     store.write(store.open(cap.capture_id).load(), capture_id=copy_id)
     assert db.get_capture(embedded_engine, copy_id) is None

@@ -92,11 +92,13 @@ def test_explore_notebook_under_papermill_shows_a_chosen_capture(env):
 
 def test_localize_notebook_under_papermill_locates_a_stored_capture(env, embedded_engine):
     from heimdall_lab.capture import capture
+    from heimdall_lab.emulate import emulated
     from heimdall_lab.emulate.scenario import Scenario, Transmitter
 
     truth = (49.0, 9.5)  # inside the seven default receivers' hull
     scenario = Scenario.default(seed=21, transmitter=Transmitter(*truth, 10e6, modulation="ook"))
-    cap = capture(10e6, 6.0, engine=embedded_engine, scenario=scenario, realtime=False)
+    with emulated(scenario=scenario, realtime=False) as emu:
+        cap = capture(10e6, 6.0, engine=embedded_engine, **emu.capture_options)
     assert cap.stage == "done"
     out = run_notebook(
         "localize",

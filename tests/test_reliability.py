@@ -24,7 +24,7 @@ from support import FAKE_KEY, FAKE_SECRET, TcpProxy, make_bucket, s3_env
 from heimdall_lab import db, spool
 from heimdall_lab.capture import capture
 from heimdall_lab.emulate.scenario import Scenario
-from heimdall_lab.emulate.server import Emulator, Fault
+from heimdall_lab.emulate.server import Emulator, Fault, emulated
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.store import IQStore
@@ -100,7 +100,9 @@ def s3_store(moto_endpoint, monkeypatch):
 
 
 def test_all_seven_receivers(embedded_engine, s3_store):
-    cap = capture(FREQ, 2.0, engine=embedded_engine, iq_url=s3_store.url, seed=11, realtime=False)
+    cap = _emulated_capture(
+        FREQ, 2.0, engine=embedded_engine, iq_url=s3_store.url, seed=11, realtime=False
+    )
     assert cap.stage == "done" and len(cap.metrics) == 7
     lost, dup = stored_state(embedded_engine, cap, s3_store, 7)
     assert s3_store.exists(cap.capture_id)
@@ -117,7 +119,7 @@ def test_three_of_seven_succeed_four_fail_differently(embedded_engine, s3_store)
         "G0MJW": Fault("refuse"),
         "HB9Q": Fault("stall", after_frames=0),
     }
-    cap = capture(
+    cap = _emulated_capture(
         FREQ,
         1.5,
         engine=embedded_engine,
@@ -147,6 +149,30 @@ def test_three_of_seven_succeed_four_fail_differently(embedded_engine, s3_store)
     )
 
 
+def _emulated_capture(
+    frequency_hz: float,
+    duration_s: float,
+    *,
+    seed: int = 0,
+    scenario: Scenario | None = None,
+    start_utc: str | None = None,
+    realtime: bool = True,
+    faults: dict[str, Fault] | None = None,
+    receivers: list[str] | None = None,
+    **kwargs,
+):
+    """capture() from emulated receivers, the emulator's parameters recorded with it."""
+    with emulated(
+        seed=seed,
+        scenario=scenario,
+        receivers=receivers,
+        start_utc=start_utc,
+        realtime=realtime,
+        faults=faults,
+    ) as emu:
+        return capture(frequency_hz, duration_s, **emu.capture_options, **kwargs)
+
+
 def replace_read_timeout(seconds: float):
     from heimdall_lab.kiwi.client import StreamSettings
 
@@ -155,7 +181,7 @@ def replace_read_timeout(seconds: float):
 
 def test_stall_and_slow_sender_against_the_deadline(embedded_engine, s3_store):
     faults = {"HB9Q": Fault("stall", after_frames=20), "OE3XEC": Fault("slow", slow_factor=3)}
-    cap = capture(
+    cap = _emulated_capture(
         FREQ,
         2.0,
         engine=embedded_engine,
@@ -225,7 +251,7 @@ def test_invalid_parameters_rejected_before_any_connection(embedded_engine, kwar
 def test_status_progression_and_truth(embedded_engine, s3_store):
     scenario = Scenario.default(seed=14)
     seen = []
-    cap = capture(
+    cap = _emulated_capture(
         FREQ,
         3.0,
         engine=embedded_engine,
@@ -268,7 +294,7 @@ def test_error_messages_reach_status_row_and_form(embedded_engine, tmp_path):
     form.duration_s.value = 1.0
     form.fast.value = True
     # A fault through the same call the form makes: bad password on HB9SL.
-    cap = capture(
+    cap = _emulated_capture(
         FREQ,
         1.0,
         engine=embedded_engine,
@@ -299,7 +325,7 @@ def test_disconnect_refused_then_recovered_and_corrupt_frames(embedded_engine, s
         "OE3XEC": Fault("corrupt", after_frames=4),
         "DK0GHZ": Fault("truncate", after_frames=6),
     }
-    cap = capture(
+    cap = _emulated_capture(
         FREQ,
         2.0,
         engine=embedded_engine,
@@ -343,7 +369,7 @@ def test_s3_down_during_capture_kept_locally_then_synced(embedded_engine, monkey
     server.stop()  # S3 goes away before the IQ is written
     home = tmp_path / "home"
     try:
-        cap = capture(
+        cap = _emulated_capture(
             FREQ,
             1.0,
             engine=embedded_engine,
@@ -383,7 +409,7 @@ def test_database_connection_lost_mid_insert(embedded, embedded_engine, tmp_path
     proxy = TcpProxy(port, cut_on=b"COPY").start()
     url = embedded.url.replace(f":{port}/", f":{proxy.port}/")
     try:
-        cap = capture(
+        cap = _emulated_capture(
             FREQ,
             1.0,
             database_url=url,
@@ -412,7 +438,7 @@ def test_database_down_for_the_whole_capture(embedded, embedded_engine, tmp_path
     proxy = TcpProxy(port)  # not started: connections are refused
     url = embedded.url.replace(f":{port}/", f":{proxy.port}/")
     home = tmp_path / "home"
-    cap = capture(
+    cap = _emulated_capture(
         FREQ,
         1.0,
         database_url=url,
@@ -451,7 +477,9 @@ def test_killed_capture_is_never_marked_done(embedded, embedded_engine, tmp_path
     capture_id = uuid.uuid4().hex
     code = (
         "from heimdall_lab.capture import capture\n"
-        f"capture(10e6, 30.0, seed=19, capture_id={capture_id!r}, receivers=['HB9Q'])\n"
+        "from heimdall_lab.emulate import emulated\n"
+        "with emulated(seed=19, receivers=['HB9Q']) as emu:\n"
+        f"    capture(10e6, 30.0, capture_id={capture_id!r}, **emu.capture_options)\n"
     )
     env = {
         **os.environ,
