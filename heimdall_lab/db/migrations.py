@@ -57,8 +57,8 @@ def _migrations(sql_dir: Path | None = None) -> list[_Migration]:
     directory = sql_dir or _sql_dir()
     if not directory.is_dir():
         raise DatabaseError(
-            f"no migrations directory {directory}: install heimdall_lab from its source tree "
-            f"(pip install -e .) or set {SQL_DIR_ENV}"
+            f"no migrations directory {directory}: reinstall heimdall-lab (the SQL files ship "
+            f"in the package) or set {SQL_DIR_ENV} to a folder of NNN_name.sql files"
         )
     found = []
     for path in sorted(directory.glob("*.sql")):
