@@ -371,7 +371,8 @@ def capture(
         Identifier to use (see :func:`heimdall_lab.ids.check_capture_id`); a new UUID by
         default.
     home : str, optional
-        Local state directory for the spool (``$HEIMDALL_HOME`` or ``./.heimdall``).
+        Data home for the spool (:func:`heimdall_lab.home.data_home`: ``$HEIMDALL_HOME``,
+        else the per-user data folder).
     metadata : mapping, optional
         More parameters to record with the capture (JSON values), merged into
         :attr:`Capture.parameters`: for example an emulator's scenario, seed and start
