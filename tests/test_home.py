@@ -16,7 +16,8 @@ from support import make_home
 
 from heimdall_lab import db, home, spool
 from heimdall_lab.cli import main
-from heimdall_lab.notebooks import NOTEBOOK_DIR, copy_notebooks, run_notebook
+from heimdall_lab.errors import ValidationError
+from heimdall_lab.notebooks import NOTEBOOK_DIR, copy_notebooks, notebook_path, run_notebook
 from heimdall_lab.store import IQStore, default_iq_url
 
 _PRINT_PATHS = (
@@ -194,3 +195,16 @@ def test_lab_copies_the_notebooks_and_starts_jupyterlab_there(tmp_path, monkeypa
 def test_lab_bad_port_is_a_usage_error(capsys):
     assert main(["lab", "--port", "70000", "--dry-run"]) == 2
     assert "--port 70000" in capsys.readouterr().err
+
+
+def test_a_source_checkouts_own_notebooks_run_from_its_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    if not Path("notebooks/benchmark.ipynb").is_file():
+        pytest.skip("no notebooks/benchmark.ipynb in this checkout")
+    assert notebook_path("benchmark") == Path("notebooks/benchmark.ipynb")
+    assert notebook_path("capture") == NOTEBOOK_DIR / "capture.ipynb"  # packaged ones first
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValidationError, match="source tree only"):
+        notebook_path("benchmark")
+    with pytest.raises(ValidationError, match=r"no notebook 'nope'.*capture"):
+        notebook_path("nope")
