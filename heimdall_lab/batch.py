@@ -76,6 +76,7 @@ from heimdall_lab.notebooks import notebook_parameters, notebook_path, run_noteb
 from heimdall_lab.processing import capture_metrics, measurement_rows
 from heimdall_lab.store import IQStore
 from heimdall_lab.urls import mask_url
+from heimdall_lab.values import jsonable, positive, to_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client, Future
@@ -120,14 +121,6 @@ Mode = Literal["skip", "replace"]
 # ----------------------------------------------------------------------------- cluster
 
 
-def _positive(value: int | None, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValidationError(f"{name} must be a whole number >= 1, got {value!r}")
-    return int(value)
-
-
 @contextlib.contextmanager
 def dask_client(
     scheduler: str | Client | None = None,
@@ -163,8 +156,8 @@ def dask_client(
     """
     from distributed import Client, LocalCluster
 
-    n_workers = _positive(n_workers, "n_workers")
-    threads = _positive(threads_per_worker, "threads_per_worker")
+    n_workers = None if n_workers is None else positive(n_workers, "n_workers", whole=True)
+    threads = positive(threads_per_worker, "threads_per_worker", whole=True)
     if isinstance(scheduler, Client):
         yield scheduler
         return
@@ -480,9 +473,13 @@ def reprocess(
     """
     if mode not in ("skip", "replace"):
         raise ValidationError(f"mode must be 'skip' or 'replace', got {mode!r}")
-    _positive(max_in_flight, "max_in_flight")
-    _positive(n_workers, "n_workers")
-    _positive(threads_per_worker, "threads_per_worker")
+    for name, value in [
+        ("max_in_flight", max_in_flight),
+        ("n_workers", n_workers),
+        ("threads_per_worker", threads_per_worker),
+    ]:
+        if value is not None:
+            positive(value, name, whole=True)
     store = IQStore(iq_url, storage_options)
     if capture_ids is None:
         ids = store.list()
@@ -576,7 +573,7 @@ def grid_run_id(parameters: Mapping[str, Any]) -> str:
     str
         12 hex digits, the same for the same parameters in any order.
     """
-    text = json.dumps(dict(parameters), sort_keys=True, default=str)
+    text = to_json(dict(parameters), "parameters", sort_keys=True)
     return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:12]
 
 
@@ -607,7 +604,7 @@ def notebook_completed(path: str | Path, parameters: Mapping[str, Any] | None = 
     if not meta or meta.get("exception") or not meta.get("end_time"):
         return False
     if parameters is not None:
-        wanted = json.loads(json.dumps(dict(parameters), default=str))
+        wanted = jsonable(dict(parameters))
         if meta.get("parameters", {}) != wanted:
             return False
     cells = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]

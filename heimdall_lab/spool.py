@@ -28,6 +28,7 @@ from heimdall_lab.home import spool_dir
 from heimdall_lab.ids import check_capture_id
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.store import IQStore
+from heimdall_lab.values import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _dir(capture_id: str, home: str | Path | None) -> Path:
 def _write_json(path: Path, value: Any) -> None:
     tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps(value, indent=1, default=str))
+        tmp.write_text(json.dumps(jsonable(value), indent=1, allow_nan=False))
         tmp.replace(path)  # atomic: a reader sees the old file or the new one, never half
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc}", str(path)) from exc
@@ -153,18 +154,7 @@ def keep_measurements(capture_id: str, rows: pd.DataFrame, home: str | Path | No
     pathlib.Path
         The file written.
     """
-    records = []
-    for row in rows.to_dict(orient="records"):
-        out = {}
-        for key, value in row.items():
-            if isinstance(value, np.ndarray):
-                value = value.tolist()
-            elif isinstance(value, pd.Timestamp):
-                value = value.isoformat()
-            elif isinstance(value, np.generic):
-                value = value.item()
-            out[key] = value
-        records.append(out)
+    records = jsonable(rows.to_dict(orient="records"))
     path = _dir(capture_id, home) / _MEASUREMENTS
     _write_json(path, records)
     log.warning("capture %s: %d measurement rows spooled locally", capture_id, len(records))

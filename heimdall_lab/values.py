@@ -7,7 +7,12 @@ wherever it goes.
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -22,6 +27,7 @@ __all__ = [
     "jsonable",
     "parse_iso_utc",
     "positive",
+    "to_json",
     "to_utc_ns",
 ]
 
@@ -69,14 +75,24 @@ def jsonable(value: Any) -> Any:
     >>> jsonable({"snr": np.float32("nan"), "rates": np.array([12000.0, 12001.5])})
     {'snr': None, 'rates': [12000.0, 12001.5]}
     """
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
+        if value.dtype.kind in "mMO":  # times and objects one by one, numbers all at once
+            return [jsonable(v) for v in value]
         return jsonable(value.tolist())
-    if isinstance(value, np.datetime64):
-        return iso_utc(value)
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, np.datetime64 | datetime | pd.Timestamp):
+        return None if pd.isna(value) else iso_utc(to_utc_ns(value, "time"))
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, np.timedelta64 | pd.Timedelta):
+        return None if pd.isna(value) else pd.Timedelta(value).total_seconds()
+    if isinstance(value, PurePath):
+        return str(value)
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -84,36 +100,72 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+def to_json(value: Any, what: str = "value", *, sort_keys: bool = False) -> str:
+    """JSON text of a value, after :func:`jsonable` (so numpy input and NaN are fine).
+
+    Parameters
+    ----------
+    value : Any
+        Nested dicts, lists, numpy arrays and scalars, numbers, strings, times.
+    what : str, default "value"
+        What it is, for the message.
+    sort_keys : bool, default False
+        Sort the keys of every dict (for a stable text, e.g. to hash).
+
+    Returns
+    -------
+    str
+        Compact JSON without NaN or infinities.
+
+    Raises
+    ------
+    ValidationError
+        If something in it has no JSON form (an arbitrary object).
+
+    Examples
+    --------
+    >>> to_json({"n": np.int64(3), "x": [np.float32(0.5), float("inf")]})
+    '{"n": 3, "x": [0.5, null]}'
+    """
+    try:
+        return json.dumps(jsonable(value), allow_nan=False, sort_keys=sort_keys)
+    except (TypeError, ValueError) as err:
+        raise ValidationError(f"{what} must be JSON-serialisable: {err}") from None
+
+
+def positive(value: Any, name: str, *, allow_zero: bool = False, whole: bool = False) -> Any:
     """A finite number greater than zero (or at least zero), else a ValidationError.
 
     Parameters
     ----------
     value : Any
-        The number.
+        The number: a Python or numpy int or float (not a bool, not text).
     name : str
         Its name, for the message.
     allow_zero : bool, default False
         Accept zero.
+    whole : bool, default False
+        Require a whole number (an int), returned as an int.
 
     Returns
     -------
-    float
-        The value.
+    float or int
+        The value (an int when ``whole``).
 
     Raises
     ------
     ValidationError
-        If it is not a number, not finite, or too small.
+        If it is not a number (or not whole), not finite, or too small.
     """
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValidationError(f"{name} must be a number, got {value!r}") from None
+    kinds = (int, np.integer) if whole else (numbers.Real,)
+    if isinstance(value, bool | np.bool_) or not isinstance(value, kinds):
+        kind = "whole number" if whole else "number"
+        raise ValidationError(f"{name} must be a {kind}, got {value!r}")
+    number = float(value)
     if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValidationError(f"{name} must be a finite number {bound}, got {value!r}")
-    return number
+    return int(value) if whole else number
 
 
 def to_utc_ns(value: object, label: str) -> np.datetime64:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.ids import check_capture_id, new_capture_id
-from heimdall_lab.values import positive
+from heimdall_lab.values import positive, to_json
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -143,7 +142,7 @@ def create_capture(
     frequency_hz = positive(frequency_hz, "frequency")
     duration_s = positive(duration_s, "duration")
     capture_id = check_capture_id(capture_id or new_capture_id())
-    params = _json(parameters or {}, "parameters")
+    params = to_json(parameters or {}, "parameters")
     stmt = sa.text(
         "INSERT INTO captures (id, start_time, frequency_hz, duration_s, parameters, status, "
         "iq_url, software_version) VALUES (:id, :start, :f, :d, CAST(:p AS jsonb), :s, :iq, :v) "
@@ -164,13 +163,6 @@ def create_capture(
             raise ValidationError(f"capture {capture_id} exists already")
     log.info("created capture %s (%.0f Hz, %.1f s)", capture_id, frequency_hz, duration_s)
     return capture_id
-
-
-def _json(value: Any, what: str) -> str:
-    try:
-        return json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise ValidationError(f"{what} must be JSON-serialisable (no NaN): {err}") from None
 
 
 def update_capture(

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from heimdall_lab.db.captures import _json
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.measurement import MEASUREMENT_COLUMNS, MEASUREMENT_TYPES, METRIC_ALIASES
+from heimdall_lab.values import to_json
 
 # The columns and their SQL types are defined once, in heimdall_lab.measurement (which the
 # processing layer shares without importing the database layer).
@@ -157,6 +157,6 @@ def _metadata_json(values: list[Any]) -> list[str | None]:
         else:
             key = id(v)
             if key not in cache:
-                cache[key] = _json(v, "metadata")
+                cache[key] = to_json(v, "metadata")
             out.append(cache[key])
     return out

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from heimdall_lab.db.captures import _json
-from heimdall_lab.db.receivers import _nan_to_none
 from heimdall_lab.errors import ValidationError, first_line
 from heimdall_lab.ids import check_capture_id
+from heimdall_lab.values import finite_or_none, to_json
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +78,12 @@ def write_localization(
         "method": method,
         "latitude": float(latitude),
         "longitude": float(longitude),
-        "semi_major_km": _nan_to_none(semi_major_km),
-        "semi_minor_km": _nan_to_none(semi_minor_km),
-        "orientation_deg": _nan_to_none(orientation_deg),
+        "semi_major_km": finite_or_none(semi_major_km),
+        "semi_minor_km": finite_or_none(semi_minor_km),
+        "orientation_deg": finite_or_none(orientation_deg),
         "n_receivers": int(n_receivers),
         "n_pairs": n_pairs,
-        "result": _json(_finite(result or {}), "result"),
+        "result": to_json(result or {}, "result"),
     }
     columns = ", ".join(values)
     placeholders = ", ".join("CAST(:result AS jsonb)" if k == "result" else f":{k}" for k in values)
@@ -103,19 +100,6 @@ def write_localization(
             )
     except sa_exc.IntegrityError as err:
         raise ValidationError(f"localization not stored: {first_line(err)}") from None
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities (which JSON lacks) replaced by None, recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def list_localizations(engine: Engine, capture_id: str | None = None) -> pd.DataFrame:

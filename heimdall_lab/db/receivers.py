@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -13,17 +12,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
+from heimdall_lab.values import finite_or_none
 
 log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- receivers
-
-
-def _nan_to_none(value: float | None) -> float | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return float(value)
 
 
 def _receiver_values(r: Receiver) -> dict[str, Any]:
@@ -37,7 +31,7 @@ def _receiver_values(r: Receiver) -> dict[str, Any]:
         "longitude": float(r.longitude),
         "min_frequency_hz": float(r.min_frequency_hz),
         "max_frequency_hz": float(r.max_frequency_hz),
-        "calibration_db": _nan_to_none(r.calibration_db),
+        "calibration_db": finite_or_none(r.calibration_db),
         "timeout_seconds": float(r.timeout_s),
         "retry_count": int(r.retry_count),
     }
