@@ -30,6 +30,7 @@ from support import make_home
 
 from heimdall_lab import db
 from heimdall_lab.errors import DatabaseError, ValidationError
+from heimdall_lab.measurement import MEASUREMENT_TYPES
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
 from heimdall_lab.versions import __version__
 
@@ -205,6 +206,7 @@ def pglite() -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="session")
 def pglite_engine(pglite: dict[str, str]) -> Iterator[Engine]:
     engine = db.get_engine(pglite["url"])
+    db.seed_receivers(engine)
     yield engine
     engine.dispose()
 
@@ -258,7 +260,7 @@ def test_migrations_apply_and_rerun(backend: tuple[str, Engine]) -> None:
         "measurements_frequency_idx",
         "measurements_time_brin",
     } <= indexes
-    assert columns == [c for c, _ in db._MEASUREMENT_TYPES]
+    assert columns == [c for c, _ in MEASUREMENT_TYPES]  # the one definition matches the SQL
 
     if name == "pglite":
         assert db.is_timescale(engine)
@@ -648,6 +650,8 @@ def test_embedded_server_starts_is_reused_and_stops(monkeypatch, caplog) -> None
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT inet_server_port()")).scalar() == first.port
             assert conn.execute(sa.text("SELECT current_database()")).scalar() == "heimdall"
+        assert db.list_receivers(engine) == []  # get_engine migrates; it adds no receivers
+        assert db.seed_receivers(engine) == len(NAMES)  # seeding is explicit
         assert [r.name for r in db.list_receivers(engine)] == NAMES
         engine.dispose()
 
@@ -679,7 +683,7 @@ def test_embedded_server_starts_is_reused_and_stops(monkeypatch, caplog) -> None
 def test_url_from_environment_and_masking(monkeypatch, embedded: db.EmbeddedServer) -> None:
     monkeypatch.setenv(db.URL_ENV, embedded.url.replace("postgresql+psycopg2", "postgresql"))
     assert db.database_url() is not None
-    engine = db.get_engine(apply_migrations=False, seed=False)
+    engine = db.get_engine(apply_migrations=False)
     assert engine.url.port == embedded.port
     engine.dispose()
     assert db.mask_url("postgresql://u:s3cret@h:5/d") == "postgresql://u:***@h:5/d"
