@@ -290,8 +290,9 @@ class CaptureForm:
         else:
             if not names:
                 self._show_error(
-                    "no active receivers in the database; add one with "
-                    "`heimdall-lab receivers add` and refresh the form"
+                    "no active receivers in the database; add the default ones with "
+                    "`heimdall-lab db migrate` (or one with `heimdall-lab receivers add`) "
+                    "and refresh the form"
                 )
         self.receivers_select.options = names
         self.receivers_select.value = tuple(names)
