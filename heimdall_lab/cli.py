@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -26,7 +27,7 @@ from heimdall_lab.capture import Capture, capture
 from heimdall_lab.emulate.scenario import Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
-from heimdall_lab.io.kiwi_wav import read_kiwi_wav, write_kiwi_wav
+from heimdall_lab.io.kiwi_wav import kiwi_wav_name, read_kiwi_wav, write_gnss_pos, write_kiwi_wav
 from heimdall_lab.kiwi.acquire import TqdmProgress
 from heimdall_lab.kiwi.client import StreamSettings, check_health
 from heimdall_lab.kiwi.recording import Recording
@@ -198,10 +199,16 @@ def cmd_capture(args: argparse.Namespace) -> int:
     if args.wav_dir and cap.dataset is not None:
         out = Path(args.wav_dir)
         out.mkdir(parents=True, exist_ok=True)
+        # One start time in every name (kiwirecorder's form), so the files read back as one
+        # capture; positions go to gnss_pos/<NAME>.txt, where the readers look for them.
+        starts = cap.dataset["start_time"].values.astype("M8[ns]")
+        starts = starts[~np.isnat(starts)]
+        start = starts.min() if len(starts) else np.datetime64("now", "ns")
         for o in cap.acquisition.outcomes if cap.acquisition else []:
             if o.recording is not None:
-                path = out / f"{cap.capture_id}_{args.frequency:.0f}_{o.receiver.name}_iq.wav"
+                path = out / kiwi_wav_name(start, args.frequency, o.receiver.name)
                 write_kiwi_wav(path, o.recording)
+                write_gnss_pos(out, o.receiver)
                 print(f"wrote {path}")
     return code
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import re
 import struct
-import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import xarray as xr
 
 from heimdall_lab.dataset import build_dataset
 from heimdall_lab.errors import FileFormatError, ValidationError
-from heimdall_lab.ids import check_capture_id, check_receiver_name
+from heimdall_lab.ids import check_capture_id, check_receiver_name, new_capture_id
 from heimdall_lab.kiwi.protocol import FULL_SCALE, to_int16_pairs
 from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.receivers import Receiver
@@ -240,15 +239,16 @@ def import_kiwi_wav(
         raise ValidationError("no kiwi IQ WAV files given")
     entries: list[tuple[Receiver, Recording, bool]] = []
     unplaced: list[int] = []
-    times: set[str] = set()
-    freqs: set[int] = set()
+    times: set[np.datetime64] = set()
+    freqs: set[float] = set()
+    named = 0
     for path in items:
         recording = read_kiwi_wav(path)
-        match = _KIWI_FILE.match(path.stem)
-        name = match["name"] if match else path.stem
-        if match:
-            times.add(match["time"])
-            freqs.add(int(match["freq"]))
+        name, when, freq = parse_kiwi_wav_name(path)
+        if when is not None:
+            named += 1
+            times.add(when)
+            freqs.add(freq)
         found = read_gnss_pos(path, name) if receivers is None else None
         if receivers is None:
             receiver = Receiver(
@@ -273,20 +273,20 @@ def import_kiwi_wav(
     if len(set(names)) != len(names):
         raise ValidationError(f"kiwi WAV files repeat a receiver: {names}")
     if frequency_hz is None:
-        if len(freqs) != 1 or len(items) != sum(1 for p in items if _KIWI_FILE.match(p.stem)):
+        if len(freqs) != 1 or named != len(items):
             raise ValidationError("frequency_hz is needed: the file names do not give one")
-        frequency_hz = float(freqs.pop() if len(freqs) == 1 else 0)
-    stamps = sorted(datetime.strptime(t, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) for t in times)
+        frequency_hz = freqs.pop()
+    stamps = sorted(pd.Timestamp(t, tz="UTC").to_pydatetime() for t in times)
     if gps_reference is None:
         if stamps:
             gps_reference = stamps[0]
         else:
             log.warning("no time in the kiwi WAV file names: the GPS week is taken from now")
     if capture_id is None:
-        if len(times) == 1 and all(_KIWI_FILE.match(p.stem) for p in items):
-            capture_id = f"kiwi_{next(iter(times))}_{round(frequency_hz)}"
+        if len(times) == 1 and named == len(items):
+            capture_id = f"kiwi_{stamps[0].strftime(_TIME_FORMAT)}_{round(frequency_hz)}"
         else:
-            capture_id = uuid.uuid4().hex
+            capture_id = new_capture_id()
     duration = max(len(e[1].samples) / e[1].nominal_rate for e in entries)
     ds = build_dataset(
         entries,
