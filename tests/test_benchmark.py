@@ -10,8 +10,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from benchmarks import harness as bm
+from benchmarks import orm
+from heimdall_lab import db
+from heimdall_lab.db.receivers import _receiver_ids
 from heimdall_lab.emulate.scenario import DEFAULT_NOMINAL_RATE
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.receivers import DEFAULT_RECEIVERS
@@ -351,3 +356,33 @@ def test_the_benchmark_notebook_is_found_only_in_a_source_tree(monkeypatch, tmp_
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValidationError, match="source tree"):
         notebook_path("benchmark")
+
+
+def test_orm_mapping_matches_schema(embedded_engine: Engine) -> None:
+    engine = embedded_engine
+    inspector = sa.inspect(engine)
+    for model in (orm.WebSDR, orm.Capture, orm.Measurement):
+        table = model.__table__
+        stored = [c["name"] for c in inspector.get_columns(table.name)]
+        assert sorted(stored) == sorted(c.name for c in table.columns), table.name
+    capture_id = db.create_capture(engine, 10e6, 10.0)
+    with engine.connect() as conn:
+        ids = _receiver_ids(conn)
+    t0 = pd.Timestamp("2024-06-01T00:00:00Z").to_pydatetime()
+    with db.session(engine) as s:
+        s.add_all(
+            orm.Measurement(
+                capture_id=capture_id,
+                websdr_id=ids["HB9Q"],
+                timestamp_utc=t0 + pd.Timedelta(seconds=k),
+                frequency_hz=10e6,
+                snr_db=float(k),
+                psd=[1.0, 2.0],
+                psd_resolution_hz=1.0,
+                metadata_={"k": k},
+            )
+            for k in range(5)
+        )
+    got = db.measurements_for_capture(engine, capture_id)
+    assert list(got["snr_db"]) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [m["k"] for m in got["metadata"]] == list(range(5))

@@ -392,7 +392,7 @@ def test_write_rejects_bad_input(embedded_engine: Engine) -> None:
         db.write_measurements(engine, capture_id, df.assign(receiver="NOSUCH"))
     with pytest.raises(ValidationError, match="no capture"):
         db.write_measurements(engine, uuid.uuid4().hex, df)
-    with pytest.raises(ValidationError, match="32 lower-case hex"):
+    with pytest.raises(ValidationError, match=r"capture id .* must be 1-128 letters"):
         db.write_measurements(engine, "x'; DROP TABLE captures; --", df)
     bad_time = df.copy()
     bad_time.loc[0, "timestamp_utc"] = pd.NaT
@@ -496,36 +496,6 @@ def test_captures_create_update_get(backend: tuple[str, Engine]) -> None:
     with pytest.raises(ValidationError):
         db.create_capture(engine, -1.0, 20.0)
     assert capture_id in set(db.list_captures(engine)["id"])
-
-
-def test_orm_mapping_matches_schema(embedded_engine: Engine) -> None:
-    engine = embedded_engine
-    inspector = sa.inspect(engine)
-    for model in (db.WebSDR, db.Capture, db.Measurement):
-        table = model.__table__
-        stored = [c["name"] for c in inspector.get_columns(table.name)]
-        assert sorted(stored) == sorted(c.name for c in table.columns), table.name
-    capture_id = db.create_capture(engine, 10e6, 10.0)
-    with engine.connect() as conn:
-        ids = db._receiver_ids(conn)
-    t0 = pd.Timestamp("2024-06-01T00:00:00Z").to_pydatetime()
-    with db.session(engine) as s:
-        s.add_all(
-            db.Measurement(
-                capture_id=capture_id,
-                websdr_id=ids["HB9Q"],
-                timestamp_utc=t0 + pd.Timedelta(seconds=k),
-                frequency_hz=10e6,
-                snr_db=float(k),
-                psd=[1.0, 2.0],
-                psd_resolution_hz=1.0,
-                metadata_={"k": k},
-            )
-            for k in range(5)
-        )
-    got = db.measurements_for_capture(engine, capture_id)
-    assert list(got["snr_db"]) == [0.0, 1.0, 2.0, 3.0, 4.0]
-    assert [m["k"] for m in got["metadata"]] == list(range(5))
 
 
 # ----------------------------------------------------------------------------- pool

@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +30,7 @@ from support import free_port as _free_port
 from support import make_bucket as _make_bucket
 from support import s3_env as _s3_env
 
+from heimdall_lab import tutorial
 from heimdall_lab.emulate.scenario import Scenario
 from heimdall_lab.emulate.server import Emulator, Fault
 from heimdall_lab.errors import FileFormatError, StorageError, ValidationError
@@ -50,11 +52,7 @@ FREQ = 10e6
 FAST = RetryPolicy(attempts=3, initial_s=0.05, maximum_s=0.1, jitter_s=0.0)
 # One botocore attempt per call and a short connect timeout: our own retries are counted.
 QUICK_S3 = {"config_kwargs": {"retries": {"max_attempts": 1, "mode": "standard"}}}
-DCF77_POSITIONS = {
-    "DF0KL": (53.665337, 7.282766),
-    "F1JEK": (45.779290, 0.614638),
-    "HB9RYZ": (47.1721, 8.42683),
-}
+DCF77_POSITIONS = tutorial.DCF77_POSITIONS
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -525,7 +523,12 @@ def test_kiwi_wavs_import_with_positions_and_round_trip(dcf77_files, tmp_path):
     xr.testing.assert_identical(_without_store_attrs(back), ds)
     with pytest.raises(ValidationError, match="F1JEK"):
         import_kiwi_wav(dcf77_files, {"DF0KL": (53.6, 7.2)})
-    unknown = import_kiwi_wav(dcf77_files[:1])
+    placed = import_kiwi_wav(dcf77_files[:1])  # positions from the gnss_pos/NAME.txt beside iq/
+    assert (float(placed.latitude[0]), float(placed.longitude[0])) == DCF77_POSITIONS["DF0KL"]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(dcf77_files[0], alone)
+    unknown = import_kiwi_wav(sorted(alone.glob("*.wav")))
     assert np.isnan(unknown.latitude.values).all()
 
 
