@@ -10,6 +10,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
+from heimdall_lab import geo
 from heimdall_lab.errors import ValidationError
 
 _HOST = re.compile(
@@ -71,10 +72,7 @@ class Receiver:
             raise ValidationError(f"receiver {self.name}: {self.host!r} is not a host name or IP")
         if not 0 < int(self.port) < 65536:
             raise ValidationError(f"receiver {self.name}: port {self.port} is not in 1-65535")
-        if not (-90 <= self.latitude <= 90 and -180 <= self.longitude <= 180):
-            raise ValidationError(
-                f"receiver {self.name}: position {self.latitude}, {self.longitude} is off the Earth"
-            )
+        geo.check_position(self.latitude, self.longitude, f"receiver {self.name}")
         if not 0 <= self.min_frequency_hz < self.max_frequency_hz:
             raise ValidationError(f"receiver {self.name}: empty frequency range")
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
+from heimdall_lab import geo
 from heimdall_lab.errors import ValidationError, first_line
 from heimdall_lab.ids import check_capture_id
 from heimdall_lab.values import finite_or_none, to_json
@@ -68,8 +69,7 @@ def write_localization(
     """
     if method not in ("tdoa", "rssi"):
         raise ValidationError(f"method must be 'tdoa' or 'rssi', got {method!r}")
-    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
-        raise ValidationError(f"position {latitude}, {longitude} is off the Earth")
+    geo.check_position(latitude, longitude, "localization")
     if capture_id is not None:
         check_capture_id(capture_id)
     values = {

@@ -6,8 +6,6 @@ import logging
 import math
 from typing import Any, Literal
 
-import numpy as np
-
 from heimdall_lab import geo
 from heimdall_lab.errors import ValidationError
 
@@ -25,15 +23,6 @@ DEFAULT_BANDS: dict[str, tuple[float, float]] = {
 
 # ============================================================================================
 # Input validation
-
-
-def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValidationError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValidationError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0")
-    return v
 
 
 def _check_method(method: Any, auto: bool = False) -> str:

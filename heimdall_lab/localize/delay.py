@@ -15,8 +15,9 @@ from scipy.signal import windows
 
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.localize.align import _band_mask, _prepare
-from heimdall_lab.localize.checks import Method, _check_band, _check_method, _positive
+from heimdall_lab.localize.checks import Method, _check_band, _check_method
 from heimdall_lab.localize.results import _GAP_GUARD_S, _PSR_WINDOW_S, _TAPER, DelayEstimate
+from heimdall_lab.values import positive
 
 log = logging.getLogger(__name__)
 
@@ -346,11 +347,11 @@ def estimate_delay(
     y = np.asarray(y)
     if x.ndim != 1 or y.ndim != 1 or len(x) != len(y):
         raise ValidationError("x and y must be 1-D arrays of the same length")
-    fs = _positive(sample_rate, "sample_rate")
+    fs = positive(sample_rate, "sample_rate")
     method = _check_method(method)
     lo_hi = _check_band(band, method, fs)
-    max_delay = _positive(max_delay_s, "max_delay_s")
-    chunk = _positive(chunk_s, "chunk_s")
+    max_delay = positive(max_delay_s, "max_delay_s")
+    chunk = positive(chunk_s, "chunk_s")
     vx = np.isfinite(x) if valid_x is None else np.asarray(valid_x, bool) & np.isfinite(x)
     vy = np.isfinite(y) if valid_y is None else np.asarray(valid_y, bool) & np.isfinite(y)
     xs = _Signal(_prepare(np.where(vx, x, 0).astype(np.complex128), vx, method, fs, lo_hi), vx)

@@ -15,7 +15,7 @@ from scipy import optimize
 from heimdall_lab import dsp, geo
 from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.kiwi.protocol import NOMINAL_RATE
-from heimdall_lab.localize.checks import _check_receiver_position, _positive
+from heimdall_lab.localize.checks import _check_receiver_position
 from heimdall_lab.localize.results import _KM_PER_DEG, Localization, ReceiverTiming
 from heimdall_lab.localize.solver import (
     _bounds,
@@ -24,6 +24,7 @@ from heimdall_lab.localize.solver import (
     _likelihood,
     _local_to_ll,
 )
+from heimdall_lab.values import positive
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ def locate_rssi(
         raise ValidationError("power_dbm must be finite for every receiver")
     if model not in ("pathloss", "centroid"):
         raise ValidationError(f"model must be 'pathloss' or 'centroid', got {model!r}")
-    n_exp = _positive(exponent, "exponent")
-    shadow = _positive(shadowing_db, "shadowing_db")
+    n_exp = positive(exponent, "exponent")
+    shadow = positive(shadowing_db, "shadowing_db")
     conf = _check_confidence(confidence)
     receivers = [
         ReceiverTiming(n, float(a), float(b), used=True)

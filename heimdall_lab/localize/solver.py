@@ -18,7 +18,7 @@ from scipy import ndimage, optimize, stats
 
 from heimdall_lab import geo
 from heimdall_lab.errors import HeimdallError, LocalizationError, ValidationError
-from heimdall_lab.localize.checks import _check_receiver_position, _positive
+from heimdall_lab.localize.checks import _check_receiver_position
 from heimdall_lab.localize.results import (
     _KM_PER_DEG,
     _MAX_STARTS,
@@ -26,6 +26,7 @@ from heimdall_lab.localize.results import (
     PairDelay,
     ReceiverTiming,
 )
+from heimdall_lab.values import positive
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def _bounds(
             raise ValidationError(f"bounds must be increasing (min < max), got {bounds!r}")
         return la0, la1, lo0, lo1
     extent = max(float(np.ptp(lat)), float(np.ptp(lon)))
-    m = max(2.0, 0.5 * extent) if margin_deg is None else _positive(margin_deg, "margin_deg")
+    m = max(2.0, 0.5 * extent) if margin_deg is None else positive(margin_deg, "margin_deg")
     return (
         max(-89.0, float(lat.min()) - m),
         min(89.0, float(lat.max()) + m),
@@ -112,7 +113,7 @@ def _solve(
     step = (
         max(la1 - la0, lo1 - lo0) / 240.0
         if grid_step_deg is None
-        else _positive(grid_step_deg, "grid_step_deg")
+        else positive(grid_step_deg, "grid_step_deg")
     )
     glat = np.linspace(la0, la1, max(3, round((la1 - la0) / step) + 1))
     glon = np.linspace(lo0, lo1, max(3, round((lo1 - lo0) / step) + 1))
@@ -255,14 +256,14 @@ def _likelihood(chi2_grid: xr.DataArray) -> xr.DataArray:
 
 
 def _check_confidence(confidence: Any) -> float:
-    c = _positive(confidence, "confidence")
+    c = positive(confidence, "confidence")
     if not c < 1:
         raise ValidationError(f"confidence must be in (0, 1), got {confidence}")
     return c
 
 
 def _check_velocity(velocity_factor: Any) -> float:
-    v = _positive(velocity_factor, "velocity_factor")
+    v = positive(velocity_factor, "velocity_factor")
     if v > 1.0:
         raise ValidationError(f"velocity_factor must be in (0, 1], got {velocity_factor}")
     return v

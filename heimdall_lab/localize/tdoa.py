@@ -31,14 +31,13 @@ from heimdall_lab.localize.checks import (
     _check_band,
     _check_method,
     _check_receiver_position,
-    _positive,
 )
 from heimdall_lab.localize.delay import _correlate, _Signal
 from heimdall_lab.localize.results import DelayEstimate, Localization, PairDelay
 from heimdall_lab.localize.rssi import locate_rssi_dataset
 from heimdall_lab.localize.solver import _check_confidence, _check_velocity, _model, solve_tdoa
 from heimdall_lab.receivers import Receiver
-from heimdall_lab.values import NS_PER_S
+from heimdall_lab.values import NS_PER_S, positive
 
 log = logging.getLogger(__name__)
 
@@ -241,17 +240,17 @@ def locate_dataset(
     method = _check_method(method, auto=True)
     vf = _check_velocity(velocity_factor)
     conf = _check_confidence(confidence)
-    chunk = _positive(chunk_s, "chunk_s")
-    margin = _positive(lag_margin_s, "lag_margin_s", allow_zero=True)
-    extra = _positive(search_extra_s, "search_extra_s", allow_zero=True)
-    min_coef = _positive(min_coefficient, "min_coefficient", allow_zero=True)
+    chunk = positive(chunk_s, "chunk_s")
+    margin = positive(lag_margin_s, "lag_margin_s", allow_zero=True)
+    extra = positive(search_extra_s, "search_extra_s", allow_zero=True)
+    min_coef = positive(min_coefficient, "min_coefficient", allow_zero=True)
     if not isinstance(min_psr_db, int | float) or not math.isfinite(min_psr_db):
         raise ValidationError("min_psr_db must be a finite number")
-    max_sigma = _positive(max_sigma_s, "max_sigma_s")
-    floor = _positive(sigma_floor_s, "sigma_floor_s")
-    systematic = _positive(systematic_sigma_s, "systematic_sigma_s", allow_zero=True)
-    ts_err = _positive(max_timestamp_error_s, "max_timestamp_error_s")
-    min_dur = _positive(min_duration_s, "min_duration_s")
+    max_sigma = positive(max_sigma_s, "max_sigma_s")
+    floor = positive(sigma_floor_s, "sigma_floor_s")
+    systematic = positive(systematic_sigma_s, "systematic_sigma_s", allow_zero=True)
+    ts_err = positive(max_timestamp_error_s, "max_timestamp_error_s")
+    min_dur = positive(min_duration_s, "min_duration_s")
     if fallback not in ("none", "rssi"):
         raise ValidationError(f"fallback must be 'none' or 'rssi', got {fallback!r}")
     if receivers is not None:
