@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from sqlalchemy.engine import Engine
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from heimdall_lab import db, spool
 from heimdall_lab.errors import DatabaseError, HeimdallError, StorageError, ValidationError
@@ -38,6 +37,7 @@ from heimdall_lab.kiwi.acquire import Acquisition, Progress, acquire, validate_r
 from heimdall_lab.kiwi.client import StreamSettings
 from heimdall_lab.processing import capture_metrics, measurement_rows
 from heimdall_lab.receivers import Receiver, validate_capture_request
+from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.store import IQStore
 from heimdall_lab.versions import __version__
 
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 #: Share of the progress bar each stage ends at.
 _STAGE_END = {"connecting": 5.0, "receiving": 80.0, "processing": 85.0, "storing": 99.0}
 _DB_UPDATE_INTERVAL_S = 1.0
-_DB_ATTEMPTS = 4
+#: Retries of a measurement write while the database is briefly unreachable.
+_DB_RETRY = RetryPolicy(attempts=4, initial_s=0.2, maximum_s=2.0, jitter_s=0.0)
 
 
 @dataclass
@@ -538,13 +539,8 @@ class _Run:
         assert self.rows is not None
         if self.engine is not None and not rec.db_down:
             try:
-                for attempt in Retrying(
-                    stop=stop_after_attempt(_DB_ATTEMPTS),
-                    wait=wait_exponential(multiplier=0.2, max=2.0),
-                    retry=retry_if_exception(
-                        lambda e: isinstance(e, DatabaseError) and e.retryable
-                    ),
-                    reraise=True,
+                for attempt in _DB_RETRY.retrying(
+                    lambda e: isinstance(e, DatabaseError) and e.retryable
                 ):
                     with attempt:
                         cap.measurements_written += db.write_measurements(

@@ -27,6 +27,7 @@ from heimdall_lab.emulate.scenario import Scenario
 from heimdall_lab.emulate.server import Emulator, Fault, emulated
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.receivers import Receiver
+from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.store import IQStore
 from heimdall_lab.ui.widgets import CaptureForm
 
@@ -365,7 +366,9 @@ def test_s3_down_during_capture_kept_locally_then_synced(embedded_engine, monkey
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     s3_env(monkeypatch, endpoint)
-    store = IQStore(f"s3://{make_bucket(endpoint)}/archive")
+    short = RetryPolicy(attempts=2, initial_s=0.05, maximum_s=0.1, jitter_s=0.0)
+    quick = {"config_kwargs": {"retries": {"max_attempts": 1, "mode": "standard"}}}
+    store = IQStore(f"s3://{make_bucket(endpoint)}/archive", quick, retry=short)
     server.stop()  # S3 goes away before the IQ is written
     home = tmp_path / "home"
     try:
@@ -373,7 +376,7 @@ def test_s3_down_during_capture_kept_locally_then_synced(embedded_engine, monkey
             FREQ,
             1.0,
             engine=embedded_engine,
-            iq_url=store.url,
+            store=store,
             seed=16,
             realtime=False,
             receivers=["HB9Q", "HB9SL"],
