@@ -30,9 +30,9 @@ from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.io.kiwi_wav import kiwi_wav_name, read_kiwi_wav, write_gnss_pos, write_kiwi_wav
 from heimdall_lab.kiwi.acquire import TqdmProgress
 from heimdall_lab.kiwi.client import StreamSettings, check_health
-from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.notebooks import copy_notebooks, parse_value, run_notebook
 from heimdall_lab.receivers import Receiver, validate_capture_request
+from heimdall_lab.recording import Recording
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger("heimdall_lab")

@@ -19,8 +19,8 @@ import numpy as np
 import xarray as xr
 
 from heimdall_lab.errors import ValidationError
-from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.receivers import Receiver
+from heimdall_lab.recording import Recording
 from heimdall_lab.values import NS_PER_S, iso_utc, to_utc_ns
 from heimdall_lab.versions import __version__
 

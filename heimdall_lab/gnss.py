@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from heimdall_lab.kiwi.protocol import NO_FIX
 from heimdall_lab.values import NS_PER_S
 
 __all__ = [
     "GPS_EPOCH",
+    "NO_FIX",
     "STALE_FRAMES",
     "WEEK_NS",
     "WEEK_SECONDS",
@@ -36,6 +36,9 @@ __all__ = [
     "utc_to_tow",
 ]
 
+#: ``last_gps_solution`` (seconds since the receiver's last GNSS fix) from this value up
+#: means "no usable fix".
+NO_FIX = 253
 #: Seconds in a GPS week.
 WEEK_SECONDS = 604_800
 #: Nanoseconds in a GPS week.
@@ -160,7 +163,7 @@ def has_fix(last_gps_solution: np.ndarray | int) -> np.ndarray:
     Parameters
     ----------
     last_gps_solution : int or array of int
-        Seconds since the last fix, per frame; :data:`heimdall_lab.kiwi.protocol.NO_FIX`
+        Seconds since the last fix, per frame; :data:`NO_FIX`
         (253) and above, or negative (padding), mean no usable fix.
 
     Returns

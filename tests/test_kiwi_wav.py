@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from heimdall_lab.errors import FileFormatError
 from heimdall_lab.io.kiwi_wav import kiwi_wav_bytes, parse_kiwi_wav, read_kiwi_wav, write_kiwi_wav
-from heimdall_lab.kiwi.recording import Recording
+from heimdall_lab.recording import Recording
 
 
 def test_real_recordings_parse_with_consistent_timestamps(dcf77_files):

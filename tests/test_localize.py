@@ -15,21 +15,16 @@ from heimdall_lab.emulate.server import Emulator
 from heimdall_lab.errors import LocalizationError, ValidationError
 from heimdall_lab.io.kiwi_wav import read_kiwi_wav
 from heimdall_lab.kiwi.acquire import acquire, acquire_async
-from heimdall_lab.kiwi.recording import Recording
-from heimdall_lab.localize import (
-    DelayEstimate,
-    Localization,
-    estimate_delay,
-    locate_dataset,
-    locate_files,
-    locate_recordings,
-    locate_rssi,
-    locate_rssi_dataset,
-    solve_tdoa,
-)
+from heimdall_lab.localize import Localization
+from heimdall_lab.localize.delay import estimate_delay
+from heimdall_lab.localize.results import DelayEstimate
+from heimdall_lab.localize.rssi import locate_rssi, locate_rssi_dataset
+from heimdall_lab.localize.solver import solve_tdoa
 from heimdall_lab.localize.tdoa import _judge as judge_pair
 from heimdall_lab.localize.tdoa import _PairCheck as PairCheck
+from heimdall_lab.localize.tdoa import locate_dataset, locate_files, locate_recordings
 from heimdall_lab.receivers import Receiver
+from heimdall_lab.recording import Recording
 from heimdall_lab.ui.localization_plot import plot_localization
 
 FS = 12_000.0

@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from heimdall_lab.errors import ProtocolError
 from heimdall_lab.kiwi import protocol
+from heimdall_lab.recording import FRAME_SAMPLES
 
 
 def _frame(seq=7, little_endian=False, smeter=600, gps=(3, 124934, 500_000_000)):
@@ -77,7 +78,7 @@ def test_frame_parser_raises_only_protocol_error(data):
         frame = protocol.decode_iq_frame(body)
     except ProtocolError:
         return
-    assert len(frame.samples) == protocol.FRAME_SAMPLES
+    assert len(frame.samples) == FRAME_SAMPLES
 
 
 def test_msg_round_trip_with_percent_encoding():

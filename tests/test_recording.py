@@ -4,7 +4,7 @@ import pytest
 from heimdall_lab.emulate.scenario import Scenario, Site
 from heimdall_lab.emulate.server import Emulator
 from heimdall_lab.kiwi.acquire import acquire_async
-from heimdall_lab.kiwi.recording import Recording
+from heimdall_lab.recording import Recording
 
 
 def _rec(seq, gps_solution=None, rate=12001.1):

@@ -12,6 +12,7 @@ import pytest
 import heimdall_lab
 from heimdall_lab import geo, gnss
 from heimdall_lab.errors import ValidationError
+from heimdall_lab.gnss import NO_FIX
 from heimdall_lab.ids import check_capture_id, check_receiver_name, new_capture_id
 from heimdall_lab.io.kiwi_wav import (
     kiwi_wav_name,
@@ -19,8 +20,8 @@ from heimdall_lab.io.kiwi_wav import (
     read_gnss_pos,
     write_gnss_pos,
 )
-from heimdall_lab.kiwi.protocol import FRAME_SAMPLES, NO_FIX, NOMINAL_RATE
 from heimdall_lab.receivers import Receiver
+from heimdall_lab.recording import FRAME_SAMPLES, NOMINAL_RATE
 from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.urls import mask_url
 from heimdall_lab.values import finite_or_none, jsonable, positive, to_json
@@ -125,7 +126,7 @@ def test_protocol_constants_defined_once() -> None:
     literal = re.compile(
         r"(?<![\d.])(12000(\.0)?|12_000(\.0)?|1_000_000_000|604_?800)(?![\d.])|=\s*512\b|=\s*253\b"
     )
-    homes = {"kiwi/protocol.py", "values.py", "gnss.py"}
+    homes = {"recording.py", "values.py", "gnss.py"}
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE).as_posix()

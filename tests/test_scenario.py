@@ -16,8 +16,9 @@ from heimdall_lab.emulate.scenario import (
 )
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.geo import great_circle_m
-from heimdall_lab.kiwi.protocol import FRAME_SAMPLES, smeter_to_dbm
+from heimdall_lab.kiwi.protocol import smeter_to_dbm
 from heimdall_lab.receivers import DEFAULT_RECEIVERS
+from heimdall_lab.recording import FRAME_SAMPLES
 
 START = np.datetime64("2024-05-01T12:00:00", "ns")
 START_S = int(START.astype(np.int64)) // 1_000_000_000  # a whole second

@@ -107,8 +107,9 @@ import numpy as np
 
 from heimdall_lab import geo, gnss
 from heimdall_lab.errors import ValidationError
-from heimdall_lab.kiwi.protocol import FRAME_SAMPLES, FULL_SCALE, dbm_to_smeter, to_int16_pairs
+from heimdall_lab.kiwi.protocol import dbm_to_smeter, to_int16_pairs
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
+from heimdall_lab.recording import FRAME_SAMPLES, FULL_SCALE
 from heimdall_lab.values import NS_PER_S
 
 __all__ = [

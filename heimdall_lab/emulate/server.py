@@ -32,8 +32,8 @@ from websockets.http11 import Request, Response
 from heimdall_lab.emulate.scenario import FrameSource, Scenario, SourceFrame
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.kiwi import protocol
-from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
+from heimdall_lab.recording import NOMINAL_RATE, Recording
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -430,9 +430,7 @@ class Emulator:
             await ws.close()
             return None
         await ws.send(protocol.encode_msg({"badp": 0}))
-        await ws.send(
-            protocol.encode_msg({"audio_init": 0, "audio_rate": int(protocol.NOMINAL_RATE)})
-        )
+        await ws.send(protocol.encode_msg({"audio_init": 0, "audio_rate": int(NOMINAL_RATE)}))
         rate = self.scenario.nominal_rate
         await ws.send(protocol.encode_msg({"sample_rate": f"{rate:.3f}"}))
         # Collect SET commands until the channel is tuned; answer AR OK silently.

@@ -22,9 +22,9 @@ import xarray as xr
 from heimdall_lab.dataset import build_dataset
 from heimdall_lab.errors import FileFormatError, ValidationError
 from heimdall_lab.ids import check_capture_id, check_receiver_name, new_capture_id
-from heimdall_lab.kiwi.protocol import FULL_SCALE, to_int16_pairs
-from heimdall_lab.kiwi.recording import Recording
+from heimdall_lab.kiwi.protocol import to_int16_pairs
 from heimdall_lab.receivers import Receiver
+from heimdall_lab.recording import FULL_SCALE, Recording
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,8 @@ from sigmf import SigMFCollection, SigMFFile
 from heimdall_lab.dataset import build_dataset
 from heimdall_lab.errors import FileFormatError, ValidationError
 from heimdall_lab.ids import check_capture_id, check_receiver_name
-from heimdall_lab.kiwi.protocol import NOMINAL_RATE
-from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.receivers import Receiver
+from heimdall_lab.recording import NOMINAL_RATE, Recording
 from heimdall_lab.values import iso_utc, jsonable, parse_iso_utc
 from heimdall_lab.versions import __version__
 

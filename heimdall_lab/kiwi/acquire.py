@@ -28,9 +28,8 @@ from tenacity import RetryCallState
 from heimdall_lab.dataset import build_dataset, mean_db
 from heimdall_lab.errors import ReceiverError, ReceiverTimeoutError, ValidationError
 from heimdall_lab.kiwi.client import KiwiClient, StreamSettings
-from heimdall_lab.kiwi.protocol import NOMINAL_RATE
-from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.receivers import Receiver, validate_capture_request
+from heimdall_lab.recording import NOMINAL_RATE, Recording
 from heimdall_lab.retry import RetryPolicy
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -29,12 +30,42 @@ from heimdall_lab.errors import (
     TooBusyError,
 )
 from heimdall_lab.kiwi import protocol
-from heimdall_lab.kiwi.protocol import NOMINAL_RATE, IqFrame
-from heimdall_lab.kiwi.recording import Recording
+from heimdall_lab.kiwi.protocol import IqFrame
 from heimdall_lab.receivers import Receiver, validate_capture_request
+from heimdall_lab.recording import NOMINAL_RATE, Recording
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
+
+
+def recording_from_frames(frames: list[IqFrame], nominal_rate: float) -> Recording:
+    """Assemble a recording from decoded frames.
+
+    Parameters
+    ----------
+    frames : list of IqFrame
+        Frames in arrival order.
+    nominal_rate : float
+        The sample rate the server announced.
+
+    Returns
+    -------
+    Recording
+        The assembled recording.
+    """
+    lengths = np.array([len(f.samples) for f in frames], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if frames else lengths
+    samples = np.concatenate([f.samples for f in frames]) if frames else np.zeros(0, np.complex64)
+    return Recording(
+        samples=samples,
+        frame_start=starts.astype(np.int64),
+        seq=np.array([f.seq for f in frames], dtype=np.int64),
+        last_gps_solution=np.array([f.last_gps_solution for f in frames], dtype=np.uint8),
+        gpssec=np.array([f.gpssec for f in frames], dtype=np.int64),
+        gpsnsec=np.array([f.gpsnsec for f in frames], dtype=np.int64),
+        rssi_dbm=np.array([f.rssi_dbm for f in frames], dtype=np.float32),
+        nominal_rate=float(nominal_rate),
+    )
 
 
 @dataclass(frozen=True)
@@ -145,7 +176,7 @@ class KiwiClient:
         Recording
             Samples and per-frame timestamps.
         """
-        return Recording.from_frames(self.frames, self.nominal_rate or NOMINAL_RATE)
+        return recording_from_frames(self.frames, self.nominal_rate or NOMINAL_RATE)
 
     async def run(self) -> Recording:
         """Connect, set up the channel and receive until the duration is complete.

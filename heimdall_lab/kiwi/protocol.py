@@ -26,20 +26,12 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from heimdall_lab.errors import ProtocolError
-
-#: Samples in one IQ frame.
-FRAME_SAMPLES = 512
-#: Int16 full scale: a sample of this magnitude is 1.0.
-FULL_SCALE = 32768.0
-#: The nominal KiwiSDR IQ sample rate, samples per second (the exact one is fitted to the
-#: GNSS timestamps, see :func:`heimdall_lab.gnss.fit_rate`).
-NOMINAL_RATE = 12000.0
+from heimdall_lab.gnss import has_fix
+from heimdall_lab.recording import FRAME_SAMPLES, FULL_SCALE
 
 FLAG_IQ = 0x08
 FLAG_LITTLE_ENDIAN = 0x80
 
-#: ``last_gps_solution`` values from this one up mean "no usable GNSS fix".
-NO_FIX = 253
 
 _SND_HEAD = struct.Struct("<BI")  # flags, seq
 _SMETER = struct.Struct(">H")
@@ -87,8 +79,6 @@ class IqFrame:
     @property
     def has_fix(self) -> bool:
         """Whether the frame's GNSS timestamp comes from a usable fix (:func:`gnss.has_fix`)."""
-        from heimdall_lab.gnss import has_fix  # gnss builds on this module's NO_FIX
-
         return bool(has_fix(self.last_gps_solution))
 
 

@@ -15,9 +15,9 @@ from scipy import fft as sfft
 
 from heimdall_lab import dsp, gnss
 from heimdall_lab.errors import HeimdallError, ValidationError
-from heimdall_lab.kiwi.protocol import NOMINAL_RATE
 from heimdall_lab.localize.checks import _check_receiver_position
 from heimdall_lab.localize.results import ReceiverTiming
+from heimdall_lab.recording import NOMINAL_RATE
 from heimdall_lab.values import NS_PER_S
 
 log = logging.getLogger(__name__)

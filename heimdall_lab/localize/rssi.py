@@ -14,7 +14,6 @@ from scipy import optimize
 
 from heimdall_lab import dsp, geo
 from heimdall_lab.errors import HeimdallError, ValidationError
-from heimdall_lab.kiwi.protocol import NOMINAL_RATE
 from heimdall_lab.localize.checks import _check_receiver_position
 from heimdall_lab.localize.results import _KM_PER_DEG, Localization, ReceiverTiming
 from heimdall_lab.localize.solver import (
@@ -24,6 +23,7 @@ from heimdall_lab.localize.solver import (
     _likelihood,
     _local_to_ll,
 )
+from heimdall_lab.recording import NOMINAL_RATE
 from heimdall_lab.values import positive
 
 log = logging.getLogger(__name__)

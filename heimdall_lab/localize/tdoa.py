@@ -19,7 +19,6 @@ from heimdall_lab.dataset import build_dataset
 from heimdall_lab.errors import LocalizationError, ValidationError
 from heimdall_lab.io.kiwi_wav import parse_kiwi_wav_name, read_kiwi_wav
 from heimdall_lab.io.open import Source, open_capture
-from heimdall_lab.kiwi.recording import Recording
 from heimdall_lab.localize.align import (
     _carrier_offset,
     _dataset_tracks,
@@ -37,6 +36,7 @@ from heimdall_lab.localize.results import DelayEstimate, Localization, PairDelay
 from heimdall_lab.localize.rssi import locate_rssi_dataset
 from heimdall_lab.localize.solver import _check_confidence, _check_velocity, _model, solve_tdoa
 from heimdall_lab.receivers import Receiver
+from heimdall_lab.recording import Recording
 from heimdall_lab.values import NS_PER_S, positive
 
 log = logging.getLogger(__name__)

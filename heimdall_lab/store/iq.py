@@ -63,7 +63,7 @@ from heimdall_lab.dataset import _NAN_IQ, select_time
 from heimdall_lab.errors import HeimdallError, StorageError, ValidationError
 from heimdall_lab.home import default_iq_dir
 from heimdall_lab.ids import check_capture_id, check_receiver_name, is_capture_id
-from heimdall_lab.kiwi.protocol import FRAME_SAMPLES
+from heimdall_lab.recording import FRAME_SAMPLES
 from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.urls import mask_url
 from heimdall_lab.versions import __version__

@@ -14,8 +14,17 @@ from datetime import datetime
 import numpy as np
 
 from heimdall_lab import gnss
-from heimdall_lab.kiwi.protocol import NOMINAL_RATE, IqFrame
 from heimdall_lab.values import NS_PER_S
+
+__all__ = ["FRAME_SAMPLES", "FULL_SCALE", "NOMINAL_RATE", "Recording"]
+
+#: Samples in one IQ frame.
+FRAME_SAMPLES = 512
+#: Int16 full scale: a sample of this magnitude is 1.0.
+FULL_SCALE = 32768.0
+#: The nominal KiwiSDR IQ sample rate, samples per second (the exact one is fitted to the
+#: GNSS timestamps, see :func:`heimdall_lab.gnss.fit_rate`).
+NOMINAL_RATE = 12000.0
 
 
 @dataclass
@@ -49,38 +58,6 @@ class Recording:
     gpsnsec: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     rssi_dbm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     nominal_rate: float = NOMINAL_RATE
-
-    @classmethod
-    def from_frames(cls, frames: list[IqFrame], nominal_rate: float) -> Recording:
-        """Assemble a recording from decoded frames.
-
-        Parameters
-        ----------
-        frames : list of IqFrame
-            Frames in arrival order.
-        nominal_rate : float
-            The sample rate the server announced.
-
-        Returns
-        -------
-        Recording
-            The assembled recording.
-        """
-        lengths = np.array([len(f.samples) for f in frames], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if frames else lengths
-        samples = (
-            np.concatenate([f.samples for f in frames]) if frames else np.zeros(0, np.complex64)
-        )
-        return cls(
-            samples=samples,
-            frame_start=starts.astype(np.int64),
-            seq=np.array([f.seq for f in frames], dtype=np.int64),
-            last_gps_solution=np.array([f.last_gps_solution for f in frames], dtype=np.uint8),
-            gpssec=np.array([f.gpssec for f in frames], dtype=np.int64),
-            gpsnsec=np.array([f.gpsnsec for f in frames], dtype=np.int64),
-            rssi_dbm=np.array([f.rssi_dbm for f in frames], dtype=np.float32),
-            nominal_rate=float(nominal_rate),
-        )
 
     @property
     def n_frames(self) -> int:
