@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sigmf
 import xarray as xr
-from sigmf import SigMFCollection, SigMFFile
 
 from heimdall_lab.dataset import build_dataset
 from heimdall_lab.errors import FileFormatError, ValidationError
@@ -70,6 +68,9 @@ def export_sigmf(ds: xr.Dataset, directory: str | Path) -> list[Path]:
     ValidationError
         If the capture id or a receiver name is unsafe as a file name.
     """
+    import sigmf  # imported on use: it takes over a second to import
+    from sigmf import SigMFCollection, SigMFFile
+
     capture_id = check_capture_id(str(ds.attrs.get("capture_id", "capture")))
     names = [check_receiver_name(str(n)) for n in ds["receiver"].values.tolist()]
     directory = Path(directory)
@@ -154,6 +155,8 @@ def _frame_annotations(
     one: xr.Dataset, n: int
 ) -> tuple[list[dict[str, Any]], list[tuple[int, str | None]]]:
     """Per-frame annotations (GNSS timestamps) and the capture segments at sequence gaps."""
+    import sigmf  # imported on use: it takes over a second to import
+
     if "frame_start" not in one:
         return [], []
     fstart = one["frame_start"].values.astype(np.int64)
@@ -225,6 +228,9 @@ def _sigmf_meta_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
 
 
 def _collection_metas(path: Path) -> list[Path]:
+    import sigmf  # imported on use: it takes over a second to import
+    from sigmf import SigMFCollection
+
     collection = sigmf.fromfile(path)
     if not isinstance(collection, SigMFCollection):
         raise FileFormatError(f"{path}: not a SigMF collection")
@@ -255,6 +261,9 @@ def import_sigmf(paths: str | Path | Iterable[str | Path]) -> xr.Dataset:
     ValidationError
         If the recordings are at different frequencies or a receiver name repeats.
     """
+    import sigmf  # imported on use: it takes over a second to import
+    from sigmf import SigMFFile
+
     entries: list[tuple[Receiver, Recording, bool]] = []
     extras: list[dict[str, Any]] = []
     frequencies: set[float] = set()

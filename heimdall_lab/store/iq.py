@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import json
 import logging
 import math
@@ -265,6 +266,7 @@ def _s3_code(exc: BaseException) -> str | None:
     return None
 
 
+@functools.cache  # botocore and aiohttp load only once a store error needs them
 def _connection_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [ConnectionError, TimeoutError, asyncio.TimeoutError]
     try:
@@ -282,7 +284,6 @@ def _connection_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-_CONNECTION_TYPES = _connection_types()
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -298,7 +299,7 @@ def is_connection_error(exc: BaseException) -> bool:
     bool
         True for refused, reset or timed-out connections (botocore's and aiohttp's included).
     """
-    return any(isinstance(e, _CONNECTION_TYPES) for e in _chain(exc))
+    return any(isinstance(e, _connection_types()) for e in _chain(exc))
 
 
 def _errno(exc: BaseException) -> int | None:
