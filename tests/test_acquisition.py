@@ -7,11 +7,13 @@ import socket
 
 import numpy as np
 import pytest
+from websockets.exceptions import ConnectionClosedError
 
 from heimdall_lab.emulate.scenario import Scenario
 from heimdall_lab.emulate.server import Emulator, Fault
-from heimdall_lab.errors import ValidationError
+from heimdall_lab.errors import DisconnectedError, ValidationError
 from heimdall_lab.io.kiwi_wav import read_kiwi_wav
+from heimdall_lab.kiwi import protocol
 from heimdall_lab.kiwi.acquire import Progress, acquire, acquire_async
 from heimdall_lab.kiwi.client import KiwiClient, StreamSettings, check_health
 from heimdall_lab.receivers import Receiver
@@ -331,3 +333,42 @@ async def test_metrics_of_an_emulated_capture_match_the_scenario_truth(scenario)
         assert float(m.noise_density_dbfs_hz) == pytest.approx(
             truth["noise_density_dbfs_hz"], abs=0.3
         )
+
+
+class _ClosesOnKeepalive:
+    """A connection that takes the handshake, then fails the client's first keepalive."""
+
+    def __init__(self) -> None:
+        pairs = np.zeros(1024, dtype=np.int16)
+        self.incoming = [
+            protocol.encode_msg({"audio_init": 0, "audio_rate": 12000}),
+            protocol.encode_msg({"sample_rate": 12000.0}),
+        ] + [
+            protocol.encode_iq_frame(
+                k, pairs, smeter=500, last_gps_solution=0, gpssec=100 + k, gpsnsec=0
+            )
+            for k in range(4)
+        ]
+
+    async def send(self, message: str) -> None:
+        if message == protocol.cmd_keepalive():
+            raise ConnectionClosedError(None, None)
+
+    async def recv(self) -> bytes:
+        return self.incoming.pop(0)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_send_on_a_closed_stream_is_a_typed_disconnect(monkeypatch):
+    client = KiwiClient(Receiver("RX", "127.0.0.1", 1), FREQ, 1.0, StreamSettings())
+    ws = _ClosesOnKeepalive()
+
+    async def connect() -> _ClosesOnKeepalive:
+        return ws
+
+    monkeypatch.setattr(client, "_connect", connect)
+    with pytest.raises(DisconnectedError, match="the samples received are kept"):
+        await client.run()
+    assert ws.incoming  # it failed on the keepalive after the setup, before reading frames

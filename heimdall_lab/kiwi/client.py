@@ -25,6 +25,7 @@ from heimdall_lab.errors import (
     DisconnectedError,
     ProtocolError,
     ReceiverDownError,
+    ReceiverError,
     ReceiverTimeoutError,
     ReceiverUnreachableError,
     TooBusyError,
@@ -212,6 +213,8 @@ class KiwiClient:
                     await self._keepalive(ws)
                 else:
                     log.debug("%s: ignoring %s message", self.receiver.name, tag)
+        except ConnectionClosed as exc:  # a send (setup, keepalive) found the stream closed
+            raise self._closed(exc) from exc
         finally:
             await _close(ws)
         return self.recording()
@@ -262,15 +265,20 @@ class KiwiClient:
                 name,
             ) from exc
         except ConnectionClosed as exc:
-            if not self._setup_sent:
-                raise ReceiverUnreachableError(
-                    f"{name}: connection closed during the handshake ({exc})", name
-                ) from exc
-            raise DisconnectedError(
-                f"{name}: stream closed after {self._received} of {self.expected_samples} "
-                f"samples ({exc}); the samples received are kept",
-                name,
-            ) from exc
+            raise self._closed(exc) from exc
+
+    def _closed(self, exc: ConnectionClosed) -> ReceiverError:
+        """The typed error for a connection the peer closed, while receiving or sending."""
+        name = self.receiver.name
+        if not self._setup_sent:
+            return ReceiverUnreachableError(
+                f"{name}: connection closed during the handshake ({exc})", name
+            )
+        return DisconnectedError(
+            f"{name}: stream closed after {self._received} of {self.expected_samples} "
+            f"samples ({exc}); the samples received are kept",
+            name,
+        )
 
     async def _on_msg(self, ws: ClientConnection, params: dict[str, str]) -> None:
         name = self.receiver.name

@@ -284,8 +284,6 @@ def _connection_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-
-
 def is_connection_error(exc: BaseException) -> bool:
     """Whether an error means the store could not be reached (worth retrying).
 
