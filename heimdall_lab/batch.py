@@ -660,7 +660,7 @@ def run_grid(
     *,
     n_workers: int | None = None,
     cwd: str | Path | None = None,
-    processes: bool = True,
+    processes: bool = False,
 ) -> pd.DataFrame:
     """Run a notebook once per point of a parameter grid, one dask task per run, resumably.
 
@@ -680,8 +680,9 @@ def run_grid(
         ``LocalCluster`` workers (one per CPU by default): runs at once.
     cwd : str or pathlib.Path, optional
         Working directory of the notebooks' kernels; the current one by default.
-    processes : bool, default True
-        ``LocalCluster`` workers as processes or threads.
+    processes : bool, default False
+        ``LocalCluster`` workers as processes, or threads of this process (the default: each
+        run's kernel is its own process already, so worker processes only add start-up time).
 
     Returns
     -------

@@ -369,6 +369,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             n_workers=args.workers,
             mode=args.mode,
+            processes=not args.threads,
         )
     else:
         grid: dict[str, list] = {}
@@ -566,6 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip rows already stored (default) or replace them",
     )
     q.add_argument("--iq-url", help="IQ store (default: HEIMDALL_IQ_URL, else <data home>/iq)")
+    q.add_argument(
+        "--threads",
+        action="store_true",
+        help="LocalCluster workers as threads of this process (quicker to start; for few captures)",
+    )
     database_option(q)
     grid = bsub.add_parser("grid", help="run a notebook once per point of a grid")
     for each in (q, grid):

@@ -190,7 +190,7 @@ def env(embedded, tmp_path, monkeypatch):
 def test_grid_of_capture_notebooks_resumes(env, embedded_engine):
     grid = {"duration_s": [1.0, -1.0], "seed": [21], "realtime": [False]}
     out_dir = env / "reports" / "grid"
-    first = run_grid("capture", grid, out_dir, n_workers=2)
+    first = run_grid("capture", grid, out_dir, n_workers=2, processes=False)
     assert list(first.columns) == [
         "run_id", "parameters", "duration_s", "seed", "realtime", "output", "status",
         "elapsed_s", "error",
@@ -212,7 +212,7 @@ def test_grid_of_capture_notebooks_resumes(env, embedded_engine):
     mtime = good.stat().st_mtime_ns
 
     # Again: the completed run is skipped (its notebook untouched), the failed one re-runs.
-    second = run_grid("capture", grid, out_dir, n_workers=1)
+    second = run_grid("capture", grid, out_dir, n_workers=1, processes=False)
     assert list(second.status) == ["skipped", "failed"]
     assert good.stat().st_mtime_ns == mtime
     assert list(second.run_id) == list(first.run_id)

@@ -234,7 +234,10 @@ def test_batch_reprocess_and_grid(env, embedded_engine, capsys):
         main(["capture", "-f", "10e6", "-d", "1", "-q", "--seed", "5", "--fast", "-r", "HB9Q"]) == 0
     )
     capture_id = capsys.readouterr().out.split("capture ")[1].split(":")[0]
-    assert main(["batch", "reprocess", capture_id, "--workers", "1", "--mode", "replace"]) == 0
+    assert (
+        main(["batch", "reprocess", capture_id, "--workers", "1", "--mode", "replace", "--threads"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert capture_id in out and "done" in out
     code = main(

@@ -31,6 +31,9 @@ from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.store import IQStore
 from heimdall_lab.ui.widgets import CaptureForm
 
+# One worker runs the whole file under pytest-xdist (--dist loadgroup): its report table.
+pytestmark = pytest.mark.xdist_group("reliability")
+
 FREQ = 10e6
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "reliability.md"
 _TABLE: list[tuple[str, str, str, int, int]] = []
