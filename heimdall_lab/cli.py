@@ -16,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 
 from heimdall_lab import db, home, spool
 from heimdall_lab.capture import Capture, capture
-from heimdall_lab.emulate.scenario import Scenario
+from heimdall_lab.emulate.scenario import MODULATIONS, Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.io.kiwi_wav import kiwi_wav_name, read_kiwi_wav, write_gnss_pos, write_kiwi_wav
@@ -169,11 +170,17 @@ def cmd_capture(args: argparse.Namespace) -> int:
             bars(p)
 
     validate_capture_request(args.frequency, args.duration)  # before any emulator starts
-    emulate = args.emulate or args.seed is not None or bool(args.fault)
+    emulate = args.emulate or args.seed is not None or bool(args.fault) or bool(args.modulation)
     source: contextlib.AbstractContextManager[Emulated | None] = contextlib.nullcontext()
     if emulate:
+        scenario = Scenario.default(seed=args.seed or 0)
+        if args.modulation:
+            tx = replace(
+                scenario.transmitter, frequency_hz=args.frequency, modulation=args.modulation
+            )
+            scenario = replace(scenario, transmitter=tx)
         source = emulated(
-            seed=args.seed or 0,
+            scenario=scenario,
             receivers=args.receiver,
             start_utc=args.start_utc,
             realtime=not args.fast,
@@ -486,6 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="emulated scenario seed (implies --emulate)")
     p.add_argument("--start-utc", help="emulated: UTC time of the first sample")
     p.add_argument("--fast", action="store_true", help="emulated: no real-time pacing")
+    p.add_argument(
+        "--modulation",
+        choices=MODULATIONS,
+        help="emulated: the transmitter sends this at the capture frequency (implies --emulate)",
+    )
     p.add_argument(
         "--fault",
         type=_fault_arg,
