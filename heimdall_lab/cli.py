@@ -427,7 +427,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     """Copy the packaged notebooks into the data home and open JupyterLab on them."""
     if args.port is not None and not 0 < args.port < 65536:
         raise ValidationError(f"--port {args.port}: give a TCP port between 1 and 65535")
-    folder = Path(args.dir).expanduser().absolute() if args.dir else home.notebooks_dir()
+    folder = Path(args.dir).expanduser().absolute() if args.dir else home.home_path("notebooks")
     cmd = lab_command(folder, port=args.port, browser=not args.no_browser)
     copies = copy_notebooks(folder, dry_run=args.dry_run)
     verb = "would copy" if args.dry_run else "copied"

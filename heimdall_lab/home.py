@@ -35,17 +35,17 @@ import platformdirs
 __all__ = [
     "APP_NAME",
     "HOME_ENV",
+    "PARTS",
     "data_home",
-    "default_iq_dir",
-    "notebooks_dir",
-    "pg_dir",
-    "spool_dir",
+    "home_path",
 ]
 
 #: Environment variable naming the data home.
 HOME_ENV = "HEIMDALL_HOME"
 #: Application name for the per-user data folder.
 APP_NAME = "heimdall-lab"
+#: The folders under the data home (see the module's description).
+PARTS = ("pg", "iq", "spool", "notebooks")
 
 
 def data_home(home: str | os.PathLike[str] | None = None) -> Path:
@@ -71,11 +71,14 @@ def data_home(home: str | os.PathLike[str] | None = None) -> Path:
     return Path(home).expanduser().absolute()
 
 
-def pg_dir(home: str | os.PathLike[str] | None = None) -> Path:
-    """The embedded PostgreSQL's data directory, ``<home>/pg``.
+def home_path(part: str, home: str | os.PathLike[str] | None = None) -> Path:
+    """One part of the data home, ``<home>/<part>``.
 
     Parameters
     ----------
+    part : {"pg", "iq", "spool", "notebooks"}
+        The embedded PostgreSQL's cluster, the default IQ store folder (``HEIMDALL_IQ_URL`` is
+        not read here), the spool, or the user's copies of the notebooks.
     home : path-like, optional
         See :func:`data_home`.
 
@@ -83,53 +86,12 @@ def pg_dir(home: str | os.PathLike[str] | None = None) -> Path:
     -------
     pathlib.Path
         The folder (not necessarily existing yet).
+
+    Raises
+    ------
+    ValueError
+        For any other part.
     """
-    return data_home(home) / "pg"
-
-
-def default_iq_dir(home: str | os.PathLike[str] | None = None) -> Path:
-    """The default IQ store folder, ``<home>/iq`` (``HEIMDALL_IQ_URL`` is not read here).
-
-    Parameters
-    ----------
-    home : path-like, optional
-        See :func:`data_home`.
-
-    Returns
-    -------
-    pathlib.Path
-        The folder (not necessarily existing yet).
-    """
-    return data_home(home) / "iq"
-
-
-def spool_dir(home: str | os.PathLike[str] | None = None) -> Path:
-    """The spool of work waiting for the IQ store or the database, ``<home>/spool``.
-
-    Parameters
-    ----------
-    home : path-like, optional
-        See :func:`data_home`.
-
-    Returns
-    -------
-    pathlib.Path
-        The folder (not necessarily existing yet).
-    """
-    return data_home(home) / "spool"
-
-
-def notebooks_dir(home: str | os.PathLike[str] | None = None) -> Path:
-    """The user's copies of the packaged notebooks, ``<home>/notebooks``.
-
-    Parameters
-    ----------
-    home : path-like, optional
-        See :func:`data_home`.
-
-    Returns
-    -------
-    pathlib.Path
-        The folder (not necessarily existing yet).
-    """
-    return data_home(home) / "notebooks"
+    if part not in PARTS:
+        raise ValueError(f"no part {part!r} in the data home; parts: {', '.join(PARTS)}")
+    return data_home(home) / part

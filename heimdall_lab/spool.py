@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from heimdall_lab import db
 from heimdall_lab.errors import HeimdallError, StorageError
-from heimdall_lab.home import spool_dir
+from heimdall_lab.home import home_path
 from heimdall_lab.ids import check_capture_id
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.store import IQStore
@@ -50,7 +50,7 @@ def spool_root(home: str | Path | None = None) -> Path:
     pathlib.Path
         The folder (not necessarily existing yet).
     """
-    return spool_dir(home)
+    return home_path("spool", home)
 
 
 def _dir(capture_id: str, home: str | Path | None) -> Path:

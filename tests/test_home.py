@@ -46,10 +46,10 @@ def test_heimdall_home_moves_database_iq_store_and_spool(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     for name in ("one", "two"):
         monkeypatch.setenv("HEIMDALL_HOME", str(tmp_path / name))
-        assert home.pg_dir() == db.embedded_home() / "pg" == tmp_path / name / "pg"
+        assert home.home_path("pg") == db.embedded_home() / "pg" == tmp_path / name / "pg"
         assert default_iq_url() == IQStore().url == str(tmp_path / name / "iq")
         assert spool.spool_root() == tmp_path / name / "spool"
-        assert home.notebooks_dir() == tmp_path / name / "notebooks"
+        assert home.home_path("notebooks") == tmp_path / name / "notebooks"
     monkeypatch.setenv("HEIMDALL_IQ_URL", str(tmp_path / "elsewhere"))
     assert default_iq_url() == str(tmp_path / "elsewhere")  # still overridable
     assert not (tmp_path / ".heimdall").exists()
@@ -87,7 +87,7 @@ def test_a_process_in_another_folder_resolves_the_same_paths(tmp_path, monkeypat
         results.append(json.loads(out))
     here = {
         "home": str(home.data_home()),
-        "pg": str(home.pg_dir()),
+        "pg": str(home.home_path("pg")),
         "iq": default_iq_url(),
         "spool": str(spool.spool_root()),
     }

@@ -30,7 +30,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from heimdall_lab.errors import DatabaseError, ValidationError
-from heimdall_lab.home import data_home
+from heimdall_lab.home import data_home, home_path
 from heimdall_lab.urls import mask_url
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,7 @@ def start_embedded(
     if int(max_connections) < 2:
         raise ValidationError("max_connections must be at least 2")
     root = embedded_home(home)
-    data_dir = root / "pg"
+    data_dir = home_path("pg", root)
     host = "127.0.0.1"
     with _EMBEDDED_LOCK, _locked(root):
         password = _secret(root)
@@ -443,7 +443,7 @@ def stop_embedded(home: str | os.PathLike[str] | None = None, *, timeout_s: floa
         If ``pg_ctl stop`` fails.
     """
     root = embedded_home(home)
-    data_dir = root / "pg"
+    data_dir = home_path("pg", root)
     if not data_dir.is_dir():
         return False
     with _EMBEDDED_LOCK, _locked(root):
@@ -460,7 +460,7 @@ def stop_embedded(home: str | os.PathLike[str] | None = None, *, timeout_s: floa
 
 def _release_embedded(root: Path) -> None:
     """At exit: unregister this process; the last client stops the server."""
-    if not (root / "pg").is_dir():
+    if not home_path("pg", root).is_dir():
         return  # removed meanwhile (a test's temporary home)
     try:
         with _locked(root):

@@ -62,7 +62,7 @@ from zarr.codecs import BloscCodec
 
 from heimdall_lab.dataset import _NAN_IQ, select_time
 from heimdall_lab.errors import HeimdallError, StorageError, ValidationError
-from heimdall_lab.home import default_iq_dir
+from heimdall_lab.home import home_path
 from heimdall_lab.ids import check_capture_id, check_receiver_name, is_capture_id
 from heimdall_lab.recording import FRAME_SAMPLES
 from heimdall_lab.retry import RetryPolicy
@@ -123,7 +123,7 @@ def default_iq_url() -> str:
         folder), the same from any working directory.
     """
     env = os.environ.get(ENV_IQ_URL, "").strip()
-    return env or str(default_iq_dir())
+    return env or str(home_path("iq"))
 
 
 def s3_storage_options(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
