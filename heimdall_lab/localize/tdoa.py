@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -386,25 +386,12 @@ def locate_dataset(
         )
     if sol.ambiguous:
         notes.append("another position fits about as well (see alternatives)")
-    return Localization(
-        latitude=sol.latitude,
-        longitude=sol.longitude,
-        kind="tdoa",
+    return replace(
+        sol,
         method=method_used,
-        semi_major_km=sol.semi_major_km,
-        semi_minor_km=sol.semi_minor_km,
-        orientation_deg=sol.orientation_deg,
         confidence=conf,
-        covariance_km2=sol.covariance_km2,
         receivers=timings,
         pairs=pairs,
-        chi2=sol.chi2,
-        dof=sol.dof,
-        converged=sol.converged,
-        ambiguous=sol.ambiguous,
-        alternatives=sol.alternatives,
-        likelihood=sol.likelihood,
-        chi2_grid=sol.chi2_grid,
         velocity_factor=vf,
         span_s=float(t1 - t0),
         start_time=start_time,
