@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check heimdall_lab tests benchmarks
-.venv/bin/ruff format --check heimdall_lab tests benchmarks
+.venv/bin/ruff check heimdall_lab tests benchmarks notebooks
+.venv/bin/ruff format --check heimdall_lab tests benchmarks notebooks
 .venv/bin/lint-imports
 exec .venv/bin/python -m pytest --cov=heimdall_lab --cov-report=term "$@"
