@@ -113,6 +113,7 @@ import xarray as xr
 from scipy.ndimage import median_filter
 
 from heimdall_lab.errors import ValidationError
+from heimdall_lab.values import positive
 
 __all__ = [
     "DEFAULT_NPERSEG",
@@ -307,17 +308,8 @@ def _raise_non_finite(bad: np.ndarray) -> None:
     )
 
 
-def _check_positive(value: Any, name: str, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValidationError(f"{name} must be a number, got {value!r}; {hint}")
-    v = float(value)
-    if not math.isfinite(v) or v <= 0:
-        raise ValidationError(f"{name} must be finite and > 0, got {value!r}; {hint}")
-    return v
-
-
 def _check_rate(sample_rate: Any) -> float:
-    return _check_positive(sample_rate, "sample_rate", "pass the sample rate in Hz, e.g. 12001.0")
+    return positive(sample_rate, "sample_rate", hint="pass the sample rate in Hz, e.g. 12001.0")
 
 
 def _check_calibration(calibration_db: Any) -> float:
@@ -349,8 +341,8 @@ def _choose_nperseg(n: int, fs: float, resolution_hz: float | None) -> int:
         while nper > _MIN_NPERSEG and _segments(n, nper) < MIN_SEGMENTS:
             nper //= 2
     else:
-        res = _check_positive(
-            resolution_hz, "resolution_hz", "pass the PSD bin width wanted in Hz, or None"
+        res = positive(
+            resolution_hz, "resolution_hz", hint="pass the PSD bin width wanted in Hz, or None"
         )
         nper = max(_MIN_NPERSEG, 1 << max(0, math.ceil(math.log2(fs / res) - 1e-12)))
     if _segments(n, nper) >= MIN_SEGMENTS:
@@ -785,14 +777,14 @@ def _check_options(
         raise ValidationError(f"ppm must be a number (parts per million), got {ppm!r}")
     correct_ppm(0.0, center, float(ppm))  # validates ppm against the centre frequency
     if not (isinstance(snr_bandwidth_hz, str) and snr_bandwidth_hz in ("occupied", "full")):
-        snr_bandwidth_hz = _check_positive(
+        snr_bandwidth_hz = positive(
             snr_bandwidth_hz,
             "snr_bandwidth_hz",
-            'pass a bandwidth in Hz, "occupied" (the default) or "full" (the sample rate)',
+            hint='pass a bandwidth in Hz, "occupied" (the default) or "full" (the sample rate)',
         )
     if resolution_hz is not None:
-        resolution_hz = _check_positive(
-            resolution_hz, "resolution_hz", "pass the PSD bin width wanted in Hz, or None"
+        resolution_hz = positive(
+            resolution_hz, "resolution_hz", hint="pass the PSD bin width wanted in Hz, or None"
         )
     return _Options(
         center=center,

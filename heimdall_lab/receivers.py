@@ -6,17 +6,17 @@ network of the original plan; in a deployment the list lives in the database.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, replace
 
 from heimdall_lab import geo
 from heimdall_lab.errors import ValidationError
+from heimdall_lab.ids import check_receiver_name
+from heimdall_lab.values import positive
 
 _HOST = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 #: The longest capture one call may ask for, in seconds.
 MAX_DURATION_S = 3600.0
@@ -64,10 +64,7 @@ class Receiver:
     password: str = ""
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise ValidationError(
-                f"receiver name {self.name!r} must be 1-64 letters, digits, '_', '.' or '-'"
-            )
+        check_receiver_name(self.name)
         if not _HOST.match(self.host):
             raise ValidationError(f"receiver {self.name}: {self.host!r} is not a host name or IP")
         if not 0 < int(self.port) < 65536:
@@ -75,10 +72,10 @@ class Receiver:
         geo.check_position(self.latitude, self.longitude, f"receiver {self.name}")
         if not 0 <= self.min_frequency_hz < self.max_frequency_hz:
             raise ValidationError(f"receiver {self.name}: empty frequency range")
-        if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
-            raise ValidationError(f"receiver {self.name}: timeout must be a positive number")
-        if self.retry_count < 0:
-            raise ValidationError(f"receiver {self.name}: retry_count must be >= 0")
+        positive(self.timeout_s, f"receiver {self.name}: timeout_s")
+        positive(
+            self.retry_count, f"receiver {self.name}: retry_count", allow_zero=True, whole=True
+        )
 
     @property
     def address(self) -> str:
@@ -152,11 +149,8 @@ def validate_capture_request(frequency_hz: float, duration_s: float) -> None:
         If either is not a finite positive number, or the duration exceeds
         :data:`MAX_DURATION_S`.
     """
-    for label, value in (("frequency", frequency_hz), ("duration", duration_s)):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValidationError(f"{label} must be a number, got {value!r}")
-        if not math.isfinite(value) or value <= 0:
-            raise ValidationError(f"{label} must be a finite number > 0, got {value!r}")
+    positive(frequency_hz, "frequency")
+    positive(duration_s, "duration")
     if duration_s > MAX_DURATION_S:
         raise ValidationError(
             f"duration {duration_s} s is over the limit of {MAX_DURATION_S:.0f} s; "

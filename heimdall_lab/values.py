@@ -133,7 +133,9 @@ def to_json(value: Any, what: str = "value", *, sort_keys: bool = False) -> str:
         raise ValidationError(f"{what} must be JSON-serialisable: {err}") from None
 
 
-def positive(value: Any, name: str, *, allow_zero: bool = False, whole: bool = False) -> Any:
+def positive(
+    value: Any, name: str, *, allow_zero: bool = False, whole: bool = False, hint: str = ""
+) -> Any:
     """A finite number greater than zero (or at least zero), else a ValidationError.
 
     Parameters
@@ -146,6 +148,8 @@ def positive(value: Any, name: str, *, allow_zero: bool = False, whole: bool = F
         Accept zero.
     whole : bool, default False
         Require a whole number (an int), returned as an int.
+    hint : str, optional
+        What to do, appended to the message.
 
     Returns
     -------
@@ -157,14 +161,15 @@ def positive(value: Any, name: str, *, allow_zero: bool = False, whole: bool = F
     ValidationError
         If it is not a number (or not whole), not finite, or too small.
     """
+    tail = f"; {hint}" if hint else ""
     kinds = (int, np.integer) if whole else (numbers.Real,)
     if isinstance(value, bool | np.bool_) or not isinstance(value, kinds):
         kind = "whole number" if whole else "number"
-        raise ValidationError(f"{name} must be a {kind}, got {value!r}")
+        raise ValidationError(f"{name} must be a {kind}, got {str(value)[:80]!r}{tail}")
     number = float(value)
     if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValidationError(f"{name} must be a finite number {bound}, got {value!r}")
+        raise ValidationError(f"{name} must be a finite number {bound}, got {value!r}{tail}")
     return int(value) if whole else number
 
 

@@ -198,3 +198,12 @@ def test_cli_wav_dir_reads_back_and_locates(env, capsys) -> None:
     result = heimdall_lab.locate(out)
     tx = scenario.transmitter
     assert geo.great_circle_m(tx.latitude, tx.longitude, result.latitude, result.longitude) < 5e3
+
+
+def test_receivers_follow_the_name_and_number_rules() -> None:
+    with pytest.raises(ValidationError, match="without '..'"):
+        Receiver("x..y", "127.0.0.1")
+    with pytest.raises(ValidationError, match="retry_count must be a whole number"):
+        Receiver("RX", "127.0.0.1", retry_count=1.5)
+    with pytest.raises(ValidationError, match="timeout_s must be a number"):
+        Receiver("RX", "127.0.0.1", timeout_s=True)
