@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shlex
 import signal
 import subprocess
@@ -28,7 +29,14 @@ from heimdall_lab.capture import Capture, capture
 from heimdall_lab.emulate.scenario import MODULATIONS, Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
-from heimdall_lab.io.kiwi_wav import kiwi_wav_name, read_kiwi_wav, write_gnss_pos, write_kiwi_wav
+from heimdall_lab.io.kiwi_wav import (
+    kiwi_wav_name,
+    parse_kiwi_wav_name,
+    read_gnss_pos,
+    read_kiwi_wav,
+    write_gnss_pos,
+    write_kiwi_wav,
+)
 from heimdall_lab.kiwi.acquire import TqdmProgress
 from heimdall_lab.kiwi.client import StreamSettings, check_health
 from heimdall_lab.notebooks import copy_notebooks, parse_value, run_notebook
@@ -226,8 +234,15 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     replay: dict[str, Recording] = {}
     receivers = None
     if args.replay:
-        replay = {Path(p).stem: read_kiwi_wav(p) for p in args.replay}
-        receivers = [Receiver(name, args.host, 8073) for name in replay]
+        # Receiver names from kiwirecorder's file names, positions from gnss_pos/NAME.txt.
+        receivers = []
+        for path in args.replay:
+            name = parse_kiwi_wav_name(path)[0]
+            if not Path(path).is_file():
+                raise ValidationError(f"--replay: no such file {path}")
+            replay[name] = read_kiwi_wav(path)
+            position = read_gnss_pos(path, name) or (0.0, 0.0)
+            receivers.append(Receiver(name, args.host, 8073, *position))
     emulator = Emulator(
         scenario,
         receivers=receivers,
@@ -439,7 +454,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if args.dry_run:
         return EXIT_OK
     try:
-        return subprocess.call(cmd, cwd=folder)
+        # An absolute data home for the kernels, which start in the notebooks folder.
+        env = {**os.environ, home.HOME_ENV: str(home.data_home())}
+        return subprocess.call(cmd, cwd=folder, env=env)
     except KeyboardInterrupt:
         return EXIT_OK
     except OSError as exc:

@@ -221,7 +221,9 @@ def test_emulate_replays_wav_files(dcf77_files, capsys):
         ]
     )
     assert code == 0
-    assert "127.0.0.1:" in capsys.readouterr().out
+    # kiwirecorder's name gives the receiver, gnss_pos/DF0KL.txt its position
+    assert "DF0KL=127.0.0.1:" in (out := capsys.readouterr().out)
+    assert "@53.665337,7.282766" in out
 
 
 def test_sync_with_nothing_pending(env, capsys):

@@ -201,7 +201,7 @@ def test_cli_wav_dir_reads_back_and_locates(env, capsys) -> None:
 
 
 def test_receivers_follow_the_name_and_number_rules() -> None:
-    with pytest.raises(ValidationError, match="without '..'"):
+    with pytest.raises(ValidationError, match=r"without '\.\.'"):
         Receiver("x..y", "127.0.0.1")
     with pytest.raises(ValidationError, match="retry_count must be a whole number"):
         Receiver("RX", "127.0.0.1", retry_count=1.5)

@@ -93,7 +93,7 @@ def open_capture(
             paths = _folder(path)
         elif path.is_file():
             paths = [path]
-        elif isinstance(source, str) and is_capture_id(source) and not path.suffix:
+        elif isinstance(source, str) and is_capture_id(source):  # ids may hold '.', e.g. run.v2
             return IQStore(iq_url).open(source)
         else:
             raise ValidationError(f"no capture, file or folder {str(source)[:200]!r}")
