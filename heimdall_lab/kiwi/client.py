@@ -151,6 +151,7 @@ class KiwiClient:
         self.messages: dict[str, str] = {}
         self._received = 0
         self._audio_rate: int | None = None
+        self._peer_closed = False
         self._setup_sent = False
         self._last_keepalive = -math.inf
 
@@ -202,7 +203,7 @@ class KiwiClient:
         """
         ws = await self._connect()
         try:
-            await ws.send(protocol.cmd_auth(self.receiver.password))
+            await self._send(ws, protocol.cmd_auth(self.receiver.password))
             while self._received < self.expected_samples or not self._setup_sent:
                 message = await self._recv(ws)
                 tag, body = protocol.split_tag(message)
@@ -213,8 +214,6 @@ class KiwiClient:
                     await self._keepalive(ws)
                 else:
                     log.debug("%s: ignoring %s message", self.receiver.name, tag)
-        except ConnectionClosed as exc:  # a send (setup, keepalive) found the stream closed
-            raise self._closed(exc) from exc
         finally:
             await _close(ws)
         return self.recording()
@@ -296,7 +295,7 @@ class KiwiClient:
             raise ReceiverDownError(f"{name}: the receiver says it is down", name)
         if "audio_rate" in params:
             self._audio_rate = int(float(params["audio_rate"]))
-            await ws.send(protocol.cmd_ar_ok(self._audio_rate, 44100))
+            await self._send(ws, protocol.cmd_ar_ok(self._audio_rate, 44100))
         if "sample_rate" in params:
             rate = float(params["sample_rate"])
             if not 1000 < rate < 100_000:
@@ -309,7 +308,7 @@ class KiwiClient:
                 protocol.cmd_mod(self.frequency_hz, s.low_cut, s.high_cut),
                 protocol.cmd_agc(s.agc, s.manual_gain),
             ]:
-                await ws.send(command)
+                await self._send(ws, command)
             self._setup_sent = True
             await self._keepalive(ws)
 
@@ -326,10 +325,23 @@ class KiwiClient:
         if self.on_samples is not None:
             self.on_samples(self._received, self.expected_samples)
 
+    async def _send(self, ws: ClientConnection, message: str) -> None:
+        """Send, unless the peer has closed.
+
+        A closed peer is only noted: the frames already received are read first, and the
+        receive after the last of them raises the typed error (:meth:`_closed`).
+        """
+        if self._peer_closed:
+            return
+        try:
+            await ws.send(message)
+        except ConnectionClosed:
+            self._peer_closed = True
+
     async def _keepalive(self, ws: ClientConnection) -> None:
         now = time.monotonic()
         if now - self._last_keepalive >= 1.0:
-            await ws.send(protocol.cmd_keepalive())
+            await self._send(ws, protocol.cmd_keepalive())
             self._last_keepalive = now
 
 
