@@ -25,7 +25,7 @@ What is measured, against what
         :func:`heimdall_lab.db.write_measurements` (binary COPY) against SQLAlchemy ORM
         objects (``add_all`` + ``commit``), rows/s.
     end to end
-        Wall time of :func:`heimdall_lab.capture.capture` minus the capture duration, for
+        Wall time of :func:`heimdall_lab.pipeline.capture` minus the capture duration, for
         1, 7, 20 and 50 emulated receivers in real time, split into stages by the
         timestamps at which its ``on_progress`` callback first sees each stage. The
         emulator runs in the same process (it shares the cores with the client).
@@ -69,11 +69,11 @@ from sqlalchemy.engine import Engine
 
 from benchmarks import orm
 from heimdall_lab import db, dsp
-from heimdall_lab.capture import Capture, capture
 from heimdall_lab.emulate.scenario import DEFAULT_NOMINAL_RATE, Scenario, Site
 from heimdall_lab.emulate.server import Emulator, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.kiwi.acquire import acquire
+from heimdall_lab.pipeline import Capture, capture
 from heimdall_lab.processing import capture_metrics, measurement_rows
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
 from heimdall_lab.store import IQStore

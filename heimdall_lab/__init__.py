@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from heimdall_lab import tutorial
-from heimdall_lab.capture import Capture, capture
 from heimdall_lab.errors import HeimdallError
 from heimdall_lab.io.open import open_capture
 from heimdall_lab.localize.tdoa import locate
+from heimdall_lab.pipeline import Capture, capture
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.versions import __version__, show_versions
 

@@ -10,7 +10,7 @@ Reprocessing (:func:`reprocess`)
     per group of receivers (at most 32 MiB of IQ per task, one receiver at least). Each task
     reads its receivers' zarr chunks (shards) itself, through :meth:`IQStore.open` (dask
     arrays over the shards, computed in the task), so IQ never travels between workers, and
-    computes exactly what :func:`heimdall_lab.capture.capture` computes
+    computes exactly what :func:`heimdall_lab.pipeline.capture` computes
     (:func:`~heimdall_lab.processing.capture_metrics` then
     :func:`~heimdall_lab.processing.measurement_rows`: the metrics and the PSD stored with
     each measurement). Only the small measurement rows come back to the caller, who writes

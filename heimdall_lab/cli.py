@@ -25,7 +25,6 @@ import pandas as pd
 import sqlalchemy as sa
 
 from heimdall_lab import db, home, spool
-from heimdall_lab.capture import Capture, capture
 from heimdall_lab.emulate.scenario import MODULATIONS, Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
@@ -40,6 +39,7 @@ from heimdall_lab.io.kiwi_wav import (
 from heimdall_lab.kiwi.acquire import TqdmProgress
 from heimdall_lab.kiwi.client import StreamSettings, check_health
 from heimdall_lab.notebooks import copy_notebooks, parse_value, run_notebook
+from heimdall_lab.pipeline import Capture, capture
 from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.recording import Recording
 from heimdall_lab.versions import __version__

@@ -1,6 +1,6 @@
 """From a capture Dataset to metrics and measurement rows.
 
-The processing step shared by a live capture (:func:`heimdall_lab.capture.capture`) and the
+The processing step shared by a live capture (:func:`heimdall_lab.pipeline.capture`) and the
 reprocessing of stored captures (:func:`heimdall_lab.batch.reprocess`): both call
 :func:`capture_metrics` then :func:`measurement_rows`, so the rows they write agree. The row
 columns come from :mod:`heimdall_lab.measurement`. This module knows nothing of receivers'

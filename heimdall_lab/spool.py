@@ -1,6 +1,6 @@
 """Work kept on local disk while the IQ store or the database is down, and its later replay.
 
-When the IQ store cannot be written after its retries, :func:`heimdall_lab.capture.capture`
+When the IQ store cannot be written after its retries, :func:`heimdall_lab.pipeline.capture`
 keeps the capture's IQ in a local zarr store under ``<home>/spool/<capture_id>/`` and records
 where it was meant to go; when the database cannot be reached, it keeps the capture row and
 its measurement rows there as JSON. :func:`sync` (``heimdall-lab sync``) uploads and replays

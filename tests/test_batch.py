@@ -21,10 +21,10 @@ from heimdall_lab.batch import (
     reprocess,
     run_grid,
 )
-from heimdall_lab.capture import capture
 from heimdall_lab.emulate import emulated
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.measurement import MEASURED_COLUMNS
+from heimdall_lab.pipeline import capture
 from heimdall_lab.store import IQStore
 
 FREQ = 10e6

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from heimdall_lab import db
-from heimdall_lab.capture import capture
 from heimdall_lab.emulate import Fault, emulated
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.kiwi.acquire import acquire
+from heimdall_lab.pipeline import capture
 from heimdall_lab.receivers import MAX_DURATION_S, Receiver
 from heimdall_lab.store import IQStore
 

@@ -91,9 +91,9 @@ def test_explore_notebook_under_papermill_shows_a_chosen_capture(env):
 
 
 def test_localize_notebook_under_papermill_locates_a_stored_capture(env, embedded_engine):
-    from heimdall_lab.capture import capture
     from heimdall_lab.emulate import emulated
     from heimdall_lab.emulate.scenario import Scenario, Transmitter
+    from heimdall_lab.pipeline import capture
 
     truth = (49.0, 9.5)  # inside the seven default receivers' hull
     scenario = Scenario.default(seed=21, transmitter=Transmitter(*truth, 10e6, modulation="ook"))

@@ -22,10 +22,10 @@ import sqlalchemy as sa
 from support import FAKE_KEY, FAKE_SECRET, TcpProxy, make_bucket, s3_env
 
 from heimdall_lab import db, spool
-from heimdall_lab.capture import capture
 from heimdall_lab.emulate.scenario import Scenario
 from heimdall_lab.emulate.server import Emulator, Fault, emulated
 from heimdall_lab.errors import ValidationError
+from heimdall_lab.pipeline import capture
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.store import IQStore
@@ -482,7 +482,7 @@ def test_killed_capture_is_never_marked_done(embedded, embedded_engine, tmp_path
 
     capture_id = uuid.uuid4().hex
     code = (
-        "from heimdall_lab.capture import capture\n"
+        "from heimdall_lab.pipeline import capture\n"
         "from heimdall_lab.emulate import emulated\n"
         "with emulated(seed=19, receivers=['HB9Q']) as emu:\n"
         f"    capture(10e6, 30.0, capture_id={capture_id!r}, **emu.capture_options)\n"

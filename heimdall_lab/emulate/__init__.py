@@ -3,7 +3,7 @@
 :func:`emulated` runs emulated receivers for a ``with`` block and gives their addresses and
 the parameters that make a capture from them repeatable::
 
-    from heimdall_lab.capture import capture
+    from heimdall_lab.pipeline import capture
     from heimdall_lab.emulate import emulated
 
     with emulated(seed=0, realtime=False) as emu:

@@ -514,15 +514,15 @@ class Emulated:
     ----------
     receivers : list of Receiver
         The emulated receivers: their real names and positions, loopback addresses. Pass
-        them to :func:`heimdall_lab.capture.capture`.
+        them to :func:`heimdall_lab.pipeline.capture`.
     parameters : dict
         What makes a capture from them repeatable, as JSON values: ``emulate`` (True),
         ``scenario`` (:meth:`Scenario.to_dict`), ``seed``, ``start_utc`` (ISO, ``Z``),
         ``realtime`` and ``faults`` (by receiver, or None). Pass it as ``metadata=`` to
-        :func:`~heimdall_lab.capture.capture` to record it with the capture.
+        :func:`~heimdall_lab.pipeline.capture` to record it with the capture.
     start_utc : numpy.datetime64
         UTC time of the first sample of every stream; pass it as ``gps_reference=`` to
-        :func:`~heimdall_lab.capture.capture` so timestamps far from today resolve to the
+        :func:`~heimdall_lab.pipeline.capture` so timestamps far from today resolve to the
         right GPS week.
     emulator : Emulator
         The emulator itself (connection counts, commands received, ...).
@@ -616,7 +616,7 @@ def emulated(
 
     Examples
     --------
-    >>> from heimdall_lab.capture import capture
+    >>> from heimdall_lab.pipeline import capture
     >>> with emulated(seed=0) as emu:  # doctest: +SKIP
     ...     cap = capture(10e6, 10, receivers=emu.receivers, metadata=emu.parameters)
     """

@@ -1,4 +1,4 @@
-"""An ipywidgets form for :func:`heimdall_lab.capture.capture`.
+"""An ipywidgets form for :func:`heimdall_lab.pipeline.capture`.
 
 ``CaptureForm()`` in a notebook cell shows receiver, frequency, duration and mode controls
 and a Capture button. The capture runs in a background thread so the notebook stays
@@ -6,8 +6,8 @@ responsive; the form shows the stage with an overall percentage and one bar per 
 while it runs, then the per-receiver status and metrics, a PSD plot, the capture id and
 where the IQ went. Errors appear in the form, never as tracebacks.
 
-The form is thin: it collects parameters, calls :func:`~heimdall_lab.capture.capture` and
-shows what comes back. Everything else happens in :mod:`heimdall_lab.capture`.
+The form is thin: it collects parameters, calls :func:`~heimdall_lab.pipeline.capture` and
+shows what comes back. Everything else happens in :mod:`heimdall_lab.pipeline`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import ipywidgets as widgets
 from sqlalchemy.engine import Engine
 
 from heimdall_lab import db
-from heimdall_lab.capture import Capture, capture
 from heimdall_lab.emulate.scenario import Scenario
 from heimdall_lab.emulate.server import Emulated, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.kiwi.acquire import Progress
+from heimdall_lab.pipeline import Capture, capture
 from heimdall_lab.receivers import validate_capture_request
 from heimdall_lab.ui import plots
 
