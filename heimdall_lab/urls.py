@@ -6,7 +6,7 @@ import re
 
 __all__ = ["mask_url"]
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:?#]*)(?::[^/@?#]*)?@")
+_KEY_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "adl")
 _SECRET_QUERY = re.compile(
     r"(?P<key>[?&;](?:password|passwd|pwd|secret|token|access_key|secret_key|"
     r"aws_secret_access_key|sslpassword)=)[^&;#]*",
@@ -19,7 +19,9 @@ def mask_url(url: object) -> str:
 
     The user name is kept (``postgresql://heimdall:***@host/db``), except where the user part
     is itself a key (``s3://KEY:SECRET@bucket`` becomes ``s3://***@bucket``). Query
-    parameters that carry secrets (``?password=``, ``&token=``, ...) are masked too.
+    parameters that carry secrets (``?password=``, ``&token=``, ...) are masked too. The user
+    information runs to the last ``@``, so a password holding ``/`` or ``@`` is hidden whole;
+    where a path after a ``host:port`` holds an ``@``, more is hidden than needed, never less.
 
     Parameters
     ----------
@@ -38,15 +40,24 @@ def mask_url(url: object) -> str:
     >>> mask_url("s3://AKIDEXAMPLE:secret@bucket/iq")
     's3://***@bucket/iq'
     """
-    text = (
-        url.render_as_string(hide_password=False) if hasattr(url, "render_as_string") else str(url)
-    )
+    render = getattr(url, "render_as_string", None)
+    text = render(hide_password=False) if render else str(url)
+    return _SECRET_QUERY.sub(lambda m: f"{m['key']}***", _mask_userinfo(text))
 
-    def userinfo(m: re.Match[str]) -> str:
-        scheme, user = m["scheme"], m["user"]
-        if scheme.lower().startswith(("s3", "gs", "az", "abfs")):
-            return f"{scheme}***@"
-        return f"{scheme}{user}:***@" if ":" in m.group(0)[len(scheme) :] else f"{scheme}{user}@"
 
-    text = _USERINFO.sub(userinfo, text)
-    return _SECRET_QUERY.sub(lambda m: f"{m['key']}***", text)
+def _mask_userinfo(text: str) -> str:
+    # The user information runs to the last '@' (a password may hold '/', '?', '#' or '@'),
+    # and it holds a secret when it has a ':'. Without '://' (a mistyped URL) the same holds.
+    head, sep, rest = text.partition("://")
+    if not sep:
+        head, rest = "", text
+    at = rest.rfind("@")
+    if at < 0:
+        return text
+    userinfo, host = rest[:at], rest[at + 1 :]
+    colon = userinfo.find(":")
+    if colon < 0:
+        return text  # user@host, or an '@' in a path: no secret
+    if head.lower().startswith(_KEY_SCHEMES):
+        return f"{head}{sep}***@{host}"  # s3://KEY:SECRET@bucket: the key is a secret too
+    return f"{head}{sep}{userinfo[:colon]}:***@{host}"

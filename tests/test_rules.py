@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy.engine import make_url
 
 import heimdall_lab
 from heimdall_lab import geo, gnss
@@ -174,6 +175,13 @@ def test_url_masking() -> None:
     assert mask_url("s3://KEY:SECRET@bucket/iq") == "s3://***@bucket/iq"
     assert mask_url("https://x.example/a?token=abc#f") == "https://x.example/a?token=***#f"
     assert mask_url("/data/iq") == "/data/iq"
+    # passwords with '/', '@' or a mistyped scheme still never show
+    assert mask_url("postgresql://heimdall:ab/cd@host/db") == "postgresql://heimdall:***@host/db"
+    assert mask_url("postgresql://u:p@ss@host/db") == "postgresql://u:***@host/db"
+    assert mask_url("postgresql//heimdall:s3cret@h/db") == "postgresql//heimdall:***@h/db"
+    assert mask_url("s3://KEY:SE/CRET@bucket/iq") == "s3://***@bucket/iq"
+    assert mask_url(make_url("postgresql://a:b/c@h/d")) == "postgresql://a:***@h/d"
+    assert mask_url("postgresql://heimdall@host/db") == "postgresql://heimdall@host/db"
 
 
 def test_cli_wav_dir_reads_back_and_locates(env, capsys) -> None:
