@@ -13,6 +13,7 @@ from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 from heimdall_lab import db
+from heimdall_lab.errors import ValidationError
 from heimdall_lab.notebooks import NOTEBOOK_DIR, notebook_parameters, run_notebook
 from heimdall_lab.store import IQStore
 
@@ -115,3 +116,10 @@ def test_localize_notebook_under_papermill_locates_a_stored_capture(env, embedde
     from heimdall_lab.geo import great_circle_m
 
     assert great_circle_m(row.latitude, row.longitude, *truth) < 10_000
+
+
+def test_a_password_is_never_written_into_a_report(tmp_path):
+    url = "postgresql://heimdall:TOPSECRET@127.0.0.1:1/db"
+    with pytest.raises(ValidationError, match="hold a password or key"):
+        run_notebook("capture", {"database_url": url}, output_dir=tmp_path)
+    assert "TOPSECRET" not in "".join(p.read_text() for p in tmp_path.rglob("*.ipynb"))

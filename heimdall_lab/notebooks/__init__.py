@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from heimdall_lab.errors import HeimdallError, ValidationError
+from heimdall_lab.urls import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,13 @@ def run_notebook(
     if unknown:
         raise ValidationError(
             f"{path.name} has no parameter(s) {unknown}; it takes {sorted(declared)}"
+        )
+    secret = [k for k, v in parameters.items() if isinstance(v, str) and mask_url(v) != v]
+    if secret:
+        # papermill writes every parameter into the executed notebook, in plain text
+        raise ValidationError(
+            f"parameter(s) {secret} hold a password or key, which the report notebook would "
+            "keep; set HEIMDALL_DATABASE_URL or the S3 variables in the environment instead"
         )
     run_id = run_id or str(parameters.get("capture_id") or uuid.uuid4().hex[:12])
     day = datetime.now(UTC).strftime("%Y-%m-%d")
