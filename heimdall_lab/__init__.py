@@ -4,7 +4,10 @@ The names a notebook needs::
 
     import heimdall_lab as hl
 
-    cap = hl.capture(77.5e3, 30, receivers=["DF0KL", "HB9RYZ", "F1JEK"])
+    from heimdall_lab.emulate import emulated
+
+    with emulated(seed=0) as emu:                  # or receivers from the database
+        cap = hl.capture(10e6, 10, **emu.capture_options)
     ds = hl.open_capture(cap.capture_id)          # or a .zarr path, SigMF or kiwi WAV files
     result = hl.locate(hl.tutorial.dcf77_files())  # the bundled DCF77 recordings
     hl.CaptureForm()                               # the ipywidgets form
