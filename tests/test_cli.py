@@ -120,6 +120,12 @@ def test_bad_duration_is_a_usage_error(env, capsys):
     assert "duration" in capsys.readouterr().err
 
 
+def test_a_bad_emulated_start_is_a_usage_error(env, capsys):
+    argv = ["capture", "-f", "10e6", "-d", "1", "--seed", "1", "--start-utc", "garbage", "-q"]
+    assert main(argv) == 2
+    assert "start_utc 'garbage' is not a time" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -34,6 +34,7 @@ from heimdall_lab.errors import ValidationError
 from heimdall_lab.kiwi import protocol
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
 from heimdall_lab.recording import NOMINAL_RATE, Recording
+from heimdall_lab.values import to_utc_ns
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -623,12 +624,10 @@ def emulated(
     scenario = scenario or Scenario.default(seed=seed)
     chosen = _emulated_receivers(scenario, receivers)
     start = (
-        np.datetime64(start_utc, "ns")
+        to_utc_ns(start_utc, "start_utc")
         if start_utc is not None
         else np.datetime64(int(time.time()) + 1, "s").astype("M8[ns]")
     )
-    if np.isnat(start):
-        raise ValidationError("start_utc must be a time, not NaT")
     faults = dict(faults or {})
     emulator = Emulator(
         scenario, receivers=chosen, realtime=realtime, start_utc=start, faults=faults
