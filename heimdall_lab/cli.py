@@ -15,7 +15,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from heimdall_lab import db, home, spool
 from heimdall_lab.emulate.scenario import MODULATIONS, Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
+from heimdall_lab.ids import new_capture_id
 from heimdall_lab.io.kiwi_wav import (
     kiwi_wav_name,
     parse_kiwi_wav_name,
@@ -135,7 +135,7 @@ def _print_capture(cap: Capture) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Capture from seven emulated receivers through the capture notebook; print the metrics."""
-    capture_id = uuid.uuid4().hex
+    capture_id = new_capture_id()
     print(
         f"heimdall_lab {__version__} demo: seven emulated KiwiSDR receivers, "
         f"{args.duration:g} s of IQ at {DEMO_FREQUENCY_HZ / 1e6:g} MHz, "

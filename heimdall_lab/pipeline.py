@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -32,7 +31,7 @@ from sqlalchemy.engine import Engine
 
 from heimdall_lab import db, spool
 from heimdall_lab.errors import DatabaseError, HeimdallError, StorageError, ValidationError
-from heimdall_lab.ids import check_capture_id
+from heimdall_lab.ids import check_capture_id, new_capture_id
 from heimdall_lab.kiwi.acquire import Acquisition, Progress, acquire, validate_request
 from heimdall_lab.kiwi.client import StreamSettings
 from heimdall_lab.processing import capture_metrics, measurement_rows
@@ -401,7 +400,7 @@ def capture(
     """
     validate_capture_request(frequency_hz, duration_s)
     extra = _check_metadata(metadata)
-    capture_id = check_capture_id(capture_id or uuid.uuid4().hex)
+    capture_id = check_capture_id(capture_id or new_capture_id())
     iq_store = _open_store(store, iq_url)
     reference = None if gps_reference is None else np.datetime64(gps_reference, "ns")
     own_engine = engine is None

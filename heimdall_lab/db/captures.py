@@ -117,7 +117,8 @@ def create_capture(
         MAX_DURATION_S`) is checked where IQ is acquired, not here, so longer imported
         recordings can be recorded.
     capture_id : str, optional
-        32 hex digits (an acquisition's ``capture_id``); default a new ``uuid4().hex``.
+        See :func:`heimdall_lab.ids.check_capture_id`; a new
+        :func:`heimdall_lab.ids.new_capture_id` by default.
     start_time : datetime-like, optional
         When acquisition started (naive means UTC).
     parameters : mapping, optional

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import xarray as xr
 
 from heimdall_lab.dataset import build_dataset
 from heimdall_lab.errors import FileFormatError, ValidationError
-from heimdall_lab.ids import check_capture_id, check_receiver_name
+from heimdall_lab.ids import check_capture_id, check_receiver_name, new_capture_id
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.recording import NOMINAL_RATE, Recording
 from heimdall_lab.values import iso_utc, jsonable, parse_iso_utc
@@ -348,7 +347,7 @@ def import_sigmf(paths: str | Path | Iterable[str | Path]) -> xr.Dataset:
         entries,
         frequency,
         duration,
-        capture_id=check_capture_id(str(capture_id)) if capture_id else uuid.uuid4().hex,
+        capture_id=check_capture_id(str(capture_id)) if capture_id else new_capture_id(),
         gps_reference=min(starts) if starts else None,
     )
     ds = _apply_extras(ds, extras)

@@ -14,7 +14,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +26,7 @@ from tenacity import RetryCallState
 
 from heimdall_lab.dataset import build_dataset, mean_db
 from heimdall_lab.errors import ReceiverError, ReceiverTimeoutError, ValidationError
+from heimdall_lab.ids import new_capture_id
 from heimdall_lab.kiwi.client import KiwiClient, StreamSettings
 from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.recording import NOMINAL_RATE, Recording
@@ -379,7 +379,7 @@ async def acquire_async(
             for r in receivers
         )
     )
-    capture_id = capture_id or uuid.uuid4().hex
+    capture_id = capture_id or new_capture_id()
     dataset = build_dataset(
         [(o.receiver, o.recording, o.status == "ok") for o in outcomes if o.recording is not None],
         frequency_hz,
