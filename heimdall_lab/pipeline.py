@@ -35,7 +35,7 @@ from heimdall_lab.ids import check_capture_id, new_capture_id
 from heimdall_lab.kiwi.acquire import Acquisition, Progress, acquire, validate_request
 from heimdall_lab.kiwi.client import StreamSettings
 from heimdall_lab.processing import capture_metrics, measurement_rows
-from heimdall_lab.receivers import Receiver, validate_capture_request
+from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver, validate_capture_request
 from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.store import IQStore
 from heimdall_lab.versions import __version__
@@ -179,14 +179,23 @@ def _register(engine: Engine, receivers: Sequence[Receiver]) -> None:
     """Add the receivers the database does not know yet, so measurements can refer to them.
 
     A receiver already there (by name) is left as it is: an emulator's loopback address does
-    not replace the real one.
+    not replace the real one. A new name that is a default receiver's is added as that
+    default (the emulator only stood in for it); any other new receiver is added inactive,
+    so a later capture from the database's receivers never dials a loopback port that an
+    emulator has long closed.
     """
     registered = {r.name for r in db.list_receivers(engine, active_only=False)}
+    defaults = {r.name: r for r in DEFAULT_RECEIVERS}
     for r in receivers:
-        if r.name not in registered:
-            log.info("registering receiver %s (%s)", r.name, r.address)
-            db.add_receiver(engine, r)
-            registered.add(r.name)
+        if r.name in registered:
+            continue
+        if r.name in defaults:
+            log.info("registering default receiver %s (%s)", r.name, defaults[r.name].address)
+            db.seed_receivers(engine, [defaults[r.name]])
+        else:
+            log.info("registering receiver %s (%s), inactive", r.name, r.address)
+            db.add_receiver(engine, r, is_active=False)
+        registered.add(r.name)
 
 
 class _Recorder:

@@ -15,7 +15,7 @@ from heimdall_lab.emulate import Fault, emulated
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.kiwi.acquire import acquire
 from heimdall_lab.pipeline import capture
-from heimdall_lab.receivers import MAX_DURATION_S, Receiver
+from heimdall_lab.receivers import DEFAULT_RECEIVERS, MAX_DURATION_S, Receiver
 from heimdall_lab.store import IQStore
 
 FREQ = 10e6
@@ -225,6 +225,8 @@ def test_named_capture_from_emulated_receivers_is_stored(embedded, tmp_path):
         assert rec.parameters["seed"] == 5 and rec.parameters["emulate"] is True
         names = {r.name for r in db.list_receivers(engine, active_only=False)}
         assert {r.name for r in fresh} <= names
+        # registered, but not among the receivers a later capture would dial by default
+        assert not {r.name for r in fresh} & {r.name for r in db.list_receivers(engine)}
         assert _rows(engine, cap.capture_id) == 2
         stored = IQStore(str(tmp_path / "iq")).open(cap.capture_id)
         assert sorted(stored["receiver"].values.tolist()) == sorted(r.name for r in fresh)
@@ -300,3 +302,24 @@ def test_metadata_may_not_redefine_the_capture_s_parameters(embedded_engine):
     dead = Receiver("NOBODY", "127.0.0.1", 9, 50.0, 10.0, timeout_s=1.0)
     with pytest.raises(ValidationError, match="redefine"):
         capture(FREQ, 1.0, engine=embedded_engine, receivers=[dead], metadata={"frequency_hz": 1})
+
+
+def test_an_emulated_capture_never_leaves_loopback_addresses_behind(embedded_engine, tmp_path):
+    """Default names an emulator stood in for are registered with their real addresses."""
+    name = f"fresh_{uuid.uuid4().hex[:8]}"
+    admin = embedded_engine.execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine = db.get_engine(embedded_engine.url.set(database=name))  # migrated, no receivers
+    try:
+        with emulated(seed=8, realtime=False, receivers=["HB9Q", "DK0GHZ"]) as emu:
+            cap = capture(FREQ, 1.0, engine=engine, store=str(tmp_path), **emu.capture_options)
+        assert cap.stage == "done", cap.errors
+        known = {r.name: r for r in db.list_receivers(engine)}
+        defaults = {r.name: r for r in DEFAULT_RECEIVERS}
+        for rx in ("HB9Q", "DK0GHZ"):
+            assert known[rx].address == defaults[rx].address
+            assert not known[rx].host.startswith("127.")
+        assert db.seed_receivers(engine) == len(DEFAULT_RECEIVERS) - 2  # the others still come
+    finally:
+        engine.dispose()
