@@ -42,6 +42,7 @@ from heimdall_lab.notebooks import copy_notebooks, parse_value, run_notebook
 from heimdall_lab.pipeline import Capture, capture
 from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.recording import Recording
+from heimdall_lab.values import positive
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger("heimdall_lab")
@@ -233,6 +234,8 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     scenario = Scenario.default(seed=args.seed)
     replay: dict[str, Recording] = {}
     receivers = None
+    if args.seconds is not None:
+        positive(args.seconds, "--seconds")
     if args.replay:
         # Receiver names from kiwirecorder's file names, positions from gnss_pos/NAME.txt.
         receivers = []
@@ -336,7 +339,10 @@ def cmd_receivers(args: argparse.Namespace) -> int:
     engine = db.get_engine(args.database_url)
     try:
         if args.action == "add":
-            r = _receiver_arg(f"{args.name}={args.address}@{args.lat},{args.lon}")
+            try:
+                r = _receiver_arg(f"{args.name}={args.address}@{args.lat},{args.lon}")
+            except argparse.ArgumentTypeError as exc:  # parsed here, not by argparse
+                raise ValidationError(str(exc)[:300]) from None
             assert isinstance(r, Receiver)
             db.add_receiver(engine, r)
             print(f"added {r.name} at {r.address}")

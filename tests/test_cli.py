@@ -272,3 +272,17 @@ def test_batch_reprocess_and_grid(env, embedded_engine, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert out.count("completed") == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["receivers", "add", "X", "1.2.3.4", "--lat", "9", "--lon", "0"],
+        ["receivers", "add", "X", "1.2.3.4:8073", "--lat", "99", "--lon", "0"],
+        ["emulate", "--seconds", "-1"],
+    ],
+)
+def test_more_bad_input_is_a_one_line_usage_error(env, capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("heimdall-lab: ") and "Traceback" not in err
