@@ -42,6 +42,7 @@ from heimdall_lab.notebooks import copy_notebooks, parse_value, run_notebook
 from heimdall_lab.pipeline import Capture, capture
 from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.recording import Recording
+from heimdall_lab.urls import mask_url
 from heimdall_lab.values import positive
 from heimdall_lab.versions import __version__
 
@@ -317,12 +318,12 @@ def cmd_db(args: argparse.Namespace) -> int:
     try:
         if args.action == "migrate":
             applied = db.migrate(engine)
-            print(f"applied {len(applied)} new migration(s) to {db.mask_url(engine.url)}")
+            print(f"applied {len(applied)} new migration(s) to {mask_url(engine.url)}")
             if not args.no_seed:
                 added = db.seed_receivers(engine)
                 print(f"added {added} default receiver(s)")
         migrations = db.applied_migrations(engine)
-        print(f"database: {db.mask_url(engine.url)}")
+        print(f"database: {mask_url(engine.url)}")
         print(f"timescaledb: {'yes' if db.is_timescale(engine) else 'no (plain PostgreSQL)'}")
         print(f"migrations applied: {', '.join(migrations['name'].astype(str))}")
         with engine.connect() as conn:

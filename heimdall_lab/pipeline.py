@@ -38,6 +38,7 @@ from heimdall_lab.processing import capture_metrics, measurement_rows
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver, validate_capture_request
 from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.store import IQStore
+from heimdall_lab.urls import mask_url
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -433,7 +434,7 @@ def capture(
             float(frequency_hz),
             float(duration_s),
             parameters,
-            database_url=db.mask_url(engine.url) if engine is not None else "unreachable",
+            database_url=mask_url(engine.url) if engine is not None else "unreachable",
         )
         create = {
             "frequency_hz": float(frequency_hz),

@@ -32,6 +32,7 @@ from heimdall_lab import db
 from heimdall_lab.errors import DatabaseError, ValidationError
 from heimdall_lab.measurement import MEASUREMENT_TYPES
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
+from heimdall_lab.urls import mask_url
 from heimdall_lab.versions import __version__
 
 # One worker runs the whole file under pytest-xdist (--dist loadgroup): one PGlite server.
@@ -660,7 +661,7 @@ def test_url_from_environment_and_masking(monkeypatch, embedded: db.EmbeddedServ
     engine = db.get_engine(apply_migrations=False)
     assert engine.url.port == embedded.port
     engine.dispose()
-    assert db.mask_url("postgresql://u:s3cret@h:5/d") == "postgresql://u:***@h:5/d"
+    assert mask_url("postgresql://u:s3cret@h:5/d") == "postgresql://u:***@h:5/d"
     with pytest.raises(ValidationError, match="must be postgresql"):
         db.get_engine("mysql://u:s3cret@h/d")
     bad = f"postgresql://postgres:s3cret@127.0.0.1:{embedded.port}/nosuchdb"

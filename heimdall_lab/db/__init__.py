@@ -59,7 +59,6 @@ from heimdall_lab.db.receivers import (
 )
 from heimdall_lab.db.server import EmbeddedServer, embedded_home, start_embedded, stop_embedded
 from heimdall_lab.home import HOME_ENV
-from heimdall_lab.urls import mask_url
 
 __all__ = [
     "CAPTURE_STATUSES",
@@ -84,7 +83,6 @@ __all__ = [
     "list_captures",
     "list_localizations",
     "list_receivers",
-    "mask_url",
     "measurements_between",
     "measurements_for_capture",
     "measurements_for_receiver",

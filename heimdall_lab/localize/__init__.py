@@ -92,8 +92,8 @@ Receivers without GNSS timestamps cannot take part; :func:`locate_rssi` /
 Entry points: :func:`locate_dataset` (a capture Dataset, the common input),
 :func:`locate_recordings` (recordings plus positions), :func:`locate_files` (kiwi IQ WAV
 files), and the pieces :func:`estimate_delay` and :func:`solve_tdoa`. Results are
-:class:`Localization` objects (``to_dict()`` for storage); :func:`plot_localization` draws
-one with matplotlib.
+:class:`Localization` objects (``to_dict()`` for storage);
+:func:`heimdall_lab.ui.localization_plot.plot_localization` draws one with matplotlib.
 """
 
 from __future__ import annotations
