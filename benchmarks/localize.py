@@ -41,6 +41,7 @@ from scipy.spatial import Delaunay
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.harness import cpu_model
 from heimdall_lab import tutorial
 from heimdall_lab.emulate.scenario import Scenario, Transmitter
 from heimdall_lab.emulate.server import Emulator
@@ -73,16 +74,6 @@ GEOMETRY = {
     "outside, Spain (SW)": (41.0, -5.0),
 }
 FIGURES = "localize"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def inside_ellipse(loc: Localization, lat: float, lon: float) -> bool:
