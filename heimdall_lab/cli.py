@@ -29,12 +29,10 @@ from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, 
 from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.ids import new_capture_id
 from heimdall_lab.io.kiwi_wav import (
-    kiwi_wav_name,
     parse_kiwi_wav_name,
     read_gnss_pos,
     read_kiwi_wav,
-    write_gnss_pos,
-    write_kiwi_wav,
+    write_kiwi_wavs,
 )
 from heimdall_lab.kiwi.acquire import TqdmProgress
 from heimdall_lab.kiwi.client import StreamSettings, check_health
@@ -213,20 +211,17 @@ def cmd_capture(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     code = _print_capture(cap)
-    if args.wav_dir and cap.dataset is not None:
-        out = Path(args.wav_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        # One start time in every name (kiwirecorder's form), so the files read back as one
-        # capture; positions go to gnss_pos/<NAME>.txt, where the readers look for them.
+    if args.wav_dir and cap.dataset is not None and cap.acquisition is not None:
         starts = cap.dataset["start_time"].values.astype("M8[ns]")
         starts = starts[~np.isnat(starts)]
-        start = starts.min() if len(starts) else np.datetime64("now", "ns")
-        for o in cap.acquisition.outcomes if cap.acquisition else []:
-            if o.recording is not None:
-                path = out / kiwi_wav_name(start, args.frequency, o.receiver.name)
-                write_kiwi_wav(path, o.recording)
-                write_gnss_pos(out, o.receiver)
-                print(f"wrote {path}")
+        recordings = [(o.receiver, o.recording) for o in cap.acquisition.outcomes if o.recording]
+        for path in write_kiwi_wavs(
+            args.wav_dir,
+            recordings,
+            args.frequency,
+            starts.min() if len(starts) else np.datetime64("now", "ns"),
+        ):
+            print(f"wrote {path}")
     return code
 
 

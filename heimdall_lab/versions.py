@@ -33,7 +33,6 @@ _PACKAGES = (
     "ipywidgets",
     "jupyterlab",
     "matplotlib",
-    "geographiclib",
 )
 
 

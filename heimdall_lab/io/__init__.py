@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from heimdall_lab.io.kiwi_wav import import_kiwi_wav, read_kiwi_wav, write_kiwi_wav
+from heimdall_lab.io.kiwi_wav import (
+    import_kiwi_wav,
+    read_kiwi_wav,
+    write_kiwi_wav,
+    write_kiwi_wavs,
+)
 from heimdall_lab.io.open import open_capture
 from heimdall_lab.io.sigmf import export_sigmf, import_sigmf
 
@@ -13,4 +18,5 @@ __all__ = [
     "open_capture",
     "read_kiwi_wav",
     "write_kiwi_wav",
+    "write_kiwi_wavs",
 ]

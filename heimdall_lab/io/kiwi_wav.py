@@ -400,3 +400,43 @@ def read_gnss_pos(wav: str | Path, receiver: str) -> tuple[float, float] | None:
             if m:
                 return float(m[1]), float(m[2])
     return None
+
+
+def write_kiwi_wavs(
+    directory: str | Path,
+    recordings: Iterable[tuple[Receiver, Recording]],
+    frequency_hz: float,
+    start_utc: datetime | np.datetime64,
+) -> list[Path]:
+    """Write one capture's recordings as kiwirecorder files the readers take back whole.
+
+    Every file gets the same start time in its name (kiwirecorder's form, so the files read
+    back as one capture) and each receiver's position goes to ``gnss_pos/<NAME>.txt``, where
+    :func:`import_kiwi_wav` and :func:`heimdall_lab.open_capture` look for it.
+
+    Parameters
+    ----------
+    directory : str or pathlib.Path
+        Where the files go (created if needed).
+    recordings : iterable of (Receiver, Recording)
+        Each receiver with what it recorded.
+    frequency_hz : float
+        Centre frequency.
+    start_utc : datetime or numpy.datetime64
+        The capture's start, for the file names.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The WAV files written.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for receiver, recording in recordings:
+        path = write_kiwi_wav(
+            out / kiwi_wav_name(start_utc, frequency_hz, receiver.name), recording
+        )
+        write_gnss_pos(out, receiver)
+        written.append(path)
+    return written
