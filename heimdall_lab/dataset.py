@@ -83,7 +83,9 @@ def build_dataset(
         dims ``(receiver, sample)`` and ``(receiver, frame)``: ``iq`` (complex64, full
         scale 1.0, NaN-padded), per-frame GNSS time, raw GPS time of week, sequence number,
         fix age, trusted flag and RSSI; per receiver its position, exact and nominal sample
-        rate, time of the first sample, mean RSSI, sample count and completeness. Attributes
+        rate, time of the first sample, mean RSSI, sample count, completeness and whether its
+        timing passed :attr:`Recording.timing_problems` (when not, its ``start_time``,
+        ``frame_time`` and ``frame_trusted`` say nothing: its GNSS times are not used). Attributes
         use SigMF names where SigMF has them.
     """
     receivers = [e[0] for e in entries]
@@ -127,6 +129,7 @@ def build_dataset(
             "n_samples": ("receiver", np.array([len(r.samples) for r in recs], np.int64)),
             "lost_frames": ("receiver", np.array([r.lost_frames for r in recs], np.int64)),
             "complete": ("receiver", [bool(e[2]) for e in entries]),
+            "timing_ok": ("receiver", [r.timing_ok for r in recs]),
         },
     )
     first = min((s for s in starts if not np.isnat(s)), default=None)

@@ -514,6 +514,11 @@ class _Run:
             cap.metrics = capture_metrics(ds)
         except HeimdallError as exc:
             rec.fail("processing", exc)
+        for o in cap.acquisition.outcomes:
+            reason = cap.metrics.attrs.get("unmeasured", {}).get(o.receiver.name)
+            if reason:
+                o.message = f"{o.message}; not measured: {reason}".lstrip("; ")
+                log.warning("%s: not measured: %s", o.receiver.name, reason)
         rec.set("storing", _STAGE_END["processing"])
         self._store_iq(ds)
         if not cap.metrics.empty:

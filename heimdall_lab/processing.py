@@ -35,6 +35,9 @@ _CASTS: dict[str, Any] = {"float8": float, "int8": int, "int4": int, "bool": boo
 def capture_metrics(ds: xr.Dataset) -> pd.DataFrame:
     """Signal metrics of every receiver in a capture Dataset.
 
+    A receiver whose samples cannot be measured (too few of them, say) does not cost the
+    others their metrics: it is left out, and ``attrs["unmeasured"]`` of the result says why.
+
     Parameters
     ----------
     ds : xarray.Dataset
@@ -43,15 +46,53 @@ def capture_metrics(ds: xr.Dataset) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        One row per receiver, the :class:`heimdall_lab.dsp.SignalMetrics` fields as columns;
-        empty when the Dataset holds no receiver.
+        One row per measured receiver, the :class:`heimdall_lab.dsp.SignalMetrics` fields as
+        columns; empty when the Dataset holds no receiver. ``attrs["unmeasured"]`` maps each
+        receiver left out to the reason.
+
+    Raises
+    ------
+    ValidationError
+        If no receiver could be measured (the message gives each one's reason).
     """
     if ds.sizes.get("receiver", 0) == 0:
         return pd.DataFrame()
+    try:
+        out = _metrics(ds)
+        out.attrs["unmeasured"] = {}
+        return out
+    except ValidationError:
+        pass
+    parts, unmeasured = [], {}
+    for name in ds["receiver"].values:
+        try:
+            parts.append(_metrics(ds.sel(receiver=[name])))
+        except ValidationError as exc:
+            unmeasured[str(name)] = str(exc)
+    if not parts:
+        raise ValidationError(
+            "no receiver could be measured: "
+            + "; ".join(f"{k}: {v}" for k, v in unmeasured.items())
+        )
+    out = pd.concat(parts)
+    out.attrs["unmeasured"] = unmeasured
+    return out
+
+
+def _metrics(ds: xr.Dataset) -> pd.DataFrame:
     out = dsp.measure_dataset(ds, center_frequency_hz=ds.attrs.get("center_frequency_hz"))
     return out.to_dataframe().drop(
         columns=[c for c in out.coords if c != "receiver"], errors="ignore"
     )
+
+
+def _psd(iq: np.ndarray, sample_rate: float) -> np.ndarray | None:
+    """The stored PSD, or None for a receiver with too few samples for one."""
+    try:
+        _, density = dsp.psd(iq, sample_rate, resolution_hz=PSD_RESOLUTION_HZ)
+    except ValidationError:
+        return None
+    return density.astype(np.float32)
 
 
 def _cast(column: str, value: Any) -> Any:
@@ -98,9 +139,7 @@ def measurement_rows(
         one = ds.sel(receiver=name)
         start = one.start_time.values
         n = int(one.n_samples)
-        _, density = dsp.psd(
-            one.iq.values[:n], float(one.sample_rate), resolution_hz=PSD_RESOLUTION_HZ
-        )
+        density = _psd(one.iq.values[:n], float(one.sample_rate))
         st = status.loc[name]
         metadata: dict[str, Any] = {k: st[k] for k in ACQUISITION_METADATA}
         metadata.update(
@@ -115,8 +154,10 @@ def measurement_rows(
             "timestamp_utc": fallback if np.isnat(start) else pd.Timestamp(start),
             "frequency_hz": float(ds.attrs["center_frequency_hz"]),
             "rssi_dbm": float(one.rssi_dbm),
-            "psd": density.astype(np.float32),
-            "psd_resolution_hz": float(one.sample_rate) / len(density),
+            "psd": density,
+            "psd_resolution_hz": np.nan
+            if density is None
+            else float(one.sample_rate) / len(density),
             "iq_path": None if iq_url is None else f"{iq_url}#receiver={name}",
             "metadata": metadata,
         }

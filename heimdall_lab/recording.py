@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 
 from heimdall_lab import gnss
 from heimdall_lab.values import NS_PER_S
 
-__all__ = ["FRAME_SAMPLES", "FULL_SCALE", "NOMINAL_RATE", "Recording"]
+__all__ = [
+    "FRAME_SAMPLES",
+    "FULL_SCALE",
+    "MAX_SEQ_STEP",
+    "NOMINAL_RATE",
+    "RATE_TOLERANCE",
+    "Recording",
+]
 
 #: Samples in one IQ frame.
 FRAME_SAMPLES = 512
@@ -25,6 +33,15 @@ FULL_SCALE = 32768.0
 #: The nominal KiwiSDR IQ sample rate, samples per second (the exact one is fitted to the
 #: GNSS timestamps, see :func:`heimdall_lab.gnss.fit_rate`).
 NOMINAL_RATE = 12000.0
+#: Largest forward step of the frame sequence number taken as lost frames (about 12 hours
+#: of frames); a larger step, after the 2**32 wrap is allowed for, is the sequence stepping
+#: back.
+MAX_SEQ_STEP = 2**20
+#: Largest relative difference between the rate fitted to the GNSS times and the rate the
+#: server announced (0.5 %; a KiwiSDR's real rate is within 0.01 % of what it announces).
+RATE_TOLERANCE = 0.005
+#: Timing problems listed in a message before "and N more".
+_SHOWN_PROBLEMS = 3
 
 
 @dataclass
@@ -48,6 +65,9 @@ class Recording:
         S-meter RSSI per frame in dBm (NaN where unknown, as in WAV files).
     nominal_rate : float
         The sample rate the server announced (or the WAV header's).
+    stream_problems : tuple of str
+        Timing problems only the receiving side saw (the announced rate changing
+        mid-stream); :attr:`timing_problems` adds those the data shows.
     """
 
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0, np.complex64))
@@ -58,6 +78,7 @@ class Recording:
     gpsnsec: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     rssi_dbm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     nominal_rate: float = NOMINAL_RATE
+    stream_problems: tuple[str, ...] = ()
 
     @property
     def n_frames(self) -> int:
@@ -71,16 +92,73 @@ class Recording:
 
     @property
     def trusted(self) -> np.ndarray:
-        """Per frame: a usable fix and not one of the first, stale, frames."""
-        return gnss.trusted_frames(self.last_gps_solution)
+        """Per frame: a usable fix, not one of the first, stale, frames, and sane timing.
+
+        No frame is trusted when :attr:`timing_problems` lists any: the GNSS times of such a
+        stream are kept in the data but never used as times.
+        """
+        ok = gnss.trusted_frames(self.last_gps_solution)
+        return ok if self.timing_ok else np.zeros_like(ok)
+
+    @property
+    def timing_ok(self) -> bool:
+        """Whether the stream's timing passed every check of :attr:`timing_problems`."""
+        return not self.timing_problems
+
+    @cached_property
+    def timing_problems(self) -> list[str]:
+        """What is wrong with the stream's timing, one phrase each; empty when it is sane.
+
+        The checks: the sequence number steps back (beyond a plausible 2**32 wrap, see
+        :data:`MAX_SEQ_STEP`) or repeats; a GNSS time with a fix is out of range, goes
+        backwards or stands still; the rate fitted to the GNSS times differs from the
+        announced one by more than :data:`RATE_TOLERANCE`; plus :attr:`stream_problems`.
+        """
+        problems = list(self.stream_problems)
+        steps = np.diff(self.seq) & 0xFFFFFFFF
+        for label, bad in (("repeats", steps == 0), ("steps back", steps > MAX_SEQ_STEP)):
+            if bad.any():
+                problems.append(
+                    f"the frame sequence {label} {int(bad.sum())} time(s), first after "
+                    f"frame {int(np.flatnonzero(bad)[0])}"
+                )
+        fixed = gnss.trusted_frames(self.last_gps_solution)
+        in_range = (self.gpssec < gnss.WEEK_SECONDS) & (self.gpsnsec < NS_PER_S)
+        if (fixed & ~in_range).any():
+            problems.append(
+                f"GNSS time out of range in {int((fixed & ~in_range).sum())} frame(s) "
+                f"(seconds of week {int(self.gpssec[fixed & ~in_range][0])})"
+            )
+            return problems
+        t = self._gnss_ns(fixed)
+        dt = np.diff(t)
+        if (dt <= 0).any():
+            back, still = int((dt < 0).sum()), int((dt == 0).sum())
+            problems.append(f"GNSS time goes backwards {back} and stands still {still} time(s)")
+            return problems
+        if not problems:
+            index = self._sent_index()[fixed].astype(np.float64)
+            rate = gnss.fit_rate(index - (index[0] if len(index) else 0.0), (t - t[:1]) / 1e9)
+            if np.isfinite(rate.rate) and abs(rate.rate / self.nominal_rate - 1) > RATE_TOLERANCE:
+                problems.append(
+                    f"the rate fitted to GNSS time, {rate.rate:.1f} Hz, is not the announced "
+                    f"{self.nominal_rate:g} Hz (more than {RATE_TOLERANCE:.1%} apart)"
+                )
+        return problems
+
+    def timing_summary(self) -> str:
+        """The timing problems as one short phrase (empty when the timing is sane)."""
+        shown = self.timing_problems[:_SHOWN_PROBLEMS]
+        more = len(self.timing_problems) - len(shown)
+        return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
     @property
     def lost_frames(self) -> int:
-        """Frames lost in transit, from jumps in the sequence numbers."""
+        """Frames lost in transit, from forward jumps in the sequence numbers."""
         if self.n_frames < 2:
             return 0
         steps = np.diff(self.seq) & 0xFFFFFFFF
-        return int(np.sum(np.where(steps > 1, steps - 1, 0)))
+        return int(np.sum(np.where((steps > 1) & (steps <= MAX_SEQ_STEP), steps - 1, 0)))
 
     @property
     def gap_positions(self) -> np.ndarray:
@@ -99,15 +177,21 @@ class Recording:
         """
         if self.n_frames < 2:
             return self.frame_start.astype(np.int64)
-        lost = np.concatenate([[0], np.cumsum((np.diff(self.seq) & 0xFFFFFFFF) - 1)])
+        steps = np.diff(self.seq) & 0xFFFFFFFF
+        steps = np.where(steps <= MAX_SEQ_STEP, steps, 1)
+        lost = np.concatenate([[0], np.cumsum(steps - 1)])
         frame_len = int(np.median(np.diff(self.frame_start)))
         return self.frame_start + np.maximum(lost, 0) * frame_len
+
+    def _gnss_ns(self, frames: np.ndarray) -> np.ndarray:
+        """The GNSS time of the chosen frames in ns, unwrapped across week rollovers."""
+        t = self.gpssec[frames] * NS_PER_S + self.gpsnsec[frames]
+        return t + gnss.WEEK_NS * np.cumsum(np.concatenate([[0], np.diff(t) < -gnss.WEEK_NS // 2]))
 
     def _timeline(self) -> tuple[np.ndarray, np.ndarray]:
         """Trusted frames' sample index (as sent) and GNSS time (s since the first of them)."""
         ok = self.trusted
-        t = self.gpssec[ok] * NS_PER_S + self.gpsnsec[ok]
-        t = t + gnss.WEEK_NS * np.cumsum(np.concatenate([[0], np.diff(t) < -gnss.WEEK_NS // 2]))
+        t = self._gnss_ns(ok)
         idx = self._sent_index()[ok].astype(np.float64)
         return idx - (idx[0] if len(idx) else 0.0), (t - (t[0] if len(t) else 0)) / NS_PER_S
 
@@ -167,7 +251,10 @@ class Recording:
         Returns
         -------
         numpy.ndarray
-            ``datetime64[ns]`` per frame.
+            ``datetime64[ns]`` per frame; all NaT when :attr:`timing_ok` is False.
         """
-        t = gnss.tow_to_utc(self.gpssec, self.gpsnsec, reference)
-        return np.where(self.has_fix, t, np.datetime64("NaT", "ns"))
+        out = np.full(self.n_frames, np.datetime64("NaT", "ns"))
+        if self.timing_ok:
+            fix = self.has_fix & (self.gpssec < gnss.WEEK_SECONDS) & (self.gpsnsec < NS_PER_S)
+            out[fix] = gnss.tow_to_utc(self.gpssec[fix], self.gpsnsec[fix], reference)
+        return out

@@ -25,9 +25,10 @@ import xarray as xr
 from tenacity import RetryCallState
 
 from heimdall_lab.dataset import build_dataset, mean_db
-from heimdall_lab.errors import ReceiverError, ReceiverTimeoutError, ValidationError
+from heimdall_lab.errors import ProtocolError, ReceiverError, ReceiverTimeoutError, ValidationError
 from heimdall_lab.ids import new_capture_id
 from heimdall_lab.kiwi.client import KiwiClient, StreamSettings
+from heimdall_lab.kiwi.protocol import shown
 from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.recording import NOMINAL_RATE, Recording
 from heimdall_lab.retry import RetryPolicy
@@ -85,11 +86,13 @@ class ReceiverOutcome:
     receiver : Receiver
         The receiver.
     status : str
-        ``ok`` (complete), ``incomplete`` (samples kept, stream ended early) or ``failed``.
+        ``ok`` (complete, sane timing), ``incomplete`` (samples kept: the stream ended early,
+        was cancelled, or its timing failed a check) or ``failed`` (no samples).
     recording : Recording or None
         The samples and timestamps received (``None`` when none arrived).
     reason : str
-        Machine-readable failure reason (``timeout``, ``too_busy``, ``deadline``, ...).
+        Machine-readable failure reason (``timeout``, ``too_busy``, ``deadline``,
+        ``timing``, ``cancelled``, ...).
     message : str
         Human-readable failure message.
     attempts : int
@@ -134,6 +137,11 @@ class Acquisition:
         IQ and timestamps of every receiver that delivered samples.
     elapsed_s : float
         Wall time of the whole call.
+    started_at : datetime
+        Wall-clock time the call started.
+    cancelled : bool
+        Whether the call was interrupted (Ctrl-C, a cancelled task); the outcomes hold what
+        each receiver delivered until then.
     """
 
     capture_id: str
@@ -143,6 +151,7 @@ class Acquisition:
     dataset: xr.Dataset
     elapsed_s: float = 0.0
     started_at: datetime = field(default_factory=lambda: datetime.now().astimezone())
+    cancelled: bool = False
 
     def status(self) -> pd.DataFrame:
         """The per-receiver status table.
@@ -273,12 +282,29 @@ async def _acquire_one(
     except ReceiverError as exc:
         error = exc
     except TimeoutError:
-        error = ReceiverTimeoutError(
-            f"{name}: the overall deadline passed; the samples received are kept", name
+        error = _with_reason(
+            ReceiverTimeoutError(
+                f"{name}: the overall deadline passed; the samples received are kept", name
+            ),
+            "deadline",
         )
-        error.reason = "deadline"
+    except asyncio.CancelledError:
+        # Interrupted: what arrived is kept, like a stream that ended early.
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        error = _with_reason(
+            ReceiverError(f"{name}: cancelled; the samples received are kept", name), "cancelled"
+        )
+    except Exception as exc:  # one receiver's data never costs the others theirs
+        log.debug("%s: unexpected error", name, exc_info=True)
+        error = ProtocolError(
+            f"{name}: its data raised {type(exc).__name__} ({shown(str(exc), 80)})", name
+        )
     client = clients[-1] if clients else None
     recording = client.recording() if client and client.frames else None
+    timing = recording.timing_summary() if recording is not None else ""
+    if timing:
+        message = f"{name}: timing: {timing}; samples kept, their GNSS times not used"
+        error = error or _with_reason(ReceiverError(message, name), "timing")
     if error is None:
         status = "ok"
     elif recording is not None:
@@ -293,13 +319,18 @@ async def _acquire_one(
         message="" if error is None else str(error),
         attempts=len(clients),
         expected_samples=client.expected_samples if client else expected,
-        skipped_frames=len(client.skipped) if client else 0,
+        skipped_frames=client.skipped if client else 0,
         elapsed_s=loop.time() - start,
     )
     report("done" if status == "ok" else status, outcome.message)
     if error is not None:
-        log.warning("%s: %s", name, error)
+        log.warning("%s", outcome.message)
     return outcome
+
+
+def _with_reason(error: ReceiverError, reason: str) -> ReceiverError:
+    error.reason = reason
+    return error
 
 
 async def acquire_async(
@@ -364,8 +395,8 @@ async def acquire_async(
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     started_at = datetime.now().astimezone()
-    outcomes = await asyncio.gather(
-        *(
+    tasks = [
+        asyncio.create_task(
             _acquire_one(
                 r,
                 frequency_hz,
@@ -376,9 +407,18 @@ async def acquire_async(
                 deadline=t0 + deadline_s,
                 on_progress=on_progress,
             )
-            for r in receivers
         )
-    )
+        for r in receivers
+    ]
+    cancelled = False
+    try:
+        await asyncio.gather(*tasks)
+    except asyncio.CancelledError:
+        # gather passed the cancellation on; each receiver returns what it received.
+        cancelled = True
+        await asyncio.wait(tasks)
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+    outcomes = [t.result() for t in tasks]
     capture_id = capture_id or new_capture_id()
     dataset = build_dataset(
         [(o.receiver, o.recording, o.status == "ok") for o in outcomes if o.recording is not None],
@@ -388,7 +428,14 @@ async def acquire_async(
         gps_reference=gps_reference,
     )
     return Acquisition(
-        capture_id, frequency_hz, duration_s, list(outcomes), dataset, loop.time() - t0, started_at
+        capture_id,
+        frequency_hz,
+        duration_s,
+        outcomes,
+        dataset,
+        loop.time() - t0,
+        started_at,
+        cancelled,
     )
 
 
@@ -426,21 +473,38 @@ def acquire(
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, object] = {}
+        return asyncio.run(coro)  # Ctrl-C cancels the acquisition, which returns what arrived
+    return _run_in_thread(coro)
+
+
+def _run_in_thread(coro: Any) -> Acquisition:
+    """Run on a loop of its own in a worker thread; Ctrl-C (a Jupyter interrupt) cancels it.
+
+    As with ``asyncio.run`` in a script, an interrupted acquisition returns what each
+    receiver delivered, with :attr:`Acquisition.cancelled` set.
+    """
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)
+    box: dict[str, Any] = {}
 
     def worker() -> None:
         try:
-            box["result"] = asyncio.run(coro)
+            box["result"] = loop.run_until_complete(task)
         except BaseException as exc:  # handed to the caller's thread
             box["error"] = exc
+        finally:
+            loop.close()
 
     thread = threading.Thread(target=worker, name="heimdall-acquire")
     thread.start()
-    thread.join()
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join()
     if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["result"]  # type: ignore[return-value]
+        raise box["error"]
+    return box["result"]
 
 
 class TqdmProgress:

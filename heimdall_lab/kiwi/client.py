@@ -9,6 +9,7 @@ timeout. Frames received before a failure stay in :attr:`KiwiClient.frames`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -33,7 +34,7 @@ from heimdall_lab.errors import (
 from heimdall_lab.kiwi import protocol
 from heimdall_lab.kiwi.protocol import IqFrame
 from heimdall_lab.receivers import Receiver, validate_capture_request
-from heimdall_lab.recording import NOMINAL_RATE, Recording
+from heimdall_lab.recording import FRAME_SAMPLES, NOMINAL_RATE, RATE_TOLERANCE, Recording
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,40 @@ class StreamSettings:
     read_timeout: float = 5.0
 
 
+#: ``MSG`` parameters a client keeps (the last value of each); any other name is dropped, so
+#: a server cannot grow the client's memory by announcing new names.
+KEPT_MESSAGES = frozenset(
+    {
+        "version_maj",
+        "version_min",
+        "badp",
+        "too_busy",
+        "down",
+        "audio_init",
+        "audio_rate",
+        "sample_rate",
+        "center_freq",
+        "bandwidth",
+        "max_camp",
+    }
+)
+#: Malformed frames logged one by one; the rest are counted and summed up once.
+LOGGED_SKIPS = 3
+#: Bytes a server may send beyond twice what the requested IQ needs.
+BYTE_SLACK = 2**20
+#: Bytes each message counts for at least, so that a flood of tiny messages ends as soon.
+MESSAGE_COST = 256
+
+
 class KiwiClient:
     """Receive ``duration_s`` seconds of IQ at ``frequency_hz`` from one receiver.
+
+    Whatever the server sends, the client ends: every wait has a timeout that also holds
+    against a server sending fast (the loop yields after each message), the memory it keeps
+    is bounded (frames up to the request, the last value of :data:`KEPT_MESSAGES`, counters),
+    and a server that sends more than twice the requested IQ plus :data:`BYTE_SLACK` bytes is
+    cut off with a :class:`~heimdall_lab.errors.ProtocolError` (each message counts for at
+    least :data:`MESSAGE_COST` bytes).
 
     Parameters
     ----------
@@ -125,9 +158,13 @@ class KiwiClient:
     frames : list of IqFrame
         Frames received so far (kept when the stream fails).
     nominal_rate : float or None
-        Sample rate announced by the server.
-    skipped : list of str
-        Why each malformed frame was skipped.
+        Sample rate the server announced first.
+    skipped : int
+        Malformed frames skipped.
+    messages : dict of str to str
+        The last value of each :data:`KEPT_MESSAGES` parameter the server sent.
+    bytes_received : int
+        Bytes of every message received (each counted as at least :data:`MESSAGE_COST`).
     """
 
     def __init__(
@@ -147,13 +184,16 @@ class KiwiClient:
         self.on_samples = on_samples
         self.frames: list[IqFrame] = []
         self.nominal_rate: float | None = None
-        self.skipped: list[str] = []
+        self.skipped = 0
         self.messages: dict[str, str] = {}
+        self.bytes_received = 0
+        self._stream_problems: list[str] = []
         self._received = 0
         self._audio_rate: int | None = None
         self._peer_closed = False
         self._setup_sent = False
         self._last_keepalive = -math.inf
+        self._progress_at = 0.0
 
     @property
     def uri(self) -> str:
@@ -166,6 +206,12 @@ class KiwiClient:
         return math.ceil(self.duration_s * (self.nominal_rate or NOMINAL_RATE))
 
     @property
+    def byte_budget(self) -> int:
+        """Bytes the server may send: twice the requested IQ frames, plus :data:`BYTE_SLACK`."""
+        frames = math.ceil(self.expected_samples / FRAME_SAMPLES)
+        return 2 * frames * protocol.IQ_FRAME_BYTES + BYTE_SLACK
+
+    @property
     def received_samples(self) -> int:
         """Samples received so far."""
         return self._received
@@ -176,9 +222,12 @@ class KiwiClient:
         Returns
         -------
         Recording
-            Samples and per-frame timestamps.
+            Samples and per-frame timestamps, with any timing problem the stream showed
+            (:attr:`Recording.stream_problems`).
         """
-        return recording_from_frames(self.frames, self.nominal_rate or NOMINAL_RATE)
+        rec = recording_from_frames(self.frames, self.nominal_rate or NOMINAL_RATE)
+        rec.stream_problems = tuple(self._stream_problems)
+        return rec
 
     async def run(self) -> Recording:
         """Connect, set up the channel and receive until the duration is complete.
@@ -193,30 +242,55 @@ class KiwiClient:
         ReceiverUnreachableError
             The connection was refused or reset.
         ReceiverTimeoutError
-            No connection, handshake message or frame within the timeouts.
+            No connection, handshake step or frame within the timeouts.
         BadPasswordError, TooBusyError, ReceiverDownError
             The receiver said no.
         ProtocolError
-            The peer does not speak the KiwiSDR protocol.
+            The peer does not speak the KiwiSDR protocol, announced an impossible value, or
+            sent far more than was asked.
         DisconnectedError
             The stream ended early; :attr:`frames` holds what arrived.
         """
+        name = self.receiver.name
         ws = await self._connect()
+        self._progress_at = asyncio.get_running_loop().time()
         try:
             await self._send(ws, protocol.cmd_auth(self.receiver.password))
             while self._received < self.expected_samples or not self._setup_sent:
                 message = await self._recv(ws)
-                tag, body = protocol.split_tag(message)
-                if tag == "MSG":
-                    await self._on_msg(ws, protocol.decode_params(body[1:]))
-                elif tag == "SND":
-                    self._on_snd(body)
-                    await self._keepalive(ws)
-                else:
-                    log.debug("%s: ignoring %s message", self.receiver.name, tag)
+                self.bytes_received += max(len(message), MESSAGE_COST)
+                if self.bytes_received > self.byte_budget:
+                    raise ProtocolError(
+                        f"{name}: sent {self.bytes_received:,} bytes for "
+                        f"{self._received:,} samples, far more than {self.duration_s:g} s of IQ "
+                        "needs; stopped reading",
+                        name,
+                    )
+                await self._dispatch(ws, message)
+                # However fast the server sends, timeouts and the other receivers get to run.
+                await asyncio.sleep(0)
+        except ProtocolError as exc:
+            if exc.receiver is None:  # raised by the protocol module, which knows no names
+                raise ProtocolError(f"{name}: {exc}", name) from exc
+            raise
         finally:
             await _close(ws)
+            if self.skipped > LOGGED_SKIPS:
+                log.warning("%s: %d malformed frames skipped in all", name, self.skipped)
         return self.recording()
+
+    async def _dispatch(self, ws: ClientConnection, message: bytes | str) -> None:
+        if len(message) < 3:
+            self._skip(f"a message of {len(message)} bytes")
+            return
+        tag, body = protocol.split_tag(message)
+        if tag == "MSG":
+            await self._on_msg(ws, protocol.decode_params(body[1:]))
+        elif tag == "SND":
+            self._on_snd(body)
+            await self._keepalive(ws)
+        else:
+            log.debug("%s: ignoring %s message", self.receiver.name, protocol.shown(tag))
 
     async def _connect(self) -> ClientConnection:
         name = self.receiver.name
@@ -229,6 +303,7 @@ class KiwiClient:
                     close_timeout=2,
                     ping_interval=None,
                     max_size=2**20,
+                    max_queue=16,
                     compression=None,
                     user_agent_header=f"heimdall_lab/{__version__}",
                 )
@@ -247,17 +322,23 @@ class KiwiClient:
             ) from exc
         except (OSError, InvalidHandshake) as exc:
             raise ReceiverUnreachableError(
-                f"{name}: cannot connect to {self.receiver.address} ({exc!r}); "
-                "it may be down or refusing connections",
+                f"{name}: cannot connect to {self.receiver.address} "
+                f"({protocol.shown(repr(exc), 120)}); it may be down or refusing connections",
                 name,
             ) from exc
 
     async def _recv(self, ws: ClientConnection) -> bytes | str:
+        """The next message, or a timeout when the stream has not progressed for a while.
+
+        Progress is a handshake step or a frame: a server that sends anything else, however
+        often, still times out after ``read_timeout``.
+        """
         name = self.receiver.name
         try:
-            return await asyncio.wait_for(ws.recv(), self.settings.read_timeout)
+            async with asyncio.timeout_at(self._progress_at + self.settings.read_timeout):
+                return await ws.recv()
         except TimeoutError as exc:
-            stage = "frame" if self._setup_sent else "handshake message"
+            stage = "frame" if self._setup_sent else "handshake step"
             raise ReceiverTimeoutError(
                 f"{name}: no {stage} for {self.settings.read_timeout:g} s after "
                 f"{self._received} samples; the receiver stalled",
@@ -266,41 +347,44 @@ class KiwiClient:
         except ConnectionClosed as exc:
             raise self._closed(exc) from exc
 
+    def _progressed(self) -> None:
+        self._progress_at = asyncio.get_running_loop().time()
+
     def _closed(self, exc: ConnectionClosed) -> ReceiverError:
         """The typed error for a connection the peer closed, while receiving or sending."""
         name = self.receiver.name
+        why = protocol.shown(str(exc), 120)
         if not self._setup_sent:
             return ReceiverUnreachableError(
-                f"{name}: connection closed during the handshake ({exc})", name
+                f"{name}: connection closed during the handshake ({why})", name
             )
         return DisconnectedError(
             f"{name}: stream closed after {self._received} of {self.expected_samples} "
-            f"samples ({exc}); the samples received are kept",
+            f"samples ({why}); the samples received are kept",
             name,
         )
 
     async def _on_msg(self, ws: ClientConnection, params: dict[str, str]) -> None:
         name = self.receiver.name
-        self.messages.update(params)
+        self.messages.update((k, v[:200]) for k, v in params.items() if k in KEPT_MESSAGES)
         if params.get("badp") == "1":
             raise BadPasswordError(
                 f"{name}: the receiver refused the password; set the right one for it", name
             )
         if "too_busy" in params:
             raise TooBusyError(
-                f"{name}: all {params['too_busy']} client slots are taken; try again later",
+                f"{name}: all {protocol.shown(params['too_busy'], 12)} client slots are taken; "
+                "try again later",
                 name,
             )
         if "down" in params:
             raise ReceiverDownError(f"{name}: the receiver says it is down", name)
-        if "audio_rate" in params:
-            self._audio_rate = int(float(params["audio_rate"]))
+        if "audio_rate" in params and self._audio_rate is None:
+            self._audio_rate = int(protocol.parse_number(params, "audio_rate", 1000, 100_000))
+            self._progressed()
             await self._send(ws, protocol.cmd_ar_ok(self._audio_rate, 44100))
         if "sample_rate" in params:
-            rate = float(params["sample_rate"])
-            if not 1000 < rate < 100_000:
-                raise ProtocolError(f"{name}: implausible sample_rate {rate}", name)
-            self.nominal_rate = rate
+            self._on_sample_rate(protocol.parse_number(params, "sample_rate", 1000, 100_000))
         if self._audio_rate is not None and self.nominal_rate and not self._setup_sent:
             s = self.settings
             for command in [
@@ -310,18 +394,36 @@ class KiwiClient:
             ]:
                 await self._send(ws, command)
             self._setup_sent = True
+            self._progressed()
             await self._keepalive(ws)
+
+    def _on_sample_rate(self, rate: float) -> None:
+        """Take the first announced rate; a different one later is a timing problem."""
+        if self.nominal_rate is None:
+            self.nominal_rate = rate
+            self._progressed()
+        elif abs(rate / self.nominal_rate - 1) > RATE_TOLERANCE and not self._stream_problems:
+            self._stream_problems.append(
+                f"the announced rate changed mid-stream from {self.nominal_rate:g} to "
+                f"{rate:g} Hz after {self._received} samples"
+            )
+
+    def _skip(self, why: str) -> None:
+        # A bad frame is skipped; its sequence number shows up as a lost frame.
+        self.skipped += 1
+        if self.skipped <= LOGGED_SKIPS:
+            more = "; more are counted, not logged" if self.skipped == LOGGED_SKIPS else ""
+            log.warning("%s: skipping a malformed frame: %s%s", self.receiver.name, why, more)
 
     def _on_snd(self, body: bytes) -> None:
         try:
             frame = protocol.decode_iq_frame(body)
         except ProtocolError as exc:
-            # One bad frame is skipped; its sequence number shows up as a lost frame.
-            self.skipped.append(str(exc))
-            log.warning("%s: skipping a malformed frame: %s", self.receiver.name, exc)
+            self._skip(str(exc))
             return
         self.frames.append(frame)
         self._received += len(frame.samples)
+        self._progressed()
         if self.on_samples is not None:
             self.on_samples(self._received, self.expected_samples)
 
@@ -345,19 +447,31 @@ class KiwiClient:
             self._last_keepalive = now
 
 
+#: Seconds a polite close may take before the connection is dropped.
+CLOSE_TIMEOUT_S = 1.0
+
+
 async def _close(ws: ClientConnection) -> None:
     """Close politely, discarding frames still in flight so the closing handshake completes.
 
     With frames queued and unread, the connection stops reading from the socket and would
-    never see the server's close frame.
+    never see the server's close frame. A server that goes on sending regardless is cut off
+    after :data:`CLOSE_TIMEOUT_S`.
     """
     closing = asyncio.create_task(ws.close())
     try:
-        while not closing.done():
-            await asyncio.wait_for(ws.recv(), 1.0)
-    except (ConnectionClosed, TimeoutError):
-        pass
-    await closing
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            with contextlib.suppress(ConnectionClosed):
+                while not closing.done():
+                    await ws.recv()
+                    await asyncio.sleep(0)
+            with contextlib.suppress(ConnectionClosed):
+                await closing
+    except TimeoutError:
+        ws.transport.abort()
+        closing.cancel()
+        with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
+            await closing
 
 
 @dataclass(frozen=True)
@@ -403,10 +517,15 @@ class Health:
 
 
 def _int(fields: dict[str, str], key: str) -> int | None:
+    first = {key: fields.get(key, "").split(",")[0]}
     try:
-        return int(fields[key].split(",")[0])
-    except (KeyError, ValueError):
+        return int(protocol.parse_number(first, key, 0, 1e9))
+    except ProtocolError:
         return None
+
+
+#: Largest ``/status`` page read (a KiwiSDR's is under 2 KiB).
+STATUS_MAX_BYTES = 64 * 1024
 
 
 async def check_health(receiver: Receiver, timeout: float = 3.0) -> Health:
@@ -417,27 +536,33 @@ async def check_health(receiver: Receiver, timeout: float = 3.0) -> Health:
     receiver : Receiver
         The receiver.
     timeout : float, optional
-        Seconds for the whole request.
+        Seconds for the whole request, however slowly the page arrives.
 
     Returns
     -------
     Health
-        What the page says, or ``reachable=False`` with the reason. Never raises for a
-        network failure.
+        What the page says, or ``reachable=False`` with the reason (no answer within
+        ``timeout``, an HTTP error, a page over :data:`STATUS_MAX_BYTES`). Never raises for
+        anything the server does.
     """
     url = f"http://{receiver.host}:{receiver.port}/status"
     start = time.monotonic()
     try:
-        async with httpx.AsyncClient(timeout=timeout) as http:
-            response = await http.get(url)
-            response.raise_for_status()
+        async with asyncio.timeout(timeout):
+            text = await _fetch_status(url, timeout)
+    except TimeoutError:
+        return Health(receiver.name, False, error=f"no complete /status page within {timeout:g} s")
     except httpx.HTTPError as exc:
-        return Health(receiver.name, False, error=f"{type(exc).__name__}: {exc}")
+        return Health(
+            receiver.name, False, error=f"{type(exc).__name__}: {protocol.shown(str(exc), 120)}"
+        )
+    except ProtocolError as exc:
+        return Health(receiver.name, False, error=str(exc))
     fields = {}
-    for line in response.text.splitlines():
+    for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep:
-            fields[key.strip()] = value.strip()
+            fields[key.strip()[:64]] = value.strip()[:256]
     good = _int(fields, "gps_good")
     return Health(
         receiver=receiver.name,
@@ -449,3 +574,18 @@ async def check_health(receiver: Receiver, timeout: float = 3.0) -> Health:
         latency_s=time.monotonic() - start,
         fields=fields,
     )
+
+
+async def _fetch_status(url: str, timeout: float) -> str:
+    """The page's text, read in pieces up to :data:`STATUS_MAX_BYTES`."""
+    async with httpx.AsyncClient(timeout=timeout) as http, http.stream("GET", url) as response:
+        response.raise_for_status()
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > STATUS_MAX_BYTES:
+                raise ProtocolError(
+                    f"the /status page is larger than {STATUS_MAX_BYTES // 1024} KiB; "
+                    "is it a KiwiSDR?"
+                )
+    return body.decode("utf-8", "replace")

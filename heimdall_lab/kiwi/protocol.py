@@ -18,6 +18,7 @@ This module is shared by the client (:mod:`heimdall_lab.kiwi.client`) and the em
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -145,6 +146,72 @@ def split_tag(message: bytes | str) -> tuple[str, bytes]:
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"message tag {message[:3]!r} is not ASCII") from exc
     return tag, message[3:]
+
+
+#: Characters of a server's value shown in a message; the rest is cut.
+SHOWN_CHARS = 40
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """A server's value as it may appear in a message or a log line: printable and short.
+
+    Parameters
+    ----------
+    value : object
+        Anything a server sent.
+    limit : int, optional
+        Characters kept; longer values end in ``...`` and their length.
+
+    Returns
+    -------
+    str
+        The value's ``repr``, with non-printable characters escaped, cut to ``limit``.
+    """
+    text = repr(value if isinstance(value, str | bytes) else str(value))
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} chars)"
+
+
+def parse_number(
+    params: Mapping[str, str], name: str, low: float, high: float, *, integer: bool = False
+) -> float:
+    """Read one number a server announced, within the range it can have.
+
+    This is the one way a value from a server becomes a number: whatever arrives, the
+    result is a finite number in ``[low, high]`` or a :class:`ProtocolError`.
+
+    Parameters
+    ----------
+    params : mapping of str to str
+        Decoded ``MSG`` parameters.
+    name : str
+        The parameter to read.
+    low, high : float
+        The plausible range, inclusive.
+    integer : bool, optional
+        Whether the value must be a whole number.
+
+    Returns
+    -------
+    float
+        The value.
+
+    Raises
+    ------
+    ProtocolError
+        If the value is missing, not a number, not finite, out of range or (with
+        ``integer``) not whole.
+    """
+    raw = params.get(name)
+    try:
+        value = float(raw) if raw is not None and len(raw) <= 32 else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high) or (integer and value != int(value)):
+        kind = "a whole number" if integer else "a number"
+        raise ProtocolError(f"{name}={shown(raw)} is not {kind} in [{low:g}, {high:g}]")
+    return value
 
 
 def decode_params(body: bytes | str) -> dict[str, str]:
