@@ -18,6 +18,9 @@ The folder is, in order: an explicit argument, ``$HEIMDALL_HOME``, else one per-
 (``platformdirs.user_data_dir("heimdall-lab")``, e.g. ``~/.local/share/heimdall-lab`` on
 Linux). It never depends on the working directory.
 
+A file or folder named from a parameter (a capture id, a run id) is placed with
+:func:`confined_path`, the one rule that keeps such a name inside its folder.
+
 Examples
 --------
 >>> from heimdall_lab.home import data_home
@@ -32,10 +35,13 @@ from pathlib import Path
 
 import platformdirs
 
+from heimdall_lab.errors import ValidationError
+
 __all__ = [
     "APP_NAME",
     "HOME_ENV",
     "PARTS",
+    "confined_path",
     "data_home",
     "home_path",
 ]
@@ -95,3 +101,42 @@ def home_path(part: str, home: str | os.PathLike[str] | None = None) -> Path:
     if part not in PARTS:
         raise ValueError(f"no part {part!r} in the data home; parts: {', '.join(PARTS)}")
     return data_home(home) / part
+
+
+def confined_path(folder: str | os.PathLike[str], name: object, *, what: str) -> Path:
+    r"""``folder / name`` for a name that comes from a parameter, kept inside ``folder``.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder the path must stay in (``reports/<date>``, ``<home>/spool``, ...).
+    name : object
+        One file or folder name (``capture-<id>.ipynb``, a capture id): not empty, not
+        ``.`` or ``..``, without ``/``, ``\`` or NUL.
+    what : str
+        What the name came from, for the message (``"parameter capture_id"``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``folder / name``, directly inside ``folder``.
+
+    Raises
+    ------
+    ValidationError
+        If the name is not one plain name (``../../tmp/x``, ``a/b``, an absolute path).
+
+    Examples
+    --------
+    >>> str(confined_path("/srv/reports", "capture-run1.ipynb", what="run id"))
+    '/srv/reports/capture-run1.ipynb'
+    """
+    text = str(name)
+    # One name that is neither '.' nor '..' and holds no separator cannot leave the folder.
+    if not text or text in (".", "..") or any(c in text for c in ("/", "\\", "\0", os.sep)):
+        raise ValidationError(
+            f"{what} {text[:80]!r} cannot name a file in {folder}: it must be one plain name "
+            "(letters, digits, '_', '.', '-') that stays in that folder, without '/', '\\' "
+            "or '..'"
+        )
+    return Path(folder) / text

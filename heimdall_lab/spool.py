@@ -6,6 +6,10 @@ where it was meant to go; when the database cannot be reached, it keeps the capt
 its measurement rows there as JSON. :func:`sync` (``heimdall-lab sync``) uploads and replays
 everything pending, idempotently: re-running it after a partial failure neither loses nor
 duplicates anything (measurement rows are keyed by capture, receiver and time).
+
+The spool never holds a secret: the IQ store it records is the masked URL, and :func:`sync`
+uploads with the credentials of the environment (``HEIMDALL_IQ_URL`` when it names the same
+store, else S3's own variables, ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``).
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from sqlalchemy.engine import Engine
 
 from heimdall_lab import db
 from heimdall_lab.errors import HeimdallError, StorageError
-from heimdall_lab.home import home_path
+from heimdall_lab.home import confined_path, home_path
 from heimdall_lab.ids import check_capture_id
 from heimdall_lab.receivers import Receiver
-from heimdall_lab.store import IQStore
+from heimdall_lab.store import IQStore, default_iq_url
+from heimdall_lab.urls import MASK, mask_url
 from heimdall_lab.values import jsonable
 
 log = logging.getLogger(__name__)
@@ -54,7 +59,7 @@ def spool_root(home: str | Path | None = None) -> Path:
 
 
 def _dir(capture_id: str, home: str | Path | None) -> Path:
-    path = spool_root(home) / check_capture_id(capture_id)
+    path = confined_path(spool_root(home), check_capture_id(capture_id), what="capture id")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -83,7 +88,7 @@ def keep_iq(
     capture_id : str
         The capture.
     target_url : str
-        The IQ store it was meant for.
+        The IQ store it was meant for; kept masked (see :func:`heimdall_lab.urls.mask_url`).
     home : str or pathlib.Path, optional
         Local state directory.
 
@@ -99,8 +104,17 @@ def keep_iq(
     """
     folder = _dir(capture_id, home)
     result = IQStore(str(folder / "iq")).write(ds, capture_id=capture_id)
-    _write_json(folder / _IQ, {"target": target_url, "local": result.url})
+    target = mask_url(target_url)
+    _write_json(folder / _IQ, {"target": target, "local": result.url})
     log.warning("capture %s: IQ kept locally at %s, pending upload", capture_id, result.url)
+    if MASK in target:
+        log.warning(
+            "capture %s: the IQ store URL %s held credentials, which the spool does not keep: "
+            "sync uploads with the environment's (HEIMDALL_IQ_URL when it names this store, "
+            "else AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+            capture_id,
+            target,
+        )
     return result.url
 
 
@@ -190,6 +204,16 @@ def pending(home: str | Path | None = None) -> list[str]:
     return [p.name for p in sorted(folders, key=lambda p: p.stat().st_mtime)]
 
 
+def _target_store(target: str) -> str:
+    """The store URL to upload to, with credentials from the environment.
+
+    ``HEIMDALL_IQ_URL`` when ``target`` is its masked form, else ``target`` (whose masked
+    credentials, if any, mean S3's own environment variables).
+    """
+    configured = default_iq_url()
+    return configured if mask_url(configured) == target else target
+
+
 def _sync_one(folder: Path, engine: Engine | None) -> dict[str, Any]:
     capture_id = folder.name
     result: dict[str, Any] = {"capture_id": capture_id, "iq_url": None, "rows": 0, "error": ""}
@@ -205,7 +229,7 @@ def _sync_one(folder: Path, engine: Engine | None) -> dict[str, Any]:
         target = json.loads((folder / _IQ).read_text())
         local = IQStore(str(folder / "iq"))
         ds = local.open(capture_id).load()
-        written = IQStore(target["target"]).write(ds, capture_id=capture_id)
+        written = IQStore(_target_store(target["target"])).write(ds, capture_id=capture_id)
         result["iq_url"] = written.url
         if saved is not None:
             saved["update"]["iq_url"] = written.url

@@ -6,20 +6,33 @@ injects values for it and writes the executed copy to
 (``heimdall-lab lab`` copies them into ``<data home>/notebooks`` with
 :func:`copy_notebooks`). Whatever folder a kernel starts in, it sees the same database and IQ
 store as the command line (see :mod:`heimdall_lab.home`).
+
+No secret is written into a report. A parameter holding credentials (a database URL with a
+password, an ``s3://KEY:SECRET@`` store URL) is handed to the kernel in the environment
+variable its notebook reads when the parameter is ``None`` (the parameters cell says which in
+the parameter's comment: ``database_url = None  # None: HEIMDALL_DATABASE_URL ...``); the
+kernel gets ``None``, and the report shows the URL masked.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
+import os
 import shutil
+import threading
 import uuid
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from heimdall_lab.db.engine import URL_ENV
 from heimdall_lab.errors import HeimdallError, ValidationError
-from heimdall_lab.urls import mask_url
+from heimdall_lab.home import confined_path
+from heimdall_lab.store.iq import ENV_IQ_URL
+from heimdall_lab.urls import has_secret, mask_url, redact, secrets_in
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +43,12 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent
 LOCAL_NOTEBOOK_DIR = Path("notebooks")
 #: Notebooks that exist only in a source checkout (they import its ``benchmarks/``).
 SOURCE_TREE_NOTEBOOKS = ("benchmark",)
+#: Environment variables through which a parameter holding credentials reaches the kernel:
+#: the one its parameters-cell comment names as what ``None`` reads.
+CREDENTIAL_VARIABLES = (URL_ENV, ENV_IQ_URL)
+
+# Kernels inherit this process's environment: one run at a time may change it.
+_ENVIRONMENT_LOCK = threading.Lock()
 
 
 class NotebookError(HeimdallError):
@@ -180,11 +199,15 @@ def run_notebook(
     name : str or pathlib.Path
         The notebook (see :func:`notebook_path`).
     parameters : dict, optional
-        Values for its ``parameters`` cell; unknown names are refused.
+        Values for its ``parameters`` cell; unknown names are refused. A value holding
+        credentials goes to the kernel through the environment variable the parameter's
+        ``None`` reads (``HEIMDALL_DATABASE_URL``, ``HEIMDALL_IQ_URL``), set for the run only
+        (runs doing so take turns); the report shows it masked.
     output_dir : str or pathlib.Path, optional
         Reports folder.
     run_id : str, optional
-        The id in the output name; the ``capture_id`` parameter if given, else a new one.
+        The id in the output name; the ``capture_id`` parameter if given, else a new one. It
+        must be one plain file name part (see :func:`heimdall_lab.home.confined_path`).
     cwd : str or pathlib.Path, optional
         Working directory of the kernel; the current one by default. It does not change
         which database or IQ store the notebook uses (see :mod:`heimdall_lab.home`).
@@ -199,7 +222,9 @@ def run_notebook(
     Raises
     ------
     ValidationError
-        Unknown notebook or parameter.
+        Unknown notebook or parameter, a run id or ``capture_id`` that would put the report
+        outside ``<output_dir>/<date>``, or credentials in a parameter that the notebook
+        cannot read from the environment.
     NotebookError
         A cell raised; the executed copy (with the traceback) is still written.
     """
@@ -214,30 +239,138 @@ def run_notebook(
         raise ValidationError(
             f"{path.name} has no parameter(s) {unknown}; it takes {sorted(declared)}"
         )
-    secret = [k for k, v in parameters.items() if isinstance(v, str) and mask_url(v) != v]
-    if secret:
-        # papermill writes every parameter into the executed notebook, in plain text
-        raise ValidationError(
-            f"parameter(s) {secret} hold a password or key, which the report notebook would "
-            "keep; set HEIMDALL_DATABASE_URL or the S3 variables in the environment instead"
-        )
-    run_id = run_id or str(parameters.get("capture_id") or uuid.uuid4().hex[:12])
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    out = Path(output_dir) / day / f"{path.stem}-{run_id}.ipynb"
+    kernel, shown, routed = _route_credentials(path, parameters, declared)
+    environment = {variable: parameters[name] for name, variable in routed.items()}
+    what = "run_id" if run_id else "parameter capture_id"
+    run_id = str(run_id or parameters.get("capture_id") or uuid.uuid4().hex[:12])
+    folder = Path(output_dir) / datetime.now(UTC).strftime("%Y-%m-%d")
+    run_id = confined_path(folder, run_id, what=what).name  # a plain name: stays in folder
+    out = folder / f"{path.stem}-{run_id}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
-    log.info("running %s into %s with %s", path, out, parameters)
+    secrets = secrets_in([*environment.values(), *map(os.environ.get, CREDENTIAL_VARIABLES)])
+    log.info("running %s into %s with %s", path, out, shown)
     try:
-        papermill.execute_notebook(
-            str(path),
-            str(out),
-            parameters=parameters,
-            cwd=str(cwd or Path.cwd()),
-            kernel_name="python3",
-            progress_bar=progress,
-            log_output=False,
-        )
+        with _kernel_environment(environment):
+            papermill.execute_notebook(
+                _literal_path(path),  # papermill formats paths with the parameters
+                _literal_path(out),
+                parameters=kernel,
+                cwd=str(cwd or Path.cwd()),
+                kernel_name="python3",
+                progress_bar=progress,
+                log_output=False,
+            )
     except PapermillExecutionError as exc:
         raise NotebookError(
-            f"{path.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}; see {out}"
-        ) from exc
+            f"{path.name} failed in cell {exc.exec_count}: {exc.ename}: "
+            f"{redact(exc.evalue, secrets)}; see {out}"
+        ) from None  # the kernel's own text stays in the (redacted) report
+    finally:
+        _redact_report(out, shown, routed, secrets)
     return out
+
+
+def _route_credentials(
+    path: Path, parameters: Mapping[str, Any], declared: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """Split the parameters: for the kernel, for the report, and which go by environment.
+
+    A parameter holding credentials goes to the kernel as ``None`` with its value in the
+    environment variable named in its parameters-cell comment; the report shows it masked.
+    """
+    kernel: dict[str, Any] = {}
+    shown: dict[str, Any] = {}
+    routed: dict[str, str] = {}
+    refused = []
+    for name, value in parameters.items():
+        kernel[name] = shown[name] = value
+        if not has_secret(value):
+            continue
+        spec = declared[name]
+        variable = next((v for v in CREDENTIAL_VARIABLES if v in (spec.get("help") or "")), None)
+        if variable is None or spec.get("default") != "None" or not isinstance(value, str):
+            refused.append(name)
+            continue
+        kernel[name], shown[name], routed[name] = None, mask_url(value), variable
+    if refused:
+        # papermill writes every parameter into the executed notebook, in plain text
+        raise ValidationError(
+            f"parameter(s) {refused} hold a password or key, which the report notebook would "
+            f"keep, and {path.name} does not read them from the environment: leave them out "
+            f"and set the credentials in the environment ({', '.join(CREDENTIAL_VARIABLES)}, "
+            "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3)"
+        )
+    return kernel, shown, routed
+
+
+@contextlib.contextmanager
+def _kernel_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables while a kernel starts and runs; restore them after."""
+    if not values:
+        yield
+        return
+    with _ENVIRONMENT_LOCK:
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def _literal_path(path: Path) -> str:
+    return str(path).replace("{", "{{").replace("}", "}}")
+
+
+def _redact_report(
+    out: Path, shown: Mapping[str, Any], routed: Mapping[str, str], secrets: list[str]
+) -> None:
+    """Rewrite the executed notebook as it may be kept: what the run wrote, redacted.
+
+    Cell outputs and papermill's metadata (the run's products) are redacted; the code is the
+    notebook's own and stays as it is. Each parameter that went through the environment is
+    shown masked, with where it went.
+    """
+    import nbformat
+
+    if not out.is_file():
+        return  # the kernel never started
+    nb = nbformat.read(out, as_version=4)
+    clean = nb.copy()  # shallow: only what is replaced below is new
+    clean["metadata"] = {
+        **nb.metadata,
+        "papermill": _redact_texts(nb.metadata.get("papermill", {}), secrets),
+    }
+    clean["cells"] = [
+        {**cell, "outputs": _redact_texts(cell["outputs"], secrets)} if "outputs" in cell else cell
+        for cell in nb.cells
+    ]
+    if routed:
+        clean["metadata"]["papermill"]["parameters"] = dict(shown)
+        notes = "".join(
+            f"\n# {name}: {shown[name]} (given to the kernel in {variable})"
+            for name, variable in routed.items()
+        )
+        clean["cells"] = [
+            {**cell, "source": cell["source"] + notes}
+            if "injected-parameters" in cell.get("metadata", {}).get("tags", [])
+            else cell
+            for cell in clean["cells"]
+        ]
+    if clean != nb:
+        nbformat.write(nbformat.from_dict(clean), out)
+
+
+def _redact_texts(value: Any, secrets: list[str], key: str = "") -> Any:
+    """A copy of a JSON value with every string redacted; images are kept as they are."""
+    if isinstance(value, str):
+        return value if key.startswith("image/") else redact(value, secrets)
+    if isinstance(value, Mapping):
+        return {k: _redact_texts(v, secrets, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_texts(v, secrets) for v in value]
+    return value

@@ -35,6 +35,12 @@ Environment (read at :class:`IQStore` creation)
         Region.
     ``HEIMDALL_S3_ADDRESSING_STYLE``
         ``path`` (default, what MinIO needs) or ``virtual``.
+
+Credentials in the URL
+    ``s3://KEY:SECRET@bucket/prefix`` works too: the key and secret are taken out of the URL
+    and handed to s3fs as options. :attr:`IQStore.url`, every message, log line, marker and
+    returned URL show it masked (``s3://***@bucket/prefix``); such a masked URL, given back to
+    :class:`IQStore`, means "the environment's credentials".
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ from heimdall_lab.home import home_path
 from heimdall_lab.ids import check_capture_id, check_receiver_name, is_capture_id
 from heimdall_lab.recording import FRAME_SAMPLES
 from heimdall_lab.retry import RetryPolicy
-from heimdall_lab.urls import mask_url
+from heimdall_lab.urls import MASK, mask_url, redact, secrets_in, split_credentials
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -315,12 +321,18 @@ def _is_store_error(exc: BaseException) -> bool:
     return any(type(e).__module__.startswith(("botocore", "aiobotocore")) for e in _chain(exc))
 
 
-def _storage_error(action: str, url: str, exc: BaseException, attempts: int) -> StorageError:
-    """Map a filesystem or S3 error to a :class:`StorageError` that says what to do."""
+def _storage_error(
+    action: str, url: str, exc: BaseException, attempts: int, secrets: Sequence[str] = ()
+) -> StorageError:
+    """Map a filesystem or S3 error to a :class:`StorageError` that says what to do.
+
+    The error's own text (botocore and s3fs echo URLs, paths and sometimes keys) is redacted,
+    with ``secrets`` (the store's credentials) masked wherever they appear.
+    """
     url = mask_url(url)
     code = _s3_code(exc)
     eno = _errno(exc)
-    detail = f"{type(exc).__name__}: {exc}"
+    detail = redact(f"{type(exc).__name__}: {exc}", secrets)
     if eno in (errno.ENOSPC, errno.EDQUOT) or code in _FULL_CODES:
         msg = (
             f"could not {action} {url}: the store is full (no space left on the device or "
@@ -399,14 +411,20 @@ class IQStore:
         ``s3://bucket/prefix``; :func:`default_iq_url` when omitted.
     storage_options : dict, optional
         fsspec options, merged over the environment's defaults for S3 (see
-        :func:`s3_storage_options`). Keys or secrets passed here are used, never logged.
+        :func:`s3_storage_options`) and the credentials of an ``s3://KEY:SECRET@bucket`` URL.
+        Keys or secrets passed either way are used, never logged or stored.
     retry : RetryPolicy, optional
         Retries of connection errors.
+
+    Attributes
+    ----------
+    url : str
+        The store URL, credentials masked (``s3://***@bucket/prefix`` when the URL held them).
 
     Raises
     ------
     ValidationError
-        If the URL is empty.
+        If the URL is empty, or holds credentials s3fs cannot take from it.
     """
 
     def __init__(
@@ -429,12 +447,17 @@ class IQStore:
             self.fs: fsspec.AbstractFileSystem = fsspec.filesystem("file", auto_mkdir=True)
             self._root = self.url
         else:
-            self.url = url.rstrip("/")
-            protocol = self.url.split("://", 1)[0].lower()
+            url = url.rstrip("/")
+            protocol = url.split("://", 1)[0].lower()
             base = s3_storage_options() if protocol in _S3_PROTOCOLS else {}
-            self._options = _merge(base, storage_options or {})
-            self.fs, self._root = fsspec.url_to_fs(self.url, **self._options)
+            bare, given = _url_credentials(url, protocol)
+            self.url = mask_url(url)
+            self._options = _merge(_merge(base, given), storage_options or {})
+            self._bare_url = bare
+            self.fs, self._root = fsspec.url_to_fs(bare, **self._options)
             self._root = self._root.rstrip("/")
+        # What error texts must never show (botocore and s3fs may echo what they were given).
+        self._secrets = secrets_in([url, self._options])
         self.retries = 0
 
     def __repr__(self) -> str:
@@ -489,7 +512,7 @@ class IQStore:
                 url,
                 action,
                 type(exc).__name__,
-                exc,
+                redact(exc, self._secrets),
                 state.attempt_number,
                 policy.attempts,
                 wait,
@@ -506,7 +529,7 @@ class IQStore:
         except Exception as exc:
             if not _is_store_error(exc):
                 raise
-            raise _storage_error(action, self.url, exc, tries) from exc
+            raise _storage_error(action, self.url, exc, tries, self._secrets) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _rm(self, path: str, recursive: bool = False) -> bool:
@@ -595,7 +618,7 @@ class IQStore:
             if isinstance(raw, FileNotFoundError) or raw is None:
                 continue
             if isinstance(raw, BaseException):
-                raise _storage_error("list", self.url, raw, 1) from raw
+                raise _storage_error("list", self.url, raw, 1, self._secrets) from raw
             if _parse_marker(raw, cid) is not None:
                 complete.append(cid)
         return sorted(complete)
@@ -801,8 +824,9 @@ class IQStore:
         if self.local:
             store: Any = zarr.storage.LocalStore(self._prefix(capture_id), read_only=True)
         else:
+            url = f"{self._bare_url}/{CAPTURES}/{check_capture_id(capture_id)}.zarr"
             store = zarr.storage.FsspecStore.from_url(
-                self.url_for(capture_id), storage_options=self._options, read_only=True
+                url, storage_options=self._options, read_only=True
             )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
@@ -814,6 +838,23 @@ class IQStore:
         ds = lazy.chunk({})
         ds["iq"] = lazy["iq"].chunk(dict(zip(lazy["iq"].dims, blocks, strict=True)))
         return ds
+
+
+def _url_credentials(url: str, protocol: str) -> tuple[str, dict[str, Any]]:
+    """The URL fsspec is given, and the options carrying the credentials taken out of it."""
+    bare, user, password = split_credentials(url)
+    if user is None or MASK in (user, password):
+        # No credentials, or masked ones (a URL this package wrote): the environment's.
+        return (bare if user is not None else url), {}
+    if protocol in _S3_PROTOCOLS and password is not None:
+        return bare, {"key": user, "secret": password}
+    if password is None and protocol not in _S3_PROTOCOLS:
+        return url, {}  # user information that is no secret (abfs://container@account)
+    raise ValidationError(
+        f"store URL {mask_url(url)}: give S3 credentials as s3://KEY:SECRET@bucket/prefix, and "
+        "other credentials in storage_options or the environment (for S3: AWS_ACCESS_KEY_ID "
+        f"and AWS_SECRET_ACCESS_KEY), not in a {protocol}:// URL"
+    )
 
 
 def _lookup(found: Mapping[str, Any], path: str) -> Any:
