@@ -65,7 +65,6 @@ import dask
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-import xarray as xr
 from sqlalchemy.engine import Engine
 
 from heimdall_lab import db
@@ -73,7 +72,7 @@ from heimdall_lab.errors import DatabaseError, HeimdallError, ValidationError
 from heimdall_lab.ids import check_capture_id
 from heimdall_lab.measurement import ACQUISITION_METADATA
 from heimdall_lab.notebooks import notebook_parameters, notebook_path, run_notebook
-from heimdall_lab.processing import capture_metrics, measurement_rows
+from heimdall_lab.processing import stored_measurement_rows
 from heimdall_lab.store import IQStore
 from heimdall_lab.urls import mask_url
 from heimdall_lab.values import jsonable, positive, to_json
@@ -210,32 +209,7 @@ def _measure_part(
     part = IQStore(store_url, storage_options).open(capture_id, receivers=receivers)
     with dask.config.set(scheduler="synchronous"):  # inside the task: no nested scheduling
         part = part[_MEASURE_VARS].load()
-    return _receiver_rows(part, iq_url)
-
-
-def _receiver_rows(part: xr.Dataset, iq_url: str) -> pd.DataFrame:
-    """Measurement rows of some receivers, computed as capture() computes them."""
-    names = [str(r) for r in part["receiver"].values]
-    n = len(names)
-    complete = (
-        part["complete"].values.astype(bool) if "complete" in part.coords else np.ones(n, bool)
-    )
-    lost = (
-        part["lost_frames"].values.astype(np.int64)
-        if "lost_frames" in part.coords
-        else np.zeros(n, np.int64)
-    )
-    status = pd.DataFrame(
-        {
-            "status": np.where(complete, "ok", "incomplete"),
-            "reason": np.where(complete, "", "incomplete"),
-            "lost_frames": lost,
-            "skipped_frames": np.zeros(n, np.int64),
-        },
-        index=pd.Index(names, name="receiver"),
-    )
-    metrics = capture_metrics(part)
-    return measurement_rows(metrics, part, iq_url=iq_url, status=status)
+    return stored_measurement_rows(part, iq_url)
 
 
 def _receiver_groups(n_receivers: int, n_samples: int, task_bytes: int) -> list[slice]:

@@ -8,7 +8,8 @@ database engine. The metrics and measurement rows come from :mod:`heimdall_lab.p
 It records the
 capture in the database before anything connects, moves it through the stages
 ``connecting`` -> ``receiving`` -> ``processing`` -> ``storing`` -> ``done`` (or
-``partial`` when some receivers failed, ``failed`` when a stage failed) with a percentage,
+``partial`` when some receivers failed, ``failed`` when a stage failed, ``cancelled`` on
+Ctrl-C) with a percentage, and beats (``captures.heartbeat_at``) while it runs,
 and returns a :class:`Capture` holding the Dataset, the metrics table and every receiver's
 status. A stage that fails is recorded with its reason; what earlier stages produced stays
 in the returned object and, where its own stage succeeded, in the stores.
@@ -21,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,7 @@ class Capture:
         Every parameter needed to repeat the capture (stored with it).
     stage : str
         ``pending``, ``connecting``, ``receiving``, ``processing``, ``storing``, ``done``,
-        ``partial`` or ``failed``; readable while the capture runs.
+        ``partial``, ``failed`` or ``cancelled``; readable while the capture runs.
     percent : float
         Progress, 0 to 100.
     errors : list of str
@@ -85,6 +86,8 @@ class Capture:
         The database, password masked.
     measurements_written : int
         Rows written to ``measurements`` by this call.
+    start_time : datetime or None
+        When acquisition started (UTC).
     """
 
     capture_id: str
@@ -101,6 +104,7 @@ class Capture:
     iq_url: str | None = None
     database_url: str = ""
     measurements_written: int = 0
+    start_time: datetime | None = None
 
     @property
     def dataset(self) -> xr.Dataset | None:
@@ -215,6 +219,30 @@ class _Recorder:
         self.db_down = engine is None
         self._last_db = 0.0
         self._lock = threading.Lock()
+        self._stop_beating = threading.Event()
+        self._heart: threading.Thread | None = None
+
+    def start_heartbeat(self) -> None:
+        """Beat (``captures.heartbeat_at``) every :data:`db.HEARTBEAT_S` s until stopped."""
+
+        def beat() -> None:
+            while True:
+                if not self.db_down and self.engine is not None:
+                    try:
+                        db.beat(self.engine, self.cap.capture_id)
+                    except DatabaseError as exc:
+                        log.debug("capture %s: heartbeat missed: %s", self.cap.capture_id, exc)
+                if self._stop_beating.wait(db.HEARTBEAT_S):
+                    return
+
+        self._heart = threading.Thread(target=beat, name="heimdall-heartbeat", daemon=True)
+        self._heart.start()
+
+    def stop_heartbeat(self) -> None:
+        """Stop beating (the capture has reached a final stage, or its process is leaving)."""
+        self._stop_beating.set()
+        if self._heart is not None:
+            self._heart.join()
 
     def _db(self, force: bool) -> None:
         if self.db_down or self.engine is None:
@@ -245,6 +273,7 @@ class _Recorder:
             "progress": round(cap.percent, 2),
             "error": note or None,
             "iq_url": cap.iq_url,
+            "start_time": cap.start_time,
         }
 
     def set(
@@ -401,6 +430,10 @@ def capture(
         Bad parameters or unknown receivers, before anything connects.
     DatabaseError
         The database is unreachable and the receivers cannot be known without it.
+    KeyboardInterrupt
+        On Ctrl-C (or a Jupyter interrupt): the acquisition stops at once, what each
+        receiver delivered is measured and stored as incomplete, the row says
+        ``cancelled``, and then the interrupt goes on.
 
     Examples
     --------
@@ -451,10 +484,21 @@ def capture(
                     raise
                 rec.db_down = True
         run = _Run(cap, rec, chosen, iq_store, engine, home)
-        run.acquire(settings, deadline_s, retries, reference)
-        if cap.acquisition is not None and cap.dataset.sizes["receiver"]:
-            run.process_and_store()
-        run.finish(create)
+        rec.start_heartbeat()
+        try:
+            run.acquire(settings, deadline_s, retries, reference)
+            if cap.acquisition is not None and cap.dataset.sizes["receiver"]:
+                run.process_and_store()
+            run.finish(create)
+        except KeyboardInterrupt:
+            rec.set("cancelled", force=True)  # interrupted after receiving: say so, then go
+            raise
+        finally:
+            rec.stop_heartbeat()
+        if cap.stage == "cancelled":
+            raise KeyboardInterrupt(
+                f"capture {capture_id} cancelled; what was received is kept as incomplete"
+            )
         return cap
     finally:
         if own_engine and engine is not None:
@@ -485,6 +529,7 @@ class _Run:
         gps_reference: np.datetime64 | None,
     ) -> None:
         cap, rec = self.cap, self.rec
+        cap.start_time = datetime.now(UTC)
         rec.set("connecting", 0.0, force=True)
         kwargs: dict[str, Any] = {
             "settings": settings,
@@ -575,7 +620,9 @@ class _Run:
 
     def finish(self, create: dict[str, Any]) -> None:
         cap, rec = self.cap, self.rec
-        if cap.errors:
+        if cap.acquisition is not None and cap.acquisition.cancelled:
+            final = "cancelled"
+        elif cap.errors:
             final = "failed"
         elif cap.acquisition is not None and len(cap.acquisition.ok) < len(
             cap.acquisition.outcomes
@@ -583,7 +630,7 @@ class _Run:
             final = "partial"
         else:
             final = "done"
-        rec.set(final, 100.0 if final != "failed" else None, force=True)
+        rec.set(final, 100.0 if final in ("done", "partial") else None, force=True)
         if rec.db_down:
             try:
                 spool.keep_capture(cap.capture_id, create, rec.row_update(), self.chosen, self.home)

@@ -171,4 +171,42 @@ def measurement_rows(
     return pd.DataFrame(rows, columns=["receiver", *MEASUREMENT_COLUMNS])
 
 
-__all__ = ["PSD_RESOLUTION_HZ", "capture_metrics", "measurement_rows"]
+def stored_measurement_rows(ds: xr.Dataset, iq_url: str) -> pd.DataFrame:
+    """Measurement rows of a stored capture, computed as a live capture computes them.
+
+    The acquisition's status table is rebuilt from what the store keeps (``complete`` and
+    ``lost_frames`` per receiver); what it does not keep (skipped frames) counts as 0.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A stored capture, or some of its receivers.
+    iq_url : str
+        Where it is stored.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`measurement_rows`.
+    """
+    names = [str(r) for r in ds["receiver"].values]
+    n = len(names)
+    complete = ds["complete"].values.astype(bool) if "complete" in ds.coords else np.ones(n, bool)
+    lost = (
+        ds["lost_frames"].values.astype(np.int64)
+        if "lost_frames" in ds.coords
+        else np.zeros(n, np.int64)
+    )
+    status = pd.DataFrame(
+        {
+            "status": np.where(complete, "ok", "incomplete"),
+            "reason": np.where(complete, "", "incomplete"),
+            "lost_frames": lost,
+            "skipped_frames": np.zeros(n, np.int64),
+        },
+        index=pd.Index(names, name="receiver"),
+    )
+    return measurement_rows(capture_metrics(ds), ds, iq_url=iq_url, status=status)
+
+
+__all__ = ["PSD_RESOLUTION_HZ", "capture_metrics", "measurement_rows", "stored_measurement_rows"]

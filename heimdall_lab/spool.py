@@ -30,8 +30,10 @@ from heimdall_lab import db
 from heimdall_lab.errors import HeimdallError, StorageError
 from heimdall_lab.home import confined_path, home_path
 from heimdall_lab.ids import check_capture_id
+from heimdall_lab.processing import stored_measurement_rows
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.store import IQStore, default_iq_url
+from heimdall_lab.store.iq import CAPTURES
 from heimdall_lab.urls import MASK, mask_url
 from heimdall_lab.values import jsonable
 
@@ -252,6 +254,39 @@ def _sync_one(folder: Path, engine: Engine | None) -> dict[str, Any]:
     return result
 
 
+def _recover(engine: Engine, stale: db.StaleCapture) -> dict[str, Any]:
+    """End a capture whose process died: from its complete IQ if it was stored, else failed."""
+    note = f"interrupted at {stale.status}: no heartbeat for {stale.silent_s:.0f} s"
+    old = db.get_capture(engine, stale.id)
+    previous = (old.error_message or "") if old is not None else ""
+    result: dict[str, Any] = {"capture_id": stale.id, "iq_url": None, "rows": 0, "error": ""}
+    suffix = f"/{CAPTURES}/{stale.id}.zarr"
+    if stale.iq_url and stale.iq_url.endswith(suffix):
+        store = IQStore(_target_store(stale.iq_url[: -len(suffix)]))
+        if store.exists(stale.id):
+            ds = store.open(stale.id).load()
+            rows = stored_measurement_rows(ds, stale.iq_url)
+            result.update(iq_url=stale.iq_url, rows=db.write_measurements(engine, stale.id, rows))
+            complete = bool(ds["complete"].all()) if "complete" in ds.coords else True
+            db.update_capture(
+                engine,
+                stale.id,
+                status="done" if complete and not previous else "partial",
+                progress=100.0,
+                error="\n".join(
+                    filter(None, [previous, f"{note}; its IQ was complete: measured by sync"])
+                ),
+            )
+            log.warning("capture %s: %s; measured from its stored IQ", stale.id, note)
+            return result
+    db.update_capture(
+        engine, stale.id, status="failed", error="\n".join(filter(None, [previous, note]))
+    )
+    log.warning("capture %s: %s; marked failed", stale.id, note)
+    result["error"] = f"{note}: marked failed"
+    return result
+
+
 def sync(
     *,
     database_url: str | None = None,
@@ -270,8 +305,10 @@ def sync(
     home : str or pathlib.Path, optional
         Local state directory.
     stale_after_s : float or None, default 3600
-        Captures left in a running stage for longer are marked failed (a killed process);
-        ``None`` leaves them.
+        Captures left in a running stage whose process has not beaten for this long (at
+        least :data:`heimdall_lab.db.STALE_AFTER_S`) are taken for dead: one whose IQ was
+        stored completely gets its measurements recomputed from it and ends ``done`` or
+        ``partial``; any other is marked ``failed``. ``None`` leaves them.
 
     Returns
     -------
@@ -302,15 +339,7 @@ def sync(
             if not any(folder.iterdir()):
                 folder.rmdir()
         if stale_after_s is not None:
-            for capture_id in db.fail_stale_captures(engine, stale_after_s):
-                results.append(
-                    {
-                        "capture_id": capture_id,
-                        "iq_url": None,
-                        "rows": 0,
-                        "error": "interrupted: marked failed",
-                    }
-                )
+            results += [_recover(engine, c) for c in db.stale_captures(engine, stale_after_s)]
     finally:
         if own:
             engine.dispose()

@@ -9,6 +9,8 @@ stays bounded. ``reports/hostile.md`` gets one row per mode.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,12 +19,12 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+from hostile import MODES, STATUS_MODES, HostileServer
 
 from heimdall_lab import db
 from heimdall_lab.emulate import emulated
 from heimdall_lab.kiwi.client import StreamSettings, check_health
 from heimdall_lab.pipeline import capture
-from hostile import MODES, STATUS_MODES, HostileServer
 
 pytestmark = pytest.mark.xdist_group("db")
 
@@ -152,7 +154,36 @@ def teardown_module() -> None:
     ]
     for mode, r in _RESULTS.items():
         lines.append(
-            f"| {mode} | {r['outcome']} | {r['stage']} | {r['seconds']:.1f} | "
-            f"{r['peak_mb']:.0f} |"
+            f"| {mode} | {r['outcome']} | {r['stage']} | {r['seconds']:.1f} | {r['peak_mb']:.0f} |"
         )
     REPORT.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("mode", ["snd_flood", "gnss_nonsense", "audio_rate_abc"])
+def test_the_cli_says_partial_in_one_line(mode, good, env):
+    """At the command line, a hostile receiver costs exit code 1 and one line on stderr."""
+    with HostileServer(mode) as bad:
+        proc = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("heimdall-lab")),
+                "capture",
+                "-f",
+                "10e6",
+                "-d",
+                str(DURATION_S),
+                "-r",
+                f"{good.name}={good.host}:{good.port}",
+                "-r",
+                f"hostile={bad.receiver.host}:{bad.port}",
+                "--read-timeout",
+                "1.5",
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "hostile" in lines[0], lines
+    assert ": partial" in proc.stdout

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from support import FAKE_KEY, FAKE_SECRET, TcpProxy, make_bucket, s3_env
@@ -477,32 +478,62 @@ def test_database_down_for_the_whole_capture(embedded, embedded_engine, tmp_path
     )
 
 
-def test_killed_capture_is_never_marked_done(embedded, embedded_engine, tmp_path):
-    import uuid
-
-    capture_id = uuid.uuid4().hex
-    code = (
-        "from heimdall_lab.pipeline import capture\n"
-        "from heimdall_lab.emulate import emulated\n"
-        "with emulated(seed=19, receivers=['HB9Q']) as emu:\n"
-        f"    capture(10e6, 30.0, capture_id={capture_id!r}, **emu.capture_options)\n"
-    )
+def _capture_process(embedded, tmp_path, capture_id: str, body: str, cli: list[str] | None = None):
+    """A capture in a process of its own (to be killed or interrupted), on the test's stores."""
     env = {
         **os.environ,
         "HEIMDALL_DATABASE_URL": embedded.url,
         "HEIMDALL_IQ_URL": str(tmp_path / "iq"),
         "HEIMDALL_HOME": str(tmp_path / "home"),
     }
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    command = cli or [sys.executable, "-c", body]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(engine, capture_id: str, check, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = db.get_capture(engine, capture_id)
+        if row is not None and check(row):
+            return row
+        time.sleep(0.1)
+    pytest.fail(f"capture {capture_id} never {what}")
+
+
+def _silence(engine, capture_id: str, seconds: float) -> None:
+    """Move a capture's last heartbeat back, as if ``seconds`` had passed without one."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE captures SET heartbeat_at = heartbeat_at - make_interval(secs => :s) "
+                "WHERE id = :c"
+            ),
+            {"s": seconds, "c": capture_id},
+        )
+
+
+def test_killed_capture_is_never_marked_done(embedded, embedded_engine, tmp_path):
+    import uuid
+
+    capture_id = uuid.uuid4().hex
+    body = (
+        "from heimdall_lab.pipeline import capture\n"
+        "from heimdall_lab.emulate import emulated\n"
+        "with emulated(seed=19, receivers=['HB9Q']) as emu:\n"
+        f"    capture(10e6, 30.0, capture_id={capture_id!r}, **emu.capture_options)\n"
+    )
+    proc = _capture_process(embedded, tmp_path, capture_id, body)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            row = db.get_capture(embedded_engine, capture_id)
-            if row is not None and row.status == "receiving" and row.progress_percent > 10:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the capture never started receiving")
+        _wait_for(
+            embedded_engine,
+            capture_id,
+            lambda r: r.status == "receiving" and r.progress_percent > 10,
+            "started receiving",
+        )
+        # While it lives, it beats: even --stale-after 0 leaves it alone.
+        spool.sync(engine=embedded_engine, home=tmp_path / "sync", stale_after_s=0)
+        live = db.get_capture(embedded_engine, capture_id)
+        assert live.status == "receiving" and live.heartbeat_at is not None
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=20)
     finally:
@@ -512,15 +543,109 @@ def test_killed_capture_is_never_marked_done(embedded, embedded_engine, tmp_path
     assert row.status == "receiving"  # not done, whatever happens next
     assert not IQStore(str(tmp_path / "iq")).exists(capture_id)
     assert rows_of(embedded_engine, capture_id) == (0, 0)
-    marked = db.fail_stale_captures(embedded_engine, 0)
-    assert capture_id in marked
-    assert db.get_capture(embedded_engine, capture_id).status == "failed"
+    _silence(embedded_engine, capture_id, db.STALE_AFTER_S + 5)
+    synced = spool.sync(engine=embedded_engine, home=tmp_path / "sync", stale_after_s=0)
+    assert capture_id in set(synced["capture_id"])
+    dead = db.get_capture(embedded_engine, capture_id)
+    assert dead.status == "failed" and "no heartbeat" in dead.error_message
     record(
         "capture process killed (SIGKILL) while receiving",
-        "never marked done; no complete IQ; marked failed by sync",
-        "left at 'receiving', no IQ, no rows; then 'failed'",
+        "never marked done; a live capture is never taken for dead; no complete IQ: failed",
+        "left at 'receiving', untouched by sync while beating; no IQ, no rows; then 'failed'",
         0,
         0,
+    )
+
+
+def test_killed_after_the_iq_was_stored_is_measured_by_sync(embedded, embedded_engine, tmp_path):
+    import uuid
+
+    capture_id = uuid.uuid4().hex
+    # The process dies the moment it would write its measurement rows: its IQ is complete.
+    body = (
+        "import os\n"
+        "from heimdall_lab import db\n"
+        "from heimdall_lab.pipeline import capture\n"
+        "from heimdall_lab.emulate import emulated\n"
+        "db.write_measurements = lambda *a, **k: os._exit(9)\n"
+        "with emulated(seed=21, receivers=['HB9Q', 'PH0M'], realtime=False) as emu:\n"
+        f"    capture(10e6, 2.0, capture_id={capture_id!r}, **emu.capture_options)\n"
+    )
+    proc = _capture_process(embedded, tmp_path, capture_id, body)
+    assert proc.wait(timeout=120) == 9
+    row = db.get_capture(embedded_engine, capture_id)
+    assert row.status == "storing" and row.iq_url
+    assert IQStore(str(tmp_path / "iq")).exists(capture_id)
+    assert rows_of(embedded_engine, capture_id) == (0, 0)
+    _silence(embedded_engine, capture_id, db.STALE_AFTER_S + 5)
+    for _ in range(2):  # twice: the second changes nothing
+        spool.sync(engine=embedded_engine, home=tmp_path / "sync", stale_after_s=0)
+    after = db.get_capture(embedded_engine, capture_id)
+    total, dup = rows_of(embedded_engine, capture_id)
+    assert after.status == "done", after.error_message
+    assert "measured by sync" in after.error_message
+    record(
+        "capture process killed after its IQ was stored, before its rows",
+        "sync measures the stored IQ; the capture is done, not failed",
+        f"'storing' until sync; then '{after.status}' with {total} rows from the stored IQ",
+        2 - total,
+        dup,
+    )
+
+
+def test_ctrl_c_cancels_and_keeps_what_arrived(embedded, embedded_engine, tmp_path):
+    proc = _capture_process(
+        embedded,
+        tmp_path,
+        "",
+        "",
+        cli=[
+            str(Path(sys.executable).with_name("heimdall-lab")),
+            "capture",
+            "--seed",
+            "23",
+            "-f",
+            "10e6",
+            "-d",
+            "30",
+            "-q",
+        ],
+    )
+    try:
+        deadline = time.monotonic() + 60
+        row = None
+        while time.monotonic() < deadline and row is None:
+            recent = db.list_captures(embedded_engine, limit=5)
+            live = recent[(recent["status"] == "receiving") & (recent["progress_percent"] > 10)]
+            newest = live[live["created_at"] > pd.Timestamp.now(tz="UTC") - pd.Timedelta("2min")]
+            row = newest.iloc[0] if len(newest) else None
+            time.sleep(0.1)
+        assert row is not None, "the capture never started receiving"
+        capture_id = row["id"]
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+        seconds = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err.decode(), lines
+    after = db.get_capture(embedded_engine, capture_id)
+    assert after.status == "cancelled"
+    assert after.start_time is not None
+    stored = IQStore(str(tmp_path / "iq")).open(capture_id)
+    assert stored.sizes["receiver"] == 7
+    assert not stored["complete"].values.any()  # kept, as incomplete
+    assert 0 < int(stored["n_samples"].min()) < 30 * 12000
+    total, dup = rows_of(embedded_engine, capture_id)
+    record(
+        f"Ctrl-C during a capture (exit after {seconds:.1f} s)",
+        "exit 130 in one line; row 'cancelled'; what arrived stored as incomplete",
+        f"exit {proc.returncode}, row '{after.status}', IQ of 7 receivers and {total} rows kept",
+        7 - total,
+        dup,
     )
 
 

@@ -30,12 +30,17 @@ from __future__ import annotations
 
 from heimdall_lab.db.captures import (
     CAPTURE_STATUSES,
+    HEARTBEAT_S,
+    RUNNING_STATUSES,
+    STALE_AFTER_S,
     CaptureRecord,
+    StaleCapture,
+    beat,
     create_capture,
-    fail_stale_captures,
     get_capture,
     list_captures,
     set_iq_url,
+    stale_captures,
     update_capture,
 )
 from heimdall_lab.db.columns import MEASUREMENT_COLUMNS
@@ -62,13 +67,18 @@ from heimdall_lab.home import HOME_ENV
 
 __all__ = [
     "CAPTURE_STATUSES",
+    "HEARTBEAT_S",
     "HOME_ENV",
     "MEASUREMENT_COLUMNS",
+    "RUNNING_STATUSES",
+    "STALE_AFTER_S",
     "URL_ENV",
     "CaptureRecord",
     "EmbeddedServer",
+    "StaleCapture",
     "add_receiver",
     "applied_migrations",
+    "beat",
     "bucketed_measurements",
     "connection",
     "create_capture",
@@ -76,7 +86,6 @@ __all__ = [
     "deactivate_receiver",
     "embedded_home",
     "enable_timescale",
-    "fail_stale_captures",
     "get_capture",
     "get_engine",
     "is_timescale",
@@ -91,6 +100,7 @@ __all__ = [
     "seed_receivers",
     "session",
     "set_iq_url",
+    "stale_captures",
     "start_embedded",
     "stop_embedded",
     "update_capture",

@@ -34,6 +34,12 @@ CAPTURE_STATUSES = (
     "failed",
     "cancelled",
 )
+#: Stages of a capture still running (its process should be beating).
+RUNNING_STATUSES = ("pending", "connecting", "receiving", "processing", "storing")
+#: Seconds between a live capture's heartbeats (:func:`beat`).
+HEARTBEAT_S = 2.0
+#: Seconds without a heartbeat after which a running capture is taken for dead.
+STALE_AFTER_S = 15.0
 
 
 # ----------------------------------------------------------------------------- captures
@@ -61,6 +67,8 @@ class CaptureRecord:
         Why it failed; where its IQ is; which heimdall_lab wrote it.
     created_at, updated_at : pandas.Timestamp
         Row times (UTC).
+    heartbeat_at : pandas.Timestamp or None
+        The last heartbeat of the process running the capture (:func:`beat`).
     """
 
     id: str
@@ -75,6 +83,7 @@ class CaptureRecord:
     software_version: str | None
     created_at: pd.Timestamp
     updated_at: pd.Timestamp
+    heartbeat_at: pd.Timestamp | None = None
 
 
 _CAPTURE_COLUMNS = [f.name for f in dataclasses.fields(CaptureRecord)]
@@ -251,7 +260,7 @@ def get_capture(engine: Engine, capture_id: str) -> CaptureRecord | None:
     if row is None:
         return None
     rec = dict(zip(_CAPTURE_COLUMNS, row, strict=True))
-    for key in ("start_time", "created_at", "updated_at"):
+    for key in ("start_time", "created_at", "updated_at", "heartbeat_at"):
         rec[key] = _ts_or_none(rec[key])
     return CaptureRecord(**rec)
 
@@ -280,7 +289,7 @@ def list_captures(engine: Engine, limit: int = 100) -> pd.DataFrame:
             {"n": int(limit)},
         )
         df = pd.DataFrame(result.fetchall(), columns=_CAPTURE_COLUMNS)
-    for col in ("start_time", "created_at", "updated_at"):
+    for col in ("start_time", "created_at", "updated_at", "heartbeat_at"):
         df[col] = pd.to_datetime(df[col], utc=True)
     return df
 
@@ -323,40 +332,80 @@ def set_iq_url(engine: Engine, capture_id: str, iq_url: str) -> int:
         ).rowcount
 
 
-def fail_stale_captures(engine: Engine, older_than_s: float = 3600.0) -> list[str]:
-    """Mark captures left in a running stage by a killed process as failed.
-
-    A capture whose process died stays at the stage it had reached (never ``done``); this
-    marks those without progress for ``older_than_s`` seconds as ``failed``.
+def beat(engine: Engine, capture_id: str) -> None:
+    """Record that the process running a capture is alive (sets ``heartbeat_at``).
 
     Parameters
     ----------
     engine : sqlalchemy.engine.Engine
         The database.
-    older_than_s : float, default 3600
-        Seconds since the row last changed.
+    capture_id : str
+        The capture.
+    """
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE captures SET heartbeat_at = now() WHERE id = :c"), {"c": capture_id}
+        )
+
+
+@dataclass(frozen=True)
+class StaleCapture:
+    """A capture left in a running stage by a process that stopped beating.
+
+    Attributes
+    ----------
+    id : str
+        The capture.
+    status : str
+        The stage it was left at.
+    iq_url : str or None
+        Where its IQ was stored, if it got that far.
+    silent_s : float
+        Seconds since its last heartbeat (or its last change, for a row that never beat).
+    """
+
+    id: str
+    status: str
+    iq_url: str | None
+    silent_s: float
+
+
+def stale_captures(engine: Engine, older_than_s: float = STALE_AFTER_S) -> list[StaleCapture]:
+    """Captures in a running stage whose process stopped beating.
+
+    A live capture beats every :data:`HEARTBEAT_S` seconds, so a capture is taken for dead
+    only after :data:`STALE_AFTER_S` seconds without a heartbeat (or ``older_than_s``, when
+    that is longer), however long it has been running.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    older_than_s : float, optional
+        Seconds of silence; never less than :data:`STALE_AFTER_S`.
 
     Returns
     -------
-    list of str
-        The captures marked.
+    list of StaleCapture
+        Oldest first.
 
     Raises
     ------
     ValidationError
-        If ``older_than_s`` is negative.
+        If ``older_than_s`` is negative or not a number.
     """
     if not older_than_s >= 0:
         raise ValidationError(f"older_than_s must be >= 0, got {older_than_s!r}")
-    running = ("pending", "connecting", "receiving", "processing", "storing")
-    with engine.begin() as conn:
+    silence = max(float(older_than_s), STALE_AFTER_S)
+    with engine.connect() as conn:
         rows = conn.execute(
             sa.text(
-                "UPDATE captures SET status = 'failed', error_message = concat_ws(E'\\n', "
-                "error_message, 'interrupted: no progress since ' || updated_at::text) "
-                "WHERE status = ANY(:running) "
-                "AND updated_at < now() - make_interval(secs => :age) RETURNING id"
+                "SELECT id, status, iq_url, "
+                "extract(epoch FROM now() - coalesce(heartbeat_at, updated_at)) "
+                "FROM captures WHERE status = ANY(:running) "
+                "AND coalesce(heartbeat_at, updated_at) < now() - make_interval(secs => :age) "
+                "ORDER BY created_at"
             ),
-            {"running": list(running), "age": float(older_than_s)},
+            {"running": list(RUNNING_STATUSES), "age": silence},
         ).fetchall()
-    return [r[0] for r in rows]
+    return [StaleCapture(r[0], r[1], r[2], float(r[3])) for r in rows]

@@ -324,7 +324,8 @@ async def _acquire_one(
     )
     report("done" if status == "ok" else status, outcome.message)
     if error is not None:
-        log.warning("%s", outcome.message)
+        level = logging.INFO if error.reason == "cancelled" else logging.WARNING
+        log.log(level, "%s", outcome.message)
     return outcome
 
 

@@ -117,7 +117,8 @@ KEPT_MESSAGES = frozenset(
         "max_camp",
     }
 )
-#: Malformed frames logged one by one; the rest are counted and summed up once.
+#: Malformed frames logged one by one (at INFO: the count is in the receiver's status row);
+#: the rest are counted and summed up once.
 LOGGED_SKIPS = 3
 #: Bytes a server may send beyond twice what the requested IQ needs.
 BYTE_SLACK = 2**20
@@ -276,7 +277,7 @@ class KiwiClient:
         finally:
             await _close(ws)
             if self.skipped > LOGGED_SKIPS:
-                log.warning("%s: %d malformed frames skipped in all", name, self.skipped)
+                log.info("%s: %d malformed frames skipped in all", name, self.skipped)
         return self.recording()
 
     async def _dispatch(self, ws: ClientConnection, message: bytes | str) -> None:
@@ -323,7 +324,7 @@ class KiwiClient:
         except (OSError, InvalidHandshake) as exc:
             raise ReceiverUnreachableError(
                 f"{name}: cannot connect to {self.receiver.address} "
-                f"({protocol.shown(repr(exc), 120)}); it may be down or refusing connections",
+                f"({protocol.shown(str(exc), 120)}); it may be down or refusing connections",
                 name,
             ) from exc
 
@@ -413,7 +414,7 @@ class KiwiClient:
         self.skipped += 1
         if self.skipped <= LOGGED_SKIPS:
             more = "; more are counted, not logged" if self.skipped == LOGGED_SKIPS else ""
-            log.warning("%s: skipping a malformed frame: %s%s", self.receiver.name, why, more)
+            log.info("%s: skipping a malformed frame: %s%s", self.receiver.name, why, more)
 
     def _on_snd(self, body: bytes) -> None:
         try:
