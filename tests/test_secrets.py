@@ -334,3 +334,30 @@ def test_no_secret_is_written_anywhere(
 
     for where, text in seen.items():
         assert_clean(where, text)
+
+
+def test_a_receiver_password_is_not_in_the_frame_logs(caplog):
+    """The WebSocket library dumps every frame at DEBUG; the SET auth password never shows."""
+    from dataclasses import replace
+
+    from heimdall_lab.emulate import emulated
+    from heimdall_lab.kiwi.acquire import acquire
+
+    with (
+        caplog.at_level(logging.DEBUG),
+        emulated(seed=0, receivers=["PH0M"], realtime=False) as emu,
+    ):
+        receiver = replace(emu.receivers[0], password="RxPassw0rdQ")
+        assert "RxPassw0rdQ" in receiver.password
+        acquire([receiver], 10e6, 0.5, retries=0)
+    assert any(r.name.startswith("heimdall_lab") for r in caplog.records)
+    assert "RxPassw0rdQ" not in caplog.text
+
+
+def test_a_malformed_database_url_shows_no_part_of_its_password():
+    from heimdall_lab.db import get_engine
+
+    url = "postgresql://u:p@ss:word99@127.0.0.1/db"
+    with pytest.raises(ValidationError) as err:
+        get_engine(url)
+    assert "word99" not in str(err.value) and "p@ss" not in str(err.value)

@@ -32,8 +32,12 @@ URL_ENV = "HEIMDALL_DATABASE_URL"
 def _normalise_url(url: str | URL) -> URL:
     try:
         u = make_url(url)
-    except sa_exc.ArgumentError as err:
-        raise ValidationError(f"{mask_url(url)} is not a database URL: {err}") from None
+    except (sa_exc.ArgumentError, ValueError):
+        # The parser's own message may quote part of a password: it is not shown.
+        raise ValidationError(
+            f"database URL {mask_url(url)} is not a valid URL "
+            "(postgresql://user:password@host:port/database, the port a number)"
+        ) from None
     if u.drivername in ("postgresql", "postgres"):
         u = u.set(drivername="postgresql+psycopg2")
     if u.drivername != "postgresql+psycopg2":

@@ -38,6 +38,7 @@ from heimdall_lab.values import to_utc_ns
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
+_WS_LOG = protocol.websocket_logger(f"{__name__}.websocket")
 
 FaultKind = Literal[
     "refuse", "bad_password", "too_busy", "stall", "disconnect", "corrupt", "truncate", "slow"
@@ -286,6 +287,7 @@ class Emulator:
                 ping_interval=None,
                 max_size=2**16,
                 compression=None,
+                logger=_WS_LOG,
             )
             bound = server.sockets[0].getsockname()[1]
             unit.receiver = unit.receiver.with_address(self.host, bound)

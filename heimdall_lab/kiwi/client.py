@@ -38,6 +38,7 @@ from heimdall_lab.recording import FRAME_SAMPLES, NOMINAL_RATE, RATE_TOLERANCE, 
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
+_WS_LOG = protocol.websocket_logger(f"{__name__}.websocket")
 
 
 def recording_from_frames(frames: list[IqFrame], nominal_rate: float) -> Recording:
@@ -307,6 +308,7 @@ class KiwiClient:
                     max_queue=16,
                     compression=None,
                     user_agent_header=f"heimdall_lab/{__version__}",
+                    logger=_WS_LOG,
                 )
         except TimeoutError as exc:
             raise ReceiverTimeoutError(

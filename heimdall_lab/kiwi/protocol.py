@@ -18,6 +18,7 @@ This module is shared by the client (:mod:`heimdall_lab.kiwi.client`) and the em
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
 from collections.abc import Mapping
@@ -146,6 +147,27 @@ def split_tag(message: bytes | str) -> tuple[str, bytes]:
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"message tag {message[:3]!r} is not ASCII") from exc
     return tag, message[3:]
+
+
+def websocket_logger(name: str) -> logging.Logger:
+    """A logger for the WebSocket library on a KiwiSDR connection (client or emulator side).
+
+    The library's DEBUG lines dump every frame, the ``SET auth`` password included, so this
+    logger never passes anything below INFO, whatever level the application asks for.
+
+    Parameters
+    ----------
+    name : str
+        Logger name (the connecting module's, plus ``.websocket``).
+
+    Returns
+    -------
+    logging.Logger
+        The logger, its level at least INFO.
+    """
+    logger = logging.getLogger(name)
+    logger.setLevel(max(logger.level, logging.INFO))
+    return logger
 
 
 #: Characters of a server's value shown in a message; the rest is cut.

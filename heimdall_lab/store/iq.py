@@ -174,6 +174,8 @@ def s3_storage_options(environ: Mapping[str, str] | None = None) -> dict[str, An
         "response_checksum_validation": "when_required",
         "connect_timeout": 10,
         "read_timeout": 60,
+        # One retry layer: the store's RetryPolicy, not botocore's as well.
+        "retries": {"max_attempts": 1, "mode": "standard"},
     }
     return {"client_kwargs": client, "config_kwargs": config}
 
@@ -414,7 +416,7 @@ class IQStore:
         :func:`s3_storage_options`) and the credentials of an ``s3://KEY:SECRET@bucket`` URL.
         Keys or secrets passed either way are used, never logged or stored.
     retry : RetryPolicy, optional
-        Retries of connection errors.
+        Retries of connection errors (a remote store only: a local folder is never retried).
 
     Attributes
     ----------
@@ -439,8 +441,9 @@ class IQStore:
             raise ValidationError("the store URL is empty")
         if url.startswith("file://"):
             url = url[len("file://") :]
-        self.retry = retry or RetryPolicy()
         self.local = "://" not in url
+        # A local folder has no network to wait for: its errors are final at once.
+        self.retry = RetryPolicy(attempts=1) if self.local else (retry or RetryPolicy())
         if self.local:
             self.url = os.path.abspath(os.path.expanduser(url))
             self._options: dict[str, Any] = {}
