@@ -74,7 +74,7 @@ from heimdall_lab.measurement import ACQUISITION_METADATA
 from heimdall_lab.notebooks import notebook_parameters, notebook_path, run_notebook
 from heimdall_lab.processing import stored_measurement_rows
 from heimdall_lab.store import IQStore
-from heimdall_lab.urls import mask_url
+from heimdall_lab.urls import mask_url, mask_values
 from heimdall_lab.values import jsonable, positive, to_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -559,7 +559,8 @@ def notebook_completed(path: str | Path, parameters: Mapping[str, Any] | None = 
     path : str or pathlib.Path
         A notebook written by papermill.
     parameters : mapping, optional
-        If given, the run must also have had exactly these parameters.
+        If given, the run must also have had exactly these parameters (credentials masked,
+        as the report records them: :func:`heimdall_lab.urls.mask_values`).
 
     Returns
     -------
@@ -679,10 +680,11 @@ def run_grid(
     rows: list[dict[str, Any]] = []
     todo: list[int] = []
     for i, params in enumerate(runs):
-        run_id = grid_run_id(params)
+        shown = mask_values(params)  # what the table and the report may show
+        run_id = grid_run_id(shown)
         output = out_dir / f"{path.stem}-{run_id}.ipynb"
-        row = {"run_id": run_id, "parameters": params, **params, "output": str(output)}
-        if notebook_completed(output, params):
+        row = {"run_id": run_id, "parameters": shown, **shown, "output": str(output)}
+        if notebook_completed(output, shown):
             row.update(status="skipped", elapsed_s=0.0, error="")
         else:
             todo.append(i)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import unquote
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "has_secret",
     "is_secret_name",
     "mask_url",
+    "mask_values",
     "redact",
     "secrets_in",
     "split_credentials",
@@ -228,6 +230,23 @@ def has_secret(value: object) -> bool:
     if isinstance(value, list | tuple):
         return any(has_secret(v) for v in value)
     return False
+
+
+def mask_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A mapping of parameters as it may be shown or stored: each credential-holding text masked.
+
+    Parameters
+    ----------
+    values : mapping of str to object
+        Parameters (a notebook run's, for example).
+
+    Returns
+    -------
+    dict
+        The same keys; a text value holding credentials (:func:`has_secret`) becomes
+        :func:`redact` of it, any other value is kept as it is.
+    """
+    return {k: redact(v) if isinstance(v, str) and has_secret(v) else v for k, v in values.items()}
 
 
 def redact(text: object, secrets: Iterable[str] = ()) -> str:

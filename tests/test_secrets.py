@@ -361,3 +361,33 @@ def test_a_malformed_database_url_shows_no_part_of_its_password():
     with pytest.raises(ValidationError) as err:
         get_engine(url)
     assert "word99" not in str(err.value) and "p@ss" not in str(err.value)
+
+
+def test_a_grid_shows_credentials_masked_and_knows_its_finished_runs(tmp_path):
+    from heimdall_lab.batch import run_grid
+
+    url = f"postgresql://u:{DB_PASSWORD}@127.0.0.1:1/db"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "database_url = None  # None: HEIMDALL_DATABASE_URL\nseed = 0",
+            metadata={"tags": ["parameters"]},
+        ),
+        nbformat.v4.new_code_cell("print('seed', seed)"),
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    source = tmp_path / "probe.ipynb"
+    nbformat.write(nb, source)
+    grid = {"database_url": [url], "seed": [1]}
+    first = run_grid(source, grid, output_dir=tmp_path / "grid", n_workers=1)
+    assert first["status"].tolist() == ["completed"], first["error"].tolist()
+    assert_clean("the grid's table", first.to_string() + repr(first["parameters"].tolist()))
+    assert first.loc[0, "database_url"] == mask_url(url)
+    again = run_grid(source, grid, output_dir=tmp_path / "grid", n_workers=1)
+    assert again["status"].tolist() == ["skipped"]  # the masked report counts as done
+    for report in (tmp_path / "grid").rglob("*.ipynb"):
+        assert_clean(str(report), report.read_text())
