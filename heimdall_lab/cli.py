@@ -1,7 +1,13 @@
 """The ``heimdall-lab`` command: one verb per thing a user does.
 
 Exit codes: 0 success; 1 the job ran but some receivers failed; 2 bad input (usage or
-validation); 3 nothing could be done (no receiver delivered, a stage or a notebook failed).
+validation); 3 nothing could be done (no receiver delivered, a stage or a notebook failed, or
+an unexpected error); 130 interrupted (Ctrl-C). Every error is one line on stderr; ``-v``
+adds the traceback of an unexpected one.
+
+Input is checked before anything starts: what one option's text says alone (a number, a
+port, a folder, a URL) by its argparse ``type=``, which names the option; the rest (a
+receiver, a capture request, notebook parameters) first thing in the command.
 """
 
 from __future__ import annotations
@@ -9,15 +15,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -26,7 +36,7 @@ import sqlalchemy as sa
 from heimdall_lab import db, home, spool
 from heimdall_lab.emulate.scenario import MODULATIONS, Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
-from heimdall_lab.errors import HeimdallError, ValidationError
+from heimdall_lab.errors import DatabaseError, HeimdallError, ValidationError
 from heimdall_lab.ids import new_capture_id
 from heimdall_lab.io.kiwi_wav import (
     parse_kiwi_wav_name,
@@ -36,17 +46,33 @@ from heimdall_lab.io.kiwi_wav import (
 )
 from heimdall_lab.kiwi.acquire import TqdmProgress
 from heimdall_lab.kiwi.client import StreamSettings, check_health
-from heimdall_lab.notebooks import copy_notebooks, parse_value, run_notebook
+from heimdall_lab.notebooks import (
+    copy_notebooks,
+    notebook_parameters,
+    notebook_path,
+    parse_value,
+    run_notebook,
+)
 from heimdall_lab.pipeline import Capture, capture
-from heimdall_lab.receivers import Receiver, validate_capture_request
+from heimdall_lab.receivers import (
+    Receiver,
+    check_name,
+    check_port,
+    parse_address,
+    validate_capture_request,
+)
 from heimdall_lab.recording import Recording
 from heimdall_lab.urls import mask_url
-from heimdall_lab.values import positive
+from heimdall_lab.values import clip, positive
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger("heimdall_lab")
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+#: Ctrl-C: 128 + SIGINT, as a shell reports a command the signal ended.
+EXIT_INTERRUPTED = 130
+#: The longest error line printed (a pasted file in an argument stays out of the terminal).
+MAX_MESSAGE_CHARS = 500
 #: The demo's tuned frequency (the default scenario's transmitter) and capture length.
 DEMO_FREQUENCY_HZ = 10_000_000.0
 DEMO_DURATION_S = 10.0
@@ -64,34 +90,220 @@ _SUMMARY_COLUMNS = [
 ]
 
 
+T = TypeVar("T")
+
+
+def _one_line(message: str) -> str:
+    """A message on one line, cut at :data:`MAX_MESSAGE_CHARS`."""
+    return clip(" ".join(message.split()), MAX_MESSAGE_CHARS)
+
+
+def _complain(message: str) -> None:
+    """Print one error line to stderr."""
+    print(f"heimdall-lab: {_one_line(message)}", file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line: what is wrong, and where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE; see PROG --help`` and exit 2 (argparse's hook)."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)}; see {self.prog} --help\n")
+
+
+# -- argparse type= converters: the option's text alone decides -------------------------------
+
+
+def _option_type(expected: str) -> Callable[[Callable[[str], T]], Callable[[str], T]]:
+    """Make a parser an argparse ``type=`` that names what is wrong.
+
+    The parser's ValidationError message is kept; any other ValueError (text that is not
+    even a number) becomes ``'TEXT' is not EXPECTED``. argparse adds ``argument --x:``.
+
+    Parameters
+    ----------
+    expected : str
+        What the option takes, e.g. ``"a number"``.
+
+    Returns
+    -------
+    callable
+        A decorator.
+    """
+
+    def decorate(parse: Callable[[str], T]) -> Callable[[str], T]:
+        @functools.wraps(parse)
+        def convert(text: str) -> T:
+            try:
+                return parse(text)
+            except ValidationError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+            except (ValueError, OverflowError):
+                raise argparse.ArgumentTypeError(f"{clip(text)!r} is not {expected}") from None
+
+        return convert
+
+    return decorate
+
+
+@_option_type("a number")
+def _positive_number(text: str) -> float:
+    """A finite number > 0 (seconds)."""
+    return positive(float(text), "value")
+
+
+@_option_type("a whole number")
+def _count(text: str) -> int:
+    """A whole number > 0 (workers)."""
+    return positive(int(text), "value", whole=True)
+
+
+@_option_type("a whole number")
+def _seed(text: str) -> int:
+    """A whole number >= 0 (a scenario seed)."""
+    return positive(int(text), "value", whole=True, allow_zero=True)
+
+
+@_option_type("a TCP port 1-65535, or 0 for ports the system picks")
+def _base_port(text: str) -> int:
+    """A TCP port, or 0: each emulated receiver on a port the system picks."""
+    port = int(text)
+    if not 0 <= port < 65536:
+        raise ValueError(text)
+    return port
+
+
+@_option_type("a database URL")
+def _database_url(text: str) -> str:
+    """A database URL with a numeric port, if any (the password never shows in a message)."""
+    try:
+        port = sa.engine.make_url(text).port
+        if port is not None:
+            check_port(port)
+    except (sa.exc.ArgumentError, ValueError):
+        raise ValidationError(
+            f"{clip(mask_url(text), 80)!r} is not a database URL; give "
+            "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE, PORT a number 1-65535"
+        ) from None
+    return text
+
+
+@_option_type("a folder")
+def _writable_dir(text: str) -> Path:
+    """A folder that exists or can be created, and can be written.
+
+    The check leaves nothing behind: the command creates the folder when it writes there.
+    """
+    path = Path(text).expanduser()
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise ValidationError(
+            f"cannot create or write the folder {clip(text, 200)!r}: {exc.strerror or exc}"
+        ) from None
+    finally:
+        for folder in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return path
+
+
+@_option_type("NAME or NAME=HOST:PORT[@LAT,LON]")
 def _receiver_arg(text: str) -> Receiver | str:
-    """Parse a receiver: a name in the database, or ``NAME=HOST:PORT[@LAT,LON]``."""
+    """A receiver: a name in the database, or ``NAME=HOST:PORT[@LAT,LON]``."""
     if "=" not in text:
-        return text
-    try:
-        name, _, rest = text.partition("=")
-        address, _, position = rest.partition("@")
-        host, _, port = address.rpartition(":")
-        lat, lon = (float(v) for v in position.split(",")) if position else (0.0, 0.0)
-        return Receiver(name, host, int(port), lat, lon)
-    except (ValueError, ValidationError) as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected NAME or NAME=HOST:PORT[@LAT,LON] ({exc})"
-        ) from exc
+        return check_name(text)
+    name, _, rest = text.partition("=")
+    address, _, position = rest.partition("@")
+    lat, lon = (float(v) for v in position.split(",")) if position else (0.0, 0.0)
+    return Receiver(name, *parse_address(address), lat, lon)
 
 
+@_option_type(f"NAME:KIND[:AFTER_FRAMES[:TIMES]] with KIND one of {', '.join(FAULT_KINDS)}")
 def _fault_arg(text: str) -> tuple[str, Fault]:
-    """Parse ``NAME:KIND[:AFTER_FRAMES[:TIMES]]``."""
+    """A fault to inject: ``NAME:KIND[:AFTER_FRAMES[:TIMES]]``."""
     parts = text.split(":")
-    try:
-        name, kind = parts[0], parts[1]
-        after = int(parts[2]) if len(parts) > 2 else 0
-        times = int(parts[3]) if len(parts) > 3 else None
-        return name, Fault(kind, after_frames=after, times=times)  # type: ignore[arg-type]
-    except (IndexError, ValueError, ValidationError) as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected NAME:KIND[:AFTER_FRAMES[:TIMES]], KIND one of {FAULT_KINDS}"
-        ) from exc
+    if len(parts) < 2 or parts[1] not in FAULT_KINDS:
+        raise ValueError(text)
+    after = int(parts[2]) if len(parts) > 2 else 0
+    times = int(parts[3]) if len(parts) > 3 else None
+    return parts[0], Fault(parts[1], after_frames=after, times=times)  # type: ignore[arg-type]
+
+
+# -- notebook parameters: checked against the notebook's parameters cell ----------------------
+
+#: What a value must be, by the type of its default: (default's type, accepted, description).
+_PARAMETER_KINDS: tuple[tuple[type, tuple[type, ...], str], ...] = (
+    (bool, (bool,), "True or False"),
+    (int, (int,), "a whole number"),
+    (float, (int, float), "a number"),
+    (str, (str,), "text (quote it: '\"...\"')"),
+    (list, (list, tuple, type(None)), "a list or None"),
+    (tuple, (list, tuple, type(None)), "a list or None"),
+    (dict, (dict, type(None)), "a dict or None"),
+)
+
+
+def _parameter_value(name: str, text: str) -> Any:
+    """A ``-p NAME VALUE`` value: :func:`~heimdall_lab.notebooks.parse_value`, strictly.
+
+    Text that opens a list, tuple or dict but does not parse is refused, not passed on as a
+    string.
+    """
+    value = parse_value(text)
+    if value == text and text.lstrip().startswith(("[", "(", "{")):
+        raise ValidationError(
+            f"parameter {name}: {clip(text)!r} is not a Python literal; check the brackets and "
+            "quotes, e.g. -p seed '[1, 2, 3]'"
+        )
+    return value
+
+
+def _grid_values(name: str, text: str) -> list:
+    """The values of one ``batch grid -p NAME VALUES``: a list, or one value."""
+    value = _parameter_value(name, text)
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _check_parameter_types(notebook: str, values: Mapping[str, Sequence[Any]]) -> None:
+    """Refuse a value whose type does not fit its default in the notebook's parameters cell.
+
+    Checked before a kernel starts. A parameter whose default is None or an expression takes
+    anything; unknown names are left to :func:`~heimdall_lab.notebooks.run_notebook` and
+    :func:`~heimdall_lab.batch.run_grid`, which name them.
+
+    Parameters
+    ----------
+    notebook : str
+        A notebook name or path.
+    values : mapping of str to sequence
+        Each parameter's values.
+
+    Raises
+    ------
+    ValidationError
+        Naming the parameter, the value and what it should be.
+    """
+    path = notebook_path(notebook)
+    declared = notebook_parameters(path)
+    for name, options in values.items():
+        if name not in declared:
+            continue
+        default = parse_value(declared[name]["default"])
+        kind = next((k for k in _PARAMETER_KINDS if type(default) is k[0]), None)
+        if kind is None:  # None or an expression: the notebook decides
+            continue
+        _, accepted, expected = kind
+        for value in options:
+            if not isinstance(value, accepted) or (
+                isinstance(value, bool) and bool not in accepted
+            ):
+                raise ValidationError(
+                    f"parameter {name}: {clip(repr(value))} is not {expected} (the default in "
+                    f"{path.name} is {clip(declared[name]['default'])})"
+                )
 
 
 def summary_table(cap: Capture) -> pd.DataFrame:
@@ -135,6 +347,7 @@ def _print_capture(cap: Capture) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Capture from seven emulated receivers through the capture notebook; print the metrics."""
+    validate_capture_request(DEMO_FREQUENCY_HZ, args.duration)  # before the kernel starts
     capture_id = new_capture_id()
     print(
         f"heimdall_lab {__version__} demo: seven emulated KiwiSDR receivers, "
@@ -251,6 +464,12 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         host=args.host,
         base_port=args.base_port,
     )
+    last_port = args.base_port + len(emulator.units) - 1
+    if args.base_port and last_port > 65535:
+        raise ValidationError(
+            f"--base-port {args.base_port}: {len(emulator.units)} receivers would need ports up "
+            f"to {last_port}; give at most {65536 - len(emulator.units)}, or 0"
+        )
 
     async def serve() -> None:
         async with emulator:
@@ -258,8 +477,8 @@ def cmd_emulate(args: argparse.Namespace) -> int:
                 print(f"{r.name}={r.host}:{r.port}@{r.latitude},{r.longitude}", flush=True)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+            # SIGTERM is the way to stop a server (exit 0); Ctrl-C interrupts (exit 130).
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
             if args.seconds:
                 loop.call_later(args.seconds, stop.set)
             await stop.wait()
@@ -320,6 +539,11 @@ def cmd_db(args: argparse.Namespace) -> int:
         migrations = db.applied_migrations(engine)
         print(f"database: {mask_url(engine.url)}")
         print(f"timescaledb: {'yes' if db.is_timescale(engine) else 'no (plain PostgreSQL)'}")
+        if migrations.empty:
+            raise DatabaseError(
+                f"{mask_url(engine.url)} has no heimdall tables: no migration was applied; "
+                "run heimdall-lab db migrate (with the same --database-url) first"
+            )
         print(f"migrations applied: {', '.join(migrations['name'].astype(str))}")
         with engine.connect() as conn:
             for table in ("websdrs", "captures", "measurements"):
@@ -332,16 +556,19 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_receivers(args: argparse.Namespace) -> int:
     """List, add or deactivate receivers in the database."""
+    # Checked before the database starts.
+    receiver = (
+        Receiver(args.name, *parse_address(args.address), args.lat, args.lon)
+        if args.action == "add"
+        else None
+    )
+    if args.action == "deactivate":
+        check_name(args.name)
     engine = db.get_engine(args.database_url)
     try:
-        if args.action == "add":
-            try:
-                r = _receiver_arg(f"{args.name}={args.address}@{args.lat},{args.lon}")
-            except argparse.ArgumentTypeError as exc:  # parsed here, not by argparse
-                raise ValidationError(str(exc)[:300]) from None
-            assert isinstance(r, Receiver)
-            db.add_receiver(engine, r)
-            print(f"added {r.name} at {r.address}")
+        if receiver is not None:
+            db.add_receiver(engine, receiver)
+            print(f"added {receiver.name} at {receiver.address}")
         elif args.action == "deactivate":
             db.deactivate_receiver(engine, args.name)
             print(f"deactivated {args.name}")
@@ -396,10 +623,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             processes=not args.threads,
         )
     else:
-        grid: dict[str, list] = {}
-        for name, value in args.parameter or []:
-            parsed = parse_value(value)
-            grid[name] = list(parsed) if isinstance(parsed, list | tuple) else [parsed]
+        grid = {name: _grid_values(name, text) for name, text in args.parameter or []}
+        _check_parameter_types(args.notebook, grid)
         table = batch.run_grid(
             args.notebook, grid, args.output_dir, args.scheduler, n_workers=args.workers
         )
@@ -409,7 +634,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a notebook headless through papermill; print where it went."""
-    params = {name: parse_value(value) for name, value in args.parameter or []}
+    params = {name: _parameter_value(name, text) for name, text in args.parameter or []}
+    _check_parameter_types(args.notebook, {name: [value] for name, value in params.items()})
     out = run_notebook(args.notebook, params, output_dir=args.output_dir, progress=not args.quiet)
     print(out)
     return EXIT_OK
@@ -442,8 +668,8 @@ def lab_command(folder: Path, *, port: int | None = None, browser: bool = True) 
 
 def cmd_lab(args: argparse.Namespace) -> int:
     """Copy the packaged notebooks into the data home and open JupyterLab on them."""
-    if args.port is not None and not 0 < args.port < 65536:
-        raise ValidationError(f"--port {args.port}: give a TCP port between 1 and 65535")
+    if args.port is not None:
+        check_port(args.port, "--port")
     folder = Path(args.dir).expanduser().absolute() if args.dir else home.home_path("notebooks")
     cmd = lab_command(folder, port=args.port, browser=not args.no_browser)
     copies = copy_notebooks(folder, dry_run=args.dry_run)
@@ -474,7 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The parser, with one subcommand per task.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="heimdall-lab",
         description="Capture IQ from KiwiSDR receivers (or their emulator), measure, store.",
         epilog="Local state (embedded database, IQ store, spool, notebooks) lives in the data "
@@ -487,14 +713,20 @@ def build_parser() -> argparse.ArgumentParser:
     def database_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--database-url",
+            type=_database_url,
             help="PostgreSQL URL (default: HEIMDALL_DATABASE_URL, else the embedded server)",
         )
 
     p = sub.add_parser("demo", help="capture from seven emulated receivers via the notebook")
     p.add_argument("-d", "--duration", type=float, default=DEMO_DURATION_S, help="seconds")
-    p.add_argument("--seed", type=int, default=0, help="scenario seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="scenario seed (default 0)")
     p.add_argument("--fast", action="store_true", help="send frames as fast as possible")
-    p.add_argument("--output-dir", default="reports", help="where the executed notebook goes")
+    p.add_argument(
+        "--output-dir",
+        type=_writable_dir,
+        default="reports",
+        help="where the executed notebook goes",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("capture", help="capture, measure and store")
@@ -509,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
         "active receivers",
     )
     p.add_argument("--emulate", action="store_true", help="use the local emulator")
-    p.add_argument("--seed", type=int, help="emulated scenario seed (implies --emulate)")
+    p.add_argument("--seed", type=_seed, help="emulated scenario seed (implies --emulate)")
     p.add_argument("--start-utc", help="emulated: UTC time of the first sample")
     p.add_argument("--fast", action="store_true", help="emulated: no real-time pacing")
     p.add_argument(
@@ -523,18 +755,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="emulated: NAME:KIND[:AFTER_FRAMES[:TIMES]] (implies --emulate); repeatable",
     )
-    p.add_argument("--read-timeout", type=float, default=5.0, help="seconds without a frame")
+    p.add_argument(
+        "--read-timeout", type=_positive_number, default=5.0, help="seconds without a frame"
+    )
     p.add_argument("--iq-url", help="IQ store (default: HEIMDALL_IQ_URL, else <data home>/iq)")
     database_option(p)
-    p.add_argument("--wav-dir", help="also write one kiwi IQ WAV file per receiver here")
+    p.add_argument(
+        "--wav-dir",
+        type=_writable_dir,
+        help="also write one kiwi IQ WAV file per receiver here (checked before the capture)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_capture)
 
     p = sub.add_parser("emulate", help="serve emulated KiwiSDR receivers until interrupted")
-    p.add_argument("--seed", type=int, default=0, help="scenario seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="scenario seed (default 0)")
     p.add_argument("--fast", action="store_true", help="send frames as fast as possible")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    p.add_argument("--base-port", type=int, default=8073, help="first port (default 8073)")
+    p.add_argument(
+        "--base-port",
+        type=_base_port,
+        default=8073,
+        help="first port (default 8073); 0: ports the system picks",
+    )
     p.add_argument("--replay", nargs="+", metavar="WAV", help="replay kiwi IQ WAV files instead")
     p.add_argument(
         "--fault",
@@ -547,7 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("health", help="fetch each receiver's /status page")
     p.add_argument("-r", "--receiver", type=_receiver_arg, action="append", required=True)
-    p.add_argument("--timeout", type=float, default=3.0, help="seconds per receiver")
+    p.add_argument("--timeout", type=_positive_number, default=3.0, help="seconds per receiver")
     database_option(p)
     p.set_defaults(func=cmd_health)
 
@@ -580,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sync", help="upload IQ kept locally, replay spooled measurements")
     p.add_argument(
         "--stale-after",
-        type=float,
+        type=_positive_number,
         default=3600.0,
         help="mark captures stuck in a running stage this many seconds as failed",
     )
@@ -607,7 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid = bsub.add_parser("grid", help="run a notebook once per point of a grid")
     for each in (q, grid):
         each.add_argument("--scheduler", help="dask scheduler address (default: a LocalCluster)")
-        each.add_argument("--workers", type=int, help="LocalCluster workers")
+        each.add_argument("--workers", type=_count, help="LocalCluster workers")
     q = grid
     q.add_argument("notebook", help="a name in notebooks/ or a path")
     q.add_argument(
@@ -618,7 +861,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("NAME", "VALUES"),
         help="a parameter and its values, e.g. -p seed '[1, 2, 3]'",
     )
-    q.add_argument("--output-dir", default="reports/grid", help="where the runs go")
+    q.add_argument(
+        "--output-dir", type=_writable_dir, default="reports/grid", help="where the runs go"
+    )
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("run", help="run a notebook headless through papermill")
@@ -631,7 +876,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("NAME", "VALUE"),
         help="set a parameter (VALUE read as a Python literal when it is one)",
     )
-    p.add_argument("--output-dir", default="reports", help="reports folder (default reports)")
+    p.add_argument(
+        "--output-dir",
+        type=_writable_dir,
+        default="reports",
+        help="reports folder (default reports)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
@@ -650,6 +900,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(verbose: int) -> None:
+    """Log to stderr at WARNING, INFO with ``-v``, DEBUG with ``-vv``.
+
+    The level is the handler's as well as the root logger's, so a library logger that sets
+    its own lower level still shows nothing the user did not ask for.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    handler = logging.StreamHandler()
+    handler.setLevel(level)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler]
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``heimdall-lab`` command.
 
@@ -661,16 +925,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit code.
+        The exit code: :data:`EXIT_OK`, :data:`EXIT_PARTIAL`, :data:`EXIT_USAGE`,
+        :data:`EXIT_FAILED` or :data:`EXIT_INTERRUPTED`. Input argparse refuses exits with
+        2 (``SystemExit``) before any of that.
     """
     args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(args.verbose)
     try:
         return args.func(args)
+    except KeyboardInterrupt as exc:  # a capture says what it kept
+        _complain(f"interrupted: {exc}" if str(exc) else "interrupted")
+        return EXIT_INTERRUPTED
     except HeimdallError as exc:
-        print(f"heimdall-lab: {exc}", file=sys.stderr)
+        _complain(str(exc))
         return EXIT_USAGE if isinstance(exc, ValidationError) else EXIT_FAILED
+    except Exception as exc:  # a bug or an environment nobody planned for
+        if args.verbose:
+            traceback.print_exc()
+        hint = "" if args.verbose else "; heimdall-lab -v ... shows the traceback"
+        _complain(f"unexpected {type(exc).__name__}: {exc}{hint}")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,13 +6,14 @@ network of the original plan; in a deployment the list lives in the database.
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass, replace
 
 from heimdall_lab import geo
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.ids import check_receiver_name
-from heimdall_lab.values import positive
+from heimdall_lab.values import clip, positive
 
 _HOST = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -20,6 +21,117 @@ _HOST = re.compile(
 
 #: The longest capture one call may ask for, in seconds.
 MAX_DURATION_S = 3600.0
+#: The longest receiver name (the rule is :func:`heimdall_lab.ids.check_receiver_name`).
+MAX_NAME_LENGTH = 64
+
+
+def check_name(name: object) -> str:
+    """Check a receiver name, quoting one far too long only in part.
+
+    The rule is :func:`~heimdall_lab.ids.check_receiver_name`; a name over
+    :data:`MAX_NAME_LENGTH` characters is refused first, with its first characters and length.
+
+    Parameters
+    ----------
+    name : str
+        The name.
+
+    Returns
+    -------
+    str
+        The name.
+
+    Raises
+    ------
+    ValidationError
+        If it is not a valid name.
+    """
+    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise ValidationError(
+            f"receiver name {clip(name)!r} is {len(name)} characters long; give a name of at "
+            f"most {MAX_NAME_LENGTH} letters, digits, '_', '.' or '-'"
+        )
+    return check_receiver_name(name)
+
+
+def check_host(host: object, what: str = "host") -> str:
+    """Check a host name or IP address.
+
+    Parameters
+    ----------
+    host : str
+        The host.
+    what : str, default "host"
+        What it is, for the message.
+
+    Returns
+    -------
+    str
+        The host.
+
+    Raises
+    ------
+    ValidationError
+        If it is not a host name or a dotted IPv4 address.
+    """
+    if not isinstance(host, str) or not _HOST.match(host):
+        raise ValidationError(
+            f"{what} {clip(host)!r} is not a host name or IP address (e.g. kiwi.example.org)"
+        )
+    return host
+
+
+def check_port(port: object, what: str = "port") -> int:
+    """Check a TCP port number.
+
+    Parameters
+    ----------
+    port : int
+        The port.
+    what : str, default "port"
+        What it is, for the message.
+
+    Returns
+    -------
+    int
+        The port.
+
+    Raises
+    ------
+    ValidationError
+        If it is not a whole number in 1-65535.
+    """
+    if isinstance(port, bool) or not isinstance(port, numbers.Integral) or not 0 < port < 65536:
+        raise ValidationError(f"{what} {clip(port)} is not a TCP port; give a whole number 1-65535")
+    return int(port)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Split and check a ``HOST:PORT`` address.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``kiwi.example.org:8073``.
+
+    Returns
+    -------
+    tuple of (str, int)
+        Host and port.
+
+    Raises
+    ------
+    ValidationError
+        If there is no port, the port is not a whole number in 1-65535, or the host is not a
+        host name or IP address; the message names which.
+    """
+    address = f"address {clip(text)!r}"
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        raise ValidationError(f"{address} has no port; give HOST:PORT, e.g. kiwi.example.org:8073")
+    if not port.isdigit():
+        raise ValidationError(f"{address}: port {clip(port)!r} is not a whole number 1-65535")
+    return check_host(host, f"{address}: host"), check_port(int(port), f"{address}: port")
 
 
 @dataclass(frozen=True)
@@ -64,11 +176,9 @@ class Receiver:
     password: str = ""
 
     def __post_init__(self) -> None:
-        check_receiver_name(self.name)
-        if not _HOST.match(self.host):
-            raise ValidationError(f"receiver {self.name}: {self.host!r} is not a host name or IP")
-        if not 0 < int(self.port) < 65536:
-            raise ValidationError(f"receiver {self.name}: port {self.port} is not in 1-65535")
+        check_name(self.name)
+        check_host(self.host, f"receiver {self.name}: host")
+        check_port(self.port, f"receiver {self.name}: port")
         geo.check_position(self.latitude, self.longitude, f"receiver {self.name}")
         if not 0 <= self.min_frequency_hz < self.max_frequency_hz:
             raise ValidationError(f"receiver {self.name}: empty frequency range")

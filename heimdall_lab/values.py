@@ -22,6 +22,7 @@ from heimdall_lab.errors import ValidationError
 
 __all__ = [
     "NS_PER_S",
+    "clip",
     "finite_or_none",
     "iso_utc",
     "jsonable",
@@ -33,6 +34,34 @@ __all__ = [
 
 #: Nanoseconds per second.
 NS_PER_S = 1_000_000_000
+
+
+def clip(value: object, limit: int = 40) -> str:
+    """A value as text for a message, cut to ``limit`` characters with ``...`` when longer.
+
+    A message names what is wrong without echoing a pasted file or a runaway argument.
+
+    Parameters
+    ----------
+    value : object
+        Anything ``str()`` renders.
+    limit : int, default 40
+        Characters kept.
+
+    Returns
+    -------
+    str
+        The text, or its first ``limit`` characters followed by ``...``.
+
+    Examples
+    --------
+    >>> clip("HB9Q")
+    'HB9Q'
+    >>> clip("A" * 100_000, 8)
+    'AAAAAAAA...'
+    """
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def finite_or_none(value: Any) -> float | None:
