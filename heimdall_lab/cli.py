@@ -37,7 +37,7 @@ from heimdall_lab import db, home, spool
 from heimdall_lab.emulate.scenario import MODULATIONS, Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
 from heimdall_lab.errors import DatabaseError, HeimdallError, ValidationError
-from heimdall_lab.ids import new_capture_id
+from heimdall_lab.ids import check_receiver_name, new_capture_id
 from heimdall_lab.io.kiwi_wav import (
     parse_kiwi_wav_name,
     read_gnss_pos,
@@ -56,7 +56,6 @@ from heimdall_lab.notebooks import (
 from heimdall_lab.pipeline import Capture, capture
 from heimdall_lab.receivers import (
     Receiver,
-    check_name,
     check_port,
     parse_address,
     validate_capture_request,
@@ -214,7 +213,7 @@ def _writable_dir(text: str) -> Path:
 def _receiver_arg(text: str) -> Receiver | str:
     """A receiver: a name in the database, or ``NAME=HOST:PORT[@LAT,LON]``."""
     if "=" not in text:
-        return check_name(text)
+        return check_receiver_name(text)
     name, _, rest = text.partition("=")
     address, _, position = rest.partition("@")
     lat, lon = (float(v) for v in position.split(",")) if position else (0.0, 0.0)
@@ -563,7 +562,7 @@ def cmd_receivers(args: argparse.Namespace) -> int:
         else None
     )
     if args.action == "deactivate":
-        check_name(args.name)
+        check_receiver_name(args.name)
     engine = db.get_engine(args.database_url)
     try:
         if receiver is not None:

@@ -14,7 +14,11 @@ from heimdall_lab.errors import ValidationError
 __all__ = ["check_capture_id", "check_receiver_name", "is_capture_id", "new_capture_id"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: Longest receiver name.
+MAX_RECEIVER_NAME = 64
+_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_RECEIVER_NAME - 1}}}$")
+#: Characters of a rejected name quoted in the message.
+_QUOTED = 40
 
 
 def new_capture_id() -> str:
@@ -74,9 +78,14 @@ def check_receiver_name(name: object) -> str:
     ValidationError
         If it is not.
     """
+    rule = f"1-{MAX_RECEIVER_NAME} letters, digits, '_', '.' or '-'"
+    if isinstance(name, str) and len(name) > MAX_RECEIVER_NAME:
+        raise ValidationError(
+            f"receiver name '{name[:_QUOTED]}...' is {len(name)} characters long; give {rule}"
+        )
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
         raise ValidationError(
-            f"receiver name {str(name)[:80]!r} must be 1-64 letters, digits, '_', '.' or '-', "
+            f"receiver name {str(name)[:_QUOTED]!r} must be {rule}, "
             "starting with a letter or digit and without '..'"
         )
     return name

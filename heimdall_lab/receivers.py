@@ -15,43 +15,12 @@ from heimdall_lab.errors import ValidationError
 from heimdall_lab.ids import check_receiver_name
 from heimdall_lab.values import clip, positive
 
+#: The longest capture one call may ask for, in seconds.
+MAX_DURATION_S = 3600.0
+
 _HOST = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
-
-#: The longest capture one call may ask for, in seconds.
-MAX_DURATION_S = 3600.0
-#: The longest receiver name (the rule is :func:`heimdall_lab.ids.check_receiver_name`).
-MAX_NAME_LENGTH = 64
-
-
-def check_name(name: object) -> str:
-    """Check a receiver name, quoting one far too long only in part.
-
-    The rule is :func:`~heimdall_lab.ids.check_receiver_name`; a name over
-    :data:`MAX_NAME_LENGTH` characters is refused first, with its first characters and length.
-
-    Parameters
-    ----------
-    name : str
-        The name.
-
-    Returns
-    -------
-    str
-        The name.
-
-    Raises
-    ------
-    ValidationError
-        If it is not a valid name.
-    """
-    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
-        raise ValidationError(
-            f"receiver name {clip(name)!r} is {len(name)} characters long; give a name of at "
-            f"most {MAX_NAME_LENGTH} letters, digits, '_', '.' or '-'"
-        )
-    return check_receiver_name(name)
 
 
 def check_host(host: object, what: str = "host") -> str:
@@ -176,7 +145,7 @@ class Receiver:
     password: str = ""
 
     def __post_init__(self) -> None:
-        check_name(self.name)
+        check_receiver_name(self.name)
         check_host(self.host, f"receiver {self.name}: host")
         check_port(self.port, f"receiver {self.name}: port")
         geo.check_position(self.latitude, self.longitude, f"receiver {self.name}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,12 +21,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from hostile import MODES, STATUS_MODES, HostileServer, PeakRss
 from support import FAKE_KEY, FAKE_SECRET, TcpProxy, make_bucket, s3_env
 
 from heimdall_lab import db, spool
 from heimdall_lab.emulate.scenario import Scenario
 from heimdall_lab.emulate.server import Emulator, Fault, emulated
 from heimdall_lab.errors import ValidationError
+from heimdall_lab.kiwi.client import StreamSettings, check_health
 from heimdall_lab.pipeline import capture
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.retry import RetryPolicy
@@ -740,4 +743,137 @@ def test_killed_papermill_batch_resumes(env, embedded, embedded_engine):
         "run",
         0,
         0,
+    )
+
+
+# -- hostile receivers: one misbehaving server captured with a good one ---------------------
+
+HOSTILE_DURATION_S = 1.0
+HOSTILE_DEADLINE_S = 6.0
+HOSTILE_SETTINGS = StreamSettings(read_timeout=1.5, connect_timeout=2.0)
+#: Modes whose samples are kept but whose timing is wrong: the receiver is not ok, its
+#: samples stay, and its GNSS times are never written as measurement times.
+TIMING_MODES = {
+    "seq_backwards": "sequence",
+    "seq_repeat": "sequence",
+    "gnss_backwards": "GNSS time",
+    "gnss_frozen": "GNSS time",
+    "gnss_nonsense": "GNSS time",
+    "rate_mismatch": "rate",
+    "rate_change": "rate",
+}
+
+
+@pytest.fixture(scope="module")
+def good_receiver():
+    with emulated(seed=1, receivers=["PH0M"], realtime=False) as emu:
+        yield emu.receivers[0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_hostile_receiver_costs_the_good_one_nothing(
+    mode, good_receiver, embedded_engine, tmp_path
+):
+    good = good_receiver
+    with HostileServer(mode) as bad, PeakRss() as rss:
+        t0 = time.monotonic()
+        cap = capture(
+            FREQ,
+            HOSTILE_DURATION_S,
+            receivers=[good, bad.receiver],
+            store=str(tmp_path / "iq"),
+            engine=embedded_engine,
+            settings=HOSTILE_SETTINGS,
+            deadline_s=HOSTILE_DEADLINE_S,
+            retries=0,
+            home=str(tmp_path / "home"),
+        )
+        seconds = time.monotonic() - t0
+    status = cap.status()
+    hostile = status.loc["hostile"]
+    assert seconds < HOSTILE_DEADLINE_S + 3.0
+    assert rss.peak_mb < 600
+    assert status.loc[good.name, "status"] == "ok", status.loc[good.name, "message"]
+    assert hostile["status"] != "ok"
+    assert len(hostile["message"]) < 400  # a line, whatever the server sent
+    assert cap.stage == "partial", cap.errors
+    rows = db.measurements_for_capture(embedded_engine, cap.capture_id, include_psd=False)
+    assert good.name in set(rows["receiver"])
+    record_ = db.get_capture(embedded_engine, cap.capture_id)
+    assert record_ is not None and record_.status == "partial"
+    if mode in TIMING_MODES:
+        assert hostile["reason"] == "timing"
+        assert TIMING_MODES[mode] in hostile["message"]
+        assert hostile["samples"] > 0  # kept, and marked
+        row = rows.set_index("receiver").loc["hostile"]
+        wall = pd.Timestamp(record_.created_at)
+        assert abs(pd.Timestamp(row["timestamp_utc"]) - wall) < pd.Timedelta(minutes=1)
+        assert bool(cap.dataset.sel(receiver="hostile").timing_ok) is False
+        assert np.isnat(cap.dataset.sel(receiver="hostile").start_time.values)
+    total, dup = rows_of(embedded_engine, cap.capture_id)
+    record(
+        f"hostile receiver: {mode}",
+        "good receiver ok and its row written; hostile marked; within the deadline",
+        f"hostile {hostile['status']} ({hostile['reason']}); capture {cap.stage}; "
+        f"{seconds:.1f} s; peak {rss.peak_mb:.0f} MB",
+        len(cap.metrics) - total,
+        dup,
+    )
+
+
+@pytest.mark.parametrize("mode", STATUS_MODES)
+async def test_health_survives_a_bad_status_page(mode):
+    with HostileServer(mode) as bad, PeakRss() as rss:
+        t0 = time.monotonic()
+        health = await check_health(bad.receiver, timeout=3.0)
+        seconds = time.monotonic() - t0
+    assert seconds < 3.0 + 1.5
+    assert rss.peak_mb < 600
+    assert not health.reachable
+    assert health.error
+    record(
+        f"hostile /status page: {mode}",
+        "health ends within its 3 s timeout, reachable=False with the reason",
+        f"{health.error}; {seconds:.1f} s; peak {rss.peak_mb:.0f} MB",
+        0,
+        0,
+    )
+
+
+@pytest.mark.parametrize("mode", ["snd_flood", "gnss_nonsense", "audio_rate_abc"])
+def test_the_cli_says_partial_in_one_line(mode, good_receiver, env, embedded_engine):
+    """At the command line, a hostile receiver costs exit code 1 and one line on stderr."""
+    good = good_receiver
+    with HostileServer(mode) as bad:
+        proc = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("heimdall-lab")),
+                "capture",
+                "-f",
+                "10e6",
+                "-d",
+                str(HOSTILE_DURATION_S),
+                "-r",
+                f"{good.name}={good.host}:{good.port}",
+                "-r",
+                f"hostile={bad.receiver.host}:{bad.port}",
+                "--read-timeout",
+                "1.5",
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "hostile" in lines[0], lines
+    (capture_id,) = re.findall(r"^capture (\S+): partial$", proc.stdout, re.MULTILINE)
+    total, dup = rows_of(embedded_engine, capture_id)
+    record(
+        f"hostile receiver at the command line: {mode}",
+        "exit 1 and one line on stderr; the good receiver's row written",
+        f"exit {proc.returncode}; {total} row(s); stderr: {lines[0][:90]}",
+        1 - min(total, 1),
+        dup,
     )

@@ -153,7 +153,7 @@ def websocket_logger(name: str) -> logging.Logger:
     """A logger for the WebSocket library on a KiwiSDR connection (client or emulator side).
 
     The library's DEBUG lines dump every frame, the ``SET auth`` password included, so this
-    logger never passes anything below INFO, whatever level the application asks for.
+    logger drops every record below INFO, whatever level the application asks for.
 
     Parameters
     ----------
@@ -163,11 +163,16 @@ def websocket_logger(name: str) -> logging.Logger:
     Returns
     -------
     logging.Logger
-        The logger, its level at least INFO.
+        The logger, filtering out DEBUG records (its level follows the application's).
     """
     logger = logging.getLogger(name)
-    logger.setLevel(max(logger.level, logging.INFO))
+    if _below_info not in logger.filters:
+        logger.addFilter(_below_info)
     return logger
+
+
+def _below_info(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.INFO
 
 
 #: Characters of a server's value shown in a message; the rest is cut.
