@@ -105,7 +105,7 @@ async def test_faults_leave_other_receivers_unaffected(scenario):
             3.0,
             retries=2,
             retry_policy=FAST_RETRY,
-            settings=StreamSettings(read_timeout=1.0),
+            settings=StreamSettings(read_timeout=2.0),
         )
         sent = {name: unit.frames_sent for name, unit in emu.units.items()}
     table = acq.status()
