@@ -284,19 +284,35 @@ async def _drain(ws: ServerConnection) -> None:
 
 
 class PeakRss:
-    """The process's peak resident memory (MB) while the block runs, sampled every 20 ms."""
+    """Peak resident memory (MB) of a process while the block runs, sampled every 20 ms.
+
+    ``growth_mb`` is the peak less the memory at the start: in a test process that has run
+    many tests, what the block itself cost.
+    """
+
+    def __init__(self, pid: int | None = None) -> None:
+        self._proc = psutil.Process(pid)
 
     def __enter__(self) -> PeakRss:
-        self._proc = psutil.Process()
-        self.peak_mb = self._proc.memory_info().rss / 2**20
+        self.start_mb = self.peak_mb = self._rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
+    @property
+    def growth_mb(self) -> float:
+        return self.peak_mb - self.start_mb
+
+    def _rss(self) -> float:
+        try:
+            return self._proc.memory_info().rss / 2**20
+        except psutil.Error:  # the process has ended
+            return 0.0
+
     def _sample(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+            self.peak_mb = max(self.peak_mb, self._rss())
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()

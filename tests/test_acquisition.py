@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -374,3 +375,31 @@ async def test_a_send_on_a_closed_stream_is_a_typed_disconnect(monkeypatch):
     with pytest.raises(DisconnectedError, match="the samples received are kept"):
         await client.run()
     assert client.received_samples == 4 * 512  # frames already received are kept
+
+
+def test_an_interrupt_inside_a_running_loop_cancels_and_keeps_what_arrived():
+    """As in Jupyter: acquire() runs in a worker thread; Ctrl-C cancels it within a second."""
+    import _thread
+    import threading
+
+    from heimdall_lab.emulate import emulated
+
+    async def in_a_notebook(receivers):
+        return acquire(receivers, FREQ, 30.0, retries=0)  # blocks this loop, like a cell
+
+    with emulated(seed=5, receivers=["HB9Q", "PH0M"], realtime=True) as emu:
+        timer = threading.Timer(1.5, _thread.interrupt_main)
+        loop = asyncio.new_event_loop()  # no asyncio.run: its own Ctrl-C handler would differ
+        t0 = time.monotonic()
+        timer.start()
+        try:
+            acq = loop.run_until_complete(in_a_notebook(emu.receivers))
+        finally:
+            timer.cancel()
+            loop.close()
+        seconds = time.monotonic() - t0
+    assert acq.cancelled
+    assert seconds < 1.5 + 1.5
+    table = acq.status()
+    assert set(table["status"]) == {"incomplete"} and set(table["reason"]) == {"cancelled"}
+    assert (table["samples"] > 0).all() and (table["samples"] < 30 * 12000).all()

@@ -499,7 +499,8 @@ def _run_in_thread(coro: Any) -> Acquisition:
     thread = threading.Thread(target=worker, name="heimdall-acquire")
     thread.start()
     try:
-        thread.join()
+        while thread.is_alive():  # short waits: an interrupt is seen within 0.1 s
+            thread.join(0.1)
     except KeyboardInterrupt:
         loop.call_soon_threadsafe(task.cancel)
         thread.join()
