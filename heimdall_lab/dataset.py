@@ -42,10 +42,11 @@ def mean_db(values: np.ndarray) -> float:
     float
         ``10 log10(mean(10^(v/10)))``; NaN when no value is finite.
     """
-    finite = values[np.isfinite(values)]
+    finite = values[np.isfinite(values)].astype(np.float64)
     if len(finite) == 0:
         return float("nan")
-    return float(10 * np.log10(np.mean(10 ** (finite.astype(np.float64) / 10))))
+    top = finite.max()  # factored out: no overflow, however large the values
+    return float(top + 10 * np.log10(np.mean(10 ** ((finite - top) / 10))))
 
 
 def _pad(rows: list[np.ndarray], fill: object, dtype: object) -> np.ndarray:

@@ -546,7 +546,7 @@ class _Run:
             return
         ds = cap.acquisition.dataset
         ds.attrs["parameters"] = cap.parameters
-        if ds.sizes["receiver"] == 0:
+        if ds.sizes["receiver"] == 0 and not cap.acquisition.cancelled:
             reasons = "; ".join(o.message for o in cap.acquisition.outcomes)
             rec.fail("receiving", HeimdallError(f"no receiver delivered samples ({reasons})"))
 

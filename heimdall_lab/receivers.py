@@ -17,6 +17,9 @@ from heimdall_lab.values import clip, positive
 
 #: The longest capture one call may ask for, in seconds.
 MAX_DURATION_S = 3600.0
+#: The lowest centre frequency a capture may ask for, in Hz (a KiwiSDR tunes from about
+#: 10 kHz; the IQ passband is +-6 kHz around the centre).
+MIN_FREQUENCY_HZ = 1000.0
 
 _HOST = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -225,11 +228,16 @@ def validate_capture_request(frequency_hz: float, duration_s: float) -> None:
     Raises
     ------
     ValidationError
-        If either is not a finite positive number, or the duration exceeds
-        :data:`MAX_DURATION_S`.
+        If either is not a finite positive number, the frequency is below
+        :data:`MIN_FREQUENCY_HZ` or the duration exceeds :data:`MAX_DURATION_S`.
     """
     positive(frequency_hz, "frequency")
     positive(duration_s, "duration")
+    if frequency_hz < MIN_FREQUENCY_HZ:
+        raise ValidationError(
+            f"frequency {frequency_hz:g} Hz is below {MIN_FREQUENCY_HZ:g} Hz; give the centre "
+            "frequency in Hz (e.g. 77500 for 77.5 kHz)"
+        )
     if duration_s > MAX_DURATION_S:
         raise ValidationError(
             f"duration {duration_s} s is over the limit of {MAX_DURATION_S:.0f} s; "

@@ -18,6 +18,7 @@ from heimdall_lab import gnss
 from heimdall_lab.values import NS_PER_S
 
 __all__ = [
+    "CLOCK_TOLERANCE_S",
     "FRAME_SAMPLES",
     "FULL_SCALE",
     "MAX_SEQ_STEP",
@@ -40,6 +41,9 @@ MAX_SEQ_STEP = 2**20
 #: Largest relative difference between the rate fitted to the GNSS times and the rate the
 #: server announced (0.5 %; a KiwiSDR's real rate is within 0.01 % of what it announces).
 RATE_TOLERANCE = 0.005
+#: Largest distance between a live stream's GNSS time and this computer's clock, in seconds
+#: (a KiwiSDR's stream lags real time by about a second; a clock without NTP may drift more).
+CLOCK_TOLERANCE_S = 60.0
 #: Timing problems listed in a message before "and N more".
 _SHOWN_PROBLEMS = 3
 
@@ -68,6 +72,10 @@ class Recording:
     stream_problems : tuple of str
         Timing problems only the receiving side saw (the announced rate changing
         mid-stream); :attr:`timing_problems` adds those the data shows.
+    arrival_utc : numpy.datetime64 or None
+        For a live stream, this computer's UTC clock when the first frame arrived: its GNSS
+        time must be within :data:`CLOCK_TOLERANCE_S` of it. None for a recording (a file, a
+        replay), whose GNSS time is of another day.
     """
 
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0, np.complex64))
@@ -79,6 +87,7 @@ class Recording:
     rssi_dbm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     nominal_rate: float = NOMINAL_RATE
     stream_problems: tuple[str, ...] = ()
+    arrival_utc: np.datetime64 | None = None
 
     @property
     def n_frames(self) -> int:
@@ -110,9 +119,11 @@ class Recording:
         """What is wrong with the stream's timing, one phrase each; empty when it is sane.
 
         The checks: the sequence number steps back (beyond a plausible 2**32 wrap, see
-        :data:`MAX_SEQ_STEP`) or repeats; a GNSS time with a fix is out of range, goes
-        backwards or stands still; the rate fitted to the GNSS times differs from the
-        announced one by more than :data:`RATE_TOLERANCE`; plus :attr:`stream_problems`.
+        :data:`MAX_SEQ_STEP`) or repeats; more frames are lost than received; a GNSS time
+        with a fix is out of range, goes backwards or stands still; a live stream's GNSS
+        time is more than :data:`CLOCK_TOLERANCE_S` from this computer's clock
+        (:attr:`arrival_utc`); the rate fitted to the GNSS times differs from the announced
+        one by more than :data:`RATE_TOLERANCE`; plus :attr:`stream_problems`.
         """
         problems = list(self.stream_problems)
         steps = np.diff(self.seq) & 0xFFFFFFFF
@@ -136,6 +147,15 @@ class Recording:
             back, still = int((dt < 0).sum()), int((dt == 0).sum())
             problems.append(f"GNSS time goes backwards {back} and stands still {still} time(s)")
             return problems
+        lost = self.lost_frames
+        if lost > max(self.n_frames, 8):
+            problems.append(f"{lost} frames lost, more than the {self.n_frames} received")
+        offset = self._clock_offset_s()
+        if abs(offset) > CLOCK_TOLERANCE_S:
+            problems.append(
+                f"GNSS time is {offset:+.0f} s from this computer's clock (more than "
+                f"{CLOCK_TOLERANCE_S:g} s; if every receiver says so, check the clock)"
+            )
         if not problems:
             index = self._sent_index()[fixed].astype(np.float64)
             rate = gnss.fit_rate(index - (index[0] if len(index) else 0.0), (t - t[:1]) / 1e9)
@@ -145,6 +165,20 @@ class Recording:
                     f"{self.nominal_rate:g} Hz (more than {RATE_TOLERANCE:.1%} apart)"
                 )
         return problems
+
+    def _clock_offset_s(self) -> float:
+        """The first fixed, not stale, frame's GNSS time less :attr:`arrival_utc`, in s.
+
+        0 without an arrival time or such a frame. The frame's own arrival is a few frames
+        after the first's (at most seconds): well within :data:`CLOCK_TOLERANCE_S`.
+        """
+        fixed = np.flatnonzero(gnss.trusted_frames(self.last_gps_solution))
+        if self.arrival_utc is None or len(fixed) == 0:
+            return 0.0
+        i = fixed[0]
+        gnss_utc = gnss.tow_to_utc(self.gpssec[i], self.gpsnsec[i], self.arrival_utc)
+        arrival = np.datetime64(self.arrival_utc, "ns")
+        return float((gnss_utc - arrival) / np.timedelta64(1, "s"))
 
     def timing_summary(self) -> str:
         """The timing problems as one short phrase (empty when the timing is sane)."""

@@ -230,7 +230,13 @@ def to_utc_ns(value: object, label: str) -> np.datetime64:
         raise ValidationError(f"{label} must be a time, not NaT")
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
-    return np.datetime64(ts.value, "ns")
+    try:
+        return np.datetime64(ts.as_unit("ns").value, "ns")
+    except (OverflowError, ValueError) as exc:  # pandas' out-of-bounds errors are ValueErrors
+        raise ValidationError(
+            f"{label} {str(value)[:80]!r} is outside the years 1678-2261 that can be kept to "
+            "the nanosecond"
+        ) from exc
 
 
 def iso_utc(t: np.datetime64) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ import psutil
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from heimdall_lab import gnss
 from heimdall_lab.kiwi import protocol
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.recording import FRAME_SAMPLES
@@ -27,8 +29,13 @@ from heimdall_lab.recording import FRAME_SAMPLES
 RATE = 12000.0
 _TONE = (np.exp(2j * np.pi * 500.0 * np.arange(FRAME_SAMPLES) / RATE) * 0.3).astype(np.complex64)
 _PAIRS = protocol.to_int16_pairs(_TONE)
-#: GPS time of week of the first frame (a Wednesday afternoon).
-_TOW0 = 300_000
+#: GPS time of week (ns) of the first frame of the current session: now, as a live KiwiSDR's.
+_BASE = {"tow_ns": 0}
+
+
+def _start_clock() -> None:
+    sec, nsec = gnss.utc_to_tow(np.datetime64(time.time_ns(), "ns"))
+    _BASE["tow_ns"] = int(sec) * 1_000_000_000 + int(nsec)
 
 
 def frame(seq: int, t_ns: int, *, lgs: int = 0) -> bytes:
@@ -45,7 +52,7 @@ def frame(seq: int, t_ns: int, *, lgs: int = 0) -> bytes:
 
 def _t(k: int, rate: float = RATE) -> int:
     """GPS time of frame ``k`` (ns into the week) at ``rate`` samples per second."""
-    return _TOW0 * 1_000_000_000 + round(k * FRAME_SAMPLES / rate * 1e9)
+    return (_BASE["tow_ns"] + round(k * FRAME_SAMPLES / rate * 1e9)) % gnss.WEEK_NS
 
 
 Mode = Callable[[ServerConnection], Awaitable[None]]
@@ -134,10 +141,18 @@ async def _rate_mismatch(ws):
     await _frames(ws, 60, lambda k: k, lambda k: _t(k, RATE * 1.05))
 
 
+async def _gnss_days_off(ws):
+    await _frames(ws, 60, lambda k: k, lambda k: (_t(k) - 3 * 86_400 * 10**9) % gnss.WEEK_NS)
+
+
+async def _seq_leaps(ws):
+    await _frames(ws, 60, lambda k: 1000 * k, lambda k: _t(1000 * k))
+
+
 async def _rate_change(ws):
     for k in range(60):
         if k == 5:
-            await ws.send(protocol.encode_msg({"sample_rate": "99999"}))
+            await ws.send(protocol.encode_msg({"sample_rate": "12048"}))
         await ws.send(frame(k, _t(k)))
     await asyncio.sleep(30)
 
@@ -160,6 +175,8 @@ _AFTER_HANDSHAKE: dict[str, Mode] = {
     "gnss_nonsense": _gnss_nonsense,
     "rate_mismatch": _rate_mismatch,
     "rate_change": _rate_change,
+    "gnss_days_off": _gnss_days_off,
+    "seq_leaps": _seq_leaps,
 }
 #: Modes that break the handshake itself: the MSG values the server announces.
 _BAD_HANDSHAKE: dict[str, dict[str, str]] = {
@@ -167,6 +184,7 @@ _BAD_HANDSHAKE: dict[str, dict[str, str]] = {
     "audio_rate_inf": {"audio_rate": "inf"},
     "audio_rate_huge": {"audio_rate": "9" * 400},
     "sample_rate_nan": {"sample_rate": "nan"},
+    "sample_rate_absurd": {"sample_rate": "99999"},
     "too_busy_huge": {"too_busy": "A" * 100_000},
 }
 MODES = (*_AFTER_HANDSHAKE, *_BAD_HANDSHAKE)
@@ -263,6 +281,7 @@ class HostileServer:
                     {"sample_rate": _BAD_HANDSHAKE.get(self.mode, {}).get("sample_rate", RATE)}
                 )
             )
+            _start_clock()
             if self.mode in _BAD_HANDSHAKE:
                 await asyncio.sleep(30)
                 return

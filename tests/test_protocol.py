@@ -128,3 +128,22 @@ def test_split_tag_rejects_short_and_binary_tags():
 def test_int16_quantisation_saturates():
     pairs = protocol.to_int16_pairs(np.array([2 + 2j, -2 - 2j, 0.5 - 0.25j], np.complex64))
     np.testing.assert_array_equal(pairs, [[32767, 32767], [-32768, -32768], [16384, -8192]])
+
+
+def test_announced_numbers_are_parsed_into_range_or_refused():
+    assert protocol.parse_number({"audio_rate": "12000"}, "audio_rate", 1000, 100_000) == 12000
+    for bad in ("abc", "inf", "nan", "-5", "9" * 400, ""):
+        with pytest.raises(ProtocolError, match="audio_rate"):
+            protocol.parse_number({"audio_rate": bad}, "audio_rate", 1000, 100_000)
+    with pytest.raises(ProtocolError, match="not a KiwiSDR IQ rate"):
+        protocol.parse_sample_rate({"sample_rate": "99999"})
+    assert protocol.parse_sample_rate({"sample_rate": "12001.135"}) == pytest.approx(12001.135)
+    assert len(protocol.shown("A" * 100_000)) < 80
+
+
+def test_an_impossible_s_meter_reading_is_unknown_not_infinite():
+    from heimdall_lab.dataset import mean_db
+
+    assert protocol.smeter_to_dbm(470) == pytest.approx(-80.0)
+    assert np.isnan(protocol.smeter_to_dbm(0xFFFF))
+    assert mean_db(np.array([6426.0, 6426.0])) == pytest.approx(6426.0)  # no overflow

@@ -85,3 +85,55 @@ async def test_receiver_without_gnss_fix_through_the_emulator():
     assert float(nofix.sample_rate) == float(nofix.nominal_rate)
     fix = ds.sel(receiver="HB9SL")
     assert fix.frame_trusted.sum() > 0 and not np.isnat(fix.start_time.values)
+
+
+def test_sane_timing_has_no_problem():
+    rec = _rec(list(range(40)))
+    assert rec.timing_problems == [] and rec.timing_ok
+    assert rec.trusted.sum() == 38  # all but the two stale frames
+
+
+@pytest.mark.parametrize(
+    ("seq", "phrase"),
+    [
+        ([0, 1, 2, 3, 3, 4, 5, 6], "repeats"),
+        ([0, 1, 2, 3, 1, 2, 3, 4], "steps back"),
+        ([0, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000], "frames lost"),
+    ],
+)
+def test_an_impossible_sequence_is_a_timing_problem(seq, phrase):
+    rec = _rec(seq)
+    assert any(phrase in p for p in rec.timing_problems), rec.timing_problems
+    assert not rec.timing_ok and not rec.trusted.any()
+    assert np.isnat(rec.start_time()) and np.isnat(rec.frame_times()).all()
+
+
+def test_a_2_to_the_32_wrap_is_not_a_problem():
+    rec = _rec([2**32 - 2, 2**32 - 1, 0, 1, 2, 3])
+    rec.seq = np.array([2**32 - 2, 2**32 - 1, 0, 1, 2, 3])
+    assert rec.lost_frames == 0
+    assert not any("sequence" in p for p in rec.timing_problems)
+
+
+def test_gnss_time_must_run_forward_and_agree_with_the_announced_rate():
+    frozen = _rec(list(range(20)))
+    frozen.gpssec[:], frozen.gpsnsec[:] = 100, 0
+    assert any("stands still" in p for p in frozen.timing_problems)
+    fast = _rec(list(range(40)), rate=12000 * 1.02)
+    assert any("not the announced" in p for p in fast.timing_problems)
+    nonsense = _rec(list(range(20)))
+    nonsense.gpssec[5] = 2**32 - 1
+    assert any("out of range" in p for p in nonsense.timing_problems)
+
+
+def test_a_live_stream_far_from_the_clock_is_a_timing_problem():
+    from heimdall_lab import gnss
+
+    rec = _rec(list(range(20)))
+    sec, nsec = int(rec.gpssec[0]), int(rec.gpsnsec[0])
+    now = gnss.tow_to_utc(sec, nsec, np.datetime64("2026-12-01T12:00:00", "ns"))
+    rec.arrival_utc = now + np.timedelta64(2, "s")  # a second or two of latency: fine
+    assert rec.timing_problems == []
+    late = _rec(list(range(20)))
+    late.arrival_utc = now + np.timedelta64(3, "D")
+    assert any("computer's clock" in p for p in late.timing_problems)

@@ -761,6 +761,8 @@ TIMING_MODES = {
     "gnss_nonsense": "GNSS time",
     "rate_mismatch": "rate",
     "rate_change": "rate",
+    "gnss_days_off": "clock",
+    "seq_leaps": "lost",
 }
 
 

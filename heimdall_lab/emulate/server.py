@@ -31,10 +31,11 @@ from websockets.http11 import Request, Response
 
 from heimdall_lab.emulate.scenario import FrameSource, Scenario, SourceFrame
 from heimdall_lab.errors import ValidationError
+from heimdall_lab.gnss import GPS_EPOCH
 from heimdall_lab.kiwi import protocol
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
 from heimdall_lab.recording import NOMINAL_RATE, Recording
-from heimdall_lab.values import to_utc_ns
+from heimdall_lab.values import iso_utc, to_utc_ns
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -630,6 +631,11 @@ def emulated(
         if start_utc is not None
         else np.datetime64(int(time.time()) + 1, "s").astype("M8[ns]")
     )
+    if start < GPS_EPOCH:
+        raise ValidationError(
+            f"start_utc {iso_utc(start)} is before GPS time began (1980-01-06): a KiwiSDR "
+            "stamps its frames with GPS time"
+        )
     faults = dict(faults or {})
     emulator = Emulator(
         scenario, receivers=chosen, realtime=realtime, start_utc=start, faults=faults

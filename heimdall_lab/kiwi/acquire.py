@@ -241,6 +241,7 @@ async def _acquire_one(
     retry_policy: RetryPolicy,
     deadline: float,
     on_progress: ProgressCallback | None,
+    live: bool = True,
 ) -> ReceiverOutcome:
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -301,6 +302,8 @@ async def _acquire_one(
         )
     client = clients[-1] if clients else None
     recording = client.recording() if client and client.frames else None
+    if recording is not None and live:
+        recording.arrival_utc = client.first_frame_utc  # type: ignore[union-attr]
     timing = recording.timing_summary() if recording is not None else ""
     if timing:
         message = f"{name}: timing: {timing}; samples kept, their GNSS times not used"
@@ -374,7 +377,10 @@ async def acquire_async(
         Identifier for the capture; a new UUID when omitted.
     gps_reference : datetime, optional
         A UTC time within half a week of the capture, to resolve the GPS week of the
-        timestamps; the wall clock by default (right for live receivers).
+        timestamps; the wall clock by default (right for live receivers). Without it the
+        receivers are live, and a GNSS time far from this computer's clock is a timing
+        problem (:data:`heimdall_lab.recording.CLOCK_TOLERANCE_S`); with it (a replay of
+        another day) that check is off.
 
     Returns
     -------
@@ -407,6 +413,7 @@ async def acquire_async(
                 retry_policy=retry_policy or RECEIVER_RETRY,
                 deadline=t0 + deadline_s,
                 on_progress=on_progress,
+                live=gps_reference is None,
             )
         )
         for r in receivers
@@ -487,6 +494,7 @@ def _run_in_thread(coro: Any) -> Acquisition:
     loop = asyncio.new_event_loop()
     task = loop.create_task(coro)
     box: dict[str, Any] = {}
+    done = threading.Event()
 
     def worker() -> None:
         try:
@@ -495,15 +503,18 @@ def _run_in_thread(coro: Any) -> Acquisition:
             box["error"] = exc
         finally:
             loop.close()
+            done.set()
 
-    thread = threading.Thread(target=worker, name="heimdall-acquire")
+    thread = threading.Thread(target=worker, name="heimdall-acquire", daemon=True)
     thread.start()
+    # Short waits on an Event (not Thread.join, which an interrupt can leave confused): an
+    # interrupt is seen within 0.1 s.
     try:
-        while thread.is_alive():  # short waits: an interrupt is seen within 0.1 s
-            thread.join(0.1)
+        while not done.wait(0.1):
+            pass
     except KeyboardInterrupt:
         loop.call_soon_threadsafe(task.cancel)
-        thread.join()
+        done.wait()
     if "error" in box:
         raise box["error"]
     return box["result"]

@@ -34,7 +34,7 @@ from heimdall_lab.errors import (
 from heimdall_lab.kiwi import protocol
 from heimdall_lab.kiwi.protocol import IqFrame
 from heimdall_lab.receivers import Receiver, validate_capture_request
-from heimdall_lab.recording import FRAME_SAMPLES, NOMINAL_RATE, RATE_TOLERANCE, Recording
+from heimdall_lab.recording import FRAME_SAMPLES, NOMINAL_RATE, Recording
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,8 @@ class KiwiClient:
         The last value of each :data:`KEPT_MESSAGES` parameter the server sent.
     bytes_received : int
         Bytes of every message received (each counted as at least :data:`MESSAGE_COST`).
+    first_frame_utc : numpy.datetime64 or None
+        This computer's UTC clock when the first frame arrived.
     """
 
     def __init__(
@@ -189,6 +191,7 @@ class KiwiClient:
         self.skipped = 0
         self.messages: dict[str, str] = {}
         self.bytes_received = 0
+        self.first_frame_utc: np.datetime64 | None = None
         self._stream_problems: list[str] = []
         self._received = 0
         self._audio_rate: int | None = None
@@ -357,6 +360,13 @@ class KiwiClient:
         """The typed error for a connection the peer closed, while receiving or sending."""
         name = self.receiver.name
         why = protocol.shown(str(exc), 120)
+        frame = exc.rcvd if exc.rcvd is not None else exc.sent
+        if frame is not None and frame.code in _PROTOCOL_CLOSE_CODES:
+            return ProtocolError(
+                f"{name}: the connection broke the WebSocket protocol ({why}); "
+                f"{self._received} samples received are kept",
+                name,
+            )
         if not self._setup_sent:
             return ReceiverUnreachableError(
                 f"{name}: connection closed during the handshake ({why})", name
@@ -387,7 +397,7 @@ class KiwiClient:
             self._progressed()
             await self._send(ws, protocol.cmd_ar_ok(self._audio_rate, 44100))
         if "sample_rate" in params:
-            self._on_sample_rate(protocol.parse_number(params, "sample_rate", 1000, 100_000))
+            self._on_sample_rate(protocol.parse_sample_rate(params))
         if self._audio_rate is not None and self.nominal_rate and not self._setup_sent:
             s = self.settings
             for command in [
@@ -405,7 +415,7 @@ class KiwiClient:
         if self.nominal_rate is None:
             self.nominal_rate = rate
             self._progressed()
-        elif abs(rate / self.nominal_rate - 1) > RATE_TOLERANCE and not self._stream_problems:
+        elif abs(rate / self.nominal_rate - 1) > RATE_CHANGE and not self._stream_problems:
             self._stream_problems.append(
                 f"the announced rate changed mid-stream from {self.nominal_rate:g} to "
                 f"{rate:g} Hz after {self._received} samples"
@@ -424,6 +434,8 @@ class KiwiClient:
         except ProtocolError as exc:
             self._skip(str(exc))
             return
+        if not self.frames:
+            self.first_frame_utc = np.datetime64(time.time_ns(), "ns")
         self.frames.append(frame)
         self._received += len(frame.samples)
         self._progressed()
@@ -449,6 +461,11 @@ class KiwiClient:
             await self._send(ws, protocol.cmd_keepalive())
             self._last_keepalive = now
 
+
+#: Relative change of the announced rate taken as a change (a KiwiSDR announces it once).
+RATE_CHANGE = 1e-6
+#: WebSocket close codes that mean the peer broke the protocol, not the network.
+_PROTOCOL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1009})
 
 #: Seconds a polite close may take before the connection is dropped.
 CLOSE_TIMEOUT_S = 1.0
@@ -581,10 +598,15 @@ async def check_health(receiver: Receiver, timeout: float = 3.0) -> Health:
 
 async def _fetch_status(url: str, timeout: float) -> str:
     """The page's text, read in pieces up to :data:`STATUS_MAX_BYTES`."""
-    async with httpx.AsyncClient(timeout=timeout) as http, http.stream("GET", url) as response:
+    # No compression: the cap holds for the bytes on the wire, not a bomb's expansion.
+    headers = {"Accept-Encoding": "identity"}
+    async with (
+        httpx.AsyncClient(timeout=timeout, headers=headers) as http,
+        http.stream("GET", url) as response,
+    ):
         response.raise_for_status()
         body = bytearray()
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.aiter_raw():
             body += chunk
             if len(body) > STATUS_MAX_BYTES:
                 raise ProtocolError(

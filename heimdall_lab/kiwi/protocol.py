@@ -84,6 +84,11 @@ class IqFrame:
         return bool(has_fix(self.last_gps_solution))
 
 
+#: The largest raw S-meter value taken as a reading: +30 dBm at the antenna input, far above
+#: any real signal (a KiwiSDR's input saturates near -10 dBm).
+SMETER_MAX = 1570
+
+
 def smeter_to_dbm(smeter: int) -> float:
     """Convert a raw S-meter value to dBm (``0.1 * smeter - 127``).
 
@@ -95,9 +100,9 @@ def smeter_to_dbm(smeter: int) -> float:
     Returns
     -------
     float
-        RSSI in dBm.
+        RSSI in dBm; NaN for a value no receiver reports (above :data:`SMETER_MAX`, +30 dBm).
     """
-    return 0.1 * smeter - 127.0
+    return 0.1 * smeter - 127.0 if 0 <= smeter <= SMETER_MAX else float("nan")
 
 
 def dbm_to_smeter(dbm: float) -> int:
@@ -239,6 +244,45 @@ def parse_number(
         kind = "a whole number" if integer else "a number"
         raise ProtocolError(f"{name}={shown(raw)} is not {kind} in [{low:g}, {high:g}]")
     return value
+
+
+#: The IQ sample rates a KiwiSDR runs at, nominally: 12 kHz, and 20.25 kHz on the
+#: wide-band (3-channel) firmware.
+KIWI_RATES = (12000.0, 20250.0)
+#: How far an announced rate may be from :data:`KIWI_RATES` (a real one is within 0.01 %).
+KIWI_RATE_TOLERANCE = 0.01
+
+
+def parse_sample_rate(params: Mapping[str, str]) -> float:
+    """Read the ``sample_rate`` a server announced: one a KiwiSDR runs at, within 1 %.
+
+    A server announcing another rate would make the client keep many times the samples the
+    request needs.
+
+    Parameters
+    ----------
+    params : mapping of str to str
+        Decoded ``MSG`` parameters holding ``sample_rate``.
+
+    Returns
+    -------
+    float
+        Samples per second.
+
+    Raises
+    ------
+    ProtocolError
+        If it is not a number, or not within :data:`KIWI_RATE_TOLERANCE` of
+        :data:`KIWI_RATES`.
+    """
+    rate = parse_number(params, "sample_rate", 1000, 100_000)
+    if not any(abs(rate / r - 1) <= KIWI_RATE_TOLERANCE for r in KIWI_RATES):
+        shown_rates = " or ".join(f"{r:g}" for r in KIWI_RATES)
+        raise ProtocolError(
+            f"sample_rate={rate:g} is not a KiwiSDR IQ rate ({shown_rates} Hz, within "
+            f"{KIWI_RATE_TOLERANCE:.0%})"
+        )
+    return rate
 
 
 def decode_params(body: bytes | str) -> dict[str, str]:
