@@ -16,17 +16,18 @@ The names a notebook needs::
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from heimdall_lab import tutorial
-from heimdall_lab.errors import HeimdallError
-from heimdall_lab.io.open import open_capture
-from heimdall_lab.localize.tdoa import locate
-from heimdall_lab.pipeline import Capture, capture
-from heimdall_lab.receivers import Receiver
 from heimdall_lab.versions import __version__, show_versions
 
 if TYPE_CHECKING:
+    from heimdall_lab import tutorial
+    from heimdall_lab.errors import HeimdallError
+    from heimdall_lab.io.open import open_capture
+    from heimdall_lab.localize.tdoa import locate
+    from heimdall_lab.pipeline import Capture, capture
+    from heimdall_lab.receivers import Receiver
     from heimdall_lab.ui.widgets import CaptureForm
 
 __all__ = [
@@ -42,13 +43,26 @@ __all__ = [
     "tutorial",
 ]
 
+#: Where each name of the front door lives. They are imported on first use: ``import
+#: heimdall_lab`` stays light, so the command line starts (and can be interrupted) at once.
+_HOMES = {
+    "Capture": "heimdall_lab.pipeline",
+    "CaptureForm": "heimdall_lab.ui.widgets",
+    "HeimdallError": "heimdall_lab.errors",
+    "Receiver": "heimdall_lab.receivers",
+    "capture": "heimdall_lab.pipeline",
+    "locate": "heimdall_lab.localize.tdoa",
+    "open_capture": "heimdall_lab.io.open",
+}
+
 
 def __getattr__(name: str) -> Any:
-    # The form pulls in ipywidgets and matplotlib: loaded on first use only.
-    if name == "CaptureForm":
-        from heimdall_lab.ui.widgets import CaptureForm
-
-        return CaptureForm
+    if name == "tutorial":
+        return importlib.import_module("heimdall_lab.tutorial")
+    if name in _HOMES:
+        value = getattr(importlib.import_module(_HOMES[name]), name)
+        globals()[name] = value  # the next lookup is a plain attribute
+        return value
     raise AttributeError(f"module 'heimdall_lab' has no attribute {name!r}")
 
 

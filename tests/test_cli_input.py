@@ -246,3 +246,31 @@ def test_ctrl_c_on_the_console_script_exits_130_with_one_line(tmp_path):
     err = proc.stderr.read()
     assert code == 130, err
     assert err.splitlines() == ["heimdall-lab: interrupted"]
+
+
+@pytest.mark.parametrize("delay_s", [0.3, 1.2])
+def test_ctrl_c_while_the_command_is_still_loading_is_one_line(delay_s, tmp_path):
+    """Ctrl-C before the libraries have loaded: exit 130 and one line, no traceback."""
+    import time
+
+    env = {**os.environ, "HEIMDALL_HOME": str(tmp_path)}
+    script = Path(sys.executable).with_name("heimdall-lab")
+    proc = subprocess.Popen(
+        [str(script), "capture", "--seed", "0", "-f", "10e6", "-d", "5", "-q"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[0].startswith("heimdall-lab: interrupted")
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_entry_point_and_the_command_line_agree_on_the_interrupt_code():
+    import heimdall_lab.__main__ as entry
+
+    assert entry.EXIT_INTERRUPTED == cli.EXIT_INTERRUPTED == 130

@@ -29,7 +29,7 @@ import numpy as np
 
 from heimdall_lab.errors import ProtocolError
 from heimdall_lab.gnss import has_fix
-from heimdall_lab.recording import FRAME_SAMPLES, FULL_SCALE
+from heimdall_lab.recording import FRAME_SAMPLES, FULL_SCALE, NOMINAL_RATE
 
 FLAG_IQ = 0x08
 FLAG_LITTLE_ENDIAN = 0x80
@@ -248,7 +248,7 @@ def parse_number(
 
 #: The IQ sample rates a KiwiSDR runs at, nominally: 12 kHz, and 20.25 kHz on the
 #: wide-band (3-channel) firmware.
-KIWI_RATES = (12000.0, 20250.0)
+KIWI_RATES = (NOMINAL_RATE, 20250.0)
 #: How far an announced rate may be from :data:`KIWI_RATES` (a real one is within 0.01 %).
 KIWI_RATE_TOLERANCE = 0.01
 
