@@ -886,3 +886,32 @@ def test_the_cli_says_partial_in_one_line(mode, good_receiver, env, embedded_eng
         1 - min(total, 1),
         dup,
     )
+
+
+def test_a_bad_receiver_row_costs_the_others_nothing(embedded_engine, caplog):
+    """A row another tool wrote that is no valid receiver is skipped, not fatal."""
+    bad = "bad\nname-" + os.urandom(4).hex()
+    with embedded_engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO websdrs (name, url, host, latitude, longitude, is_active) "
+                "VALUES (:n, 'http://x', 'host with spaces', 0, 0, true)"
+            ),
+            {"n": bad},
+        )
+    try:
+        with caplog.at_level(logging.WARNING):
+            active = db.list_receivers(embedded_engine)
+        assert active and bad not in {r.name for r in active}
+        assert "not a valid receiver" in caplog.text
+        total = len(active)
+    finally:
+        with embedded_engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM websdrs WHERE name = :n"), {"n": bad})
+    record(
+        "a receiver row no valid receiver (newline in its name), written by another tool",
+        "skipped with a warning; every other receiver listed",
+        f"skipped; {total} receivers listed",
+        0,
+        0,
+    )

@@ -107,11 +107,20 @@ def list_receivers(engine: Engine, active_only: bool = True) -> list[Receiver]:
     Returns
     -------
     list of Receiver
-        Without passwords (the database keeps none); ``calibration_db`` NaN when NULL.
+        Without passwords (the database keeps none); ``calibration_db`` NaN when NULL. A row
+        that is not a valid receiver (written by other tools: a name with a newline, a port
+        of 0, ...) is left out with a warning, so it costs the other receivers nothing.
     """
     sql = _RECEIVER_SELECT + (" WHERE is_active" if active_only else "") + " ORDER BY id"
     with engine.connect() as conn:
-        return [_row_receiver(row) for row in conn.execute(sa.text(sql))]
+        rows = conn.execute(sa.text(sql)).fetchall()
+    receivers = []
+    for row in rows:
+        try:
+            receivers.append(_row_receiver(row))
+        except (ValidationError, TypeError, ValueError) as exc:
+            log.warning("websdrs: skipping a row that is not a valid receiver: %s", exc)
+    return receivers
 
 
 def add_receiver(
