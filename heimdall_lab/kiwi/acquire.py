@@ -307,7 +307,10 @@ async def _acquire_one(
     timing = recording.timing_summary() if recording is not None else ""
     if timing:
         message = f"{name}: timing: {timing}; samples kept, their GNSS times not used"
-        error = error or _with_reason(ReceiverError(message, name), "timing")
+        if error is None:
+            error = _with_reason(ReceiverError(message, name), "timing")
+        else:  # the stream also ended badly: its reason stays, the timing is said too
+            error = _with_reason(type(error)(f"{error}; {message}", name), error.reason)
     if error is None:
         status = "ok"
     elif recording is not None:
