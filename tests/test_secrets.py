@@ -153,6 +153,18 @@ def _small_capture():
 # -- the runner hands credentials to the kernel through the environment ----------------------
 
 
+def _write_probe(nb: nbformat.NotebookNode, folder: Path) -> Path:
+    """Save a small test notebook with a Python 3 kernel as ``probe.ipynb``."""
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    source = folder / "probe.ipynb"
+    nbformat.write(nb, source)
+    return source
+
+
 def test_a_failing_run_keeps_credentials_out_of_the_report_and_restores_the_environment(
     tmp_path, monkeypatch
 ):
@@ -172,13 +184,7 @@ def test_a_failing_run_keeps_credentials_out_of_the_report_and_restores_the_envi
             "raise RuntimeError(f'cannot connect to {url}')"
         ),
     ]
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    source = tmp_path / "probe.ipynb"
-    nbformat.write(nb, source)
+    source = _write_probe(nb, tmp_path)
     with pytest.raises(NotebookError, match=r"RuntimeError: cannot connect to postgresql://u:\*"):
         run_notebook(source, {"database_url": url}, output_dir=tmp_path / "reports", run_id="p1")
     assert os.environ["HEIMDALL_DATABASE_URL"] == "postgresql://before@127.0.0.1:1/db"
@@ -375,13 +381,7 @@ def test_a_grid_shows_credentials_masked_and_knows_its_finished_runs(tmp_path):
         ),
         nbformat.v4.new_code_cell("print('seed', seed)"),
     ]
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    source = tmp_path / "probe.ipynb"
-    nbformat.write(nb, source)
+    source = _write_probe(nb, tmp_path)
     grid = {"database_url": [url], "seed": [1]}
     first = run_grid(source, grid, output_dir=tmp_path / "grid", n_workers=1)
     assert first["status"].tolist() == ["completed"], first["error"].tolist()
