@@ -596,7 +596,8 @@ def test_killed_after_the_iq_was_stored_is_measured_by_sync(embedded, embedded_e
     )
 
 
-def test_ctrl_c_cancels_and_keeps_what_arrived(embedded, embedded_engine, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_ctrl_c_cancels_and_keeps_what_arrived(stop, embedded, embedded_engine, tmp_path):
     proc = _capture_process(
         embedded,
         tmp_path,
@@ -626,7 +627,7 @@ def test_ctrl_c_cancels_and_keeps_what_arrived(embedded, embedded_engine, tmp_pa
         assert row is not None, "the capture never started receiving"
         capture_id = row["id"]
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         _out, err = proc.communicate(timeout=30)
         seconds = time.monotonic() - t0
     finally:
@@ -644,7 +645,8 @@ def test_ctrl_c_cancels_and_keeps_what_arrived(embedded, embedded_engine, tmp_pa
     assert 0 < int(stored["n_samples"].min()) < 30 * 12000
     total, dup = rows_of(embedded_engine, capture_id)
     record(
-        f"Ctrl-C during a capture (exit after {seconds:.1f} s)",
+        f"{'Ctrl-C' if stop == signal.SIGINT else 'SIGTERM'} during a capture "
+        f"(exit after {seconds:.1f} s)",
         "exit 130 in one line; row 'cancelled'; what arrived stored as incomplete",
         f"exit {proc.returncode}, row '{after.status}', IQ of 7 receivers and {total} rows kept",
         7 - total,

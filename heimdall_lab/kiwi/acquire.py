@@ -10,11 +10,13 @@ when it failed midway, and comes back as an xarray Dataset plus a per-receiver s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -388,7 +390,9 @@ async def acquire_async(
     Returns
     -------
     Acquisition
-        Dataset, per-receiver outcomes and status table.
+        Dataset, per-receiver outcomes and status table. Cancelled (the task cancelled, or
+        SIGTERM in the main thread), it returns what each receiver had delivered, with
+        :attr:`Acquisition.cancelled` set.
 
     Raises
     ------
@@ -405,31 +409,18 @@ async def acquire_async(
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     started_at = datetime.now().astimezone()
-    tasks = [
-        asyncio.create_task(
-            _acquire_one(
-                r,
-                frequency_hz,
-                duration_s,
-                settings=settings,
-                retries=retries,
-                retry_policy=retry_policy or RECEIVER_RETRY,
-                deadline=t0 + deadline_s,
-                on_progress=on_progress,
-                live=gps_reference is None,
-            )
+    with _terminate_cancels(loop):
+        outcomes, cancelled = await _acquire_all(
+            receivers,
+            frequency_hz,
+            duration_s,
+            settings=settings,
+            retries=retries,
+            retry_policy=retry_policy or RECEIVER_RETRY,
+            deadline=t0 + deadline_s,
+            on_progress=on_progress,
+            live=gps_reference is None,
         )
-        for r in receivers
-    ]
-    cancelled = False
-    try:
-        await asyncio.gather(*tasks)
-    except asyncio.CancelledError:
-        # gather passed the cancellation on; each receiver returns what it received.
-        cancelled = True
-        await asyncio.wait(tasks)
-        asyncio.current_task().uncancel()  # type: ignore[union-attr]
-    outcomes = [t.result() for t in tasks]
     capture_id = capture_id or new_capture_id()
     dataset = build_dataset(
         [(o.receiver, o.recording, o.status == "ok") for o in outcomes if o.recording is not None],
@@ -448,6 +439,45 @@ async def acquire_async(
         started_at,
         cancelled,
     )
+
+
+async def _acquire_all(
+    receivers: Sequence[Receiver], frequency_hz: float, duration_s: float, **kwargs: Any
+) -> tuple[list[ReceiverOutcome], bool]:
+    """Every receiver at once; on cancellation each returns what it received."""
+    tasks = [
+        asyncio.create_task(_acquire_one(r, frequency_hz, duration_s, **kwargs)) for r in receivers
+    ]
+    cancelled = False
+    try:
+        await asyncio.gather(*tasks)
+    except asyncio.CancelledError:
+        # gather passed the cancellation on; each receiver returns what it received.
+        cancelled = True
+        await asyncio.wait(tasks)
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+    return [t.result() for t in tasks], cancelled
+
+
+@contextlib.contextmanager
+def _terminate_cancels(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """While acquiring, SIGTERM cancels the acquisition as Ctrl-C does (what arrived is kept).
+
+    Only where the loop can take signals (the main thread, not Windows); the handler there
+    before is put back afterwards.
+    """
+    task = asyncio.current_task()
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)  # type: ignore[union-attr]
+    except (NotImplementedError, RuntimeError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def acquire(
