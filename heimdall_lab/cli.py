@@ -62,7 +62,7 @@ from heimdall_lab.receivers import (
 )
 from heimdall_lab.recording import Recording
 from heimdall_lab.urls import mask_url
-from heimdall_lab.values import clip, positive
+from heimdall_lab.values import clip, positive, to_utc_ns
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger("heimdall_lab")
@@ -341,6 +341,8 @@ def _print_capture(cap: Capture) -> int:
     print(f"measurements: {cap.measurements_written} rows in {cap.database_url}")
     for error in cap.errors:
         print(f"error: {error}")
+    for warning in cap.warnings:  # work kept locally: say so where it cannot be missed
+        _complain(warning)
     return _exit_code(cap.stage)
 
 
@@ -406,11 +408,15 @@ def cmd_capture(args: argparse.Namespace) -> int:
             realtime=not args.fast,
             faults=dict(args.fault or []),
         )
-    elif args.start_utc or args.fault:
-        raise ValidationError("--start-utc and --fault apply to emulated captures (--emulate)")
+    elif args.fault:
+        raise ValidationError("--fault applies to emulated captures (--emulate)")
     try:
         with source as emu:
-            options = {"receivers": args.receiver} if emu is None else emu.capture_options
+            options: dict[str, object] = (
+                {"receivers": args.receiver} if emu is None else emu.capture_options
+            )
+            if emu is None and args.start_utc:  # receivers replaying another day
+                options["gps_reference"] = args.start_utc
             cap = capture(
                 args.frequency,
                 args.duration,
@@ -441,6 +447,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     """Serve emulated receivers until interrupted."""
     scenario = Scenario.default(seed=args.seed)
     replay: dict[str, Recording] = {}
+    recorded: list[np.datetime64] = []  # when each replayed recording was made
     receivers = None
     if args.seconds is not None:
         positive(args.seconds, "--seconds")
@@ -448,7 +455,9 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         # Receiver names from kiwirecorder's file names, positions from gnss_pos/NAME.txt.
         receivers = []
         for path in args.replay:
-            name = parse_kiwi_wav_name(path)[0]
+            name, start, _ = parse_kiwi_wav_name(path)
+            if start is not None:
+                recorded.append(to_utc_ns(start, "the file name's time"))
             if not Path(path).is_file():
                 raise ValidationError(f"--replay: no such file {path}")
             replay[name] = read_kiwi_wav(path)
@@ -474,6 +483,11 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         async with emulator:
             for r in emulator.receivers:
                 print(f"{r.name}={r.host}:{r.port}@{r.latitude},{r.longitude}", flush=True)
+            if recorded:
+                when = f"{np.datetime_as_string(min(recorded), 's')}Z"
+                print(
+                    f"# the recordings are of {when}: capture with --start-utc {when}", flush=True
+                )
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             # SIGTERM is the way to stop a server (exit 0); Ctrl-C interrupts (exit 130).
@@ -741,7 +755,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--emulate", action="store_true", help="use the local emulator")
     p.add_argument("--seed", type=_seed, help="emulated scenario seed (implies --emulate)")
-    p.add_argument("--start-utc", help="emulated: UTC time of the first sample")
+    p.add_argument(
+        "--start-utc",
+        help="emulated: UTC time of the first sample; receivers replaying a recording of "
+        "another day (emulate --replay): that day, to read their GNSS times",
+    )
     p.add_argument("--fast", action="store_true", help="emulated: no real-time pacing")
     p.add_argument(
         "--modulation",

@@ -40,6 +40,7 @@ from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver, validate_capture
 from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.store import IQStore
 from heimdall_lab.urls import mask_url
+from heimdall_lab.values import to_utc_ns
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -445,8 +446,11 @@ def capture(
     extra = _check_metadata(metadata)
     capture_id = check_capture_id(capture_id or new_capture_id())
     iq_store = _open_store(store, iq_url)
-    reference = None if gps_reference is None else np.datetime64(gps_reference, "ns")
+    reference = None if gps_reference is None else to_utc_ns(gps_reference, "gps_reference")
     own_engine = engine is None
+    # Which database the rows belong in, kept with anything spooled (no credentials):
+    # "embedded" when no URL names one, whatever port the embedded server has today.
+    target = db.database_identity(engine.url if engine else database_url or db.database_url())
     if engine is None:
         engine = _connect(database_url)
     try:
@@ -467,7 +471,9 @@ def capture(
             float(frequency_hz),
             float(duration_s),
             parameters,
-            database_url=mask_url(engine.url) if engine is not None else "unreachable",
+            database_url=(
+                mask_url(engine.url) if engine is not None else f"{target} (unreachable)"
+            ),
         )
         create = {
             "frequency_hz": float(frequency_hz),
@@ -483,7 +489,7 @@ def capture(
                 if not exc.retryable:
                     raise
                 rec.db_down = True
-        run = _Run(cap, rec, chosen, iq_store, engine, home)
+        run = _Run(cap, rec, chosen, iq_store, engine, home, target)
         rec.start_heartbeat()
         try:
             run.acquire(settings, deadline_s, retries, reference)
@@ -516,9 +522,10 @@ class _Run:
         store: IQStore,
         engine: Engine | None,
         home: str | None,
+        target: str,
     ) -> None:
         self.cap, self.rec, self.chosen = cap, rec, chosen
-        self.store, self.engine, self.home = store, engine, home
+        self.store, self.engine, self.home, self.target = store, engine, home, target
         self.rows: pd.DataFrame | None = None
 
     def acquire(
@@ -616,7 +623,11 @@ class _Run:
         except StorageError as exc:
             rec.fail("storing measurements", exc)
             return
-        rec.warn("storing measurements: database unreachable -- spooled locally; run sync")
+        rec.warn(
+            f"storing measurements: database {self.target} unreachable -- spooled locally; "
+            "run heimdall-lab sync (with --database-url, for a database other than the "
+            "embedded one)"
+        )
 
     def finish(self, create: dict[str, Any]) -> None:
         cap, rec = self.cap, self.rec
@@ -633,7 +644,14 @@ class _Run:
         rec.set(final, 100.0 if final in ("done", "partial") else None, force=True)
         if rec.db_down:
             try:
-                spool.keep_capture(cap.capture_id, create, rec.row_update(), self.chosen, self.home)
+                spool.keep_capture(
+                    cap.capture_id,
+                    create,
+                    rec.row_update(),
+                    self.chosen,
+                    self.home,
+                    database=self.target,
+                )
                 spooled = spool.spool_root(self.home) / cap.capture_id / "measurements.json"
                 if self.rows is not None and not spooled.exists():
                     spool.keep_measurements(cap.capture_id, self.rows, self.home)

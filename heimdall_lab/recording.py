@@ -154,7 +154,8 @@ class Recording:
         if abs(offset) > CLOCK_TOLERANCE_S:
             problems.append(
                 f"GNSS time is {offset:+.0f} s from this computer's clock (more than "
-                f"{CLOCK_TOLERANCE_S:g} s; if every receiver says so, check the clock)"
+                f"{CLOCK_TOLERANCE_S:g} s; if every receiver says so, check the clock, or for "
+                "a replay of another day give its time: gps_reference, --start-utc)"
             )
         if not problems:
             index = self._sent_index()[fixed].astype(np.float64)

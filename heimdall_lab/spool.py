@@ -27,7 +27,7 @@ import xarray as xr
 from sqlalchemy.engine import Engine
 
 from heimdall_lab import db
-from heimdall_lab.errors import HeimdallError, StorageError
+from heimdall_lab.errors import DatabaseError, HeimdallError, StorageError
 from heimdall_lab.home import confined_path, home_path
 from heimdall_lab.ids import check_capture_id
 from heimdall_lab.processing import stored_measurement_rows
@@ -126,6 +126,7 @@ def keep_capture(
     update: dict[str, Any],
     receivers: list[Receiver],
     home: str | Path | None = None,
+    database: str = "embedded",
 ) -> Path:
     """Keep a capture's database row (to create, then to update) for :func:`sync`.
 
@@ -141,6 +142,9 @@ def keep_capture(
         The capture's receivers, added to the database if it lacks them.
     home : str or pathlib.Path, optional
         Local state directory.
+    database : str, optional
+        The database the rows belong in (:func:`heimdall_lab.db.database_identity`, no
+        credentials); :func:`sync` writes them there only.
 
     Returns
     -------
@@ -149,7 +153,8 @@ def keep_capture(
     """
     path = _dir(capture_id, home) / _CAPTURE
     people = [{k: v for k, v in asdict(r).items() if k != "password"} for r in receivers]
-    _write_json(path, {"create": create, "update": update, "receivers": people})
+    record = {"create": create, "update": update, "receivers": people, "database": database}
+    _write_json(path, record)
     return path
 
 
@@ -220,6 +225,12 @@ def _sync_one(folder: Path, engine: Engine | None) -> dict[str, Any]:
     capture_id = folder.name
     result: dict[str, Any] = {"capture_id": capture_id, "iq_url": None, "rows": 0, "error": ""}
     saved = json.loads((folder / _CAPTURE).read_text()) if (folder / _CAPTURE).exists() else None
+    meant = (saved or {}).get("database", "embedded")
+    if engine is not None and meant != "embedded" and meant != db.database_identity(engine.url):
+        raise DatabaseError(
+            f"its rows belong in the database {meant}, not {db.database_identity(engine.url)}: "
+            "run heimdall-lab sync --database-url with that database's URL"
+        )
     if saved is not None and engine is not None:
         known = {r.name for r in db.list_receivers(engine, active_only=False)}
         for r in saved["receivers"]:

@@ -286,3 +286,19 @@ def test_more_bad_input_is_a_one_line_usage_error(env, capsys, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("heimdall-lab: ") and "Traceback" not in err
+
+
+def test_a_replay_of_another_day_needs_its_day(env, dcf77_files, capsys, caplog):
+    """Replayed 2017 GNSS times are not today's: flagged without --start-utc, read with it."""
+    from heimdall_lab.receivers import Receiver
+
+    rec = read_kiwi_wav(dcf77_files[0])
+    receiver = Receiver("DF0KL", "127.0.0.1", 8073, 53.665337, 7.282766)
+    with Emulator(receivers=[receiver], replay={"DF0KL": rec}, realtime=False).running() as emu:
+        r = emu.receivers[0]
+        base = ["capture", "-f", "77500", "-d", "2", "-q", "-r", f"DF0KL={r.host}:{r.port}"]
+        assert main(base) == 1  # its GNSS time is years from this computer's clock
+        assert "timing" in capsys.readouterr().out
+        assert "computer's clock" in caplog.text and "--start-utc" in caplog.text
+        assert main([*base, "--start-utc", "2017-11-27T10:41:56Z"]) == 0
+    assert ": done" in capsys.readouterr().out

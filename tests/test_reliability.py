@@ -458,7 +458,7 @@ def test_database_down_for_the_whole_capture(embedded, embedded_engine, tmp_path
         receivers=["HB9Q", "HB9SL"],
         home=str(home),
     )
-    assert cap.stage == "done" and cap.database_url == "unreachable"
+    assert cap.stage == "done" and cap.database_url.endswith("(unreachable)")
     assert any("spooled" in w for w in cap.warnings)
     assert db.get_capture(embedded_engine, cap.capture_id) is None
     assert spool.pending(home) == [cap.capture_id]
@@ -916,4 +916,36 @@ def test_a_bad_receiver_row_costs_the_others_nothing(embedded_engine, caplog):
         f"skipped; {total} receivers listed",
         0,
         0,
+    )
+
+
+def test_rows_spooled_for_one_database_never_land_in_another(
+    embedded_engine, good_receiver, tmp_path
+):
+    """A mistyped database URL: the rows wait in the spool for that database, not another."""
+    from support import free_port
+
+    wrong = f"postgresql://postgres@127.0.0.1:{free_port()}/heimdall"
+    home = tmp_path / "home"
+    cap = capture(
+        FREQ,
+        1.0,
+        receivers=[good_receiver],
+        store=str(tmp_path / "iq"),
+        database_url=wrong,
+        home=str(home),
+    )
+    assert cap.stage == "done" and "(unreachable)" in cap.database_url
+    assert any("spooled locally" in w for w in cap.warnings)
+    result = spool.sync(engine=embedded_engine, home=home, stale_after_s=None)
+    assert "belong in the database" in result.loc[0, "error"]
+    assert spool.pending(home) == [cap.capture_id]  # still waiting, nothing lost
+    assert db.get_capture(embedded_engine, cap.capture_id) is None
+    total, dup = rows_of(embedded_engine, cap.capture_id)
+    record(
+        "a mistyped database URL (nothing listening): rows spooled, then sync to another one",
+        "sync refuses the other database; the rows wait for theirs",
+        f"refused: {result.loc[0, 'error'][:70]}...; still pending; {total} rows elsewhere",
+        0 if spool.pending(home) == [cap.capture_id] else 1,
+        dup + total,
     )

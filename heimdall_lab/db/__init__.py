@@ -44,7 +44,14 @@ from heimdall_lab.db.captures import (
     update_capture,
 )
 from heimdall_lab.db.columns import MEASUREMENT_COLUMNS
-from heimdall_lab.db.engine import URL_ENV, connection, database_url, get_engine, session
+from heimdall_lab.db.engine import (
+    URL_ENV,
+    connection,
+    database_identity,
+    database_url,
+    get_engine,
+    session,
+)
 from heimdall_lab.db.localizations import list_localizations, write_localization
 from heimdall_lab.db.measurements import (
     bucketed_measurements,
@@ -82,6 +89,7 @@ __all__ = [
     "bucketed_measurements",
     "connection",
     "create_capture",
+    "database_identity",
     "database_url",
     "deactivate_receiver",
     "embedded_home",

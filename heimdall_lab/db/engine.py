@@ -47,6 +47,33 @@ def _normalise_url(url: str | URL) -> URL:
     return u
 
 
+def database_identity(url: str | URL | None) -> str:
+    """Which database a URL names, without credentials: ``user@host:port/database``.
+
+    Two URLs with the same identity reach the same database whatever their driver name or
+    password; ``None`` (no URL: the embedded server) is ``"embedded"``.
+
+    Parameters
+    ----------
+    url : str, sqlalchemy.engine.URL or None
+        A database URL.
+
+    Returns
+    -------
+    str
+        The identity, safe to store and show.
+
+    Raises
+    ------
+    ValidationError
+        If the URL is not a PostgreSQL URL.
+    """
+    if url is None:
+        return "embedded"
+    u = _normalise_url(url)
+    return f"{u.username or ''}@{u.host or ''}:{u.port or 5432}/{u.database or ''}"
+
+
 def database_url() -> str | None:
     """The database URL from ``HEIMDALL_DATABASE_URL``, or None when it is unset or empty.
 
