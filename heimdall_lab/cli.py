@@ -519,7 +519,10 @@ def cmd_health(args: argparse.Namespace) -> int:
         }
         for h in asyncio.run(run())
     ]
-    print(pd.DataFrame(rows).set_index("receiver").to_string())
+    table = pd.DataFrame(rows).set_index("receiver")
+    counts = ["users", "users_max", "uptime_s"]
+    table[counts] = table[counts].astype("Int64")  # counts stay whole beside a missing one
+    print(table.to_string())
     return EXIT_OK if all(r["reachable"] for r in rows) else EXIT_PARTIAL
 
 

@@ -169,7 +169,8 @@ def add_receiver(
         new_id = conn.execute(stmt, values).scalar()
     if new_id is None:
         raise ValidationError(
-            f"receiver {receiver.name!r} exists already: use update_receiver to change it"
+            f"receiver {receiver.name!r} exists already: change it with "
+            "heimdall_lab.db.update_receiver, or deactivate it (heimdall-lab receivers deactivate)"
         )
     log.info("added receiver %s (%s)", receiver.name, receiver.address)
     return int(new_id)
