@@ -250,8 +250,11 @@ def test_no_secret_is_written_anywhere(
     host = f"{embedded.host}:{embedded.port}"
     url_a = f"postgresql://{owner}:{DB_PASSWORD}@{host}/{db_a}"  # the password in the URL
     url_b = f"postgresql://{reader}@{host}/{db_b}?password={QUERY_PASSWORD}"  # in the query
-    down = f"postgresql://{owner}:{DB_PASSWORD}@127.0.0.1:{support.free_port()}/x"
-    down += f"?password={QUERY_PASSWORD}"
+    # Database A through a proxy that is not listening yet: down for the capture, back for
+    # the sync (spooled rows are synced into the database they were meant for, only).
+    proxy = support.TcpProxy(embedded.port)
+    back = f"postgresql://{owner}:{DB_PASSWORD}@127.0.0.1:{proxy.port}/{db_a}"
+    down = f"{back}?password={QUERY_PASSWORD}"
     bucket_1, bucket_2 = f"iq1-{suffix}", f"iq2-{suffix}"
     iq_url_1 = f"s3://AKIDURL:{URL_S3_SECRET}@{bucket_1}/heimdall"
     iq_url_2 = f"s3://AKIDURL:{URL_S3_SECRET}@{bucket_2}/heimdall"
@@ -293,7 +296,11 @@ def test_no_secret_is_written_anywhere(
     boto3.client("s3", endpoint_url=moto_endpoint, region_name=support.REGION).create_bucket(
         Bucket=bucket_1, CreateBucketConfiguration={"LocationConstraint": support.REGION}
     )
-    assert main(["-vv", "sync"]) == 0
+    proxy.start()
+    try:
+        assert main(["-vv", "sync", "--database-url", back]) == 0
+    finally:
+        proxy.stop()
     assert spool.pending() == []
 
     # 3. A notebook run given both URLs with their credentials as parameters.
