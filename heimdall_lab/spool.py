@@ -33,7 +33,7 @@ from heimdall_lab.ids import check_capture_id
 from heimdall_lab.processing import stored_measurement_rows
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.store import IQStore, default_iq_url
-from heimdall_lab.store.iq import CAPTURES
+from heimdall_lab.store.iq import store_url_of
 from heimdall_lab.urls import MASK, mask_url
 from heimdall_lab.values import jsonable
 
@@ -271,9 +271,9 @@ def _recover(engine: Engine, stale: db.StaleCapture) -> dict[str, Any]:
     old = db.get_capture(engine, stale.id)
     previous = (old.error_message or "") if old is not None else ""
     result: dict[str, Any] = {"capture_id": stale.id, "iq_url": None, "rows": 0, "error": ""}
-    suffix = f"/{CAPTURES}/{stale.id}.zarr"
-    if stale.iq_url and stale.iq_url.endswith(suffix):
-        store = IQStore(_target_store(stale.iq_url[: -len(suffix)]))
+    store_url = store_url_of(stale.iq_url, stale.id) if stale.iq_url else None
+    if store_url is not None:
+        store = IQStore(_target_store(store_url))
         if store.exists(stale.id):
             ds = store.open(stale.id).load()
             rows = stored_measurement_rows(ds, stale.iq_url)

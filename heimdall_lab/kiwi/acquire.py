@@ -303,9 +303,7 @@ async def _acquire_one(
             f"{name}: its data raised {type(exc).__name__} ({shown(str(exc), 80)})", name
         )
     client = clients[-1] if clients else None
-    recording = client.recording() if client and client.frames else None
-    if recording is not None and live:
-        recording.arrival_utc = client.first_frame_utc  # type: ignore[union-attr]
+    recording = client.recording(live) if client and client.frames else None
     timing = recording.timing_summary() if recording is not None else ""
     if timing:
         message = f"{name}: timing: {timing}; samples kept, their GNSS times not used"

@@ -221,8 +221,15 @@ class KiwiClient:
         """Samples received so far."""
         return self._received
 
-    def recording(self) -> Recording:
+    def recording(self, live: bool = True) -> Recording:
         """What has been received so far, as a :class:`Recording`.
+
+        Parameters
+        ----------
+        live : bool, default True
+            Whether the receiver streams what it hears now: its GNSS time is then checked
+            against this computer's clock (:attr:`Recording.arrival_utc`). False for a
+            receiver replaying another day.
 
         Returns
         -------
@@ -232,6 +239,7 @@ class KiwiClient:
         """
         rec = recording_from_frames(self.frames, self.nominal_rate or NOMINAL_RATE)
         rec.stream_problems = tuple(self._stream_problems)
+        rec.arrival_utc = self.first_frame_utc if live else None
         return rec
 
     async def run(self) -> Recording:

@@ -118,6 +118,25 @@ _BATCH_COUNT = 64
 ProgressCallback = Callable[[int, int], None]
 
 
+def store_url_of(capture_url: str, capture_id: str) -> str | None:
+    """The store URL of a capture's URL (the inverse of :meth:`IQStore.url_for`).
+
+    Parameters
+    ----------
+    capture_url : str
+        ``<store url>/captures/<capture_id>.zarr``, as a capture row's ``iq_url`` holds it.
+    capture_id : str
+        The capture.
+
+    Returns
+    -------
+    str or None
+        The store URL; None when ``capture_url`` is not that capture's URL in a store.
+    """
+    suffix = f"/{CAPTURES}/{check_capture_id(capture_id)}.zarr"
+    return capture_url[: -len(suffix)] if capture_url.endswith(suffix) else None
+
+
 def default_iq_url() -> str:
     """The store URL used when none is given.
 
