@@ -37,7 +37,7 @@ from heimdall_lab.kiwi.client import StreamSettings
 from heimdall_lab.processing import capture_metrics
 
 settings = StreamSettings(read_timeout=1.5, connect_timeout=2.0)
-with emulated(seed=1, receivers=["PH0M"], realtime=False) as emu, HostileServer({mode!r}) as bad:
+with emulated(seed=1, receivers=["Purmerend"], realtime=False) as emu, HostileServer({mode!r}) as bad:
     t0 = time.monotonic()
     acq = acquire([emu.receivers[0], bad.receiver], 10e6, {duration!r}, deadline_s=6.0,
                   retries=0, settings=settings)
@@ -46,7 +46,7 @@ with emulated(seed=1, receivers=["PH0M"], realtime=False) as emu, HostileServer(
 table = acq.status()
 print(json.dumps({{
     "seconds": seconds,
-    "good": table.loc["PH0M", "status"],
+    "good": table.loc["Purmerend", "status"],
     "hostile": f"{{table.loc['hostile', 'status']}} ({{table.loc['hostile', 'reason']}})",
     "measured": sorted(metrics.index),
     "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -75,7 +75,7 @@ def report(rows: list[dict], duration: float) -> str:
         "",
         f"Written by `python -m benchmarks.hostile` on {info.get('cpu', '?')}, "
         f"{info.get('cores', '?')} cores. Each row: a fresh Python process acquires "
-        f"{duration:g} s from one good emulated receiver (PH0M) plus one `tests/hostile.py` "
+        f"{duration:g} s from one good emulated receiver (Purmerend) plus one `tests/hostile.py` "
         "server over loopback (deadline 6 s, read timeout 1.5 s, no retries), then computes "
         "the metrics. `seconds`: wall time of the acquisition and metrics; `peak MB`: the "
         "process's peak resident memory (`ru_maxrss`, the interpreter and libraries "

@@ -132,6 +132,8 @@ class Receiver:
         Retries of failures worth retrying.
     password : str
         User password; public receivers take none.
+    tls : bool
+        Reached over TLS (``https://`` / ``wss://``), as a few public receivers are.
     """
 
     name: str
@@ -146,6 +148,7 @@ class Receiver:
     timeout_s: float = 10.0
     retry_count: int = 3
     password: str = ""
+    tls: bool = False
 
     def __post_init__(self) -> None:
         check_receiver_name(self.name)
@@ -158,11 +161,18 @@ class Receiver:
         positive(
             self.retry_count, f"receiver {self.name}: retry_count", allow_zero=True, whole=True
         )
+        if not isinstance(self.tls, bool):
+            raise ValidationError(f"receiver {self.name}: tls must be True or False")
 
     @property
     def address(self) -> str:
         """``host:port``."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """Its web address, ``http://host:port/`` (``https://`` over TLS)."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/"
 
     def with_address(self, host: str, port: int) -> Receiver:
         """The same receiver at another address (used to point a receiver at the emulator).
@@ -201,17 +211,33 @@ class Receiver:
             )
 
 
-#: The seven receivers of the original plan. Their positions are the plan's; their host names
-#: are placeholders under the reserved ``.example`` domain: set each real address with
-#: ``heimdall-lab receivers add`` (or point them at the emulator, as the demo does).
+#: The seven default receivers: for each place of the original plan (Toulouse, the
+#: Netherlands, Bridgnorth, Zurich, the Black Forest, Vienna, St. Gallen), the nearest
+#: GNSS-equipped public KiwiSDR covering 0-30 MHz in the directory of 2025-12-31
+#: (``heimdall_lab.directory``; names as its import gives them). They are real receivers of
+#: other people: the demo and the tests serve these names from the emulator instead.
 DEFAULT_RECEIVERS: tuple[Receiver, ...] = (
-    Receiver("F5LEN", "f5len.kiwisdr.example", 8073, 43.5, 1.4, "Toulouse, France"),
-    Receiver("PH0M", "ph0m.kiwisdr.example", 8073, 52.5, 4.8, "Pachmarke, Netherlands"),
-    Receiver("G0MJW", "g0mjw.kiwisdr.example", 8073, 52.5, -2.4, "Bridgnorth, United Kingdom"),
-    Receiver("HB9Q", "hb9q.kiwisdr.example", 8073, 47.3, 8.5, "Zurich, Switzerland"),
-    Receiver("DK0GHZ", "dk0ghz.kiwisdr.example", 8073, 48.8, 8.2, "Black Forest, Germany"),
-    Receiver("OE3XEC", "oe3xec.kiwisdr.example", 8073, 48.2, 16.3, "Vienna, Austria"),
-    Receiver("HB9SL", "hb9sl.kiwisdr.example", 8073, 47.4, 9.1, "St. Gallen, Switzerland"),
+    Receiver("F4JOY", "f4joy.ddns.net", 8073, 45.269722, 2.924131, "Pradiers, France"),
+    Receiver("Purmerend", "92.108.29.14", 8073, 52.5021, 4.98509, "Purmerend, Netherlands"),
+    Receiver("North-Shropshire-UK", "82.71.90.132", 8073, 52.89, -2.64, "North Shropshire, UK"),
+    Receiver(
+        "Hasenberg03",
+        "hasenberg03.proxy.kiwisdr.com",
+        80,
+        47.378389,
+        8.364613,
+        "Hasenberg, Switzerland",
+    ),
+    Receiver("DB3TH", "db3th.proxy.kiwisdr.com", 80, 48.231823, 8.663999, "Rottweil, Germany"),
+    Receiver("OE3AKB", "oe3akb.ddns.net", 8073, 48.32, 15.58, "Lower Austria, Austria"),
+    Receiver(
+        "DK0TE",
+        "kiwisdr.inf.dhbw-ravensburg.de",
+        8073,
+        47.665021,
+        9.448193,
+        "Friedrichshafen, Germany",
+    ),
 )
 
 

@@ -55,8 +55,8 @@ def clip(value: object, limit: int = 40) -> str:
 
     Examples
     --------
-    >>> clip("HB9Q")
-    'HB9Q'
+    >>> clip("Hasenberg03")
+    'Hasenberg03'
     >>> clip("A" * 100_000, 8)
     'AAAAAAAA...'
     """

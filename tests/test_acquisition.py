@@ -91,13 +91,13 @@ async def test_client_sends_what_a_kiwisdr_expects(scenario):
 
 async def test_faults_leave_other_receivers_unaffected(scenario):
     faults = {
-        "F5LEN": Fault("refuse", times=2),  # refused twice, then recovers
-        "PH0M": Fault("bad_password"),
-        "G0MJW": Fault("too_busy"),
-        "HB9Q": Fault("stall", after_frames=40),
-        "DK0GHZ": Fault("disconnect", after_frames=30),
-        "OE3XEC": Fault("corrupt", after_frames=5),
-        "HB9SL": Fault("truncate", after_frames=7),
+        "F4JOY": Fault("refuse", times=2),  # refused twice, then recovers
+        "Purmerend": Fault("bad_password"),
+        "North-Shropshire-UK": Fault("too_busy"),
+        "Hasenberg03": Fault("stall", after_frames=40),
+        "DB3TH": Fault("disconnect", after_frames=30),
+        "OE3AKB": Fault("corrupt", after_frames=5),
+        "DK0TE": Fault("truncate", after_frames=7),
     }
     async with Emulator(scenario, realtime=False, faults=faults) as emu:
         acq = await acquire_async(
@@ -110,42 +110,42 @@ async def test_faults_leave_other_receivers_unaffected(scenario):
         )
         sent = {name: unit.frames_sent for name, unit in emu.units.items()}
     table = acq.status()
-    assert table.loc["F5LEN", "status"] == "ok" and table.loc["F5LEN", "attempts"] == 3
-    assert table.loc["PH0M", "status"] == "failed"
-    assert table.loc["PH0M", "reason"] == "bad_password"
-    assert table.loc["PH0M", "attempts"] == 1  # not worth retrying
-    assert table.loc["G0MJW", "status"] == "failed"
-    assert table.loc["G0MJW", "reason"] == "too_busy"
-    assert table.loc["G0MJW", "attempts"] == 3  # retried, always busy
+    assert table.loc["F4JOY", "status"] == "ok" and table.loc["F4JOY", "attempts"] == 3
+    assert table.loc["Purmerend", "status"] == "failed"
+    assert table.loc["Purmerend", "reason"] == "bad_password"
+    assert table.loc["Purmerend", "attempts"] == 1  # not worth retrying
+    assert table.loc["North-Shropshire-UK", "status"] == "failed"
+    assert table.loc["North-Shropshire-UK", "reason"] == "too_busy"
+    assert table.loc["North-Shropshire-UK", "attempts"] == 3  # retried, always busy
     # Stall and drop: the frames delivered before the fault are kept, marked incomplete.
-    for name, frames, reason in (("HB9Q", 40, "timeout"), ("DK0GHZ", 30, "disconnected")):
+    for name, frames, reason in (("Hasenberg03", 40, "timeout"), ("DB3TH", 30, "disconnected")):
         assert table.loc[name, "status"] == "incomplete"
         assert table.loc[name, "reason"] == reason
         assert table.loc[name, "samples"] == frames * 512 == sent[name] * 512
         assert not bool(acq.dataset.complete.sel(receiver=name))
     # One malformed frame is skipped; the stream goes on and the gap is recorded.
-    for name in ("OE3XEC", "HB9SL"):
+    for name in ("OE3AKB", "DK0TE"):
         assert table.loc[name, "status"] == "ok"
         assert table.loc[name, "skipped_frames"] == 1
         assert table.loc[name, "lost_frames"] == 1
-    assert set(acq.dataset.receiver.values) == {"F5LEN", "HB9Q", "DK0GHZ", "OE3XEC", "HB9SL"}
-    assert "password" in table.loc["PH0M", "message"]
+    assert set(acq.dataset.receiver.values) == {"F4JOY", "Hasenberg03", "DB3TH", "OE3AKB", "DK0TE"}
+    assert "password" in table.loc["Purmerend", "message"]
 
 
 async def test_refusing_receiver_fails_after_its_retries(scenario):
-    async with Emulator(scenario, realtime=False, faults={"HB9Q": Fault("refuse")}) as emu:
+    async with Emulator(scenario, realtime=False, faults={"Hasenberg03": Fault("refuse")}) as emu:
         acq = await acquire_async(
-            [emu.receiver("HB9Q"), emu.receiver("HB9SL")],
+            [emu.receiver("Hasenberg03"), emu.receiver("DK0TE")],
             FREQ,
             1.0,
             retries=3,
             retry_policy=FAST_RETRY,
         )
-        assert emu.units["HB9Q"].connections == 4
+        assert emu.units["Hasenberg03"].connections == 4
     table = acq.status()
-    assert table.loc["HB9Q", "status"] == "failed"
-    assert table.loc["HB9Q", "reason"] == "unreachable"
-    assert table.loc["HB9SL", "status"] == "ok"
+    assert table.loc["Hasenberg03", "status"] == "failed"
+    assert table.loc["Hasenberg03", "reason"] == "unreachable"
+    assert table.loc["DK0TE", "status"] == "ok"
 
 
 async def test_nothing_listening_is_unreachable():
@@ -157,45 +157,45 @@ async def test_nothing_listening_is_unreachable():
 
 
 async def test_slow_sender_hits_the_deadline_and_keeps_its_samples(scenario):
-    faults = {"HB9Q": Fault("slow", slow_factor=3.0)}
+    faults = {"Hasenberg03": Fault("slow", slow_factor=3.0)}
     async with Emulator(scenario, realtime=True, faults=faults) as emu:
-        receivers = [emu.receiver("HB9Q"), emu.receiver("HB9SL")]
+        receivers = [emu.receiver("Hasenberg03"), emu.receiver("DK0TE")]
         acq = await acquire_async(receivers, FREQ, 1.5, deadline_s=2.5)
     table = acq.status()
-    assert table.loc["HB9SL", "status"] == "ok"
-    assert table.loc["HB9Q", "status"] == "incomplete"
-    assert table.loc["HB9Q", "reason"] == "deadline"
-    got = table.loc["HB9Q", "samples"]
-    assert 0 < got < table.loc["HB9Q", "expected"]
+    assert table.loc["DK0TE", "status"] == "ok"
+    assert table.loc["Hasenberg03", "status"] == "incomplete"
+    assert table.loc["Hasenberg03", "reason"] == "deadline"
+    got = table.loc["Hasenberg03", "samples"]
+    assert 0 < got < table.loc["Hasenberg03", "expected"]
 
 
 async def test_stall_before_any_frame_is_retried_then_fails(scenario):
-    faults = {"HB9Q": Fault("stall", after_frames=0)}
+    faults = {"Hasenberg03": Fault("stall", after_frames=0)}
     async with Emulator(scenario, realtime=False, faults=faults) as emu:
         acq = await acquire_async(
-            [emu.receiver("HB9Q")],
+            [emu.receiver("Hasenberg03")],
             FREQ,
             1.0,
             retries=1,
             retry_policy=FAST_RETRY,
             settings=StreamSettings(read_timeout=0.5),
         )
-    assert acq.status().loc["HB9Q", "attempts"] == 2
-    assert acq.failed == ["HB9Q"]
+    assert acq.status().loc["Hasenberg03", "attempts"] == 2
+    assert acq.failed == ["Hasenberg03"]
 
 
 async def test_password_is_sent_and_checked(scenario):
     async with Emulator(scenario, realtime=False, password="s3cret") as emu:
-        good = emu.receiver("HB9Q")
+        good = emu.receiver("Hasenberg03")
         from dataclasses import replace
 
         acq = await acquire_async(
-            [replace(good, password="s3cret"), replace(emu.receiver("HB9SL"), password="nope")],
+            [replace(good, password="s3cret"), replace(emu.receiver("DK0TE"), password="nope")],
             FREQ,
             0.5,
         )
-    assert acq.ok == ["HB9Q"]
-    assert acq.status().loc["HB9SL", "reason"] == "bad_password"
+    assert acq.ok == ["Hasenberg03"]
+    assert acq.status().loc["DK0TE", "reason"] == "bad_password"
 
 
 @pytest.mark.parametrize(
@@ -248,7 +248,7 @@ def test_bad_receiver_addresses_are_rejected(kwargs):
 
 async def test_health_check_reads_the_status_page(scenario):
     async with Emulator(scenario, realtime=True) as emu:
-        r = emu.receiver("HB9Q")
+        r = emu.receiver("Hasenberg03")
         idle = await check_health(r)
         stream = asyncio.create_task(KiwiClient(r, FREQ, 1.0).run())
         await asyncio.sleep(0.5)
@@ -263,12 +263,12 @@ async def test_health_check_reads_the_status_page(scenario):
 
 async def test_too_many_users_get_too_busy(scenario):
     async with Emulator(scenario, realtime=True) as emu:
-        r = emu.receiver("HB9Q")
+        r = emu.receiver("Hasenberg03")
         streams = [asyncio.create_task(KiwiClient(r, FREQ, 1.5).run()) for _ in range(4)]
         await asyncio.sleep(0.4)
         acq = await acquire_async([r], FREQ, 0.5, retries=0)
         await asyncio.gather(*streams)
-    assert acq.status().loc["HB9Q", "reason"] == "too_busy"
+    assert acq.status().loc["Hasenberg03", "reason"] == "too_busy"
 
 
 async def test_replayed_recording_comes_back_sample_for_sample(dcf77_files):
@@ -387,7 +387,7 @@ def test_an_interrupt_inside_a_running_loop_cancels_and_keeps_what_arrived():
     async def in_a_notebook(receivers):
         return acquire(receivers, FREQ, 30.0, retries=0)  # blocks this loop, like a cell
 
-    with emulated(seed=5, receivers=["HB9Q", "PH0M"], realtime=True) as emu:
+    with emulated(seed=5, receivers=["Hasenberg03", "Purmerend"], realtime=True) as emu:
         timer = threading.Timer(1.5, _thread.interrupt_main)
         loop = asyncio.new_event_loop()  # no asyncio.run: its own Ctrl-C handler would differ
         t0 = time.monotonic()

@@ -28,7 +28,7 @@ from heimdall_lab.pipeline import capture
 from heimdall_lab.store import IQStore
 
 FREQ = 10e6
-RECEIVERS = ["HB9Q", "DK0GHZ", "OE3XEC"]
+RECEIVERS = ["Hasenberg03", "DB3TH", "OE3AKB"]
 #: Columns written from the metrics and the PSD: the capture path and reprocess must agree.
 COMPARED = list(MEASURED_COLUMNS)
 
@@ -116,7 +116,7 @@ def test_reprocess_writes_what_the_capture_path_wrote(embedded_engine, tmp_path,
         conn.execute(
             sa.text(
                 "DELETE FROM measurements m USING websdrs w WHERE m.websdr_id = w.id "
-                "AND m.capture_id = :c AND w.name = 'DK0GHZ'"
+                "AND m.capture_id = :c AND w.name = 'DB3TH'"
             ),
             {"c": ids[0]},
         )

@@ -373,7 +373,7 @@ def test_orm_mapping_matches_schema(embedded_engine: Engine) -> None:
         s.add_all(
             orm.Measurement(
                 capture_id=capture_id,
-                websdr_id=ids["HB9Q"],
+                websdr_id=ids["Hasenberg03"],
                 timestamp_utc=t0 + pd.Timedelta(seconds=k),
                 frequency_hz=10e6,
                 snr_db=float(k),

@@ -68,7 +68,7 @@ def test_emulated_capture_is_stored_everywhere(embedded_engine, tmp_path):
 def test_same_parameters_and_seed_give_identical_iq(embedded_engine, tmp_path):
     runs = []
     for _ in range(2):
-        with emulated(seed=9, start_utc=START, realtime=False, receivers=["HB9Q", "OE3XEC"]) as emu:
+        with emulated(seed=9, start_utc=START, realtime=False, receivers=["Hasenberg03", "OE3AKB"]) as emu:
             runs.append(
                 capture(
                     FREQ,
@@ -85,7 +85,7 @@ def test_same_parameters_and_seed_give_identical_iq(embedded_engine, tmp_path):
     # The stored parameters repeat the capture.
     params = db.get_capture(embedded_engine, runs[0].capture_id).parameters
     assert params["start_utc"].startswith(START) and params["seed"] == 9
-    with emulated(seed=10, start_utc=START, realtime=False, receivers=["HB9Q", "OE3XEC"]) as emu:
+    with emulated(seed=10, start_utc=START, realtime=False, receivers=["Hasenberg03", "OE3AKB"]) as emu:
         other = capture(
             FREQ, 1.0, engine=embedded_engine, iq_url=str(tmp_path / "iq"), **emu.capture_options
         )
@@ -104,11 +104,11 @@ def test_partial_capture_keeps_what_came(embedded_engine, tmp_path):
             1.0,
             engine=embedded_engine,
             iq_url=str(tmp_path / "iq"),
-            receivers=[emu.receiver("HB9Q"), dead],
+            receivers=[emu.receiver("Hasenberg03"), dead],
             retries=0,
         )
     assert cap.stage == "partial"
-    assert list(cap.metrics.index) == ["HB9Q"]
+    assert list(cap.metrics.index) == ["Hasenberg03"]
     assert cap.status().loc["NOBODY", "reason"] == "unreachable"
     assert db.get_capture(embedded_engine, cap.capture_id).status == "partial"
     assert _rows(embedded_engine, cap.capture_id) == 1
@@ -118,7 +118,7 @@ def test_unwritable_store_keeps_iq_locally_for_sync(embedded_engine, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     home = tmp_path / "home"
-    with emulated(seed=2, realtime=False, receivers=["HB9Q", "HB9SL"]) as emu:
+    with emulated(seed=2, realtime=False, receivers=["Hasenberg03", "DK0TE"]) as emu:
         cap = capture(
             FREQ,
             1.0,
@@ -139,7 +139,7 @@ def test_unwritable_store_keeps_iq_locally_for_sync(embedded_engine, tmp_path):
 def test_unwritable_store_and_spool_fail_the_stage_but_keep_the_rest(embedded_engine, tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
-    with emulated(seed=2, realtime=False, receivers=["HB9Q", "HB9SL"]) as emu:
+    with emulated(seed=2, realtime=False, receivers=["Hasenberg03", "DK0TE"]) as emu:
         cap = capture(
             FREQ,
             1.0,
@@ -204,7 +204,7 @@ def test_named_capture_from_emulated_receivers_is_stored(embedded, tmp_path):
     """A readable capture id; receivers the database has never seen are registered first."""
     engine = db.get_engine(embedded.url)  # a fresh engine: nothing is seeded implicitly
     try:
-        with emulated(seed=5, realtime=False, receivers=["F5LEN", "PH0M"]) as emu:
+        with emulated(seed=5, realtime=False, receivers=["F4JOY", "Purmerend"]) as emu:
             fresh = [
                 dataclasses.replace(r, name=f"EMU{i}-{uuid.uuid4().hex[:6]}")
                 for i, r in enumerate(emu.receivers)
@@ -238,7 +238,7 @@ def test_my_run_1_capture_id(embedded_engine, tmp_path):
     existing = db.get_capture(embedded_engine, "my-run-1")
     if existing is not None:
         pytest.skip("my-run-1 already recorded in this database")
-    with emulated(seed=6, realtime=False, receivers=["HB9Q"]) as emu:
+    with emulated(seed=6, realtime=False, receivers=["Hasenberg03"]) as emu:
         cap = capture(
             FREQ,
             1.0,
@@ -256,7 +256,7 @@ def test_my_run_1_capture_id(embedded_engine, tmp_path):
 def test_injected_engine_and_store_are_used(embedded, tmp_path):
     engine = db.get_engine(embedded.url)
     store = IQStore(str(tmp_path / "elsewhere"))
-    with emulated(seed=7, realtime=False, receivers=["HB9Q", "DK0GHZ"]) as emu:
+    with emulated(seed=7, realtime=False, receivers=["Hasenberg03", "DB3TH"]) as emu:
         cap = capture(FREQ, 1.0, engine=engine, store=store, **emu.capture_options)
     try:
         assert cap.stage == "done", cap.errors
@@ -272,13 +272,13 @@ def test_injected_engine_and_store_are_used(embedded, tmp_path):
 
 
 def test_emulated_provides_receivers_and_is_reproducible():
-    with emulated(seed=3, start_utc=START, realtime=False, receivers=["HB9Q", "G0MJW"]) as a:
-        assert [r.name for r in a.receivers] == ["HB9Q", "G0MJW"]
+    with emulated(seed=3, start_utc=START, realtime=False, receivers=["Hasenberg03", "North-Shropshire-UK"]) as a:
+        assert [r.name for r in a.receivers] == ["Hasenberg03", "North-Shropshire-UK"]
         assert all(r.host == "127.0.0.1" and r.port > 0 for r in a.receivers)
         assert len({r.port for r in a.receivers}) == 2
         params = dict(a.parameters)
         got_a = acquire(a.receivers, FREQ, 0.5, gps_reference=a.start_utc)
-    with emulated(seed=3, start_utc=START, realtime=False, receivers=["HB9Q", "G0MJW"]) as b:
+    with emulated(seed=3, start_utc=START, realtime=False, receivers=["Hasenberg03", "North-Shropshire-UK"]) as b:
         assert b.parameters == params
         got_b = acquire(b.receivers, FREQ, 0.5, gps_reference=b.start_utc)
     assert params["seed"] == 3 and params["start_utc"].startswith(START)
@@ -287,12 +287,12 @@ def test_emulated_provides_receivers_and_is_reproducible():
     assert json.loads(json.dumps(params)) == params
     np.testing.assert_array_equal(got_a.dataset.iq.values, got_b.dataset.iq.values)
     np.testing.assert_array_equal(got_a.dataset.start_time.values, got_b.dataset.start_time.values)
-    with emulated(seed=4, start_utc=START, realtime=False, receivers=["HB9Q"]) as c:
+    with emulated(seed=4, start_utc=START, realtime=False, receivers=["Hasenberg03"]) as c:
         got_c = acquire(c.receivers, FREQ, 0.5, gps_reference=c.start_utc)
     assert not np.array_equal(got_a.dataset.iq.values[:1], got_c.dataset.iq.values)
-    with emulated(realtime=False, receivers=["HB9Q"], faults={"HB9Q": Fault("refuse")}) as d:
+    with emulated(realtime=False, receivers=["Hasenberg03"], faults={"Hasenberg03": Fault("refuse")}) as d:
         assert d.parameters["faults"] == {
-            "HB9Q": {"kind": "refuse", "after_frames": 0, "times": None, "slow_factor": 2.0}
+            "Hasenberg03": {"kind": "refuse", "after_frames": 0, "times": None, "slow_factor": 2.0}
         }
     with pytest.raises(ValidationError, match="not sites"), emulated(receivers=["NOT_A_SITE"]):
         pass
@@ -312,12 +312,12 @@ def test_an_emulated_capture_never_leaves_loopback_addresses_behind(embedded_eng
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
     engine = db.get_engine(embedded_engine.url.set(database=name))  # migrated, no receivers
     try:
-        with emulated(seed=8, realtime=False, receivers=["HB9Q", "DK0GHZ"]) as emu:
+        with emulated(seed=8, realtime=False, receivers=["Hasenberg03", "DB3TH"]) as emu:
             cap = capture(FREQ, 1.0, engine=engine, store=str(tmp_path), **emu.capture_options)
         assert cap.stage == "done", cap.errors
         known = {r.name: r for r in db.list_receivers(engine)}
         defaults = {r.name: r for r in DEFAULT_RECEIVERS}
-        for rx in ("HB9Q", "DK0GHZ"):
+        for rx in ("Hasenberg03", "DB3TH"):
             assert known[rx].address == defaults[rx].address
             assert not known[rx].host.startswith("127.")
         assert db.seed_receivers(engine) == len(DEFAULT_RECEIVERS) - 2  # the others still come

@@ -17,7 +17,7 @@ from heimdall_lab.emulate.scenario import Scenario
 from heimdall_lab.emulate.server import Emulator, Fault
 from heimdall_lab.io.kiwi_wav import read_kiwi_wav
 
-DEFAULTS = ("F5LEN", "PH0M", "G0MJW", "HB9Q", "DK0GHZ", "OE3XEC", "HB9SL")
+DEFAULTS = ("F4JOY", "Purmerend", "North-Shropshire-UK", "Hasenberg03", "DB3TH", "OE3AKB", "DK0TE")
 
 
 def _spec(r) -> str:
@@ -38,10 +38,10 @@ def test_demo_runs_the_capture_notebook_and_prints_metrics(env, embedded_engine,
 
 
 def test_capture_from_addresses_writes_wav_and_reports_partial_failure(env, capsys):
-    faults = {"HB9SL": Fault("bad_password")}
+    faults = {"DK0TE": Fault("bad_password")}
     with Emulator(Scenario.default(seed=5), realtime=False, faults=faults).running() as emu:
         args = ["capture", "-f", "10e6", "-d", "1", "-q", "--wav-dir", str(env / "wav")]
-        for name in ("HB9Q", "HB9SL"):
+        for name in ("Hasenberg03", "DK0TE"):
             args += ["-r", _spec(emu.receiver(name))]
         code = main(args)
     out = capsys.readouterr().out
@@ -54,23 +54,23 @@ def test_capture_from_addresses_writes_wav_and_reports_partial_failure(env, caps
 
 
 def test_capture_emulated_by_name(env, embedded_engine, capsys):
-    code = main(["capture", "-f", "10e6", "-d", "1", "-q", "--seed", "2", "--fast", "-r", "HB9Q"])
+    code = main(["capture", "-f", "10e6", "-d", "1", "-q", "--seed", "2", "--fast", "-r", "Hasenberg03"])
     out = capsys.readouterr().out
     assert code == 0
     capture_id = out.split("capture ")[1].split(":")[0]
     rows = db.measurements_for_capture(embedded_engine, capture_id, include_psd=False)
-    assert list(rows.receiver) == ["HB9Q"]
+    assert list(rows.receiver) == ["Hasenberg03"]
 
 
 def test_capture_emulated_with_a_fault(env, embedded_engine, capsys):
-    args = ["capture", "-f", "10e6", "-d", "1", "-q", "--fast", "-r", "HB9Q", "-r", "HB9SL"]
-    code = main([*args, "--fault", "HB9SL:bad_password"])
+    args = ["capture", "-f", "10e6", "-d", "1", "-q", "--fast", "-r", "Hasenberg03", "-r", "DK0TE"]
+    code = main([*args, "--fault", "DK0TE:bad_password"])
     out = capsys.readouterr().out
     assert code == 1
     assert "bad_password" in out and "partial" in out
     capture_id = out.split("capture ")[1].split(":")[0]
     parameters = db.get_capture(embedded_engine, capture_id).parameters
-    assert parameters["emulate"] is True and parameters["faults"]["HB9SL"]["kind"] == "bad_password"
+    assert parameters["emulate"] is True and parameters["faults"]["DK0TE"]["kind"] == "bad_password"
 
 
 def test_capture_with_nothing_reachable_exits_3(env, capsys):
@@ -130,7 +130,7 @@ def test_a_bad_emulated_start_is_a_usage_error(env, capsys):
     "argv",
     [
         ["capture", "-f", "10e6", "-r", "X=no-port"],
-        ["emulate", "--fault", "HB9Q:explode"],
+        ["emulate", "--fault", "Hasenberg03:explode"],
         ["frobnicate"],
         ["db", "drop"],
     ],
@@ -178,7 +178,7 @@ def test_emulate_subprocess_serves_capture_and_health(env, capsys):
             "--seconds",
             "60",
             "--fault",
-            "OE3XEC:too_busy",
+            "OE3AKB:too_busy",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -188,7 +188,7 @@ def test_emulate_subprocess_serves_capture_and_health(env, capsys):
         lines = [proc.stdout.readline().strip() for _ in range(7)]
         specs = dict(line.split("=", 1) for line in lines)
         assert set(specs) == set(DEFAULTS)
-        assert main(["health", "-r", f"HB9Q={specs['HB9Q']}"]) == 0
+        assert main(["health", "-r", f"Hasenberg03={specs['Hasenberg03']}"]) == 0
         code = main(
             [
                 "capture",
@@ -198,9 +198,9 @@ def test_emulate_subprocess_serves_capture_and_health(env, capsys):
                 "0.5",
                 "-q",
                 "-r",
-                f"HB9Q={specs['HB9Q']}",
+                f"Hasenberg03={specs['Hasenberg03']}",
                 "-r",
-                f"OE3XEC={specs['OE3XEC']}",
+                f"OE3AKB={specs['OE3AKB']}",
             ]
         )
         assert code == 1
@@ -239,7 +239,7 @@ def test_sync_with_nothing_pending(env, capsys):
 
 def test_batch_reprocess_and_grid(env, embedded_engine, capsys):
     assert (
-        main(["capture", "-f", "10e6", "-d", "1", "-q", "--seed", "5", "--fast", "-r", "HB9Q"]) == 0
+        main(["capture", "-f", "10e6", "-d", "1", "-q", "--seed", "5", "--fast", "-r", "Hasenberg03"]) == 0
     )
     capture_id = capsys.readouterr().out.split("capture ")[1].split(":")[0]
     assert (
@@ -264,7 +264,7 @@ def test_batch_reprocess_and_grid(env, embedded_engine, capsys):
             "False",
             "-p",
             "receivers",
-            "[['HB9Q']]",
+            "[['Hasenberg03']]",
             "--workers",
             "1",
         ]

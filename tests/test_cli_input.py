@@ -144,7 +144,7 @@ def test_a_huge_argument_is_not_echoed_whole(no_database, capsys):
         (["run", "capture", "-p", "duration_s", "abc", "-q"], "duration_s"),
         (["run", "capture", "-p", "seed", "1.5", "-q"], "seed"),
         (["run", "capture", "-p", "realtime", "1", "-q"], "realtime"),
-        (["run", "capture", "-p", "receivers", "['HB9Q'", "-q"], "receivers"),
+        (["run", "capture", "-p", "receivers", "['Hasenberg03'", "-q"], "receivers"),
         (["run", "capture", "-p", "nonsense", "1", "-q"], "nonsense"),
         (["batch", "grid", "capture", "-p", "seed", "[1, 2"], "seed"),
         (["batch", "grid", "capture", "-p", "duration_s", "[1.0, 'long']"], "duration_s"),

@@ -341,11 +341,11 @@ def test_bulk_write_dedup_and_queries(backend: tuple[str, Engine], caplog) -> No
     rng = db.measurements_between(engine, start, end, capture_id=capture_id)
     assert len(rng) == len(in_range) > n // 5
     assert set(rng["timestamp_utc"]) == set(in_range["timestamp_utc"])
-    one = db.measurements_for_receiver(engine, "HB9Q", start=start, end=end)
-    assert (one["receiver"] == "HB9Q").all()
+    one = db.measurements_for_receiver(engine, "Hasenberg03", start=start, end=end)
+    assert (one["receiver"] == "Hasenberg03").all()
     np.testing.assert_array_equal(
         np.sort(one["snr_db"].to_numpy()),
-        np.sort(in_range.loc[in_range["receiver"] == "HB9Q", "snr_db"].to_numpy()),
+        np.sort(in_range.loc[in_range["receiver"] == "Hasenberg03", "snr_db"].to_numpy()),
     )
 
     # time buckets: the database (time_bucket or date_bin) against pandas
@@ -353,9 +353,9 @@ def test_bulk_write_dedup_and_queries(backend: tuple[str, Engine], caplog) -> No
         got_b = db.bucketed_measurements(engine, seconds, capture_id=capture_id)
         assert_buckets_equal(got_b, pandas_buckets(df, seconds))
     got_b = db.bucketed_measurements(
-        engine, "5min", start=start, end=end, receivers=["HB9Q", "PH0M"], capture_id=capture_id
+        engine, "5min", start=start, end=end, receivers=["Hasenberg03", "Purmerend"], capture_id=capture_id
     )
-    sub = in_range[in_range["receiver"].isin(["HB9Q", "PH0M"])]
+    sub = in_range[in_range["receiver"].isin(["Hasenberg03", "Purmerend"])]
     assert_buckets_equal(got_b, pandas_buckets(sub, 300))
 
 

@@ -33,10 +33,10 @@ DCF77_POSITIONS = tutorial.DCF77_POSITIONS
 GPS_REFERENCE = np.datetime64("2017-11-27T10:42")
 #: Receivers of the synthetic network (positions of four default receivers).
 SITES = {
-    "F5LEN": (43.5, 1.4),
-    "PH0M": (52.5, 4.8),
-    "OE3XEC": (48.2, 16.3),
-    "HB9Q": (47.3, 8.5),
+    "F4JOY": (43.5, 1.4),
+    "Purmerend": (52.5, 4.8),
+    "OE3AKB": (48.2, 16.3),
+    "Hasenberg03": (47.3, 8.5),
 }
 TX = (50.0, 8.5)
 
@@ -114,10 +114,10 @@ def delays_for(tx: tuple[float, float], sites: dict[str, tuple[float, float]]) -
 def synthetic_network() -> dict[str, Recording]:
     d = delays_for(TX, SITES)
     specs = {  # start, rate error, carrier offset: every receiver different
-        "F5LEN": (0.10, 1.5, 0.30),
-        "PH0M": (0.23, -2.0, -0.20),
-        "OE3XEC": (0.05, 0.7, 0.05),
-        "HB9Q": (0.31, -0.4, 0.12),
+        "F4JOY": (0.10, 1.5, 0.30),
+        "Purmerend": (0.23, -2.0, -0.20),
+        "OE3AKB": (0.05, 0.7, 0.05),
+        "Hasenberg03": (0.31, -0.4, 0.12),
     }
     return {
         name: synthetic_recording(d[name], start_s=s, rate_ppm=ppm, offset_hz=f, seed=k + 1)
@@ -192,9 +192,9 @@ def test_pairs_outside_the_physical_range_or_weak_are_rejected():
 @pytest.mark.parametrize(
     ("tx", "names"),
     [
-        ((50.0, 8.5), ["F5LEN", "PH0M", "OE3XEC", "HB9Q"]),
-        ((49.2, 3.1), ["F5LEN", "PH0M", "OE3XEC"]),
-        ((55.0, 14.0), ["F5LEN", "PH0M", "OE3XEC", "HB9Q"]),  # outside the receivers' hull
+        ((50.0, 8.5), ["F4JOY", "Purmerend", "OE3AKB", "Hasenberg03"]),
+        ((49.2, 3.1), ["F4JOY", "Purmerend", "OE3AKB"]),
+        ((55.0, 14.0), ["F4JOY", "Purmerend", "OE3AKB", "Hasenberg03"]),  # outside the receivers' hull
     ],
 )
 def test_solver_recovers_the_position_from_exact_delays(tx, names):
@@ -265,14 +265,14 @@ def test_synthetic_network_is_located(synthetic_network):
         assert r.used and r.frames_untrusted == 2 and r.frames_inconsistent == 0
         assert r.timestamp_rms_ns < 1.0
     rates = {r.name: r.sample_rate for r in loc.receivers}
-    assert rates["F5LEN"] == pytest.approx(FS * (1 + 1.5e-6), abs=1e-4)
+    assert rates["F4JOY"] == pytest.approx(FS * (1 + 1.5e-6), abs=1e-4)
     offsets = {r.name: r.carrier_offset_hz for r in loc.receivers}
-    assert offsets["PH0M"] == pytest.approx(-0.20, abs=0.01)
+    assert offsets["Purmerend"] == pytest.approx(-0.20, abs=0.01)
 
 
 def test_lost_frames_leave_a_gap_not_a_shift(synthetic_network):
     base = locate_recordings(synthetic_network, SITES, method="envelope")
-    rec = synthetic_network["HB9Q"]
+    rec = synthetic_network["Hasenberg03"]
     cut = np.r_[0:40, 46 : rec.n_frames]  # frames 40-45 lost in transit
     keep = np.concatenate([np.arange(s, s + 512) for s in rec.frame_start[cut]])
     gapped = Recording(
@@ -285,8 +285,8 @@ def test_lost_frames_leave_a_gap_not_a_shift(synthetic_network):
         rssi_dbm=rec.rssi_dbm[cut],
         nominal_rate=rec.nominal_rate,
     )
-    loc = locate_recordings({**synthetic_network, "HB9Q": gapped}, SITES, method="envelope")
-    timing = {r.name: r for r in loc.receivers}["HB9Q"]
+    loc = locate_recordings({**synthetic_network, "Hasenberg03": gapped}, SITES, method="envelope")
+    timing = {r.name: r for r in loc.receivers}["Hasenberg03"]
     assert timing.lost_frames == 6
     assert timing.segments == 2
     assert timing.frames_inconsistent == 0
@@ -298,22 +298,22 @@ def test_lost_frames_leave_a_gap_not_a_shift(synthetic_network):
 
 
 def test_frames_without_a_fix_are_not_used(synthetic_network):
-    rec = synthetic_network["PH0M"]
+    rec = synthetic_network["Purmerend"]
     fixless = replace(rec, last_gps_solution=rec.last_gps_solution.copy())
     fixless.last_gps_solution[50:56] = 254  # the receiver lost its fix for 6 frames
-    loc = locate_recordings({**synthetic_network, "PH0M": fixless}, SITES, method="envelope")
-    timing = {r.name: r for r in loc.receivers}["PH0M"]
+    loc = locate_recordings({**synthetic_network, "Purmerend": fixless}, SITES, method="envelope")
+    timing = {r.name: r for r in loc.receivers}["Purmerend"]
     assert timing.frames_untrusted == 2 + 6
     assert timing.frames_used == rec.n_frames - 8
     assert loc.error_km(*TX) < 3.0
 
 
 def test_a_frame_with_a_bad_timestamp_is_rejected(synthetic_network):
-    rec = synthetic_network["OE3XEC"]
+    rec = synthetic_network["OE3AKB"]
     bad = replace(rec, gpsnsec=rec.gpsnsec.copy())
     bad.gpsnsec[70] = (bad.gpsnsec[70] + 3_000_000) % 1_000_000_000  # 3 ms off
-    loc = locate_recordings({**synthetic_network, "OE3XEC": bad}, SITES, method="envelope")
-    timing = {r.name: r for r in loc.receivers}["OE3XEC"]
+    loc = locate_recordings({**synthetic_network, "OE3AKB": bad}, SITES, method="envelope")
+    timing = {r.name: r for r in loc.receivers}["OE3AKB"]
     assert timing.frames_inconsistent == 1
     assert loc.error_km(*TX) < 3.0
 
@@ -321,19 +321,19 @@ def test_a_frame_with_a_bad_timestamp_is_rejected(synthetic_network):
 def test_receivers_that_do_not_correlate_are_left_out(synthetic_network):
     d = delays_for(TX, SITES)
     recs = dict(synthetic_network)
-    recs["G0MJW"] = synthetic_recording(0.0, seed=9, signal=False)  # hears only noise
-    late = synthetic_recording(d["HB9Q"] + 0.012, seed=10)  # its clock is 12 ms off
-    recs["HB9SL"] = late
-    positions = {**SITES, "G0MJW": (52.5, -2.4), "HB9SL": (47.4, 9.1)}
+    recs["North-Shropshire-UK"] = synthetic_recording(0.0, seed=9, signal=False)  # hears only noise
+    late = synthetic_recording(d["Hasenberg03"] + 0.012, seed=10)  # its clock is 12 ms off
+    recs["DK0TE"] = late
+    positions = {**SITES, "North-Shropshire-UK": (52.5, -2.4), "DK0TE": (47.4, 9.1)}
     loc = locate_recordings(recs, positions, method="envelope")
     assert loc.error_km(*TX) < 3.0
     by_name = {r.name: r for r in loc.receivers}
-    assert not by_name["G0MJW"].used and not by_name["HB9SL"].used
-    assert "rejected" in by_name["G0MJW"].reason
+    assert not by_name["North-Shropshire-UK"].used and not by_name["DK0TE"].used
+    assert "rejected" in by_name["North-Shropshire-UK"].reason
     for p in loc.pairs:
-        if "G0MJW" in (p.receiver_a, p.receiver_b):
+        if "North-Shropshire-UK" in (p.receiver_a, p.receiver_b):
             assert not p.used
-        if "HB9SL" in (p.receiver_a, p.receiver_b) and "G0MJW" not in (
+        if "DK0TE" in (p.receiver_a, p.receiver_b) and "North-Shropshire-UK" not in (
             p.receiver_a,
             p.receiver_b,
         ):
@@ -342,26 +342,26 @@ def test_receivers_that_do_not_correlate_are_left_out(synthetic_network):
 
 def test_fewer_than_three_timed_receivers_is_an_error(synthetic_network):
     recs = dict(synthetic_network)
-    for name in ("PH0M", "OE3XEC"):
+    for name in ("Purmerend", "OE3AKB"):
         no_fix = np.full(recs[name].n_frames, 255, np.uint8)  # no fix at all
         recs[name] = replace(recs[name], last_gps_solution=no_fix)
     with pytest.raises(LocalizationError, match=r"2 receiver.*usable GNSS timestamps") as info:
         locate_recordings(recs, SITES)
-    assert "PH0M" in str(info.value) and "locate_rssi_dataset" in str(info.value)
+    assert "Purmerend" in str(info.value) and "locate_rssi_dataset" in str(info.value)
     crude = locate_recordings(recs, SITES, fallback="rssi")
     assert crude.kind == "rssi"
     assert any("TDoA impossible" in n for n in crude.notes)
 
 
 def test_missing_or_invalid_positions_are_rejected(synthetic_network):
-    with pytest.raises(ValidationError, match="no position for OE3XEC"):
-        locate_recordings(synthetic_network, {k: v for k, v in SITES.items() if k != "OE3XEC"})
+    with pytest.raises(ValidationError, match="no position for OE3AKB"):
+        locate_recordings(synthetic_network, {k: v for k, v in SITES.items() if k != "OE3AKB"})
     with pytest.raises(ValidationError, match="finite"):
-        locate_recordings(synthetic_network, {**SITES, "HB9Q": (math.nan, 8.5)})
+        locate_recordings(synthetic_network, {**SITES, "Hasenberg03": (math.nan, 8.5)})
     with pytest.raises(ValidationError, match="Receiver default"):
-        locate_recordings(synthetic_network, {**SITES, "HB9Q": (0.0, 0.0)})
+        locate_recordings(synthetic_network, {**SITES, "Hasenberg03": (0.0, 0.0)})
     with pytest.raises(ValidationError, match=r"\(lat, lon\)"):
-        locate_recordings(synthetic_network, {**SITES, "HB9Q": "47.3,8.5"})
+        locate_recordings(synthetic_network, {**SITES, "Hasenberg03": "47.3,8.5"})
     with pytest.raises(ValidationError, match="4 recordings"):
         locate_recordings(synthetic_network, [(1.0, 2.0)])
     with pytest.raises(ValidationError, match="mapping"):
@@ -516,7 +516,7 @@ def test_localization_summary_and_compare(emulated):
     loc.compare(*TX)
     assert all(math.isfinite(p.truth_delay_s) for p in loc.pairs)
     assert "tdoa/envelope" in loc.summary()
-    sub = locate_dataset(ds, receivers=["F5LEN", "PH0M", "OE3XEC", "HB9Q"])
+    sub = locate_dataset(ds, receivers=["F4JOY", "Purmerend", "OE3AKB", "Hasenberg03"])
     assert len(sub.receivers) == 4 and len(sub.pairs) == 6
     with pytest.raises(ValidationError, match="unknown receiver"):
         locate_dataset(ds, receivers=["NOPE"])

@@ -51,7 +51,7 @@ def test_capture_notebook_under_papermill_stores_the_capture(env, embedded_engin
     params = {
         "duration_s": 1.5,
         "frequency_hz": 10e6,
-        "receivers": ["HB9Q", "HB9SL", "OE3XEC"],
+        "receivers": ["Hasenberg03", "DK0TE", "OE3AKB"],
         "seed": 7,
         "realtime": False,
         "start_utc": "2026-10-01T08:00:00",
@@ -82,7 +82,7 @@ def test_explore_notebook_under_papermill_shows_a_chosen_capture(env):
     )
     out = run_notebook(
         "explore",
-        {"capture_id": first, "bucket": "5s", "receivers": ["HB9Q", "DK0GHZ"]},
+        {"capture_id": first, "bucket": "5s", "receivers": ["Hasenberg03", "DB3TH"]},
         output_dir=env / "reports",
     )
     executed = nbformat.read(out, as_version=4)

@@ -57,7 +57,7 @@ def test_cli_run_with_an_escaping_capture_id_is_a_usage_error(tmp_path, monkeypa
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", "", "/abs"])
 def test_the_spool_refuses_ids_that_leave_it(tmp_path, bad):
     home = tmp_path / "home"
-    rows = pd.DataFrame({"receiver": ["HB9Q"], "snr_db": [1.0]})
+    rows = pd.DataFrame({"receiver": ["Hasenberg03"], "snr_db": [1.0]})
     with pytest.raises(ValidationError, match="capture id"):
         spool.keep_measurements(bad, rows, home)
     with pytest.raises(ValidationError, match="capture id"):
@@ -68,7 +68,7 @@ def test_the_spool_refuses_ids_that_leave_it(tmp_path, bad):
 
 
 def test_the_spool_keeps_a_good_id_inside_it(tmp_path):
-    rows = pd.DataFrame({"receiver": ["HB9Q"], "snr_db": [1.0]})
+    rows = pd.DataFrame({"receiver": ["Hasenberg03"], "snr_db": [1.0]})
     path = spool.keep_measurements("run.1", rows, tmp_path)
     assert path == spool.spool_root(tmp_path) / "run.1" / "measurements.json"
 

@@ -73,17 +73,17 @@ def test_without_trusted_frames_rate_is_nominal_and_start_unknown():
 async def test_receiver_without_gnss_fix_through_the_emulator():
     base = Scenario.default(seed=2)
     sites = tuple(
-        Site(s.name, s.latitude, s.longitude, gps_fix=s.name != "HB9Q") for s in base.sites
+        Site(s.name, s.latitude, s.longitude, gps_fix=s.name != "Hasenberg03") for s in base.sites
     )
     scenario = Scenario(base.transmitter, sites, seed=2)
     async with Emulator(scenario, realtime=False) as emu:
-        acq = await acquire_async([emu.receiver("HB9Q"), emu.receiver("HB9SL")], 10e6, 1.0)
+        acq = await acquire_async([emu.receiver("Hasenberg03"), emu.receiver("DK0TE")], 10e6, 1.0)
     ds = acq.dataset
-    nofix = ds.sel(receiver="HB9Q")
+    nofix = ds.sel(receiver="Hasenberg03")
     assert not nofix.frame_trusted.any()
     assert np.isnat(nofix.start_time.values)
     assert float(nofix.sample_rate) == float(nofix.nominal_rate)
-    fix = ds.sel(receiver="HB9SL")
+    fix = ds.sel(receiver="DK0TE")
     assert fix.frame_trusted.sum() > 0 and not np.isnat(fix.start_time.values)
 
 

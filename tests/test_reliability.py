@@ -122,10 +122,10 @@ def test_all_seven_receivers(embedded_engine, s3_store):
 
 def test_three_of_seven_succeed_four_fail_differently(embedded_engine, s3_store):
     faults = {
-        "F5LEN": Fault("bad_password"),
-        "PH0M": Fault("too_busy"),
-        "G0MJW": Fault("refuse"),
-        "HB9Q": Fault("stall", after_frames=0),
+        "F4JOY": Fault("bad_password"),
+        "Purmerend": Fault("too_busy"),
+        "North-Shropshire-UK": Fault("refuse"),
+        "Hasenberg03": Fault("stall", after_frames=0),
     }
     cap = _emulated_capture(
         FREQ,
@@ -142,7 +142,7 @@ def test_three_of_seven_succeed_four_fail_differently(embedded_engine, s3_store)
     assert cap.stage == "partial"
     reasons = status.loc[list(faults), "reason"].tolist()
     assert reasons == ["bad_password", "too_busy", "unreachable", "timeout"]
-    assert sorted(cap.metrics.index) == ["DK0GHZ", "HB9SL", "OE3XEC"]
+    assert sorted(cap.metrics.index) == ["DB3TH", "DK0TE", "OE3AKB"]
     lost, dup = stored_state(embedded_engine, cap, s3_store, 3)
     row = db.get_capture(embedded_engine, cap.capture_id)
     assert row.status == "partial"
@@ -188,7 +188,7 @@ def replace_read_timeout(seconds: float):
 
 
 def test_stall_and_slow_sender_against_the_deadline(embedded_engine, s3_store):
-    faults = {"HB9Q": Fault("stall", after_frames=20), "OE3XEC": Fault("slow", slow_factor=3)}
+    faults = {"Hasenberg03": Fault("stall", after_frames=20), "OE3AKB": Fault("slow", slow_factor=3)}
     cap = _emulated_capture(
         FREQ,
         2.0,
@@ -198,28 +198,28 @@ def test_stall_and_slow_sender_against_the_deadline(embedded_engine, s3_store):
         realtime=True,
         faults=faults,
         deadline_s=3.5,
-        receivers=["HB9Q", "OE3XEC", "HB9SL"],
+        receivers=["Hasenberg03", "OE3AKB", "DK0TE"],
         settings=replace_read_timeout(1.0),
     )
     status = cap.status()
-    assert status.loc["HB9Q", "status"] == "incomplete"
-    assert status.loc["HB9Q", "reason"] == "timeout"
-    assert status.loc["HB9Q", "samples"] == 20 * 512
-    assert status.loc["OE3XEC", "status"] == "incomplete"
-    assert status.loc["OE3XEC", "reason"] == "deadline"
-    assert 0 < status.loc["OE3XEC", "samples"] < status.loc["OE3XEC", "expected"]
-    assert status.loc["HB9SL", "status"] == "ok"
+    assert status.loc["Hasenberg03", "status"] == "incomplete"
+    assert status.loc["Hasenberg03", "reason"] == "timeout"
+    assert status.loc["Hasenberg03", "samples"] == 20 * 512
+    assert status.loc["OE3AKB", "status"] == "incomplete"
+    assert status.loc["OE3AKB", "reason"] == "deadline"
+    assert 0 < status.loc["OE3AKB", "samples"] < status.loc["OE3AKB", "expected"]
+    assert status.loc["DK0TE", "status"] == "ok"
     lost, dup = stored_state(embedded_engine, cap, s3_store, 3)
     stored = s3_store.open(cap.capture_id)
-    assert not bool(stored.complete.sel(receiver="HB9Q"))
+    assert not bool(stored.complete.sel(receiver="Hasenberg03"))
     rows = db.measurements_for_capture(embedded_engine, cap.capture_id, include_psd=False)
     meta = dict(zip(rows.receiver, rows.metadata, strict=True))
-    assert meta["HB9Q"]["status"] == "incomplete" and meta["OE3XEC"]["reason"] == "deadline"
+    assert meta["Hasenberg03"]["status"] == "incomplete" and meta["OE3AKB"]["reason"] == "deadline"
     record(
         "stall after 20 frames; slow sender at 1/3 real time; 3.5 s deadline",
         "both kept, marked incomplete (timeout, deadline); the third complete",
-        f"{status.loc['HB9Q', 'reason']}, {status.loc['OE3XEC', 'reason']}; "
-        f"HB9SL {status.loc['HB9SL', 'status']}",
+        f"{status.loc['Hasenberg03', 'reason']}, {status.loc['OE3AKB', 'reason']}; "
+        f"DK0TE {status.loc['DK0TE', 'status']}",
         lost,
         dup,
     )
@@ -239,13 +239,13 @@ def test_stall_and_slow_sender_against_the_deadline(embedded_engine, s3_store):
 def test_invalid_parameters_rejected_before_any_connection(embedded_engine, kwargs, message):
     before = len(db.list_captures(embedded_engine, limit=100_000))
     with Emulator(Scenario.default(seed=1), realtime=False).running() as emu:
-        receivers = [emu.receiver("HB9Q")]
+        receivers = [emu.receiver("Hasenberg03")]
         if kwargs.get("receivers") == "unknown":
             kwargs = {"receivers": ["NO_SUCH_RECEIVER"]}
         args = {"frequency_hz": FREQ, "duration_s": 1.0, "receivers": receivers, **kwargs}
         with pytest.raises(ValidationError, match=message):
             capture(engine=embedded_engine, **args)
-        assert emu.units["HB9Q"].connections == 0
+        assert emu.units["Hasenberg03"].connections == 0
     assert len(db.list_captures(embedded_engine, limit=100_000)) == before
     record(
         f"invalid parameter {kwargs}",
@@ -281,7 +281,7 @@ def test_status_progression_and_truth(embedded_engine, s3_store):
         assert rows.loc[name, "frequency_offset_hz"] == pytest.approx(
             t["frequency_offset_hz"], abs=0.05
         )
-    ref = "HB9Q"
+    ref = "Hasenberg03"
     for name, t in truth.items():
         measured = rows.loc[name, "signal_power_dbfs"] - rows.loc[ref, "signal_power_dbfs"]
         expected = t["received_power_dbfs"] - truth[ref]["received_power_dbfs"]
@@ -298,10 +298,10 @@ def test_status_progression_and_truth(embedded_engine, s3_store):
 
 def test_error_messages_reach_status_row_and_form(embedded_engine, tmp_path):
     form = CaptureForm(engine=embedded_engine, iq_url=str(tmp_path / "iq"))
-    form.receivers_select.value = ("HB9Q", "HB9SL")
+    form.receivers_select.value = ("Hasenberg03", "DK0TE")
     form.duration_s.value = 1.0
     form.fast.value = True
-    # A fault through the same call the form makes: bad password on HB9SL.
+    # A fault through the same call the form makes: bad password on DK0TE.
     cap = _emulated_capture(
         FREQ,
         1.0,
@@ -309,10 +309,10 @@ def test_error_messages_reach_status_row_and_form(embedded_engine, tmp_path):
         iq_url=str(tmp_path / "iq"),
         seed=1,
         realtime=False,
-        receivers=["HB9Q", "HB9SL"],
-        faults={"HB9SL": Fault("bad_password")},
+        receivers=["Hasenberg03", "DK0TE"],
+        faults={"DK0TE": Fault("bad_password")},
     )
-    message = cap.status().loc["HB9SL", "message"]
+    message = cap.status().loc["DK0TE", "message"]
     assert "password" in message
     assert message in db.get_capture(embedded_engine, cap.capture_id).error_message
     form._show_result(cap)  # the form renders the same Capture as after a click
@@ -328,10 +328,10 @@ def test_error_messages_reach_status_row_and_form(embedded_engine, tmp_path):
 
 def test_disconnect_refused_then_recovered_and_corrupt_frames(embedded_engine, s3_store):
     faults = {
-        "HB9Q": Fault("disconnect", after_frames=30),
-        "HB9SL": Fault("refuse", times=2),
-        "OE3XEC": Fault("corrupt", after_frames=4),
-        "DK0GHZ": Fault("truncate", after_frames=6),
+        "Hasenberg03": Fault("disconnect", after_frames=30),
+        "DK0TE": Fault("refuse", times=2),
+        "OE3AKB": Fault("corrupt", after_frames=4),
+        "DB3TH": Fault("truncate", after_frames=6),
     }
     cap = _emulated_capture(
         FREQ,
@@ -345,20 +345,20 @@ def test_disconnect_refused_then_recovered_and_corrupt_frames(embedded_engine, s
         receivers=list(faults),
     )
     status = cap.status()
-    assert status.loc["HB9Q", "status"] == "incomplete"
-    assert status.loc["HB9Q", "samples"] == 30 * 512
-    assert status.loc["HB9SL", "status"] == "ok" and status.loc["HB9SL", "attempts"] == 3
-    for name in ("OE3XEC", "DK0GHZ"):
+    assert status.loc["Hasenberg03", "status"] == "incomplete"
+    assert status.loc["Hasenberg03", "samples"] == 30 * 512
+    assert status.loc["DK0TE", "status"] == "ok" and status.loc["DK0TE", "attempts"] == 3
+    for name in ("OE3AKB", "DB3TH"):
         assert status.loc[name, "status"] == "ok"
         assert status.loc[name, "skipped_frames"] == 1 and status.loc[name, "lost_frames"] == 1
     lost, dup = stored_state(embedded_engine, cap, s3_store, 4)
     stored = s3_store.open(cap.capture_id)
-    assert int(stored.n_samples.sel(receiver="HB9Q")) == 30 * 512
+    assert int(stored.n_samples.sel(receiver="Hasenberg03")) == 30 * 512
     record(
         "disconnect after 30 frames; refused twice; a corrupt and a truncated frame",
         "samples so far kept (incomplete); recovered on the 3rd attempt; frames skipped",
-        f"HB9Q incomplete with {status.loc['HB9Q', 'samples']} samples; HB9SL ok after "
-        f"{status.loc['HB9SL', 'attempts']} attempts; 1 frame skipped each",
+        f"Hasenberg03 incomplete with {status.loc['Hasenberg03', 'samples']} samples; DK0TE ok after "
+        f"{status.loc['DK0TE', 'attempts']} attempts; 1 frame skipped each",
         lost,
         dup,
     )
@@ -386,7 +386,7 @@ def test_s3_down_during_capture_kept_locally_then_synced(embedded_engine, monkey
             store=store,
             seed=16,
             realtime=False,
-            receivers=["HB9Q", "HB9SL"],
+            receivers=["Hasenberg03", "DK0TE"],
             home=str(home),
         )
         assert cap.stage == "done" and cap.warnings
@@ -426,7 +426,7 @@ def test_database_connection_lost_mid_insert(embedded, embedded_engine, tmp_path
             iq_url=str(tmp_path / "iq"),
             seed=17,
             realtime=False,
-            receivers=["HB9Q", "HB9SL", "OE3XEC"],
+            receivers=["Hasenberg03", "DK0TE", "OE3AKB"],
         )
     finally:
         proxy.stop()
@@ -455,7 +455,7 @@ def test_database_down_for_the_whole_capture(embedded, embedded_engine, tmp_path
         iq_url=str(tmp_path / "iq"),
         seed=18,
         realtime=False,
-        receivers=["HB9Q", "HB9SL"],
+        receivers=["Hasenberg03", "DK0TE"],
         home=str(home),
     )
     assert cap.stage == "done" and cap.database_url.endswith("(unreachable)")
@@ -522,7 +522,7 @@ def test_killed_capture_is_never_marked_done(embedded, embedded_engine, tmp_path
     body = (
         "from heimdall_lab.pipeline import capture\n"
         "from heimdall_lab.emulate import emulated\n"
-        "with emulated(seed=19, receivers=['HB9Q']) as emu:\n"
+        "with emulated(seed=19, receivers=['Hasenberg03']) as emu:\n"
         f"    capture(10e6, 30.0, capture_id={capture_id!r}, **emu.capture_options)\n"
     )
     proc = _capture_process(embedded, tmp_path, capture_id, body)
@@ -571,7 +571,7 @@ def test_killed_after_the_iq_was_stored_is_measured_by_sync(embedded, embedded_e
         "from heimdall_lab.pipeline import capture\n"
         "from heimdall_lab.emulate import emulated\n"
         "db.write_measurements = lambda *a, **k: os._exit(9)\n"
-        "with emulated(seed=21, receivers=['HB9Q', 'PH0M'], realtime=False) as emu:\n"
+        "with emulated(seed=21, receivers=['Hasenberg03', 'Purmerend'], realtime=False) as emu:\n"
         f"    capture(10e6, 2.0, capture_id={capture_id!r}, **emu.capture_options)\n"
     )
     proc = _capture_process(embedded, tmp_path, capture_id, body)
@@ -661,11 +661,11 @@ def test_credentials_and_hostile_names(embedded_engine, s3_store, caplog):
     with (
         caplog.at_level(logging.DEBUG),
         Emulator(
-            Scenario.default(seed=20), realtime=False, receivers=[replace(rx, name="HB9Q")]
+            Scenario.default(seed=20), realtime=False, receivers=[replace(rx, name="Hasenberg03")]
         ).running() as emu,
     ):
-        target = replace(emu.receiver("HB9Q"), name="HOSTILE1")
-        # The emulator serves HB9Q's site; the capture names the receiver HOSTILE1.
+        target = replace(emu.receiver("Hasenberg03"), name="HOSTILE1")
+        # The emulator serves Hasenberg03's site; the capture names the receiver HOSTILE1.
         cap = capture(FREQ, 1.0, engine=embedded_engine, iq_url=s3_store.url, receivers=[target])
     assert cap.stage == "done"
     with embedded_engine.connect() as conn:
@@ -770,7 +770,7 @@ TIMING_MODES = {
 
 @pytest.fixture(scope="module")
 def good_receiver():
-    with emulated(seed=1, receivers=["PH0M"], realtime=False) as emu:
+    with emulated(seed=1, receivers=["Purmerend"], realtime=False) as emu:
         yield emu.receivers[0]
 
 

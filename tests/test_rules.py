@@ -39,7 +39,7 @@ def test_capture_ids() -> None:
 
 
 def test_receiver_names() -> None:
-    assert check_receiver_name("HB9Q") == "HB9Q"
+    assert check_receiver_name("Hasenberg03") == "Hasenberg03"
     for bad in ("", "a b", "../etc", "x" * 65, "_x"):
         with pytest.raises(ValidationError):
             check_receiver_name(bad)

@@ -55,7 +55,7 @@ def two_site_scenario(modulation="carrier", noise=QUIET, power_dbm=6.0, **tx):
 
 def test_frames_have_the_server_interface():
     sc = Scenario.default(seed=3)
-    stream = sc.stream("HB9Q", 10e6, START)
+    stream = sc.stream("Hasenberg03", 10e6, START)
     assert isinstance(stream, SynthStream)
     assert isinstance(stream, FrameSource)
     assert stream.nominal_rate == 12001.135
@@ -91,7 +91,7 @@ def test_default_scenario():
 
 def test_start_none_is_now_rounded_to_ms():
     before = np.datetime64("now", "ns")
-    stream = Scenario.default().stream("HB9Q", 10e6)
+    stream = Scenario.default().stream("Hasenberg03", 10e6)
     assert int(stream.start_ns) % 1_000_000 == 0
     assert before <= stream.start_utc <= before + np.timedelta64(5, "s")
 
@@ -105,8 +105,8 @@ def test_round_trip_through_json():
     )
     back = Scenario.from_dict(json.loads(json.dumps(sc.to_dict())))
     assert back == sc
-    a, _ = collect(sc.stream("HB9SL", 10e6, START), 3)
-    b, _ = collect(back.stream("HB9SL", 10e6, START), 3)
+    a, _ = collect(sc.stream("DK0TE", 10e6, START), 3)
+    b, _ = collect(back.stream("DK0TE", 10e6, START), 3)
     assert np.array_equal(a, b)
     noise_only = Scenario(None, sc.sites)
     assert Scenario.from_dict(json.loads(json.dumps(noise_only.to_dict()))) == noise_only
@@ -116,7 +116,7 @@ def test_round_trip_through_json():
 
 
 def test_same_request_gives_identical_frames():
-    def run(seed, site="HB9Q", start=START):
+    def run(seed, site="Hasenberg03", start=START):
         stream = Scenario.default(seed=seed).stream(site, 10e6, start)
         frames = [stream.next_frame() for _ in range(20)]
         return frames
@@ -154,7 +154,7 @@ def peak_frequency(x, rate):
     return freqs[np.argmax(spec)], rate / len(x)
 
 
-@pytest.mark.parametrize("name", ["F5LEN", "G0MJW", "HB9SL"])
+@pytest.mark.parametrize("name", ["F4JOY", "North-Shropshire-UK", "DK0TE"])
 def test_carrier_appears_at_truth_offset(name):
     sc = Scenario.default(seed=2)
     tuned = 10e6 + 1234.5
@@ -246,7 +246,7 @@ def test_noise_only_density():
 
 def test_default_noise_is_above_quantisation_and_strong_signals_saturate():
     sc = Scenario.default()
-    x, _ = collect(sc.stream("F5LEN", 10e6 + 6000.0, START), 20)  # outside: noise only
+    x, _ = collect(sc.stream("F4JOY", 10e6 + 6000.0, START), 20)  # outside: noise only
     rms_counts = math.sqrt(np.mean(np.abs(x) ** 2)) * 32768
     assert 3.0 < rms_counts < 100.0
     loud = Scenario(Transmitter(50.0, 8.5, 10e6, power_dbm=40.0), (Site("S", 50.1, 8.5),))
@@ -506,11 +506,11 @@ def test_bad_scenario_and_requests():
         sc.truth("NOPE", 10e6)
     for bad in (0.0, -5.0, float("nan")):
         with pytest.raises(ValidationError):
-            sc.stream("HB9Q", bad, START)
+            sc.stream("Hasenberg03", bad, START)
         with pytest.raises(ValidationError):
-            sc.truth("HB9Q", bad)
+            sc.truth("Hasenberg03", bad)
     with pytest.raises(ValidationError):
-        sc.stream("HB9Q", 10e6, np.datetime64("NaT"))
+        sc.stream("Hasenberg03", 10e6, np.datetime64("NaT"))
     with pytest.raises(ValidationError):
         Scenario.from_dict({"format": "something else"})
     d = sc.to_dict()

@@ -358,7 +358,7 @@ def test_a_receiver_password_is_not_in_the_frame_logs(caplog):
 
     with (
         caplog.at_level(logging.DEBUG),
-        emulated(seed=0, receivers=["PH0M"], realtime=False) as emu,
+        emulated(seed=0, receivers=["Purmerend"], realtime=False) as emu,
     ):
         receiver = replace(emu.receivers[0], password="RxPassw0rdQ")
         assert "RxPassw0rdQ" in receiver.password

@@ -67,20 +67,20 @@ def _without_store_attrs(ds: xr.Dataset) -> xr.Dataset:
 
 @pytest.fixture(scope="module")
 def capture() -> xr.Dataset:
-    """24 s from 7 emulated receivers; DK0GHZ drops out early (NaN padding), OE3XEC loses a
+    """24 s from 7 emulated receivers; DB3TH drops out early (NaN padding), OE3AKB loses a
     frame (a sequence gap)."""
     faults = {
-        "DK0GHZ": Fault("disconnect", after_frames=30),
-        "OE3XEC": Fault("corrupt", after_frames=5),
+        "DB3TH": Fault("disconnect", after_frames=30),
+        "OE3AKB": Fault("corrupt", after_frames=5),
     }
     with Emulator(Scenario.default(seed=3), realtime=False, faults=faults).running() as emu:
         acq = acquire(emu.receivers, FREQ, 24.0, retries=0, capture_id="emu-0001")
     ds = acq.dataset
     assert ds.sizes["receiver"] == 7
-    short = ds.sel(receiver="DK0GHZ")
+    short = ds.sel(receiver="DB3TH")
     assert int(short.n_samples) < ds.sizes["sample"]
     assert np.isnan(short.iq.values[int(short.n_samples) :]).all()
-    assert int(ds.sel(receiver="OE3XEC").lost_frames) == 1
+    assert int(ds.sel(receiver="OE3AKB").lost_frames) == 1
     return ds
 
 
@@ -141,8 +141,8 @@ def test_s3_round_trip_keeps_no_credentials(capture, s3_url, moto_endpoint, capl
     store = IQStore(s3_url)
     opened = _check_round_trip(store, capture)
     # A receiver and a time range straight from S3.
-    one = store.open("emu-0001", receivers="HB9Q").load()
-    assert np.array_equal(_bits(one.iq.values[0]), _bits(capture.iq.sel(receiver="HB9Q").values))
+    one = store.open("emu-0001", receivers="Hasenberg03").load()
+    assert np.array_equal(_bits(one.iq.values[0]), _bits(capture.iq.sel(receiver="Hasenberg03").values))
     bucket = s3_url.split("/")[2]
     objects = _objects(moto_endpoint, bucket, "heimdall/captures/emu-0001.zarr/")
     assert f"heimdall/captures/emu-0001.zarr/{MARKER}" in objects
@@ -195,18 +195,18 @@ def test_invalid_receivers_are_skipped_with_reasons(capture, tmp_path, caplog):
     ds = capture.copy(deep=True)
     iq = ds.iq.values
     n = ds.n_samples.values.copy()
-    iq[0, : n[0]] = np.nan  # F5LEN: all NaN within its n_samples
-    iq[1, 1000] = complex(np.inf, 0)  # PH0M: one infinite sample
-    n[2] = ds.sizes["sample"] + 5  # G0MJW: n_samples longer than the array
+    iq[0, : n[0]] = np.nan  # F4JOY: all NaN within its n_samples
+    iq[1, 1000] = complex(np.inf, 0)  # Purmerend: one infinite sample
+    n[2] = ds.sizes["sample"] + 5  # North-Shropshire-UK: n_samples longer than the array
     ds = ds.assign_coords(n_samples=("receiver", n))
     store = IQStore(str(tmp_path))
     with caplog.at_level(logging.WARNING, logger="heimdall_lab.store"):
         result = store.write(ds)
-    assert set(result.skipped) == {"F5LEN", "PH0M", "G0MJW"}
-    assert "NaN" in result.skipped["F5LEN"] and "all" in result.skipped["F5LEN"]
-    assert result.skipped["PH0M"].startswith("1 of")
-    assert "outside" in result.skipped["G0MJW"]
-    assert result.receivers == ("HB9Q", "DK0GHZ", "OE3XEC", "HB9SL")
+    assert set(result.skipped) == {"F4JOY", "Purmerend", "North-Shropshire-UK"}
+    assert "NaN" in result.skipped["F4JOY"] and "all" in result.skipped["F4JOY"]
+    assert result.skipped["Purmerend"].startswith("1 of")
+    assert "outside" in result.skipped["North-Shropshire-UK"]
+    assert result.receivers == ("Hasenberg03", "DB3TH", "OE3AKB", "DK0TE")
     for name in result.skipped:
         assert name in caplog.text
     back = store.open("emu-0001").load()
@@ -233,7 +233,7 @@ def test_hostile_ids_and_names_rejected(capture, tmp_path, bad):
     for call in (store.exists, store.open, store.delete, store.url_for):
         with pytest.raises(ValidationError):
             call(bad)
-    renamed = capture.assign_coords(receiver=["F5LEN", "PH0M", bad, "HB9Q", "D", "O", "H"])
+    renamed = capture.assign_coords(receiver=["F4JOY", "Purmerend", bad, "Hasenberg03", "D", "O", "H"])
     with pytest.raises(ValidationError):
         store.write(renamed)
     with pytest.raises(ValidationError):
@@ -258,10 +258,10 @@ def test_lazy_open_by_receiver_and_time(capture, tmp_path):
     store = IQStore(str(tmp_path))
     store.write(capture)
     first = capture.start_time.values.min()
-    for lo_s, hi_s in ((0.5, 2.0), (5.0, 8.0)):  # DK0GHZ stops after ~1.3 s
+    for lo_s, hi_s in ((0.5, 2.0), (5.0, 8.0)):  # DB3TH stops after ~1.3 s
         t0 = first + np.timedelta64(int(lo_s * 1e9) + 123_457, "ns")
         t1 = first + np.timedelta64(int(hi_s * 1e9) + 654_321, "ns")
-        names = ["HB9SL", "DK0GHZ", "F5LEN"]
+        names = ["DK0TE", "DB3TH", "F4JOY"]
         sel = store.open("emu-0001", receivers=names, start=t0, end=str(t1) + "Z")
         assert isinstance(sel.iq.data, da.Array)
         sel = sel.load()
@@ -287,8 +287,8 @@ def test_lazy_open_by_receiver_and_time(capture, tmp_path):
                 k = int(keep.sum())
                 assert np.array_equal(got.frame_start.values[:k], fs[keep] - want[0])
                 assert np.array_equal(got.frame_time.values[:k], orig.frame_time.values[keep])
-        assert int(sel.sel(receiver="HB9SL").n_samples) > 0
-    assert int(sel.sel(receiver="DK0GHZ").n_samples) == 0  # the window is after it stopped
+        assert int(sel.sel(receiver="DK0TE").n_samples) > 0
+    assert int(sel.sel(receiver="DB3TH").n_samples) == 0  # the window is after it stopped
     with pytest.raises(ValidationError, match="not after"):
         store.open("emu-0001", start=t1, end=t0)
     with pytest.raises(ValidationError, match="NOPE"):
@@ -478,7 +478,7 @@ def test_sigmf_export_validates_and_reimports_identical(capture, tmp_path, caplo
         assert annotations[5]["heimdall:gps_tow_ns"] == int(one.frame_gpsnsec.values[5])
         n = int(one.n_samples)
         assert np.array_equal(_bits(rec.read_samples()), _bits(one.iq.values[:n]))
-    # The lost frame of OE3XEC is a new capture segment.
+    # The lost frame of OE3AKB is a new capture segment.
     oe = sigmf.fromfile(tmp_path / "sigmf" / "emu-0001_OE3XEC.sigmf-meta")
     assert len(oe.get_captures()) == 2
     back = import_sigmf(coll_path)
@@ -489,7 +489,7 @@ def test_sigmf_export_validates_and_reimports_identical(capture, tmp_path, caplo
     raw = bytearray(data.read_bytes())
     raw[100] ^= 0xFF
     data.write_bytes(bytes(raw))
-    with pytest.raises(FileFormatError, match="HB9Q"):
+    with pytest.raises(FileFormatError, match="Hasenberg03"):
         import_sigmf(tmp_path / "sigmf")
 
 

@@ -11,7 +11,7 @@ from heimdall_lab.store import IQStore
 from heimdall_lab.ui import widgets
 from heimdall_lab.ui.widgets import EMULATED, REAL, CaptureForm
 
-CHOSEN = ("HB9Q", "OE3XEC", "HB9SL")
+CHOSEN = ("Hasenberg03", "OE3AKB", "DK0TE")
 
 
 def _n_captures(engine) -> int:
@@ -103,7 +103,7 @@ def test_unknown_receiver_is_shown_in_the_form(embedded_engine, tmp_path):
     form = _form(embedded_engine, tmp_path / "iq")
     # A receiver that is no longer (or never was) active in the database.
     form.receivers_select.options = [*form.receivers_select.options, "GHOST"]
-    form.receivers_select.value = ("HB9Q", "GHOST")
+    form.receivers_select.value = ("Hasenberg03", "GHOST")
     before = _n_captures(embedded_engine)
     assert form.run() is None
     assert "unknown or inactive receiver 'GHOST'" in form.last_error
@@ -115,7 +115,7 @@ def test_stage_failure_is_shown_in_the_form(embedded_engine, tmp_path, monkeypat
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     monkeypatch.setenv("HEIMDALL_HOME", str(blocked / "home"))  # no local fallback either
-    form = _form(embedded_engine, blocked / "iq", receivers=("HB9Q", "HB9SL"))
+    form = _form(embedded_engine, blocked / "iq", receivers=("Hasenberg03", "DK0TE"))
     cap = form.run()
     assert cap is not None and cap.stage == "failed"
     assert "storing IQ" in form.last_error
@@ -123,7 +123,7 @@ def test_stage_failure_is_shown_in_the_form(embedded_engine, tmp_path, monkeypat
     assert form.overall_progress.bar_style == "danger"
     assert "not stored" in form.summary_html.value
     # What was received and measured is still shown.
-    assert "HB9Q" in form.results_html.value
+    assert "Hasenberg03" in form.results_html.value
     assert form.psd_output.outputs
 
 
@@ -151,7 +151,7 @@ def test_mode_switch_enables_and_disables_the_seed(embedded_engine):
 
 
 def test_double_click_starts_one_capture(embedded_engine, tmp_path):
-    form = _form(embedded_engine, tmp_path / "iq", receivers=("HB9Q", "HB9SL"), fast=False)
+    form = _form(embedded_engine, tmp_path / "iq", receivers=("Hasenberg03", "DK0TE"), fast=False)
     before = _n_captures(embedded_engine)
     form.capture_button.click()
     first = form._thread

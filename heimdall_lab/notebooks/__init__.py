@@ -157,7 +157,7 @@ def parse_value(text: str) -> Any:
     -------
     object
         ``10e6`` -> 10000000.0, ``None`` -> None, ``True`` -> True, ``[1, 2]`` -> list,
-        ``HB9Q`` -> ``"HB9Q"``.
+        ``Hasenberg03`` -> ``"Hasenberg03"``.
     """
     try:
         return ast.literal_eval(text)
