@@ -47,10 +47,10 @@ def test_capture_from_addresses_writes_wav_and_reports_partial_failure(env, caps
     out = capsys.readouterr().out
     assert code == 1
     assert "bad_password" in out and "partial" in out
-    files = sorted((env / "wav").glob("*_HB9Q_iq.wav"))
+    files = sorted((env / "wav").glob("*_Hasenberg03_iq.wav"))
     assert len(files) == 1
     assert len(read_kiwi_wav(files[0]).samples) >= 12001
-    assert not list((env / "wav").glob("*_HB9SL_iq.wav"))
+    assert not list((env / "wav").glob("*_DK0TE_iq.wav"))
 
 
 def test_capture_emulated_by_name(env, embedded_engine, capsys):

@@ -479,13 +479,13 @@ def test_sigmf_export_validates_and_reimports_identical(capture, tmp_path, caplo
         n = int(one.n_samples)
         assert np.array_equal(_bits(rec.read_samples()), _bits(one.iq.values[:n]))
     # The lost frame of OE3AKB is a new capture segment.
-    oe = sigmf.fromfile(tmp_path / "sigmf" / "emu-0001_OE3XEC.sigmf-meta")
+    oe = sigmf.fromfile(tmp_path / "sigmf" / "emu-0001_OE3AKB.sigmf-meta")
     assert len(oe.get_captures()) == 2
     back = import_sigmf(coll_path)
     xr.testing.assert_identical(back, capture)
     assert np.array_equal(_bits(back.iq.values), _bits(capture.iq.values))
     # A damaged data file fails its checksum.
-    data = tmp_path / "sigmf" / "emu-0001_HB9Q.sigmf-data"
+    data = tmp_path / "sigmf" / "emu-0001_Hasenberg03.sigmf-data"
     raw = bytearray(data.read_bytes())
     raw[100] ^= 0xFF
     data.write_bytes(bytes(raw))
