@@ -37,7 +37,8 @@ from heimdall_lab.kiwi.client import StreamSettings
 from heimdall_lab.processing import capture_metrics
 
 settings = StreamSettings(read_timeout=1.5, connect_timeout=2.0)
-with emulated(seed=1, receivers=["Purmerend"], realtime=False) as emu, HostileServer({mode!r}) as bad:
+emu_cm = emulated(seed=1, receivers=["Purmerend"], realtime=False)
+with emu_cm as emu, HostileServer({mode!r}) as bad:
     t0 = time.monotonic()
     acq = acquire([emu.receivers[0], bad.receiver], 10e6, {duration!r}, deadline_s=6.0,
                   retries=0, settings=settings)

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import shlex
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from heimdall_lab import db, home, spool
+from heimdall_lab import db, directory, geo, home, spool
 from heimdall_lab.emulate.scenario import MODULATIONS, Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
 from heimdall_lab.errors import DatabaseError, HeimdallError, ValidationError
@@ -45,7 +46,7 @@ from heimdall_lab.io.kiwi_wav import (
     write_kiwi_wavs,
 )
 from heimdall_lab.kiwi.acquire import TqdmProgress
-from heimdall_lab.kiwi.client import StreamSettings, check_health
+from heimdall_lab.kiwi.client import StreamSettings
 from heimdall_lab.notebooks import (
     copy_notebooks,
     notebook_parameters,
@@ -218,6 +219,22 @@ def _receiver_arg(text: str) -> Receiver | str:
     address, _, position = rest.partition("@")
     lat, lon = (float(v) for v in position.split(",")) if position else (0.0, 0.0)
     return Receiver(name, *parse_address(address), lat, lon)
+
+
+@_option_type("LAT,LON in degrees, e.g. 50.0152,9.0112")
+def _position_arg(text: str) -> tuple[float, float]:
+    lat, lon = (float(v) for v in text.split(","))
+    geo.check_position(lat, lon, "position")
+    return lat, lon
+
+
+@_option_type("LAT_MIN,LAT_MAX,LON_MIN,LON_MAX in degrees, e.g. 47,55,5,15")
+def _area_arg(text: str) -> tuple[float, float, float, float]:
+    lat0, lat1, lon0, lon1 = (float(v) for v in text.split(","))
+    geo.check_position([lat0, lat1], [lon0, lon1], "area")
+    if not (lat0 < lat1 and lon0 < lon1):
+        raise ValueError("empty area")
+    return lat0, lat1, lon0, lon1
 
 
 @_option_type(f"NAME:KIND[:AFTER_FRAMES[:TIMES]] with KIND one of {', '.join(FAULT_KINDS)}")
@@ -501,29 +518,13 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    """Print each receiver's /status: users, GNSS fix, uptime."""
+    """Print each receiver's /status: users, GNSS, free channels."""
+    from heimdall_lab.kiwi.survey import survey
+
     receivers = _named_receivers(args.receiver, args.database_url)
-
-    async def run() -> list:
-        return await asyncio.gather(*(check_health(r, args.timeout) for r in receivers))
-
-    rows = [
-        {
-            "receiver": h.receiver,
-            "reachable": h.reachable,
-            "users": h.users,
-            "users_max": h.users_max,
-            "gps_fix": h.gps_fix,
-            "uptime_s": h.uptime_s,
-            "error": h.error,
-        }
-        for h in asyncio.run(run())
-    ]
-    table = pd.DataFrame(rows).set_index("receiver")
-    counts = ["users", "users_max", "uptime_s"]
-    table[counts] = table[counts].astype("Int64")  # counts stay whole beside a missing one
-    print(table.to_string())
-    return EXIT_OK if all(r["reachable"] for r in rows) else EXIT_PARTIAL
+    table = survey(receivers, timeout_s=args.timeout, progress=False)
+    print(table.drop(columns=["latency_s"]).to_string(index=False))
+    return EXIT_OK if table["reachable"].all() else EXIT_PARTIAL
 
 
 def _named_receivers(given: Sequence[Receiver | str], database_url: str | None) -> list[Receiver]:
@@ -570,46 +571,138 @@ def cmd_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_table(frame: pd.DataFrame, fmt: str, empty: str) -> None:
+    """A table as text, JSON records or CSV on stdout."""
+    if fmt == "json":
+        print(frame.to_json(orient="records", date_format="iso", indent=1))
+    elif fmt == "csv":
+        print(frame.to_csv(index=False), end="")
+    else:
+        print(frame.to_string(index=False) if len(frame) else empty)
+
+
 def cmd_receivers(args: argparse.Namespace) -> int:
-    """List, add or deactivate receivers in the database."""
+    """List, add, deactivate, import, select or check receivers."""
+    action = args.action
     # Checked before the database starts.
     receiver = (
         Receiver(args.name, *parse_address(args.address), args.lat, args.lon)
-        if args.action == "add"
+        if action == "add"
         else None
     )
-    if args.action == "deactivate":
+    if action == "deactivate":
         check_receiver_name(args.name)
+    for name in getattr(args, "names", None) or ():
+        check_receiver_name(name)
+    found = None
+    if action == "import" or (action == "select" and args.directory):
+        source = args.source if action == "import" else args.directory
+        found = directory.load(source, timeout_s=args.timeout)
+        print(found.summary(), file=sys.stderr if action == "select" else sys.stdout)
+    if action == "select" and args.directory and not args.activate:
+        return _print_selection(args, list(found or ()))  # no database needed
     engine = db.get_engine(args.database_url)
     try:
         if receiver is not None:
             db.add_receiver(engine, receiver)
             print(f"added {receiver.name} at {receiver.address}")
-        elif args.action == "deactivate":
+        elif action == "deactivate":
             db.deactivate_receiver(engine, args.name)
             print(f"deactivated {args.name}")
+        elif action == "import":
+            result = db.import_directory(engine, found, deactivate_missing=args.deactivate_missing)
+            print(result.summary())
+        elif action == "select":
+            entries = list(found) if found is not None else db.directory_entries(engine)
+            return _print_selection(args, entries, engine)
+        elif action == "check":
+            return _check_receivers(args, engine)
         else:
-            receivers = db.list_receivers(engine, active_only=not args.all)
-            table = pd.DataFrame(
-                [
-                    {
-                        "name": r.name,
-                        "address": r.address,
-                        "latitude": r.latitude,
-                        "longitude": r.longitude,
-                        "location": r.location_name,
-                    }
-                    for r in receivers
-                ]
-            )
-            print(
-                table.to_string(index=False)
-                if len(table)
-                else "no receivers (heimdall-lab db migrate adds the default ones)"
+            frame = db.receivers_frame(engine, active_only=not args.all, names=args.names or None)
+            if args.format == "table":
+                frame = frame[_LIST_COLUMNS]
+            _print_table(
+                frame, args.format, "no receivers (heimdall-lab db migrate adds the default ones)"
             )
     finally:
         engine.dispose()
     return EXIT_OK
+
+
+#: What ``receivers list`` shows as a table (JSON and CSV give every column).
+_LIST_COLUMNS = [
+    "name",
+    "host",
+    "port",
+    "latitude",
+    "longitude",
+    "location_name",
+    "is_active",
+    "users",
+    "users_max",
+    "gps_good",
+    "fixes_min",
+    "last_seen_at",
+]
+
+
+def _print_selection(
+    args: argparse.Namespace, entries: list, engine: sa.engine.Engine | None = None
+) -> int:
+    from heimdall_lab import planning
+
+    chosen = planning.select(
+        entries,
+        args.frequency,
+        near=args.near,
+        area=args.area,
+        count=args.count,
+        duration_s=args.duration,
+        localization=not args.no_localization,
+    )
+    for warning in chosen.warnings:
+        print(f"heimdall-lab: {warning}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(chosen.to_dict(), indent=1))
+    else:
+        print(chosen.frame().to_string(index=False))
+        print(
+            f"predicted error {chosen.predicted_error_km:.1f} km "
+            f"(largest azimuth gap {chosen.azimuth_gap_deg:.0f} deg); "
+            f"{len(chosen.candidates)} candidates, passed over: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(chosen.rejected.items()) if v)
+        )
+    if args.activate and engine is not None:
+        db.import_directory(engine, chosen.entries)  # known to the database from now on
+        names = db.activate_only(engine, chosen.entries)
+        print(f"active receivers now: {', '.join(names)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _check_receivers(args: argparse.Namespace, engine: sa.engine.Engine) -> int:
+    from heimdall_lab.kiwi.survey import survey
+
+    if args.names:
+        receivers = _named_receivers(args.names, args.database_url)
+    else:
+        receivers = db.list_receivers(engine, active_only=not args.all)
+    table = survey(
+        receivers,
+        concurrency=args.concurrency,
+        timeout_s=args.timeout,
+        progress=not args.quiet,
+    )
+    db.record_health(engine, table.to_dict("records"))
+    reachable = int(table["reachable"].sum())
+    fresh = int(table["fresh_gnss"].fillna(False).sum())
+    free = int((table["free_channels"].fillna(0) > 0).sum())
+    if not args.quiet:
+        print(table.to_string(index=False))
+    print(
+        f"checked {len(table)} receivers in {table.attrs['elapsed_s']:.1f} s: "
+        f"{reachable} reachable, {fresh} with fresh GNSS, {free} with a free channel"
+    )
+    return EXIT_OK if reachable == len(table) else EXIT_PARTIAL
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -824,10 +917,63 @@ def build_parser() -> argparse.ArgumentParser:
     database_option(p)
     p.set_defaults(func=cmd_db)
 
-    p = sub.add_parser("receivers", help="receivers in the database: list, add, deactivate")
+    p = sub.add_parser(
+        "receivers", help="receivers: list, add, deactivate, import the directory, select, check"
+    )
     rsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = rsub.add_parser("list", help="list receivers (active ones unless --all)")
+    q.add_argument("names", nargs="*", metavar="NAME", help="only these receivers")
     q.add_argument("--all", action="store_true", help="include inactive receivers")
+    q.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    database_option(q)
+    q = rsub.add_parser(
+        "import", help="upsert the public KiwiSDR directory (a file or an http(s) URL)"
+    )
+    q.add_argument("source", help="the directory: kiwisdr_com.js, the /public/ page, or a URL")
+    q.add_argument(
+        "--deactivate-missing",
+        action="store_true",
+        help="deactivate receivers imported before that the directory no longer lists",
+    )
+    q.add_argument("--timeout", type=_positive_number, default=10.0, help="seconds for a URL")
+    database_option(q)
+    q = rsub.add_parser(
+        "select", help="choose receivers for a job: the set with the least predicted error"
+    )
+    q.add_argument("-f", "--frequency", type=_positive_number, required=True, help="Hz")
+    where = q.add_mutually_exclusive_group(required=True)
+    where.add_argument("--near", type=_position_arg, metavar="LAT,LON", help="the target")
+    where.add_argument(
+        "--area", type=_area_arg, metavar="LAT0,LAT1,LON0,LON1", help="the target area"
+    )
+    q.add_argument("--count", type=_count, default=6, help="receivers to choose (default 6)")
+    q.add_argument("--duration", type=_positive_number, help="seconds the job will take")
+    q.add_argument(
+        "--directory",
+        metavar="SOURCE",
+        help="choose from this directory (file or URL) instead of the database's receivers",
+    )
+    q.add_argument(
+        "--no-localization",
+        action="store_true",
+        help="the job is not a localization: receivers that refuse TDoA use qualify",
+    )
+    q.add_argument("--format", choices=["table", "json"], default="table")
+    q.add_argument(
+        "--activate",
+        action="store_true",
+        help="make the chosen receivers the active ones in the database (and no other)",
+    )
+    q.add_argument("--timeout", type=_positive_number, default=10.0, help="seconds for a URL")
+    database_option(q)
+    q = rsub.add_parser(
+        "check", help="fetch /status of many receivers at once and record it in the database"
+    )
+    q.add_argument("names", nargs="*", metavar="NAME", help="these receivers (default: active)")
+    q.add_argument("--all", action="store_true", help="every receiver, inactive ones too")
+    q.add_argument("--concurrency", type=_count, default=64, help="requests at once (default 64)")
+    q.add_argument("--timeout", type=_positive_number, default=5.0, help="seconds per receiver")
+    q.add_argument("-q", "--quiet", action="store_true", help="only the summary line")
     database_option(q)
     q = rsub.add_parser("add", help="add a receiver")
     q.add_argument("name")

@@ -4,17 +4,48 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import support
+from netguard import sitecustomize as netguard
 from sqlalchemy.engine import Engine
 
 from heimdall_lab import db, tutorial
 
 # Plots render off screen in tests.
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# The loopback guard, here and in every Python process the tests start (through
+# PYTHONPATH, as sitecustomize): nothing reaches a host outside 127.0.0.0/8 and ::1.
+_NETGUARD_DIR = Path(netguard.__file__).parent
+NETGUARD_LOG = Path(tempfile.mkdtemp(prefix="heimdall-netguard-")) / "attempts.log"
+os.environ[netguard.LOG_ENV] = str(NETGUARD_LOG)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(_NETGUARD_DIR), os.environ.get("PYTHONPATH", "")) if p
+)
+netguard.install()
+
+
+def offlimits_attempts() -> list[str]:
+    """The attempts to leave loopback since the last call (and forget them)."""
+    if not NETGUARD_LOG.exists():
+        return []
+    lines = NETGUARD_LOG.read_text(encoding="utf-8").splitlines()
+    NETGUARD_LOG.write_text("", encoding="utf-8")
+    return lines
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only():
+    """Fail any test during which this process or one it started tried to leave loopback."""
+    offlimits_attempts()
+    yield
+    attempts = offlimits_attempts()
+    if attempts:
+        pytest.fail("tried to reach outside loopback:\n" + "\n".join(attempts[:5]))
 
 
 @pytest.fixture(autouse=True)

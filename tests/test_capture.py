@@ -68,7 +68,9 @@ def test_emulated_capture_is_stored_everywhere(embedded_engine, tmp_path):
 def test_same_parameters_and_seed_give_identical_iq(embedded_engine, tmp_path):
     runs = []
     for _ in range(2):
-        with emulated(seed=9, start_utc=START, realtime=False, receivers=["Hasenberg03", "OE3AKB"]) as emu:
+        with emulated(
+            seed=9, start_utc=START, realtime=False, receivers=["Hasenberg03", "OE3AKB"]
+        ) as emu:
             runs.append(
                 capture(
                     FREQ,
@@ -85,7 +87,9 @@ def test_same_parameters_and_seed_give_identical_iq(embedded_engine, tmp_path):
     # The stored parameters repeat the capture.
     params = db.get_capture(embedded_engine, runs[0].capture_id).parameters
     assert params["start_utc"].startswith(START) and params["seed"] == 9
-    with emulated(seed=10, start_utc=START, realtime=False, receivers=["Hasenberg03", "OE3AKB"]) as emu:
+    with emulated(
+        seed=10, start_utc=START, realtime=False, receivers=["Hasenberg03", "OE3AKB"]
+    ) as emu:
         other = capture(
             FREQ, 1.0, engine=embedded_engine, iq_url=str(tmp_path / "iq"), **emu.capture_options
         )
@@ -272,13 +276,17 @@ def test_injected_engine_and_store_are_used(embedded, tmp_path):
 
 
 def test_emulated_provides_receivers_and_is_reproducible():
-    with emulated(seed=3, start_utc=START, realtime=False, receivers=["Hasenberg03", "North-Shropshire-UK"]) as a:
+    with emulated(
+        seed=3, start_utc=START, realtime=False, receivers=["Hasenberg03", "North-Shropshire-UK"]
+    ) as a:
         assert [r.name for r in a.receivers] == ["Hasenberg03", "North-Shropshire-UK"]
         assert all(r.host == "127.0.0.1" and r.port > 0 for r in a.receivers)
         assert len({r.port for r in a.receivers}) == 2
         params = dict(a.parameters)
         got_a = acquire(a.receivers, FREQ, 0.5, gps_reference=a.start_utc)
-    with emulated(seed=3, start_utc=START, realtime=False, receivers=["Hasenberg03", "North-Shropshire-UK"]) as b:
+    with emulated(
+        seed=3, start_utc=START, realtime=False, receivers=["Hasenberg03", "North-Shropshire-UK"]
+    ) as b:
         assert b.parameters == params
         got_b = acquire(b.receivers, FREQ, 0.5, gps_reference=b.start_utc)
     assert params["seed"] == 3 and params["start_utc"].startswith(START)
@@ -290,7 +298,9 @@ def test_emulated_provides_receivers_and_is_reproducible():
     with emulated(seed=4, start_utc=START, realtime=False, receivers=["Hasenberg03"]) as c:
         got_c = acquire(c.receivers, FREQ, 0.5, gps_reference=c.start_utc)
     assert not np.array_equal(got_a.dataset.iq.values[:1], got_c.dataset.iq.values)
-    with emulated(realtime=False, receivers=["Hasenberg03"], faults={"Hasenberg03": Fault("refuse")}) as d:
+    with emulated(
+        realtime=False, receivers=["Hasenberg03"], faults={"Hasenberg03": Fault("refuse")}
+    ) as d:
         assert d.parameters["faults"] == {
             "Hasenberg03": {"kind": "refuse", "after_frames": 0, "times": None, "slow_factor": 2.0}
         }

@@ -54,7 +54,9 @@ def test_capture_from_addresses_writes_wav_and_reports_partial_failure(env, caps
 
 
 def test_capture_emulated_by_name(env, embedded_engine, capsys):
-    code = main(["capture", "-f", "10e6", "-d", "1", "-q", "--seed", "2", "--fast", "-r", "Hasenberg03"])
+    code = main(
+        ["capture", "-f", "10e6", "-d", "1", "-q", "--seed", "2", "--fast", "-r", "Hasenberg03"]
+    )
     out = capsys.readouterr().out
     assert code == 0
     capture_id = out.split("capture ")[1].split(":")[0]
@@ -239,7 +241,10 @@ def test_sync_with_nothing_pending(env, capsys):
 
 def test_batch_reprocess_and_grid(env, embedded_engine, capsys):
     assert (
-        main(["capture", "-f", "10e6", "-d", "1", "-q", "--seed", "5", "--fast", "-r", "Hasenberg03"]) == 0
+        main(
+            ["capture", "-f", "10e6", "-d", "1", "-q", "--seed", "5", "--fast", "-r", "Hasenberg03"]
+        )
+        == 0
     )
     capture_id = capsys.readouterr().out.split("capture ")[1].split(":")[0]
     assert (

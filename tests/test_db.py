@@ -353,7 +353,12 @@ def test_bulk_write_dedup_and_queries(backend: tuple[str, Engine], caplog) -> No
         got_b = db.bucketed_measurements(engine, seconds, capture_id=capture_id)
         assert_buckets_equal(got_b, pandas_buckets(df, seconds))
     got_b = db.bucketed_measurements(
-        engine, "5min", start=start, end=end, receivers=["Hasenberg03", "Purmerend"], capture_id=capture_id
+        engine,
+        "5min",
+        start=start,
+        end=end,
+        receivers=["Hasenberg03", "Purmerend"],
+        capture_id=capture_id,
     )
     sub = in_range[in_range["receiver"].isin(["Hasenberg03", "Purmerend"])]
     assert_buckets_equal(got_b, pandas_buckets(sub, 300))

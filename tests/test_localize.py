@@ -194,7 +194,10 @@ def test_pairs_outside_the_physical_range_or_weak_are_rejected():
     [
         ((50.0, 8.5), ["F4JOY", "Purmerend", "OE3AKB", "Hasenberg03"]),
         ((49.2, 3.1), ["F4JOY", "Purmerend", "OE3AKB"]),
-        ((55.0, 14.0), ["F4JOY", "Purmerend", "OE3AKB", "Hasenberg03"]),  # outside the receivers' hull
+        (
+            (55.0, 14.0),
+            ["F4JOY", "Purmerend", "OE3AKB", "Hasenberg03"],
+        ),  # outside the receivers' hull
     ],
 )
 def test_solver_recovers_the_position_from_exact_delays(tx, names):

@@ -188,7 +188,10 @@ def replace_read_timeout(seconds: float):
 
 
 def test_stall_and_slow_sender_against_the_deadline(embedded_engine, s3_store):
-    faults = {"Hasenberg03": Fault("stall", after_frames=20), "OE3AKB": Fault("slow", slow_factor=3)}
+    faults = {
+        "Hasenberg03": Fault("stall", after_frames=20),
+        "OE3AKB": Fault("slow", slow_factor=3),
+    }
     cap = _emulated_capture(
         FREQ,
         2.0,
@@ -357,8 +360,8 @@ def test_disconnect_refused_then_recovered_and_corrupt_frames(embedded_engine, s
     record(
         "disconnect after 30 frames; refused twice; a corrupt and a truncated frame",
         "samples so far kept (incomplete); recovered on the 3rd attempt; frames skipped",
-        f"Hasenberg03 incomplete with {status.loc['Hasenberg03', 'samples']} samples; DK0TE ok after "
-        f"{status.loc['DK0TE', 'attempts']} attempts; 1 frame skipped each",
+        f"Hasenberg03 incomplete with {status.loc['Hasenberg03', 'samples']} samples; "
+        f"DK0TE ok after {status.loc['DK0TE', 'attempts']} attempts; 1 frame skipped each",
         lost,
         dup,
     )

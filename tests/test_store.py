@@ -142,7 +142,9 @@ def test_s3_round_trip_keeps_no_credentials(capture, s3_url, moto_endpoint, capl
     opened = _check_round_trip(store, capture)
     # A receiver and a time range straight from S3.
     one = store.open("emu-0001", receivers="Hasenberg03").load()
-    assert np.array_equal(_bits(one.iq.values[0]), _bits(capture.iq.sel(receiver="Hasenberg03").values))
+    assert np.array_equal(
+        _bits(one.iq.values[0]), _bits(capture.iq.sel(receiver="Hasenberg03").values)
+    )
     bucket = s3_url.split("/")[2]
     objects = _objects(moto_endpoint, bucket, "heimdall/captures/emu-0001.zarr/")
     assert f"heimdall/captures/emu-0001.zarr/{MARKER}" in objects
@@ -233,7 +235,9 @@ def test_hostile_ids_and_names_rejected(capture, tmp_path, bad):
     for call in (store.exists, store.open, store.delete, store.url_for):
         with pytest.raises(ValidationError):
             call(bad)
-    renamed = capture.assign_coords(receiver=["F4JOY", "Purmerend", bad, "Hasenberg03", "D", "O", "H"])
+    renamed = capture.assign_coords(
+        receiver=["F4JOY", "Purmerend", bad, "Hasenberg03", "D", "O", "H"]
+    )
     with pytest.raises(ValidationError):
         store.write(renamed)
     with pytest.raises(ValidationError):

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
 from heimdall_lab.values import finite_or_none
+
+if TYPE_CHECKING:
+    from heimdall_lab.directory import Directory, Entry
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +30,10 @@ log = logging.getLogger(__name__)
 def _receiver_values(r: Receiver) -> dict[str, Any]:
     return {
         "name": r.name,
-        "url": f"http://{r.host}:{int(r.port)}/",
+        "url": r.url,
         "host": r.host,
         "port": int(r.port),
+        "tls": bool(r.tls),
         "location_name": r.location_name,
         "latitude": float(r.latitude),
         "longitude": float(r.longitude),
@@ -39,7 +47,7 @@ def _receiver_values(r: Receiver) -> dict[str, Any]:
 
 _RECEIVER_SELECT = (
     "SELECT name, host, port, latitude, longitude, location_name, min_frequency_hz, "
-    "max_frequency_hz, calibration_db, timeout_seconds, retry_count FROM websdrs"
+    "max_frequency_hz, calibration_db, timeout_seconds, retry_count, tls FROM websdrs"
 )
 
 
@@ -57,6 +65,7 @@ def _row_receiver(row: Sequence[Any]) -> Receiver:
         calibration_db=float("nan") if cal is None else float(cal),
         timeout_s=float(row[9]),
         retry_count=int(row[10]),
+        tls=bool(row[11]),
     )
 
 
@@ -77,7 +86,10 @@ def seed_receivers(engine: Engine, receivers: Iterable[Receiver] | None = None) 
     int
         Number of receivers added now.
     """
-    rows = [_receiver_values(r) for r in (DEFAULT_RECEIVERS if receivers is None else receivers)]
+    rows = [
+        {**_receiver_values(r), "source": "default"}
+        for r in (DEFAULT_RECEIVERS if receivers is None else receivers)
+    ]
     if not rows:
         return 0
     cols = list(rows[0])
@@ -142,7 +154,7 @@ def add_receiver(
     protocol : str, default "kiwisdr"
         How to talk to it.
     url : str, optional
-        Its web address; default ``http://host:port/``.
+        Its web address; default ``http://host:port/`` (``https://`` for a TLS receiver).
     is_active : bool, default True
         Whether it takes part in captures.
 
@@ -187,6 +199,7 @@ _RECEIVER_FIELDS = {
     "calibration_db": "calibration_db",
     "timeout_s": "timeout_s",
     "retry_count": "retry_count",
+    "tls": "tls",
 }
 
 
@@ -234,7 +247,7 @@ def update_receiver(engine: Engine, name: str, **changes: Any) -> Receiver:
             raise ValidationError(f"no receiver named {name!r}")
         new = dataclasses.replace(_row_receiver(row), **changes)
         values = _receiver_values(new)
-        if not ({"host", "port"} & set(changes)):
+        if not ({"host", "port", "tls"} & set(changes)):
             values.pop("url")
         values.pop("name")
         if "url" in extra:
@@ -277,3 +290,432 @@ def deactivate_receiver(engine: Engine, name: str) -> None:
 
 def _receiver_ids(conn: Connection) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in conn.execute(sa.text("SELECT name, id FROM websdrs"))}
+
+
+# ----------------------------------------------------------------------------- the directory
+
+#: The columns an import of the public directory owns and updates; everything else in a
+#: ``websdrs`` row (name, calibration, active flag, timeouts, notes) is the user's.
+DIRECTORY_COLUMNS = (
+    "url",
+    "host",
+    "port",
+    "tls",
+    "title",
+    "location_name",
+    "latitude",
+    "longitude",
+    "min_frequency_hz",
+    "max_frequency_hz",
+    "users",
+    "users_max",
+    "has_gps",
+    "gps_good",
+    "fixes_min",
+    "tdoa_ch",
+    "time_limited",
+    "antenna",
+    "sw_version",
+    "snr_db",
+    "directory_id",
+    "directory_updated_at",
+)
+
+
+@dataclass(frozen=True)
+class DirectoryImport:
+    """What one import of the directory did.
+
+    Attributes
+    ----------
+    read : int
+        Entries the directory held.
+    imported : int
+        Receivers added.
+    updated : int
+        Receivers whose directory-owned values changed.
+    unchanged : int
+        Receivers found as they were.
+    skipped : dict of str to int
+        Entries left out, by reason (from the parser).
+    deactivated : int
+        Receivers no longer in the directory, marked inactive (``deactivate_missing``).
+    """
+
+    read: int
+    imported: int
+    updated: int
+    unchanged: int
+    skipped: dict[str, int]
+    deactivated: int = 0
+
+    def summary(self) -> str:
+        """``read N, imported M, updated U, skipped K (reason n, ...)``."""
+        skipped = sum(self.skipped.values())
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items()) if v)
+        text = (
+            f"read {self.read}, imported {self.imported}, updated {self.updated}, "
+            f"skipped {skipped}" + (f" ({reasons})" if reasons else "")
+        )
+        if self.deactivated:
+            text += f", deactivated {self.deactivated} no longer listed"
+        return text
+
+
+def _utc_datetime(value: np.datetime64) -> datetime | None:
+    if np.isnat(value):
+        return None
+    return datetime.fromtimestamp(int(value.astype("datetime64[s]").astype(np.int64)), tz=UTC)
+
+
+def _directory_values(e: Entry) -> dict[str, Any]:
+    r = e.receiver()
+    return {
+        "url": r.url,
+        "host": e.host,
+        "port": int(e.port),
+        "tls": bool(e.tls),
+        "title": e.title,
+        "location_name": e.location_name,
+        "latitude": float(e.latitude),
+        "longitude": float(e.longitude),
+        "min_frequency_hz": float(e.min_frequency_hz),
+        "max_frequency_hz": float(e.max_frequency_hz),
+        "users": int(e.users),
+        "users_max": int(e.users_max),
+        "has_gps": bool(e.has_gps),
+        "gps_good": int(e.gps_good),
+        "fixes_min": int(e.fixes_min),
+        "tdoa_ch": int(e.tdoa_ch),
+        "time_limited": bool(e.time_limited),
+        "antenna": e.antenna,
+        "sw_version": e.sw_version,
+        "snr_db": finite_or_none(e.snr_db),
+        "directory_id": e.directory_id or None,
+        "directory_updated_at": _utc_datetime(e.updated_utc),
+    }
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    k = 2
+    while f"{name}-{k}" in taken:
+        k += 1
+    return f"{name}-{k}"
+
+
+def import_directory(
+    engine: Engine,
+    directory: Directory | Sequence[Entry],
+    *,
+    deactivate_missing: bool = False,
+) -> DirectoryImport:
+    """Upsert the receivers of a directory into ``websdrs``, in one transaction.
+
+    A receiver is the same receiver when its address (host, case-insensitive, and port) or
+    its directory id matches a row. Then the directory's columns
+    (:data:`DIRECTORY_COLUMNS`) are updated, only where they changed, and what the user set
+    (name, calibration, active flag, timeouts, notes) is kept. New receivers are added active,
+    named by the directory (with ``-2``, ``-3``, ... when the name is taken). Importing the
+    same directory twice changes nothing.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database (migrated).
+    directory : heimdall_lab.directory.Directory or sequence of Entry
+        What :func:`heimdall_lab.directory.load` read, or some of its entries.
+    deactivate_missing : bool, default False
+        Mark inactive the receivers that came from the directory before and are not in it
+        now (they stay in the database with their captures).
+
+    Returns
+    -------
+    DirectoryImport
+        The counts.
+    """
+    columns = list(DIRECTORY_COLUMNS)
+    changed = " OR ".join(f"{c} IS DISTINCT FROM :{c}" for c in columns)
+    update = sa.text(
+        f"UPDATE websdrs SET {', '.join(f'{c} = :{c}' for c in columns)} "
+        f"WHERE id = :id AND ({changed})"
+    )
+    insert_cols = ["name", "source", *columns]
+    insert = sa.text(
+        f"INSERT INTO websdrs ({', '.join(insert_cols)}) "
+        f"VALUES ({', '.join(':' + c for c in insert_cols)}) RETURNING id"
+    )
+    entries = list(getattr(directory, "entries", directory))
+    imported = updated = unchanged = deactivated = 0
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.text("SELECT id, name, lower(host), port, directory_id FROM websdrs ORDER BY id")
+        ).fetchall()
+        by_address: dict[tuple[str, int], int] = {}
+        by_id: dict[str, int] = {}
+        taken = set()
+        for rid, name, host, port, did in rows:
+            by_address.setdefault((host, int(port)), int(rid))
+            if did:
+                by_id.setdefault(did, int(rid))
+            taken.add(name)
+        seen: set[int] = set()
+        for entry in entries:
+            values = _directory_values(entry)
+            rid = by_address.get((entry.host.lower(), int(entry.port)))
+            if rid is None and entry.directory_id:
+                rid = by_id.get(entry.directory_id)
+            if rid is None or rid in seen:
+                name = _free_name(entry.name, taken)
+                taken.add(name)
+                rid = int(
+                    conn.execute(
+                        insert, {**values, "name": name, "source": "directory"}
+                    ).scalar_one()
+                )
+                imported += 1
+            elif conn.execute(update, {**values, "id": rid}).rowcount:
+                updated += 1
+            else:
+                unchanged += 1
+            seen.add(rid)
+        if deactivate_missing:
+            missing = conn.execute(
+                sa.text("SELECT id FROM websdrs WHERE directory_id IS NOT NULL AND is_active")
+            ).scalars()
+            gone = sorted(set(int(i) for i in missing) - seen)
+            if gone:
+                deactivated = conn.execute(
+                    sa.text("UPDATE websdrs SET is_active = false WHERE id = ANY(:ids)"),
+                    {"ids": gone},
+                ).rowcount
+    result = DirectoryImport(
+        read=getattr(directory, "read", len(entries)),
+        imported=imported,
+        updated=updated,
+        unchanged=unchanged,
+        skipped=dict(getattr(directory, "skipped", {})),
+        deactivated=deactivated,
+    )
+    log.info("directory %s: %s", getattr(directory, "source", "entries"), result.summary())
+    return result
+
+
+def activate_only(engine: Engine, entries: Iterable[Entry | Receiver]) -> list[str]:
+    """Make these receivers (found by address) the active ones, and no other.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    entries : iterable of Entry or Receiver
+        The receivers to keep active, matched by host (case-insensitive) and port.
+
+    Returns
+    -------
+    list of str
+        The names of the active receivers now, as the database has them.
+
+    Raises
+    ------
+    ValidationError
+        If one of them is not in the database (import it first).
+    """
+    wanted = [(e.host.lower(), int(e.port)) for e in entries]
+    with engine.begin() as conn:
+        rows = conn.execute(sa.text("SELECT id, name, lower(host), port FROM websdrs")).fetchall()
+        by_address = {}
+        for rid, name, host, port in sorted(rows):
+            by_address.setdefault((host, int(port)), (int(rid), name))
+        missing = [f"{h}:{p}" for h, p in wanted if (h, p) not in by_address]
+        if missing:
+            raise ValidationError(
+                f"not in the database: {', '.join(missing)}; import them first "
+                "(heimdall-lab receivers import SOURCE)"
+            )
+        ids = [by_address[a][0] for a in wanted]
+        conn.execute(
+            sa.text(
+                "UPDATE websdrs SET is_active = (id = ANY(:ids)) "
+                "WHERE is_active <> (id = ANY(:ids))"
+            ),
+            {"ids": ids},
+        )
+    return [by_address[a][1] for a in wanted]
+
+
+#: What :func:`record_health` writes from each check.
+HEALTH_COLUMNS = ("users", "users_max", "has_gps", "gps_good", "fixes_min")
+
+
+def record_health(engine: Engine, checks: Iterable[Mapping[str, Any]]) -> int:
+    """Write the result of ``/status`` checks into ``websdrs``.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    checks : iterable of mapping
+        One per receiver: ``name``, ``reachable`` (bool), ``error`` (str or None) and, when
+        known, :data:`HEALTH_COLUMNS` (None leaves the stored value).
+
+    Returns
+    -------
+    int
+        Rows updated. A reachable receiver's ``last_seen_at`` becomes now; every checked
+        receiver's ``last_checked_at`` becomes now and ``last_check_error`` its error.
+    """
+    sets = ", ".join(f"{c} = COALESCE(:{c}, {c})" for c in HEALTH_COLUMNS)
+    stmt = sa.text(
+        f"UPDATE websdrs SET {sets}, last_checked_at = now(), last_check_error = :error, "
+        "last_seen_at = CASE WHEN :reachable THEN now() ELSE last_seen_at END "
+        "WHERE name = :name"
+    )
+    n = 0
+    with engine.begin() as conn:
+        for check in checks:
+            values = {c: check.get(c) for c in HEALTH_COLUMNS}
+            n += conn.execute(
+                stmt,
+                {
+                    **values,
+                    "name": check["name"],
+                    "reachable": bool(check["reachable"]),
+                    "error": check.get("error") or None,
+                },
+            ).rowcount
+    return n
+
+
+#: The columns of :func:`receivers_frame`, in order.
+RECEIVER_COLUMNS = (
+    "name",
+    "host",
+    "port",
+    "tls",
+    "latitude",
+    "longitude",
+    "location_name",
+    "min_frequency_hz",
+    "max_frequency_hz",
+    "is_active",
+    "source",
+    "calibration_db",
+    "users",
+    "users_max",
+    "has_gps",
+    "gps_good",
+    "fixes_min",
+    "tdoa_ch",
+    "time_limited",
+    "snr_db",
+    "sw_version",
+    "antenna",
+    "title",
+    "directory_updated_at",
+    "last_seen_at",
+    "last_checked_at",
+    "last_check_error",
+    "notes",
+)
+
+
+def receivers_frame(
+    engine: Engine, *, active_only: bool = True, names: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The receivers with everything the database knows of them, one row each.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    active_only : bool, default True
+        Leave out deactivated receivers.
+    names : sequence of str, optional
+        Only these receivers (unknown names are left out).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`RECEIVER_COLUMNS`, in the order the receivers were added.
+    """
+    where = []
+    params: dict[str, Any] = {}
+    if active_only:
+        where.append("is_active")
+    if names is not None:
+        where.append("name = ANY(:names)")
+        params["names"] = list(names)
+    sql = f"SELECT {', '.join(RECEIVER_COLUMNS)} FROM websdrs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(sql + " ORDER BY id"), params).fetchall()
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=list(RECEIVER_COLUMNS))
+    for col in ("users", "users_max", "gps_good", "fixes_min", "tdoa_ch", "port"):
+        frame[col] = frame[col].astype("Int64")
+    return frame
+
+
+def directory_entries(engine: Engine, *, active_only: bool = False) -> list[Entry]:
+    """The receivers in the database as directory entries, for selection and planning.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    active_only : bool, default False
+        Leave out deactivated receivers.
+
+    Returns
+    -------
+    list of heimdall_lab.directory.Entry
+        What the last import or check recorded; a receiver never imported nor checked has no
+        known GNSS and no free channel, so selection passes it over. Rows that are not valid
+        receivers are left out with a warning.
+    """
+    from heimdall_lab.directory import Entry
+
+    frame = receivers_frame(engine, active_only=active_only)
+    entries = []
+    for row in frame.to_dict("records"):
+
+        def known(key: str, default: Any, row: dict[str, Any] = row) -> Any:
+            value = row[key]
+            return default if value is None or value is pd.NA or value != value else value
+
+        updated = row["directory_updated_at"]
+        try:
+            entries.append(
+                Entry(
+                    name=row["name"],
+                    title=known("title", ""),
+                    host=row["host"],
+                    port=int(row["port"]),
+                    tls=bool(row["tls"]),
+                    latitude=float(row["latitude"]),
+                    longitude=float(row["longitude"]),
+                    min_frequency_hz=float(row["min_frequency_hz"]),
+                    max_frequency_hz=float(row["max_frequency_hz"]),
+                    users=int(known("users", 0)),
+                    users_max=int(known("users_max", 0)),
+                    has_gps=bool(known("has_gps", False)),
+                    gps_good=int(known("gps_good", 0)),
+                    fixes_min=int(known("fixes_min", 0)),
+                    tdoa_ch=int(known("tdoa_ch", -1)),
+                    time_limited=bool(known("time_limited", False)),
+                    antenna=known("antenna", ""),
+                    location_name=known("location_name", ""),
+                    sw_version=known("sw_version", ""),
+                    snr_db=float(known("snr_db", float("nan"))),
+                    updated_utc=(
+                        np.datetime64("NaT", "s")
+                        if updated is None or updated is pd.NaT
+                        else np.datetime64(pd.Timestamp(updated).tz_convert(None), "s")
+                    ),
+                )
+            )
+        except (ValidationError, TypeError, ValueError) as exc:
+            log.warning("websdrs: skipping a row that is not a valid receiver: %s", exc)
+    return entries

@@ -99,6 +99,7 @@ import math
 import time
 import typing
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -505,10 +506,13 @@ class Scenario:
     # ---- construction ------------------------------------------------------------------
 
     @classmethod
-    def default(cls, seed: int = 0, **overrides: object) -> Scenario:
+    def default(
+        cls, seed: int = 0, *, receivers: Sequence[Receiver] | None = None, **overrides: object
+    ) -> Scenario:
         """The seven default receivers listening to a 10 MHz carrier near Frankfurt.
 
-        Each :data:`~heimdall_lab.receivers.DEFAULT_RECEIVERS` entry becomes a site with
+        Each :data:`~heimdall_lab.receivers.DEFAULT_RECEIVERS` entry (or each of
+        ``receivers``) becomes a site with
         seeded clock errors (``|ppm| <= 0.5``, ``|rate_error_ppm| <= 2``) and noise density
         ``-140 +- 3`` dBm/Hz. The transmitter is a carrier at 50.0 N 8.5 E, 10 MHz,
         :data:`DEFAULT_POWER_DBM`, which gives SNRs of about 22-45 dB in the full passband
@@ -518,6 +522,9 @@ class Scenario:
         ----------
         seed : int, optional
             Scenario seed.
+        receivers : sequence of Receiver, optional
+            The receivers to make sites of, in place of the seven defaults (for example
+            receivers of the public directory, at their real positions).
         **overrides
             Replacement values for :class:`Scenario` fields (``transmitter``, ``sites``,
             ``nominal_rate``).
@@ -543,7 +550,7 @@ class Scenario:
             raise ValidationError(f"seed must be an int >= 0, got {seed!r}")
         rng = np.random.default_rng([int(seed), _DEFAULT_TAG])
         sites = []
-        for rx in DEFAULT_RECEIVERS:
+        for rx in DEFAULT_RECEIVERS if receivers is None else receivers:
             ppm, rate_err, noise = rng.uniform([-0.5, -2.0, -3.0], [0.5, 2.0, 3.0])
             sites.append(
                 Site.from_receiver(
