@@ -30,7 +30,9 @@ __all__ = [
     "EARTH_RADIUS_M",
     "SPEED_OF_LIGHT",
     "check_position",
+    "destination_point",
     "great_circle_m",
+    "initial_bearing_deg",
     "propagation_delay_s",
 ]
 
@@ -139,3 +141,102 @@ def propagation_delay_s(
     """
     d = np.asarray(great_circle_m(lat1, lon1, lat2, lon2)) / SPEED_OF_LIGHT
     return _scalar_or_array(d, lat1, lon1, lat2, lon2)
+
+
+def initial_bearing_deg(
+    lat1: ArrayLike, lon1: ArrayLike, lat2: ArrayLike, lon2: ArrayLike
+) -> np.ndarray | float:
+    """Azimuth at the first point of the great circle towards the second (initial bearing).
+
+    Parameters
+    ----------
+    lat1, lon1 : array_like
+        Where the bearing is taken, degrees.
+    lat2, lon2 : array_like
+        Towards which point, degrees; broadcast against the first.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        Degrees clockwise from true north, in [0, 360); 0 for coincident points and, at a
+        pole, the direction given by the longitude difference convention of ``atan2``.
+
+    Raises
+    ------
+    ValidationError
+        If a coordinate is not finite or is off the Earth.
+
+    Examples
+    --------
+    >>> round(initial_bearing_deg(0.0, 0.0, 0.0, 10.0), 6)
+    90.0
+    """
+    check_position(lat1, lon1, "first point")
+    check_position(lat2, lon2, "second point")
+    phi1 = np.radians(np.asarray(lat1, dtype=np.float64))
+    phi2 = np.radians(np.asarray(lat2, dtype=np.float64))
+    dlam = np.radians(np.asarray(lon2, dtype=np.float64) - np.asarray(lon1, dtype=np.float64))
+    east = np.sin(dlam) * np.cos(phi2)
+    north = np.cos(phi1) * np.sin(phi2) - np.sin(phi1) * np.cos(phi2) * np.cos(dlam)
+    az = np.degrees(np.arctan2(east, north)) % 360.0
+    az = np.where(az >= 360.0, 0.0, az)  # -0.0 % 360 and tiny negatives round to 360.0
+    return _scalar_or_array(az, lat1, lon1, lat2, lon2)
+
+
+def destination_point(
+    lat: ArrayLike, lon: ArrayLike, azimuth_deg: ArrayLike, distance_m: ArrayLike
+) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """The point reached along a great circle from a start, azimuth and distance.
+
+    Parameters
+    ----------
+    lat, lon : array_like
+        Start, degrees.
+    azimuth_deg : array_like
+        Initial bearing, degrees clockwise from true north.
+    distance_m : array_like
+        Distance along the great circle, metres (>= 0).
+
+    Returns
+    -------
+    tuple of (float or numpy.ndarray, float or numpy.ndarray)
+        Latitude in [-90, 90] and longitude in [-180, 180), degrees.
+
+    Raises
+    ------
+    ValidationError
+        If the start is off the Earth, or the azimuth or distance is not finite, or the
+        distance is negative.
+
+    Examples
+    --------
+    >>> lat, lon = destination_point(0.0, 0.0, 90.0, EARTH_RADIUS_M * np.pi / 2)
+    >>> round(lat, 9), round(lon, 9)
+    (0.0, 90.0)
+    """
+    check_position(lat, lon, "start")
+    try:
+        az = np.radians(np.asarray(azimuth_deg, dtype=np.float64))
+        dist = np.asarray(distance_m, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"azimuth and distance must be numbers, got {azimuth_deg!r}, {distance_m!r}"
+        ) from exc
+    if not (np.all(np.isfinite(az)) and np.all(np.isfinite(dist))) or np.any(dist < 0):
+        raise ValidationError(
+            f"azimuth must be finite and distance finite and >= 0, got {azimuth_deg}, {distance_m}"
+        )
+    phi1 = np.radians(np.asarray(lat, dtype=np.float64))
+    lam1 = np.radians(np.asarray(lon, dtype=np.float64))
+    delta = dist / EARTH_RADIUS_M
+    sin_phi2 = np.sin(phi1) * np.cos(delta) + np.cos(phi1) * np.sin(delta) * np.cos(az)
+    phi2 = np.arcsin(np.clip(sin_phi2, -1.0, 1.0))
+    lam2 = lam1 + np.arctan2(
+        np.sin(az) * np.sin(delta) * np.cos(phi1), np.cos(delta) - np.sin(phi1) * sin_phi2
+    )
+    lat2 = np.degrees(phi2)
+    lon2 = (np.degrees(lam2) + 180.0) % 360.0 - 180.0
+    return (
+        _scalar_or_array(lat2, lat, lon, azimuth_deg, distance_m),
+        _scalar_or_array(lon2, lat, lon, azimuth_deg, distance_m),
+    )
