@@ -16,6 +16,9 @@ from heimdall_lab.localize.solver import _bounds
 
 log = logging.getLogger(__name__)
 
+#: Opacity of the chi-square map, so that land shows through it.
+_MESH_ALPHA = 0.8
+
 
 # ============================================================================================
 # Plotting
@@ -76,6 +79,8 @@ def plot_localization(
     """
     import matplotlib.pyplot as plt  # optional dependency, imported here only
 
+    from heimdall_lab.ui import maps
+
     if not isinstance(result, Localization):
         raise ValidationError(f"expected a Localization, got {type(result).__name__}")
     if ax is None:
@@ -91,6 +96,8 @@ def plot_localization(
         la0, la1, lo0, lo1 = _bounds(
             np.append(rlat, result.latitude), np.append(rlon, result.longitude), None, None
         )
+    # Light outlines: they are drawn over the (mostly dark) chi-square map.
+    maps.base_map(ax, (la0, la1), (lo0, lo1), margin_deg=0.0, coast_colour="w", border_colour="0.8")
     step = max(la1 - la0, lo1 - lo0) / max(int(resolution), 10)
     glat = np.arange(la0, la1 + step / 2, step)
     glon = np.arange(lo0, lo1 + step / 2, step)
@@ -105,7 +112,9 @@ def plot_localization(
         mismatch.append((da - db) / v - p.delay_s)
     if pairs:  # chi-square recomputed at the map's resolution
         chi = sum((m / p.sigma_s) ** 2 for m, p in zip(mismatch, pairs, strict=True))
-        mesh = ax.pcolormesh(glon, glat, np.log10(1.0 + chi), shading="auto", cmap="viridis_r")
+        mesh = ax.pcolormesh(
+            glon, glat, np.log10(1.0 + chi), shading="auto", cmap="viridis_r", alpha=_MESH_ALPHA
+        )
         plt.colorbar(mesh, ax=ax, label="log10(1 + chi2)")
     elif result.chi2_grid is not None:
         sub = result.chi2_grid.sel(latitude=slice(la0, la1), longitude=slice(lo0, lo1))
@@ -116,6 +125,7 @@ def plot_localization(
                 np.log10(1.0 + sub.values),
                 shading="auto",
                 cmap="viridis_r",
+                alpha=_MESH_ALPHA,
             )
             plt.colorbar(mesh, ax=ax, label="log10(1 + chi2)")
     if hyperbolae:
@@ -131,8 +141,6 @@ def plot_localization(
     ax.scatter(rlon[used], rlat[used], marker="^", c="k", s=50, zorder=5, label="receivers")
     if (~used).any():
         ax.scatter(rlon[~used], rlat[~used], marker="^", facecolors="none", edgecolors="grey")
-    for r in result.receivers:
-        ax.annotate(r.name, (r.longitude, r.latitude), xytext=(4, 4), textcoords="offset points")
     ax.plot(result.longitude, result.latitude, "r+", ms=14, mew=2, zorder=6, label="estimate")
     if math.isfinite(result.semi_major_km) and math.isfinite(result.semi_minor_km):
         elat, elon = _ellipse_polygon(result)
@@ -140,11 +148,14 @@ def plot_localization(
     if truth is not None:
         ax.plot(truth[1], truth[0], "wx", ms=10, mew=2, mec="m", zorder=6, label="truth")
         ax.plot(truth[1], truth[0], "mx", ms=10, mew=2, zorder=7)
-    ax.set_xlim(lo0, lo1)
-    ax.set_ylim(la0, la1)
-    ax.set_aspect(1.0 / max(math.cos(math.radians(0.5 * (la0 + la1))), 0.05))
+    marks = [(result.longitude, result.latitude)]
+    if truth is not None:
+        marks.append((truth[1], truth[0]))
+    maps.label_points(
+        ax, rlon, rlat, [r.name for r in result.receivers], marker_size=50, avoid=marks
+    )
     ax.set_xlabel("longitude (deg E)")
     ax.set_ylabel("latitude (deg N)")
     ax.set_title(result.summary().split(", chi2")[0], fontsize=9)
-    ax.legend(loc="best", fontsize=8)
+    maps.legend(ax)
     return ax

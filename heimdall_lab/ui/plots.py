@@ -144,10 +144,12 @@ def plot_receivers_map(
     transmitter: tuple[float, float] | None = None,
     ax: Axes | None = None,
 ) -> Axes:
-    """Plot receivers (and a transmitter) on a longitude/latitude map.
+    """Plot receivers (and a transmitter) on a map with coastlines and borders.
 
-    An equirectangular plot with the aspect corrected for the mean latitude; no base map
-    is downloaded, so it works offline.
+    The base map (:func:`heimdall_lab.ui.maps.base_map`) is Natural Earth data shipped with
+    the package, in an equirectangular projection with the aspect corrected for the middle
+    latitude; nothing is downloaded, so it works offline. Labels keep clear of each other
+    and of the markers, even for receivers a few kilometres apart.
 
     Parameters
     ----------
@@ -167,19 +169,33 @@ def plot_receivers_map(
     matplotlib.axes.Axes
         The axes.
     """
+    from heimdall_lab.ui import maps
+
     lat = np.asarray(latitude, dtype=float)
     lon = np.asarray(longitude, dtype=float)
     colours = {"ok": "tab:green", "incomplete": "tab:orange", "failed": "tab:red"}
     ax = _axes(ax, (6, 6))
+    tx = [] if transmitter is None else [(float(transmitter[1]), float(transmitter[0]))]
+    maps.base_map(
+        ax,
+        np.concatenate([lat, [t[1] for t in tx]]),
+        np.concatenate([lon, [t[0] for t in tx]]),
+    )
     for la, lo, name in zip(lat, lon, names, strict=True):
         state = (status or {}).get(str(name), "ok")
-        ax.scatter(lo, la, s=60, color=colours.get(state, "tab:blue"), zorder=3)
-        ax.annotate(str(name), (lo, la), xytext=(4, 4), textcoords="offset points")
-    if transmitter is not None:
-        ax.scatter(transmitter[1], transmitter[0], marker="*", s=200, color="k", zorder=4)
-    ax.set_aspect(1 / np.cos(np.deg2rad(np.nanmean(lat) if len(lat) else 0.0)))
-    ax.set_xlabel("longitude (deg)")
-    ax.set_ylabel("latitude (deg)")
+        ax.scatter(
+            lo,
+            la,
+            s=60,
+            color=colours.get(state, "tab:blue"),
+            edgecolors="k",
+            linewidths=0.5,
+            zorder=3,
+            label=f"receiver: {state}",
+        )
+    if tx:
+        ax.scatter(*tx[0], marker="*", s=200, color="k", zorder=4, label="transmitter")
+    maps.label_points(ax, lon, lat, names, marker_size=60, avoid=tx, avoid_size=200)
     ax.set_title("Receivers")
-    ax.grid(alpha=0.3)
+    maps.legend(ax)
     return ax
