@@ -45,13 +45,17 @@ def _inside(lon: float, lat: float, ring_lon: np.ndarray, ring_lat: np.ndarray) 
     return bool(np.sum(crosses & (x > lon)) % 2)
 
 
-def _country_of(layer: maps.Layer, lat: float, lon: float) -> list[str]:
+def _rings_holding(layer: maps.Layer, lat: float, lon: float) -> list[int]:
     found = []
     for i in range(layer.n_rings):
         s, e = layer.land_offsets[i], layer.land_offsets[i + 1]
         if _inside(lon, lat, layer.land_lon[s:e], layer.land_lat[s:e]):
-            found.append(str(layer.country_name[layer.land_country[i]]))
+            found.append(i)
     return found
+
+
+def _country_of(layer: maps.Layer, lat: float, lon: float) -> list[str]:
+    return [str(layer.country_name[layer.land_country[i]]) for i in _rings_holding(layer, lat, lon)]
 
 
 def _overlap(a, b) -> bool:
@@ -94,7 +98,7 @@ def _assert_labels_apart(ax, texts, marker_size, extra=()):
 
 
 def test_layer_has_the_natural_earth_countries():
-    layer = maps.load_layer()
+    layer = maps.load_layer(maps.LAYER)
     assert layer.n_countries == 177 and layer.n_rings == 288
     assert len(layer.land_country) == layer.n_rings
     assert layer.land_lon.dtype == np.float32 and layer.line_lon.dtype == np.float32
@@ -110,10 +114,43 @@ def test_layer_has_the_natural_earth_countries():
     )
     kinds = np.bincount(layer.line_kind, minlength=2)
     assert kinds[maps.COAST] > 200 and kinds[maps.BORDER] > 100
+    assert tuple(layer.window) == (-180, 180, -90, 90)
+
+
+def test_detailed_layer_covers_europe_only():
+    layer = maps.load_layer(maps.DETAIL_LAYER)
+    lo0, lo1, la0, la1 = layer.window
+    assert (lo0, lo1, la0, la1) == (-25, 45, 27, 72)
+    assert "Natural Earth 1:10m" in layer.source and layer.n_countries == 0
+    assert (layer.land_country == -1).all()
+    assert layer.n_rings > 500 and len(layer.land_lon) > 20_000  # finer than the world layer
+    # Land is cut at the window; outlines end at most one (short) segment beyond it.
+    assert layer.land_lon.min() >= lo0 and layer.land_lon.max() <= lo1
+    assert layer.land_lat.min() >= la0 and layer.land_lat.max() <= la1
+    assert layer.line_lon.min() > lo0 - 1 and layer.line_lat.max() < la1 + 1
+    kinds = np.bincount(layer.line_kind, minlength=2)
+    assert kinds[maps.COAST] > 300 and kinds[maps.BORDER] > 300
+    on_land = [
+        tutorial.DCF77_TRANSMITTER,
+        *tutorial.DCF77_POSITIONS.values(),
+        *[(r.latitude, r.longitude) for r in DEFAULT_RECEIVERS],
+    ]
+    for lat, lon in on_land:
+        assert _rings_holding(layer, lat, lon), (lat, lon)
+    for lat, lon in ((45.0, -5.0), (54.5, 3.0), (43.0, 5.0)):  # Biscay, North Sea, Gulf of Lion
+        assert not _rings_holding(layer, lat, lon), (lat, lon)
+
+
+def test_the_detailed_layer_is_for_regional_maps_in_europe():
+    detail, world = maps.load_layer(maps.DETAIL_LAYER), maps.load_layer(maps.LAYER)
+    assert maps.layer_for((-2, 14, 44, 56)) is detail  # the DCF77 case
+    assert maps.layer_for((-13, 36, 34, 72)) is world  # all of Europe: too wide
+    assert maps.layer_for((-80, -70, 35, 45)) is world  # not in Europe
+    assert maps.layer_for((40, 50, 40, 50)) is world  # partly outside the window
 
 
 def test_layer_puts_places_in_their_countries():
-    layer = maps.load_layer()
+    layer = maps.load_layer(maps.LAYER)
     assert _country_of(layer, *tutorial.DCF77_TRANSMITTER) == ["Germany"]
     assert _country_of(layer, *tutorial.DCF77_POSITIONS["F1JEK"]) == ["France"]
     assert _country_of(layer, *tutorial.DCF77_POSITIONS["HB9RYZ"]) == ["Switzerland"]
@@ -122,13 +159,19 @@ def test_layer_puts_places_in_their_countries():
     assert _country_of(layer, 45.0, -30.0) == []  # the Atlantic
 
 
-def test_borders_lie_between_countries_and_coasts_by_the_sea():
-    layer = maps.load_layer()
-    b = layer.line_bounds
-    # The French-Swiss border near Geneva is a border, not a coast; Brittany has coast only.
-    geneva = (b[:, 0] <= 6.2) & (b[:, 1] >= 6.1) & (b[:, 2] <= 46.3) & (b[:, 3] >= 46.1)
-    assert maps.BORDER in layer.line_kind[geneva]
-    assert maps.COAST not in layer.line_kind[geneva]
+@pytest.mark.parametrize("name", [maps.LAYER, maps.DETAIL_LAYER])
+def test_borders_lie_between_countries_and_coasts_by_the_sea(name):
+    layer = maps.load_layer(name)
+    kind = np.repeat(layer.line_kind, np.diff(layer.line_offsets))  # per vertex
+
+    def kinds_near(lat: float, lon: float, d: float = 0.3) -> set[int]:
+        near = (np.abs(layer.line_lat - lat) < d) & (np.abs(layer.line_lon - lon) < d)
+        return set(kind[near].tolist())
+
+    assert kinds_near(46.2, 6.0) == {maps.BORDER}  # France-Switzerland, by Geneva
+    assert kinds_near(49.0, 8.1) == {maps.BORDER}  # France-Germany, on the Rhine
+    assert kinds_near(48.4, -4.8, 0.5) == {maps.COAST}  # the tip of Brittany
+    assert kinds_near(53.4, 7.0) == {maps.COAST, maps.BORDER}  # the Ems: border meets sea
 
 
 # ------------------------------------------------------------------------------ clipping
@@ -168,30 +211,45 @@ def test_extent_has_a_margin_and_stays_on_the_globe():
 # ------------------------------------------------------------------------------ base map
 
 
-def test_base_map_over_europe_draws_only_inside_its_extent():
+@pytest.mark.parametrize(
+    ("extent", "layer", "cut_at"),
+    [
+        ((-12.0, 35.0, 35.0, 71.0), maps.LAYER, 35.0),  # Europe: Turkey's coasts cut at 35 E
+        ((-2.0, 14.0, 44.0, 56.0), maps.DETAIL_LAYER, -2.0),  # DCF77: the Channel's, at 2 W
+    ],
+)
+def test_base_map_draws_only_inside_its_extent(extent, layer, cut_at):
+    lo0, lo1, la0, la1 = extent
     fig, ax = plt.subplots(figsize=(7, 6))
-    maps.base_map(ax, *EUROPE, margin_deg=0.0)
-    lo0, lo1, la0, la1 = -12.0, 35.0, 35.0, 71.0
+    maps.base_map(ax, (la0, la1), (lo0, lo1), margin_deg=0.0)
     assert ax.get_xlim() == (lo0, lo1) and ax.get_ylim() == (la0, la1)
-    layer = maps.load_layer()
-    assert (layer.line_lon < lo0).any() and (layer.line_lat > la1).any()  # cut, not all shown
-    for gid, least in (("basemap-coast", 400), ("basemap-border", 400)):
+    data = maps.load_layer(layer)
+    assert (data.line_lon < lo0).any() and (data.line_lat > la1).any()  # cut, not all shown
+    near = (
+        (data.line_lon >= lo0)
+        & (data.line_lon <= lo1)
+        & (data.line_lat >= la0)
+        & (data.line_lat <= la1)
+    )
+    drawn = 0
+    for gid in ("basemap-coast", "basemap-border"):
         [line] = _lines(ax, gid)
         xy = line.get_xydata()
         xy = xy[np.isfinite(xy).all(axis=1)]
-        assert len(xy) > least, gid
+        assert len(xy) > 300, gid
         assert (xy[:, 0] >= lo0 - 1e-9).all() and (xy[:, 0] <= lo1 + 1e-9).all(), gid
         assert (xy[:, 1] >= la0 - 1e-9).all() and (xy[:, 1] <= la1 + 1e-9).all(), gid
         assert line.get_label().startswith("_")  # never in a legend
+        drawn += len(xy)
+    assert drawn >= near.sum()  # every vertex inside is drawn (cut points come on top)
     [coast] = _lines(ax, "basemap-coast")
-    xy = coast.get_xydata()
-    assert np.isclose(xy[:, 0], lo1).sum() >= 2  # Turkey's coasts, cut at 35 E
+    assert np.isclose(coast.get_xydata()[:, 0], cut_at).sum() >= 2
     [land] = [p for p in ax.patches if p.get_gid() == "basemap-land"]
     verts = land.get_path().vertices
     assert (verts[:, 0] >= lo0 - 1e-9).all() and (verts[:, 0] <= lo1 + 1e-9).all()
     assert (verts[:, 1] >= la0 - 1e-9).all() and (verts[:, 1] <= la1 + 1e-9).all()
     assert land.get_path().contains_point((10.0, 50.0))  # Germany is land
-    assert not land.get_path().contains_point((-5.0, 45.0))  # the Bay of Biscay is not
+    assert not land.get_path().contains_point((3.0, 54.5))  # the North Sea is not
     assert ax.get_xlabel() == "longitude (deg)" and ax.get_ylabel() == "latitude (deg)"
     fig.canvas.draw()
 
@@ -207,17 +265,18 @@ def test_base_map_aspect_is_one_over_cos_latitude():
     assert ax.get_aspect() == pytest.approx(1 / math.cos(math.radians(48.05)))
 
 
-def test_base_map_of_europe_is_fast():
-    maps.load_layer()  # loaded once per process
+@pytest.mark.parametrize("extent", [EUROPE, ((44.0, 56.0), (-2.0, 14.0))])
+def test_base_map_of_europe_is_fast(extent):
+    maps.load_layer(maps.LAYER), maps.load_layer(maps.DETAIL_LAYER)  # loaded once per process
     best = math.inf
     for _ in range(3):
         fig, ax = plt.subplots(figsize=(7, 6))
         start = time.perf_counter()
-        maps.base_map(ax, *EUROPE)
+        maps.base_map(ax, *extent)
         fig.canvas.draw()
         best = min(best, time.perf_counter() - start)
         plt.close(fig)
-    assert best < 1.0, f"{best:.2f} s to draw Europe"
+    assert best < 1.0, f"{best:.2f} s to draw the map"
 
 
 def test_the_package_draws_maps_without_gis_packages():

@@ -80,7 +80,8 @@ def test_wheel_holds_the_sql_notebooks_and_recordings(wheel):
         assert f"heimdall_lab/notebooks/{notebook}.ipynb" in names
     assert sum(n.endswith("_iq.wav") for n in names) == 3
     assert sum("/gnss_pos/" in n and n.endswith(".txt") for n in names) == 3
-    assert "heimdall_lab/ui/data/naturalearth_110m.npz" in names  # the base map
+    assert "heimdall_lab/ui/data/naturalearth_110m.npz" in names  # the base maps
+    assert "heimdall_lab/ui/data/naturalearth_10m_europe.npz" in names
     assert "heimdall_lab/ui/data/README.md" in names
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
 

@@ -1,9 +1,11 @@
 """Drawing maps offline: a Natural Earth base map, labels that keep apart, a legend.
 
-The base map is the Natural Earth 1:110m admin-0 countries layer (public domain), shipped in
-``heimdall_lab/ui/data`` (see the README there for where it came from and how it was made),
-drawn with plain matplotlib in an equirectangular projection whose aspect is corrected for
-the map's middle latitude. Nothing is downloaded and no GIS package is needed.
+The base map is Natural Earth data (public domain) shipped in ``heimdall_lab/ui/data`` (see
+the README there for where it came from and how it was made): the 1:110m countries of the
+whole world, and for maps within Europe a more detailed layer (1:10m simplified to about
+half a kilometre). It is drawn with plain matplotlib in an equirectangular projection whose
+aspect is corrected for the map's middle latitude. Nothing is downloaded and no GIS package
+is needed.
 
 Longitudes run from -180 to 180; a map that crosses the antimeridian is not supported.
 """
@@ -24,8 +26,13 @@ if TYPE_CHECKING:
     from matplotlib.legend import Legend
     from matplotlib.text import Annotation
 
-#: The layer drawn by :func:`base_map`, a file of ``heimdall_lab/ui/data``.
+#: The world layer, a file of ``heimdall_lab/ui/data``: 1:110m countries.
 LAYER = "naturalearth_110m.npz"
+#: The detailed layer used for regional maps that lie within its window (Europe).
+DETAIL_LAYER = "naturalearth_10m_europe.npz"
+#: The widest map (in degrees of longitude or latitude) drawn with the detailed layer: wider
+#: maps look cleaner with the world layer (and draw faster).
+DETAIL_MAX_SPAN_DEG = 30.0
 #: The kinds of outline in :attr:`Layer.line_kind`.
 COAST, BORDER = 0, 1
 
@@ -59,13 +66,16 @@ class Layer:
     land_country : numpy.ndarray of int16
         Per ring, its country: an index into ``country_name``.
     country_name, country_iso : numpy.ndarray of str
-        Per country, its name and ISO 3166 alpha-3 code (``-99`` where it has none).
+        Per country, its name and ISO 3166 alpha-3 code (``-99`` where it has none). Empty
+        for a layer without countries (its ``land_country`` is -1).
     line_lon, line_lat : numpy.ndarray of float32
         Vertices of the outlines.
     line_offsets : numpy.ndarray of int32
         Start of each outline, then the vertex count.
     line_kind : numpy.ndarray of uint8
         Per outline: ``COAST`` (0) or ``BORDER`` (1).
+    window : numpy.ndarray
+        ``(lon_min, lon_max, lat_min, lat_max)``: the area the layer covers.
     source : str
         Where the data came from.
     """
@@ -80,6 +90,7 @@ class Layer:
     line_lat: np.ndarray
     line_offsets: np.ndarray
     line_kind: np.ndarray
+    window: np.ndarray
     source: str
 
     @functools.cached_property
@@ -134,6 +145,29 @@ def load_layer(name: str = LAYER) -> Layer:
         arrays = {k: z[k] for k in z.files}
     arrays["source"] = str(arrays["source"])
     return Layer(**arrays)
+
+
+def layer_for(extent: Sequence[float]) -> Layer:
+    """The layer to draw a map with: the detailed one for a regional map it covers, else the world.
+
+    Parameters
+    ----------
+    extent : (lon_min, lon_max, lat_min, lat_max)
+        The map's area, degrees.
+
+    Returns
+    -------
+    Layer
+        :data:`DETAIL_LAYER` when its window holds the extent and the extent spans at most
+        :data:`DETAIL_MAX_SPAN_DEG`, else :data:`LAYER`.
+    """
+    lo0, lo1, la0, la1 = (float(v) for v in extent)
+    detail = load_layer(DETAIL_LAYER)
+    w0, w1, w2, w3 = (float(v) for v in detail.window)
+    regional = max(lo1 - lo0, la1 - la0) <= DETAIL_MAX_SPAN_DEG
+    if regional and w0 <= lo0 and lo1 <= w1 and w2 <= la0 and la1 <= w3:
+        return detail
+    return load_layer(LAYER)
 
 
 # ============================================================================================
@@ -275,7 +309,8 @@ def base_map(
     margin_deg : float, default 1.0
         Added around them, in degrees.
     layer : Layer, optional
-        The data; the shipped Natural Earth layer (:func:`load_layer`) by default.
+        The data; by default the detailed layer for a regional map within Europe, the world
+        layer otherwise (:func:`layer_for`).
     grid : bool, default True
         Draw a light graticule (at the tick positions).
     land_colour, water_colour, coast_colour, border_colour : matplotlib colour, optional
@@ -292,8 +327,8 @@ def base_map(
     from matplotlib.patches import PathPatch
     from matplotlib.path import Path
 
-    layer = layer or load_layer()
     extent = map_extent(lat_range, lon_range, margin_deg)
+    layer = layer or layer_for(extent)
     lo0, lo1, la0, la1 = extent
 
     b = layer.land_bounds
@@ -321,7 +356,7 @@ def base_map(
             gid="basemap-land",
             label="_basemap land",
         )
-        ax.add_patch(land)
+        ax.add_artist(land)  # not add_patch: its data-limit update is slow and not wanted
 
     lb = layer.line_bounds
     near = (lb[:, 0] <= lo1) & (lb[:, 1] >= lo0) & (lb[:, 2] <= la1) & (lb[:, 3] >= la0)
@@ -345,7 +380,7 @@ def base_map(
             line = Line2D(
                 x, y, color=colour, linewidth=width, zorder=_Z_OUTLINE, gid=gid, label=f"_{gid}"
             )
-            ax.add_line(line)
+            ax.add_artist(line)
 
     ax.set_facecolor(water_colour)
     ax.set_xlim(lo0, lo1)
