@@ -51,7 +51,7 @@ HOME_ENV = "HEIMDALL_HOME"
 #: Application name for the per-user data folder.
 APP_NAME = "heimdall-lab"
 #: The folders under the data home (see the module's description).
-PARTS = ("pg", "iq", "spool", "notebooks")
+PARTS = ("pg", "iq", "spool", "notebooks", "cache")
 
 
 def data_home(home: str | os.PathLike[str] | None = None) -> Path:
