@@ -47,7 +47,10 @@ def plot_localization(
 ) -> Any:
     """Draw a localisation: chi-square map, receivers, TDoA isochrones, estimate and ellipse.
 
-    Needs matplotlib (imported here, not by the module).
+    Over a base map of land, coastlines and borders that works offline
+    (:func:`heimdall_lab.ui.maps.base_map`; the chi-square map is slightly transparent and
+    the outlines are drawn over it); receiver labels keep clear of each other, of the
+    markers and of the legend. Needs matplotlib (imported here, not by the module).
 
     Parameters
     ----------

@@ -670,6 +670,7 @@ def label_points(
     )
     layout.set_zorder(min(a.get_zorder() for a in anns) - 0.01 if anns else 7.99)
     layout.set_label("_label layout")
+    layout.set_in_layout(False)
     ax.add_artist(layout)
     return anns
 
