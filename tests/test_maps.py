@@ -7,7 +7,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import matplotlib
@@ -263,20 +262,6 @@ def test_base_map_aspect_is_one_over_cos_latitude():
     _, ax = plt.subplots()
     maps.base_map(ax, (48.0, 48.1), (8.0, 8.1), margin_deg=1.0)
     assert ax.get_aspect() == pytest.approx(1 / math.cos(math.radians(48.05)))
-
-
-@pytest.mark.parametrize("extent", [EUROPE, ((44.0, 56.0), (-2.0, 14.0))])
-def test_base_map_of_europe_is_fast(extent):
-    maps.load_layer(maps.LAYER), maps.load_layer(maps.DETAIL_LAYER)  # loaded once per process
-    best = math.inf
-    for _ in range(3):
-        fig, ax = plt.subplots(figsize=(7, 6))
-        start = time.perf_counter()
-        maps.base_map(ax, *extent)
-        fig.canvas.draw()
-        best = min(best, time.perf_counter() - start)
-        plt.close(fig)
-    assert best < 1.0, f"{best:.2f} s to draw the map"
 
 
 def test_the_package_draws_maps_without_gis_packages():
