@@ -70,6 +70,95 @@ class ReceiverDownError(ReceiverError):
     reason = "down"
 
 
+class RedirectError(ReceiverError):
+    """The receiver is full and names another server to go to instead (``MSG redirect``).
+
+    The redirect is never followed: the other server is not the receiver asked for (its
+    position, clock and antenna differ). The target is kept as shown in messages (printable
+    and short), never as a URL to connect to.
+
+    Parameters
+    ----------
+    message : str
+        What happened and what to do about it.
+    receiver : str, optional
+        Name of the receiver concerned.
+    target : str, optional
+        Where the receiver pointed, as shown (``protocol.shown``).
+    """
+
+    reason = "redirect"
+
+    def __init__(self, message: str, receiver: str | None = None, target: str = "") -> None:
+        super().__init__(message, receiver)
+        self.target = target
+
+
+class RefusedError(ReceiverError):
+    """The receiver's administrator does not admit this connection (``MSG badp=N``).
+
+    For example ``badp=5``: no multiple connections from the same IP address. Retrying within
+    the same capture cannot help.
+
+    Parameters
+    ----------
+    message : str
+        What happened and what to do about it.
+    receiver : str, optional
+        Name of the receiver concerned.
+    code : str, optional
+        The server's code (the ``badp`` value), as shown.
+    """
+
+    reason = "refused"
+
+    def __init__(self, message: str, receiver: str | None = None, code: str = "") -> None:
+        super().__init__(message, receiver)
+        self.code = code
+
+
+class TimeLimitError(ReceiverError):
+    """The receiver ended or refused the session: this address used up its connection time.
+
+    A KiwiSDR may limit the minutes one IP address is connected per day (``MSG ip_limit``);
+    connecting again before the limit resets is refused.
+    """
+
+    reason = "time_limit"
+
+
+class InactivityError(ReceiverError):
+    """The receiver ended the session for inactivity (``MSG inactivity_timeout``)."""
+
+    reason = "inactivity"
+
+
+class CoolingDownError(ReceiverError):
+    """The receiver's host refused recently and is left alone for a while; nothing connected.
+
+    Parameters
+    ----------
+    message : str
+        What happened and what to do about it.
+    receiver : str, optional
+        Name of the receiver concerned.
+    remaining_s : float, optional
+        Seconds until the host is tried again.
+    """
+
+    reason = "cooling_down"
+
+    def __init__(self, message: str, receiver: str | None = None, remaining_s: float = 0.0):
+        super().__init__(message, receiver)
+        self.remaining_s = remaining_s
+
+
+class TLSError(ReceiverError):
+    """The receiver's TLS certificate is not trusted (or TLS failed); retrying cannot help."""
+
+    reason = "tls"
+
+
 class ProtocolError(ReceiverError):
     """The receiver sent something that is not valid KiwiSDR protocol."""
 

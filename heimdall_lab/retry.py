@@ -7,6 +7,7 @@ on tenacity. :class:`RetryPolicy` says how; the caller says what is worth retryi
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -95,6 +96,38 @@ class RetryPolicy:
             min(self.initial_s * self.multiplier**n, self.maximum_s)
             for n in range(self.attempts - 1)
         ]
+
+    def wait_s(self, failures: int, rng: random.Random | None = None) -> float:
+        """The wait after ``failures`` failures in a row, jitter included, in seconds.
+
+        For callers that keep their own count of failures (the receiver acquisition counts
+        them per host, across receivers and captures).
+
+        Parameters
+        ----------
+        failures : int
+            Failures so far, from 1; 0 or less means no wait.
+        rng : random.Random, optional
+            Source of the jitter; the module's by default.
+
+        Returns
+        -------
+        float
+            ``min(initial_s * multiplier ** (failures - 1), maximum_s)`` plus a random 0 to
+            ``jitter_s``; at most ``maximum_s + jitter_s``.
+
+        Examples
+        --------
+        >>> RetryPolicy(initial_s=0.5, maximum_s=1.5, jitter_s=0).wait_s(3)
+        1.5
+        """
+        if failures <= 0:
+            return 0.0
+        try:
+            base = min(self.initial_s * self.multiplier ** (failures - 1), self.maximum_s)
+        except OverflowError:  # a long streak: the maximum holds
+            base = self.maximum_s
+        return base + (rng or random).uniform(0.0, self.jitter_s)
 
     def _kwargs(
         self, retry_if: Callable[[BaseException], bool], before_sleep: BeforeSleep | None

@@ -186,6 +186,11 @@ _BAD_HANDSHAKE: dict[str, dict[str, str]] = {
     "sample_rate_nan": {"sample_rate": "nan"},
     "sample_rate_absurd": {"sample_rate": "99999"},
     "too_busy_huge": {"too_busy": "A" * 100_000},
+    # Refusals carrying what no one should print or follow as is.
+    "redirect_huge": {"redirect": "http://elsewhere.invalid/\x1b[2J\r\n" + "A" * 100_000},
+    "badp_garbage": {"badp": "\x07" + "9" * 5_000},
+    "ip_limit_garbage": {"ip_limit": "9" * 5_000 + ",10.9.8.7"},
+    "inactivity_garbage": {"inactivity_timeout": "-1e309\x00" * 500},
 }
 MODES = (*_AFTER_HANDSHAKE, *_BAD_HANDSHAKE)
 STATUS_MODES = ("status_trickle", "status_endless", "status_huge_line")

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from http import HTTPStatus
 from typing import Any, Literal
 
@@ -42,12 +43,41 @@ log = logging.getLogger(__name__)
 _WS_LOG = protocol.websocket_logger(f"{__name__}.websocket")
 
 FaultKind = Literal[
-    "refuse", "bad_password", "too_busy", "stall", "disconnect", "corrupt", "truncate", "slow"
+    "refuse",
+    "bad_password",
+    "too_busy",
+    "stall",
+    "disconnect",
+    "corrupt",
+    "truncate",
+    "slow",
+    "down",
+    "redirect",
+    "time_limit",
+    "inactivity",
+    "refused_ip",
+    "no_multiple",
+    "updating",
 ]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 
 #: Client slots per receiver, as on a KiwiSDR with four channels.
 USERS_MAX = 4
+#: What the ``MSG`` refusals of the emulator's faults say, as a KiwiSDR says them.
+REFUSALS: dict[str, dict[str, object]] = {
+    "bad_password": {"badp": 1},
+    "too_busy": {"too_busy": USERS_MAX},
+    "down": {"down": None},
+    "refused_ip": {"badp": 3},
+    "no_multiple": {"badp": 5},
+    "updating": {"badp": 6},
+}
+#: Where a ``redirect`` fault's receiver points (a name that never resolves: nothing follows it).
+REDIRECT_TO = "http://kiwi.invalid:8073/?from=heimdall_lab_emulator"
+#: Minutes a ``time_limit`` fault's receiver says the address may be connected (``ip_limit``).
+TIME_LIMIT_MIN = 60
+#: Minutes an ``inactivity`` fault's receiver says it allows (``inactivity_timeout``).
+INACTIVITY_MIN = 30
 _HANDSHAKE_TIMEOUT_S = 10.0
 
 
@@ -64,6 +94,15 @@ class Fault:
         ``after_frames`` frames), ``corrupt`` (frame number ``after_frames`` has a broken
         header), ``truncate`` (frame number ``after_frames`` is cut short), ``slow`` (send
         at ``1 / slow_factor`` of real time).
+
+        What a KiwiSDR says when it refuses or ends a session, each answered to ``SET auth``
+        and followed by the close: ``down`` (``MSG down``: maintenance), ``redirect``
+        (``MSG redirect=``:data:`REDIRECT_TO`: full, go there), ``refused_ip`` (``MSG badp=3``: not
+        from this address), ``no_multiple`` (``MSG badp=5``: no multiple connections from
+        the same address), ``updating`` (``MSG badp=6``: a database update). And, after
+        ``after_frames`` frames (0: at login), ``time_limit`` (``MSG ip_limit=60,<ip>``: the
+        address's connection time is used up) and ``inactivity``
+        (``MSG inactivity_timeout=30``).
     after_frames : int
         When the fault strikes, for stream faults.
     times : int or None
@@ -159,6 +198,7 @@ class EmulatedReceiver:
     password: str = ""
     connections: int = 0
     users: int = 0
+    max_users: int = 0
     commands: list[tuple[float, str]] = field(default_factory=list)
     frames_sent: int = 0
     started: float = field(default_factory=time.time)
@@ -199,6 +239,14 @@ class Emulator:
         UTC time of the first sample of every synthesised stream; the wall clock at each
         connection when omitted. A fixed start makes a capture reproducible bit for bit
         (the scenario's noise and phases depend on it).
+    ssl_context : ssl.SSLContext, optional
+        Serve over TLS (``wss://``, ``https://.../status``) with this server context; the
+        receivers then have ``tls=True``.
+
+    Attributes
+    ----------
+    sessions, max_sessions : int
+        Sound channels open now across every receiver, and the most open at once so far.
     """
 
     def __init__(
@@ -213,8 +261,13 @@ class Emulator:
         base_port: int = 0,
         password: str = "",
         start_utc: np.datetime64 | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.scenario = scenario or Scenario.default()
+        self.ssl_context = ssl_context
+        self.sessions = 0
+        self.max_sessions = 0
+        self._watchers: set[asyncio.Future[None]] = set()
         self.start_utc = start_utc
         self.realtime = realtime
         self.host = host
@@ -289,9 +342,12 @@ class Emulator:
                 max_size=2**16,
                 compression=None,
                 logger=_WS_LOG,
+                ssl=self.ssl_context,
             )
             bound = server.sockets[0].getsockname()[1]
-            unit.receiver = unit.receiver.with_address(self.host, bound)
+            unit.receiver = replace(
+                unit.receiver.with_address(self.host, bound), tls=self.ssl_context is not None
+            )
             self._servers.append(server)
             log.info("emulating %s on %s", unit.receiver.name, unit.receiver.address)
         return self.receivers
@@ -394,6 +450,8 @@ class Emulator:
     async def _session(self, unit: EmulatedReceiver, ws: ServerConnection) -> None:
         name = unit.receiver.name
         unit.users += 1
+        unit.max_users = max(unit.max_users, unit.users)
+        self._count_session(ws)
         try:
             params = await self._handshake(unit, ws)
             if params is None:
@@ -408,6 +466,23 @@ class Emulator:
             await ws.close(1002, "protocol error")
         finally:
             unit.users -= 1
+
+    def _count_session(self, ws: ServerConnection) -> None:
+        """Count a sound channel open from now until its connection is closed.
+
+        Counted to the close itself, not to the end of the session's task (which may run a
+        moment longer), so that :attr:`max_sessions` is what a client could have seen.
+        """
+        self.sessions += 1
+        self.max_sessions = max(self.max_sessions, self.sessions)
+        watcher = asyncio.ensure_future(ws.wait_closed())
+        self._watchers.add(watcher)
+
+        def closed(task: asyncio.Future[None]) -> None:
+            self._watchers.discard(task)
+            self.sessions -= 1
+
+        watcher.add_done_callback(closed)
 
     async def _recv_set(self, unit: EmulatedReceiver, ws: ServerConnection) -> dict[str, str]:
         text = await asyncio.wait_for(ws.recv(), _HANDSHAKE_TIMEOUT_S)
@@ -425,12 +500,17 @@ class Emulator:
         auth = await self._recv_set(unit, ws)
         if "auth" not in auth:
             raise ValueError("first command must be SET auth")
-        if unit._fault_now(("bad_password",)) or auth.get("p", "") != unit.password:
-            await ws.send(protocol.encode_msg({"badp": 1}))
-            await ws.close()
-            return None
-        if unit._fault_now(("too_busy",)) or unit.users > USERS_MAX:
-            await ws.send(protocol.encode_msg({"too_busy": USERS_MAX}))
+        refusal = unit._fault_now((*REFUSALS, "redirect"))
+        if refusal is None and auth.get("p", "") != unit.password:
+            refusal = Fault("bad_password")
+        if refusal is None and unit.users > USERS_MAX:
+            refusal = Fault("too_busy")
+        if refusal is None:
+            limit = unit._fault_now(("time_limit", "inactivity"))
+            if limit is not None and limit.after_frames == 0:
+                refusal = limit
+        if refusal is not None:
+            await ws.send(protocol.encode_msg(_refusal_msg(refusal, ws)))
             await ws.close()
             return None
         await ws.send(protocol.encode_msg({"badp": 0}))
@@ -448,7 +528,9 @@ class Emulator:
     async def _stream(
         self, unit: EmulatedReceiver, ws: ServerConnection, source: FrameSource
     ) -> None:
-        fault = unit._fault_now(("stall", "disconnect", "corrupt", "truncate", "slow"))
+        fault = unit._fault_now(
+            ("stall", "disconnect", "corrupt", "truncate", "slow", "time_limit", "inactivity")
+        )
         pace = 1.0 if fault is None or fault.kind != "slow" else fault.slow_factor
         reader = asyncio.create_task(self._drain_commands(unit, ws))
         loop = asyncio.get_running_loop()
@@ -466,6 +548,10 @@ class Emulator:
                             "%s: dropping the connection after %d frames", unit.receiver.name, seq
                         )
                         ws.transport.abort()
+                        return
+                    if fault.kind in ("time_limit", "inactivity"):
+                        await ws.send(protocol.encode_msg(_refusal_msg(fault, ws)))
+                        await ws.close()
                         return
                 frame = source.next_frame()
                 if frame is None:
@@ -505,6 +591,18 @@ class Emulator:
         async for message in ws:
             text = message if isinstance(message, str) else message.decode("utf-8", "replace")
             unit.commands.append((time.monotonic(), text))
+
+
+def _refusal_msg(fault: Fault, ws: ServerConnection) -> dict[str, object]:
+    """The ``MSG`` a KiwiSDR sends for a fault that refuses or ends the session."""
+    if fault.kind == "redirect":
+        return {"redirect": REDIRECT_TO}
+    if fault.kind == "time_limit":
+        peer = ws.remote_address[0] if ws.remote_address else "127.0.0.1"
+        return {"ip_limit": f"{TIME_LIMIT_MIN},{peer}"}
+    if fault.kind == "inactivity":
+        return {"inactivity_timeout": INACTIVITY_MIN}
+    return REFUSALS[fault.kind]
 
 
 # --- the emulator as a source of receivers, for capture() ----------------------------------

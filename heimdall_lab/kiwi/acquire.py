@@ -2,9 +2,14 @@
 
 Each receiver runs its own :class:`~heimdall_lab.kiwi.KiwiClient` with connect and read
 timeouts; the whole call has an overall deadline. Failures worth retrying (refused, reset,
-too busy, a stall before any sample) are retried with exponential backoff and jitter; the
-others (bad password, protocol errors) are not. What each receiver delivered is kept, even
-when it failed midway, and comes back as an xarray Dataset plus a per-receiver status table.
+too busy, down, a stall before any sample) are retried with exponential backoff and jitter,
+shared by every receiver at the same host; the others (bad password, an operator's refusal, a
+redirect, a time or inactivity limit, protocol errors) are not. Each receiver gets one
+connection per attempt, and at most so many connections are open at once
+(:mod:`heimdall_lab.kiwi.guest`: the process's limit, and ``max_connections``); a host that
+refused twice in a row is left alone for a cool-down. What each receiver delivered is kept,
+even when it failed midway, and comes back as an xarray Dataset plus a per-receiver status
+table.
 """
 
 from __future__ import annotations
@@ -14,22 +19,37 @@ import contextlib
 import logging
 import math
 import signal
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import xarray as xr
-from tenacity import RetryCallState
 
 from heimdall_lab.dataset import build_dataset, mean_db
-from heimdall_lab.errors import ProtocolError, ReceiverError, ReceiverTimeoutError, ValidationError
+from heimdall_lab.errors import (
+    CoolingDownError,
+    ProtocolError,
+    ReceiverError,
+    ReceiverTimeoutError,
+    ValidationError,
+)
 from heimdall_lab.ids import new_capture_id
 from heimdall_lab.kiwi.client import KiwiClient, StreamSettings
+from heimdall_lab.kiwi.guest import (
+    MANNERS,
+    REFUSAL_REASONS,
+    HostManners,
+    HostRecord,
+    check_ident,
+    check_max_connections,
+    default_ident,
+)
 from heimdall_lab.kiwi.protocol import shown
 from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.recording import NOMINAL_RATE, Recording
@@ -93,18 +113,24 @@ class ReceiverOutcome:
     recording : Recording or None
         The samples and timestamps received (``None`` when none arrived).
     reason : str
-        Machine-readable failure reason (``timeout``, ``too_busy``, ``deadline``,
-        ``timing``, ``cancelled``, ...).
+        Machine-readable failure reason: ``unreachable``, ``timeout``, ``disconnected``,
+        ``protocol_error``, ``tls``; the server's ``too_busy``, ``down``, ``redirect``,
+        ``bad_password``, ``refused`` (an operator's rule), ``time_limit``, ``inactivity``;
+        ``cooling_down`` (its host refused recently: not connected), ``deadline``,
+        ``timing``, ``cancelled``.
     message : str
         Human-readable failure message.
     attempts : int
-        Connection attempts made.
+        Connection attempts made (0 when its host was cooling down).
     expected_samples : int
         Samples asked for.
     skipped_frames : int
         Malformed frames skipped.
     elapsed_s : float
         Wall time spent on this receiver.
+    retry_after_s : float
+        Seconds its host is left alone from the end of this capture (a cool-down); 0 when
+        it may be connected again at once.
     """
 
     receiver: Receiver
@@ -116,6 +142,7 @@ class ReceiverOutcome:
     expected_samples: int = 0
     skipped_frames: int = 0
     elapsed_s: float = 0.0
+    retry_after_s: float = 0.0
 
     @property
     def n_samples(self) -> int:
@@ -223,14 +250,60 @@ def validate_request(receivers: Sequence[Receiver], frequency_hz: float, duratio
         r.check_frequency(frequency_hz)
 
 
-def _worth_retrying(client_box: list[KiwiClient]) -> Callable[[BaseException], bool]:
-    def check(exc: BaseException) -> bool:
-        # A stream that already delivered samples is kept, not restarted: a new stream
-        # would not line up in time with the others.
-        delivered = bool(client_box and client_box[-1].frames)
-        return isinstance(exc, ReceiverError) and exc.retryable and not delivered
+def _restated(error: ReceiverError, message: str) -> ReceiverError:
+    """The same error (type, reason, attributes) with another message."""
+    new = type(error)(message, error.receiver)
+    new.__dict__.update(error.__dict__)
+    return new
 
-    return check
+
+def _cooling(name: str, record: HostRecord, left: float) -> ReceiverError:
+    why = record.last_reason or "refused"
+    return CoolingDownError(
+        f"{name}: its host {shown(record.key, 60)} said {why} {record.refusals} time(s) in a "
+        f"row; left alone for another {left:.0f} s, not connected "
+        "(heimdall_lab.kiwi.guest.forget() tries it now)",
+        name,
+        remaining_s=left,
+    )
+
+
+def _stop_if_cooling(
+    manners: HostManners, record: HostRecord, name: str, error: ReceiverError | None
+) -> None:
+    """Raise when the host is left alone: before the first attempt, or before a retry."""
+    left = manners.cooling_left(record)
+    if left <= 0:
+        return
+    if error is None:
+        raise _cooling(name, record, left)
+    raise _restated(error, f"{error}; its host is now left alone for {left:.0f} s")
+
+
+def _note(
+    manners: HostManners,
+    record: HostRecord,
+    client: KiwiClient,
+    error: ReceiverError,
+    policy: RetryPolicy,
+) -> bool:
+    """Tell the host's record how an attempt ended; True when the host now cools down."""
+    if error.reason in REFUSAL_REASONS:
+        return manners.refused(record, error.reason, policy)
+    if client.frames:  # served, then ended: nothing to hold against the host
+        manners.served(record)
+    else:  # no samples: back off, though a host that admitted the session did not refuse
+        manners.failed(record, policy, admitted=client.admitted)
+    return False
+
+
+@contextlib.asynccontextmanager
+async def _held(limit: asyncio.Semaphore | None) -> AsyncIterator[None]:
+    if limit is None:
+        yield
+    else:
+        async with limit:
+            yield
 
 
 async def _acquire_one(
@@ -244,12 +317,16 @@ async def _acquire_one(
     deadline: float,
     on_progress: ProgressCallback | None,
     live: bool = True,
+    manners: HostManners = MANNERS,
+    limit: asyncio.Semaphore | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ReceiverOutcome:
     loop = asyncio.get_running_loop()
     start = loop.time()
     clients: list[KiwiClient] = []
     name = receiver.name
     expected = math.ceil(duration_s * NOMINAL_RATE)
+    record = manners.record(receiver)
 
     def report(state: State, message: str = "") -> None:
         if on_progress is not None:
@@ -258,37 +335,61 @@ async def _acquire_one(
             exp = c.expected_samples if c else expected
             on_progress(Progress(name, state, received, exp, len(clients), message))
 
-    def before_sleep(rs: RetryCallState) -> None:
-        exc = rs.outcome.exception() if rs.outcome else None
-        log.info("%s: attempt %d failed (%s); retrying", name, rs.attempt_number, exc)
-        report("retrying", str(exc))
-
     attempts = 1 + (receiver.retry_count if retries is None else retries)
-    retrying = retry_policy.with_attempts(attempts).async_retrying(
-        _worth_retrying(clients), before_sleep=before_sleep
-    )
     error: ReceiverError | None = None
+    waiting = False  # for a connection slot
     try:
         async with asyncio.timeout_at(deadline):
-            async for attempt in retrying:
-                with attempt:
+            for attempt in range(1, attempts + 1):
+                _stop_if_cooling(manners, record, name, error)
+                # The host's backoff, shared with every receiver at it (and other captures).
+                wait = manners.wait_left(record)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                waiting = True
+                async with _held(limit), manners.slot(receiver):
+                    waiting = False
+                    _stop_if_cooling(manners, record, name, error)
                     client = KiwiClient(
                         receiver,
                         frequency_hz,
                         duration_s,
                         settings,
                         on_samples=lambda *_: report("receiving"),
+                        ssl_context=ssl_context,
                     )
                     clients.append(client)
                     report("connecting")
-                    await client.run()
+                    try:
+                        await client.run()
+                    except ReceiverError as exc:
+                        if _note(manners, record, client, exc, retry_policy):
+                            left = manners.cooling_left(record)
+                            raise _restated(
+                                exc, f"{exc}; its host is now left alone for {left:.0f} s"
+                            ) from exc
+                        # A stream that already delivered samples is kept, not restarted: a
+                        # new stream would not line up in time with the others.
+                        if attempt == attempts or not exc.retryable or client.frames:
+                            raise
+                        log.info("%s: attempt %d failed (%s); retrying", name, attempt, exc)
+                        error = exc
+                        report("retrying", str(exc))
+                        continue
+                    manners.served(record)
+                    error = None
+                    break
     except ReceiverError as exc:
         error = exc
     except TimeoutError:
+        where = (
+            "before a connection was free; allow more at once (max_connections, "
+            "HEIMDALL_MAX_CONNECTIONS) or a longer deadline"
+            if waiting and not clients
+            else "the samples received are kept"
+        )
         error = _with_reason(
-            ReceiverTimeoutError(
-                f"{name}: the overall deadline passed; the samples received are kept", name
-            ),
+            ReceiverTimeoutError(f"{name}: the overall deadline passed; {where}", name),
             "deadline",
         )
     except asyncio.CancelledError:
@@ -310,7 +411,7 @@ async def _acquire_one(
         if error is None:
             error = _with_reason(ReceiverError(message, name), "timing")
         else:  # the stream also ended badly: its reason stays, the timing is said too
-            error = _with_reason(type(error)(f"{error}; {message}", name), error.reason)
+            error = _restated(error, f"{error}; {message}")
     if error is None:
         status = "ok"
     elif recording is not None:
@@ -327,6 +428,7 @@ async def _acquire_one(
         expected_samples=client.expected_samples if client else expected,
         skipped_frames=client.skipped if client else 0,
         elapsed_s=loop.time() - start,
+        retry_after_s=round(manners.cooling_left(record), 3),
     )
     report("done" if status == "ok" else status, outcome.message)
     if error is not None:
@@ -352,8 +454,18 @@ async def acquire_async(
     on_progress: ProgressCallback | None = None,
     capture_id: str | None = None,
     gps_reference: datetime | np.datetime64 | None = None,
+    ident: str | None = None,
+    max_connections: int | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    manners: HostManners | None = None,
 ) -> Acquisition:
     """Acquire IQ from several receivers concurrently.
+
+    Each receiver gets one connection per attempt. Attempts that fail back off per host
+    (every receiver at the host shares the wait); a host that refused twice in a row, across
+    captures of this process, is left alone for a cool-down and reported as ``cooling_down``
+    without connecting (:mod:`heimdall_lab.kiwi.guest`). Receivers waiting for a connection
+    slot or a backoff wait within the deadline.
 
     Parameters
     ----------
@@ -384,6 +496,19 @@ async def acquire_async(
         receivers are live, and a GNSS time far from this computer's clock is a timing
         problem (:data:`heimdall_lab.recording.CLOCK_TOLERANCE_S`); with it (a replay of
         another day) that check is off.
+    ident : str, optional
+        Name shown in each receiver's user list; replaces ``settings.ident``. By default
+        ``HEIMDALL_IDENT``, else ``heimdall_lab/<version>``.
+    max_connections : int, optional
+        Connections open at once for this capture, at most. The process's own limit
+        (``HEIMDALL_MAX_CONNECTIONS``, default 32, for receivers not on this machine) holds
+        as well, across every capture running.
+    ssl_context : ssl.SSLContext, optional
+        Certificates to trust for receivers reached over TLS (``Receiver.tls``); the
+        system's trust store by default.
+    manners : HostManners, optional
+        What is remembered of hosts (backoff, cool-downs) and the process's limit;
+        :data:`heimdall_lab.kiwi.guest.MANNERS` by default.
 
     Returns
     -------
@@ -395,10 +520,22 @@ async def acquire_async(
     Raises
     ------
     ValidationError
-        Bad request, before anything connects.
+        Bad request (or ``HEIMDALL_IDENT``, ``HEIMDALL_MAX_CONNECTIONS``), before anything
+        connects.
     """
     validate_request(receivers, frequency_hz, duration_s)
     settings = settings or StreamSettings()
+    if ident is not None:
+        settings = replace(settings, ident=check_ident(ident))
+    elif settings.ident is not None:
+        check_ident(settings.ident, "settings.ident")
+    else:
+        default_ident()  # a bad HEIMDALL_IDENT says so before anything connects
+    manners = manners or MANNERS
+    _ = manners.max_connections  # likewise a bad HEIMDALL_MAX_CONNECTIONS
+    limit = None
+    if max_connections is not None:
+        limit = asyncio.Semaphore(check_max_connections(max_connections))
     if deadline_s is None:
         longest = max(settings.connect_timeout or r.timeout_s for r in receivers)
         deadline_s = duration_s + longest + 10.0
@@ -418,6 +555,9 @@ async def acquire_async(
             deadline=t0 + deadline_s,
             on_progress=on_progress,
             live=gps_reference is None,
+            manners=manners,
+            limit=limit,
+            ssl_context=ssl_context,
         )
     capture_id = capture_id or new_capture_id()
     dataset = build_dataset(

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,14 +26,20 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from heimdall_lab.errors import (
     BadPasswordError,
     DisconnectedError,
+    InactivityError,
     ProtocolError,
     ReceiverDownError,
     ReceiverError,
     ReceiverTimeoutError,
     ReceiverUnreachableError,
+    RedirectError,
+    RefusedError,
+    TimeLimitError,
+    TLSError,
     TooBusyError,
 )
 from heimdall_lab.kiwi import protocol
+from heimdall_lab.kiwi.guest import check_ident, default_ident
 from heimdall_lab.kiwi.protocol import IqFrame
 from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.recording import FRAME_SAMPLES, NOMINAL_RATE, Recording
@@ -77,8 +85,9 @@ class StreamSettings:
 
     Attributes
     ----------
-    ident : str
-        Name shown in the receiver's user list.
+    ident : str or None
+        Name shown in the receiver's user list; :func:`heimdall_lab.kiwi.guest.default_ident`
+        (``HEIMDALL_IDENT``, else ``heimdall_lab/<version>``) when None.
     low_cut, high_cut : int
         Passband edges in Hz relative to the centre (the KiwiSDR's IQ passband is at most
         about +-6 kHz).
@@ -92,7 +101,7 @@ class StreamSettings:
         Seconds without a frame (or handshake message) before giving up.
     """
 
-    ident: str = "heimdall_lab"
+    ident: str | None = None
     low_cut: int = -6000
     high_cut: int = 6000
     agc: bool = False
@@ -110,6 +119,9 @@ KEPT_MESSAGES = frozenset(
         "badp",
         "too_busy",
         "down",
+        "redirect",
+        "ip_limit",
+        "inactivity_timeout",
         "audio_init",
         "audio_rate",
         "sample_rate",
@@ -149,11 +161,14 @@ class KiwiClient:
         Passband, gain and timeouts.
     on_samples : callable, optional
         Called as ``on_samples(received, expected)`` after each frame.
+    ssl_context : ssl.SSLContext, optional
+        For a receiver reached over TLS (``Receiver.tls``): the certificates to trust; the
+        system's trust store by default.
 
     Raises
     ------
     ValidationError
-        A bad frequency or duration, before anything connects.
+        A bad frequency, duration or identity, before anything connects.
 
     Attributes
     ----------
@@ -169,6 +184,10 @@ class KiwiClient:
         Bytes of every message received (each counted as at least :data:`MESSAGE_COST`).
     first_frame_utc : numpy.datetime64 or None
         This computer's UTC clock when the first frame arrived.
+    ident : str
+        The name sent to the receiver (``SET ident_user``).
+    admitted : bool
+        Whether the receiver admitted the session (``badp=0``, or the channel set up).
     """
 
     def __init__(
@@ -178,6 +197,8 @@ class KiwiClient:
         duration_s: float,
         settings: StreamSettings | None = None,
         on_samples: Callable[[int, int], None] | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         validate_capture_request(frequency_hz, duration_s)
         receiver.check_frequency(frequency_hz)
@@ -185,6 +206,11 @@ class KiwiClient:
         self.frequency_hz = frequency_hz
         self.duration_s = duration_s
         self.settings = settings or StreamSettings()
+        self.ident = (
+            check_ident(self.settings.ident) if self.settings.ident is not None else default_ident()
+        )
+        self.ssl_context = ssl_context
+        self.admitted = False
         self.on_samples = on_samples
         self.frames: list[IqFrame] = []
         self.nominal_rate: float | None = None
@@ -202,8 +228,9 @@ class KiwiClient:
 
     @property
     def uri(self) -> str:
-        """The sound channel's WebSocket address."""
-        return f"ws://{self.receiver.host}:{self.receiver.port}/{int(time.time())}/SND"
+        """The sound channel's WebSocket address (``wss://`` for a receiver over TLS)."""
+        scheme = "wss" if self.receiver.tls else "ws"
+        return f"{scheme}://{self.receiver.host}:{self.receiver.port}/{int(time.time())}/SND"
 
     @property
     def expected_samples(self) -> int:
@@ -256,8 +283,13 @@ class KiwiClient:
             The connection was refused or reset.
         ReceiverTimeoutError
             No connection, handshake step or frame within the timeouts.
-        BadPasswordError, TooBusyError, ReceiverDownError
+        BadPasswordError, TooBusyError, ReceiverDownError, RedirectError, RefusedError
             The receiver said no.
+        TimeLimitError, InactivityError
+            The receiver ended (or refused) the session for its time or inactivity limit;
+            :attr:`frames` holds what arrived.
+        TLSError
+            The receiver's certificate is not trusted (pass ``ssl_context``).
         ProtocolError
             The peer does not speak the KiwiSDR protocol, announced an impossible value, or
             sent far more than was asked.
@@ -308,6 +340,8 @@ class KiwiClient:
     async def _connect(self) -> ClientConnection:
         name = self.receiver.name
         timeout = self.settings.connect_timeout or self.receiver.timeout_s
+        # Over TLS the system's trust store unless told otherwise; ws:// takes no context.
+        tls = {"ssl": self.ssl_context or system_ssl_context()} if self.receiver.tls else {}
         try:
             async with asyncio.timeout(timeout):
                 return await connect(
@@ -320,6 +354,7 @@ class KiwiClient:
                     compression=None,
                     user_agent_header=f"heimdall_lab/{__version__}",
                     logger=_WS_LOG,
+                    **tls,
                 )
         except TimeoutError as exc:
             raise ReceiverTimeoutError(
@@ -332,6 +367,13 @@ class KiwiClient:
             raise ProtocolError(
                 f"{name}: {self.receiver.address} answered HTTP {code} to the sound channel; "
                 "is it a KiwiSDR?",
+                name,
+            ) from exc
+        except ssl.SSLError as exc:
+            raise TLSError(
+                f"{name}: TLS with {self.receiver.address} failed "
+                f"({protocol.shown(str(exc), 120)}); if its certificate is its own, pass "
+                "ssl_context= trusting it",
                 name,
             ) from exc
         except (OSError, InvalidHandshake) as exc:
@@ -386,20 +428,12 @@ class KiwiClient:
         )
 
     async def _on_msg(self, ws: ClientConnection, params: dict[str, str]) -> None:
-        name = self.receiver.name
         self.messages.update((k, v[:200]) for k, v in params.items() if k in KEPT_MESSAGES)
-        if params.get("badp") == "1":
-            raise BadPasswordError(
-                f"{name}: the receiver refused the password; set the right one for it", name
-            )
-        if "too_busy" in params:
-            raise TooBusyError(
-                f"{name}: all {protocol.shown(params['too_busy'], 12)} client slots are taken; "
-                "try again later",
-                name,
-            )
-        if "down" in params:
-            raise ReceiverDownError(f"{name}: the receiver says it is down", name)
+        refusal = server_refusal(self.receiver.name, params)
+        if refusal is not None:
+            raise refusal
+        if params.get("badp") == "0":
+            self.admitted = True
         if "audio_rate" in params and self._audio_rate is None:
             self._audio_rate = int(protocol.parse_number(params, "audio_rate", 1000, 100_000))
             self._progressed()
@@ -409,12 +443,13 @@ class KiwiClient:
         if self._audio_rate is not None and self.nominal_rate and not self._setup_sent:
             s = self.settings
             for command in [
-                *protocol.cmd_setup(s.ident),
+                *protocol.cmd_setup(self.ident),
                 protocol.cmd_mod(self.frequency_hz, s.low_cut, s.high_cut),
                 protocol.cmd_agc(s.agc, s.manual_gain),
             ]:
                 await self._send(ws, command)
             self._setup_sent = True
+            self.admitted = True
             self._progressed()
             await self._keepalive(ws)
 
@@ -468,6 +503,98 @@ class KiwiClient:
         if now - self._last_keepalive >= 1.0:
             await self._send(ws, protocol.cmd_keepalive())
             self._last_keepalive = now
+
+
+#: What a KiwiSDR's ``badp`` codes other than 0 (admitted) and 1 (bad password) mean, and
+#: the reason each is reported with.
+BADP_CODES: dict[str, tuple[str, str]] = {
+    "2": ("down", "it is still starting up (determining its local address)"),
+    "3": ("refused", "it does not admit connections from this IP address"),
+    "4": ("refused", "no admin password is set on it"),
+    "5": ("refused", "it admits no multiple connections from the same IP address"),
+    "6": ("down", "a database update is in progress"),
+    "7": ("refused", "another admin connection is open"),
+}
+
+
+def _minutes(value: str) -> str:
+    """The minutes of a limit message (``240`` of ``240,<ip>``), never the address."""
+    first = value.split(",", 1)[0].strip()
+    return first if first.isdigit() and len(first) <= 6 else protocol.shown(first, 12)
+
+
+def server_refusal(name: str, params: dict[str, str]) -> ReceiverError | None:
+    """The typed error for a ``MSG`` by which a server refuses or ends the session.
+
+    The names are those a KiwiSDR sends (and kiwirecorder handles): ``badp=N`` (N > 0),
+    ``too_busy=N``, ``redirect=URL``, ``down``, ``ip_limit=MINUTES,IP`` (the address's
+    connection time is used up) and ``inactivity_timeout=MINUTES``. Values appear in the
+    message only through :func:`protocol.shown`; the address of ``ip_limit`` (this client's
+    own) never does.
+
+    Parameters
+    ----------
+    name : str
+        The receiver's name, for the message.
+    params : dict of str to str
+        Decoded ``MSG`` parameters.
+
+    Returns
+    -------
+    ReceiverError or None
+        :class:`BadPasswordError`, :class:`TooBusyError`, :class:`RedirectError`,
+        :class:`ReceiverDownError`, :class:`RefusedError` (its ``code`` the ``badp``
+        value), :class:`TimeLimitError` or :class:`InactivityError`; None for any other
+        message.
+    """
+    badp = params.get("badp")
+    if badp is not None and badp != "0":
+        code = badp if badp.isdigit() and len(badp) <= 3 else protocol.shown(badp, 12)
+        if badp == "1":
+            return BadPasswordError(
+                f"{name}: the receiver refused the password (badp=1); set the right one for it",
+                name,
+            )
+        kind, why = BADP_CODES.get(badp, ("refused", "it refused the connection"))
+        if kind == "down":
+            return ReceiverDownError(f"{name}: {why} (badp={code}); try again later", name)
+        return RefusedError(
+            f"{name}: {why} (badp={code}); its operator's rule, not retried", name, code
+        )
+    if "too_busy" in params:
+        return TooBusyError(
+            f"{name}: all {protocol.shown(params['too_busy'], 12)} client slots are taken; "
+            "try again later",
+            name,
+        )
+    if "redirect" in params:
+        target = protocol.shown(params["redirect"], 80)
+        return RedirectError(
+            f"{name}: the receiver is full and redirects to {target}; not followed (another "
+            "receiver is not this one): add that one as a receiver of its own to use it",
+            name,
+            target,
+        )
+    if "down" in params:
+        return ReceiverDownError(
+            f"{name}: the receiver says it is down (maintenance or an update); try again later",
+            name,
+        )
+    if "ip_limit" in params:
+        return TimeLimitError(
+            f"{name}: this address has used up its {_minutes(params['ip_limit'])} minutes of "
+            "connection time on the receiver (its operator's limit); it is left alone until "
+            "the limit resets",
+            name,
+        )
+    for key in ("inactivity_timeout", "inactivity_timeout_msg"):
+        if key in params:
+            return InactivityError(
+                f"{name}: the receiver ends sessions after {_minutes(params[key])} minutes "
+                "without activity; split long captures into shorter ones",
+                name,
+            )
+    return None
 
 
 #: Relative change of the announced rate taken as a change (a KiwiSDR announces it once).
@@ -556,8 +683,25 @@ def _int(fields: dict[str, str], key: str) -> int | None:
 STATUS_MAX_BYTES = 64 * 1024
 
 
-async def check_health(receiver: Receiver, timeout: float = 3.0) -> Health:
-    """Fetch a receiver's ``/status`` page.
+@functools.cache
+def system_ssl_context() -> ssl.SSLContext:
+    """The TLS context for receivers reached over TLS when none is given.
+
+    The system's trust store (``ssl.create_default_context()``; ``SSL_CERT_FILE`` points it
+    elsewhere).
+
+    Returns
+    -------
+    ssl.SSLContext
+        One context for the process, verifying certificates and host names.
+    """
+    return ssl.create_default_context()
+
+
+async def check_health(
+    receiver: Receiver, timeout: float = 3.0, *, ssl_context: ssl.SSLContext | None = None
+) -> Health:
+    """Fetch a receiver's ``/status`` page (``https://`` for a receiver over TLS).
 
     Parameters
     ----------
@@ -565,6 +709,8 @@ async def check_health(receiver: Receiver, timeout: float = 3.0) -> Health:
         The receiver.
     timeout : float, optional
         Seconds for the whole request, however slowly the page arrives.
+    ssl_context : ssl.SSLContext, optional
+        Certificates to trust over TLS; the system's trust store by default.
 
     Returns
     -------
@@ -573,11 +719,12 @@ async def check_health(receiver: Receiver, timeout: float = 3.0) -> Health:
         ``timeout``, an HTTP error, a page over :data:`STATUS_MAX_BYTES`). Never raises for
         anything the server does.
     """
-    url = f"http://{receiver.host}:{receiver.port}/status"
+    url = f"{receiver.url}status"
+    verify = (ssl_context or system_ssl_context()) if receiver.tls else True
     start = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
-            text = await _fetch_status(url, timeout)
+            text = await _fetch_status(url, timeout, verify)
     except TimeoutError:
         return Health(receiver.name, False, error=f"no complete /status page within {timeout:g} s")
     except httpx.HTTPError as exc:
@@ -604,12 +751,12 @@ async def check_health(receiver: Receiver, timeout: float = 3.0) -> Health:
     )
 
 
-async def _fetch_status(url: str, timeout: float) -> str:
+async def _fetch_status(url: str, timeout: float, verify: ssl.SSLContext | bool = True) -> str:
     """The page's text, read in pieces up to :data:`STATUS_MAX_BYTES`."""
     # No compression: the cap holds for the bytes on the wire, not a bomb's expansion.
-    headers = {"Accept-Encoding": "identity"}
+    headers = {"Accept-Encoding": "identity", "User-Agent": f"heimdall_lab/{__version__}"}
     async with (
-        httpx.AsyncClient(timeout=timeout, headers=headers) as http,
+        httpx.AsyncClient(timeout=timeout, headers=headers, verify=verify) as http,
         http.stream("GET", url) as response,
     ):
         response.raise_for_status()

@@ -313,14 +313,18 @@ def encode_msg(params: Mapping[str, object]) -> bytes:
     Parameters
     ----------
     params : mapping of str to object
-        Names and values; values are formatted with ``str`` and percent-encoded.
+        Names and values; values are formatted with ``str`` and percent-encoded. A value of
+        None sends the name alone, as in ``MSG down``.
 
     Returns
     -------
     bytes
         The binary message, ``b"MSG name=value ..."``.
     """
-    body = " ".join(f"{name}={quote(str(value), safe='.,:-_()')}" for name, value in params.items())
+    body = " ".join(
+        name if value is None else f"{name}={quote(str(value), safe='.,:-_()')}"
+        for name, value in params.items()
+    )
     return b"MSG " + body.encode("ascii")
 
 
