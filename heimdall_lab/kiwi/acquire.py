@@ -94,8 +94,8 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-#: Waits between connection attempts to a receiver (the number of attempts comes from
-#: ``retries`` or each receiver's ``retry_count``).
+#: Waits between connection attempts to a host, shared by every receiver at it (the number of
+#: attempts comes from ``retries`` or each receiver's ``retry_count``).
 RECEIVER_RETRY = RetryPolicy(initial_s=0.5, maximum_s=8.0, jitter_s=0.5)
 
 
@@ -481,8 +481,9 @@ async def acquire_async(
         Retries of retryable failures per receiver; each receiver's ``retry_count`` when
         omitted.
     retry_policy : RetryPolicy, optional
-        Waits between attempts (:data:`RECEIVER_RETRY` by default); the number of attempts
-        is ``1 + retries``.
+        Waits between attempts (:data:`RECEIVER_RETRY` by default), counted per host: every
+        receiver at a host waits out the same backoff. The number of attempts is
+        ``1 + retries``.
     deadline_s : float, optional
         Overall limit for the whole call; by default the duration plus the longest connect
         timeout plus 10 s. Receivers still streaming then keep what they received.
