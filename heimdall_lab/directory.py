@@ -893,7 +893,7 @@ _JS_TOKENS = re.compile(
 _STRUCTURE = re.compile(r'["{}\[\]]')
 _BLANK = re.compile(r"\s*")
 _VAR = re.compile(r"(?:var|let|const)\s+[A-Za-z_$][\w$]*\s*=")
-_BAD_ESCAPE = re.compile(r'\\(x[0-9A-Fa-f]{2}|[^"\\/bfnrtu])')
+_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)", re.DOTALL)
 _PUBLISHED = re.compile(r"data timestamp:\s*([^\n]{1,64})")
 
 
@@ -971,8 +971,17 @@ class _Reading:
 
 
 def _fix_escape(m: re.Match[str]) -> str:
+    r"""One string escape as JSON has it.
+
+    ``\xHH`` becomes ``\u00HH``; ``\'`` (and any other JavaScript-only escape) the character.
+    """
     s = m[1]
-    return f"\\u00{s[1:]}" if s[0] == "x" else s
+    if s in _JSON_ESCAPES:
+        return m[0]
+    return f"\\u00{s[1:]}" if len(s) == 3 else s
+
+
+_JSON_ESCAPES = frozenset('"\\/bfnrtu')
 
 
 def _clean_js(text: str, reading: _Reading) -> str:
@@ -987,9 +996,11 @@ def _clean_js(text: str, reading: _Reading) -> str:
         s = m[0]
         c = s[0]
         if c == '"':
-            if "\\" in s and _BAD_ESCAPE.search(s):
-                reading.quirks["bad_escape"] += 1
-                return _BAD_ESCAPE.sub(_fix_escape, s)
+            if "\\" in s:
+                fixed = _ESCAPE.sub(_fix_escape, s)
+                if fixed != s:
+                    reading.quirks["bad_escape"] += 1
+                return fixed
             return s
         if c == ",":
             reading.quirks["trailing_comma"] += 1
@@ -1015,7 +1026,7 @@ def _read_js(text: str, what: str) -> _Reading:
     except (ValueError, RecursionError):
         reading.quirks.pop("repeated_key", None)
         _read_objects(clean, at, decoder, reading)
-        if reading.read == 0:
+        if not reading.records and reading.read == reading.skipped["syntax"]:
             raise DirectoryError(f"{what}: its array cannot be decoded, no object in it") from None
         return reading
     if clean[end:].strip() not in ("", ";"):
@@ -1065,6 +1076,26 @@ def _decode_object(text: str, decoder: json.JSONDecoder, reading: _Reading) -> N
     reading.add(item)
 
 
+_COMMENT_REF = re.compile(r"&(amp|lt|gt|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});")
+_NAMED_REFS = {"amp": "&", "lt": "<", "gt": ">"}
+
+
+def _comment_ref(m: re.Match[str]) -> str:
+    ref = m[1]
+    if ref in _NAMED_REFS:
+        return _NAMED_REFS[ref]
+    code = int(ref[2:], 16) if ref[1] in "xX" else int(ref[1:])
+    return chr(code) if code < 0x110000 else "\ufffd"
+
+
+def _comment_unescape(text: str) -> str:
+    """A comment's value, its ``&amp;``, ``&lt;``, ``&gt;`` and numeric references decoded.
+
+    Other references are kept as written (a browser decodes nothing in a comment).
+    """
+    return _COMMENT_REF.sub(_comment_ref, text) if "&" in text else text
+
+
 class _PageReader(HTMLParser):
     """The ``cl-entry`` divs of the kiwisdr.com/public page: comments and links."""
 
@@ -1106,7 +1137,7 @@ class _PageReader(HTMLParser):
             return
         if key in self._fields:
             self.reading.quirks["repeated_key"] += 1
-        self._fields[key] = html.unescape(value.strip())
+        self._fields[key] = _comment_unescape(value.strip())
 
     def handle_data(self, data: str) -> None:
         if self._fields is None and len(self._text) < 4 and data.strip():
@@ -1116,7 +1147,7 @@ class _PageReader(HTMLParser):
         if self._fields is None:
             return
         record = self._fields
-        if self._hrefs:
+        if self._hrefs and "url" not in record:
             record["url"] = self._hrefs[0].strip()
         self.reading.add(record)
         self._fields = None
@@ -1371,9 +1402,17 @@ def render_js(records: Iterable[Mapping[str, str]], generated: str = "") -> str:
     return "\n".join(lines)
 
 
-def _comment_value(value: str) -> str:
-    text = html.escape(str(value), quote=False)
-    return text.replace("\r", "&#13;").replace("\n", "&#10;")
+_HTML_UNSAFE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def _html_text(value: object, quote: bool = False) -> str:
+    """Text for a page, escaped.
+
+    ``&``, ``<``, ``>`` (and quotes) as references, control characters and lone surrogates
+    as numeric references (read back by :func:`_comment_unescape`).
+    """
+    text = html.escape(str(value), quote=quote)
+    return _HTML_UNSAFE.sub(lambda m: f"&#{ord(m[0])};", text)
 
 
 def render_html(records: Iterable[Mapping[str, str]], generated: str = "") -> str:
@@ -1390,25 +1429,26 @@ def render_html(records: Iterable[Mapping[str, str]], generated: str = "") -> st
     -------
     str
         One ``<div class='cl-entry'>`` per record: its fields as ``<!-- key=value -->``
-        comments (``&``, ``<``, ``>`` and line breaks escaped, keys that are not words
-        left out), its ``url`` as the links (not as a comment), its ``name`` as the shown
-        title.
+        comments (``&``, ``<``, ``>`` and control characters escaped, keys that are not
+        words left out), its ``url`` also as the links, its ``name`` as the shown title.
+        A page without records is not read back as a directory (an error page has no
+        receivers either): serve :func:`render_js` for an empty directory.
     """
     out = [
         "<!DOCTYPE html>",
         "<html><head><meta charset='utf-8'><title>KiwiSDR: public receivers</title></head>",
         "<body>",
-        f"{html.escape(_one_line(generated), quote=False)}<br>" if generated else "<br>",
+        f"{_html_text(_one_line(generated))}<br>" if generated else "<br>",
     ]
     for seq, record in enumerate(records):
-        url = html.escape(str(record.get("url", "")), quote=True)
-        title = html.escape(_one_line(record.get("name", "")), quote=False)
+        url = _html_text(record.get("url", ""), quote=True)
+        title = _html_text(_one_line(record.get("name", "")))
         out.append(f"<div class='cl-entry seq_{seq}'>")
         out.append(f"<a href='{url}' target='_blank'><div class='cl-avatar'></div></a>")
         out.append("<div class='cl-info'>")
         for key, value in record.items():
-            if key != "url" and _KEY.fullmatch(str(key)):
-                out.append(f"<!-- {key}={_comment_value(value)} -->")
+            if _KEY.fullmatch(str(key)):
+                out.append(f"<!-- {key}={_html_text(value)} -->")
         out.append("</div>")
         out.append(f"<div class='cl-name'><a href='{url}' target='_blank'>{title}</a></div>")
         out.append("</div>")
@@ -1640,7 +1680,7 @@ def _body(response: httpx.Response, deadline: float, timeout_s: float, max_bytes
         raise _FetchError(f"the answer is {clip(encoding, 20)}-encoded although identity was asked")
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
-        raise _FetchError(f"the answer is {length} bytes, over the limit of {max_bytes}")
+        raise _FetchError(f"the answer is {length} bytes, over the limit of {max_bytes} bytes")
     body = bytearray()
     for chunk in response.iter_raw():
         body += chunk
