@@ -56,12 +56,14 @@ from heimdall_lab import home
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.ids import check_receiver_name
 from heimdall_lab.receivers import Receiver, check_host, check_port
-from heimdall_lab.urls import mask_url, redact
+from heimdall_lab.urls import mask_url, redact, secrets_in
 from heimdall_lab.values import clip, positive
 from heimdall_lab.versions import __version__
 
 __all__ = [
+    "MAX_BANDS_HZ",
     "MAX_BYTES",
+    "MAX_FIELDS",
     "MAX_FIELD_CHARS",
     "MAX_TEXT_CHARS",
     "QUIRKS",
@@ -89,6 +91,8 @@ MAX_FIELD_CHARS = 4096
 MAX_TEXT_CHARS = 200
 #: The most fields one entry may have (``too_long`` beyond).
 MAX_FIELDS = 256
+#: The highest frequency a tunable range may reach, Hz (``bands`` beyond).
+MAX_BANDS_HZ = 100e6
 #: Why an entry is skipped. ``syntax``: the record could not be decoded at all;
 #: ``not_object``: an array element that is not an object; ``too_long``: a field over
 #: :data:`MAX_FIELD_CHARS` (or too many fields); ``markup``: HTML or script in a field;
@@ -285,6 +289,14 @@ class Entry:
 
 #: The columns of :meth:`Directory.frame`.
 _COLUMNS = (*(f.name for f in fields(Entry)), "fresh_gnss", "free_channels")
+_FLOAT_COLUMNS = (
+    "latitude",
+    "longitude",
+    "min_frequency_hz",
+    "max_frequency_hz",
+    "snr_db",
+    "altitude_m",
+)
 
 
 def _nat() -> np.datetime64:
@@ -368,9 +380,8 @@ class Directory:
         """
         columns: dict[str, Any] = {c: [getattr(e, c) for e in self.entries] for c in _COLUMNS}
         columns["updated_utc"] = np.array(columns["updated_utc"], dtype="datetime64[s]")
-        for c in ("latitude", "longitude", "min_frequency_hz", "max_frequency_hz", "snr_db"):
+        for c in _FLOAT_COLUMNS:
             columns[c] = np.array(columns[c], dtype=np.float64)
-        columns["altitude_m"] = np.array(columns["altitude_m"], dtype=np.float64)
         return pd.DataFrame(columns, columns=list(_COLUMNS))
 
     def receivers(self) -> list[Receiver]:
@@ -389,7 +400,8 @@ class Directory:
         Returns
         -------
         str
-            E.g. ``read 950, kept 930, skipped 16 (markup 11, bands 5)`` and a line of quirks.
+            E.g. ``read 950, kept 928, skipped 18 (markup 12, bands 5, url 1) from ...``, then
+            a line of the quirks handled.
         """
         skipped = sum(self.skipped.values())
         reasons = ", ".join(f"{k} {v}" for k, v in _ranked(self.skipped))
@@ -508,7 +520,6 @@ _UPDATED = re.compile(
     r"(?:[A-Za-z]{3,9},?\s+)?(\d{1,2})[- ]([A-Za-z]{3})[- ](\d{4})\s+(\d{2}):(\d{2}):(\d{2})"
     r"\s*(?:GMT|UTC|Z)?"
 )
-MAX_BANDS_HZ = 100e6
 
 
 def _field(fields: Mapping[str, str], key: str) -> str:
@@ -604,7 +615,7 @@ def _parse_updated(text: str) -> np.datetime64:
 
 
 def _format_updated(t: np.datetime64) -> str:
-    when = pd.Timestamp(t).to_pydatetime()
+    when = np.datetime64(t, "s").astype(datetime)
     return (
         f"{_DAYS[when.weekday()]}, {when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} "
         f"{when:%H:%M:%S} GMT"
@@ -647,6 +658,8 @@ def _check(fields: Mapping[str, str], url: str | None = None) -> tuple[Entry, se
     latitude, longitude, zoom = _position(f)
     if zoom:
         quirks.add("zoom_suffix")
+    if url is not None and not isinstance(url, str):
+        raise SkippedEntry("url", f"url must be text, not {type(url).__name__}")
     host, port, tls = _address(url if url is not None else _field(f, "url"))
     if tls:
         quirks.add("https")
@@ -864,8 +877,7 @@ def _unique(name: str, port: int, taken: set[str]) -> str:
 # Reading the two forms
 
 
-def _as_text(data: str | bytes, source: str) -> str:
-    what = f"directory {source}" if source else "the directory"
+def _as_text(data: str | bytes, what: str) -> str:
     if isinstance(data, bytes | bytearray | memoryview):
         raw = bytes(data)
         if b"\0" in raw[:65536]:
@@ -1133,7 +1145,7 @@ class _PageReader(HTMLParser):
             return
         key, sep, value = data.partition("=")
         key = key.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", key):
+        if not sep or not _KEY.fullmatch(key):
             return
         if key in self._fields:
             self.reading.quirks["repeated_key"] += 1
@@ -1233,7 +1245,7 @@ def parse(text: str | bytes, source: str = "") -> Directory:
         If the text is neither form (or not text at all).
     """
     what = f"directory {clip(source, 120)}" if source else "the directory"
-    text = _as_text(text, source)
+    text = _as_text(text, what)
     head = text[:4096].lstrip()
     if _array_start(text) is not None:
         reading = _read_js(text, what)
@@ -1522,7 +1534,7 @@ def load(
     if scheme:
         if scheme[1].lower() not in ("http", "https"):
             raise DirectoryError(
-                f"directory URL {mask_url(text)!r}: only http:// and https:// are read"
+                f"directory URL {_shown_url(text)!r}: only http:// and https:// are read"
             )
         return _load_url(text, timeout_s, cache, max_bytes)
     return _load_file(Path(text), max_bytes)
@@ -1575,7 +1587,7 @@ def _write_cache(url: str, data: bytes) -> None:
     body, meta = _cache_paths(url)
     fetched = time.time()
     info = {
-        "url": mask_url(url),
+        "url": _shown_url(url),
         "fetched_unix": fetched,
         "fetched_utc": datetime.fromtimestamp(fetched, UTC).isoformat(),
         "bytes": len(data),
@@ -1585,7 +1597,7 @@ def _write_cache(url: str, data: bytes) -> None:
         _write_atomic(body, data)
         _write_atomic(meta, json.dumps(info).encode())
     except OSError as exc:
-        log.warning("cannot keep a copy of %s in %s: %s", mask_url(url), body.parent, exc)
+        log.warning("cannot keep a copy of %s in %s: %s", _shown_url(url), body.parent, exc)
 
 
 def _read_cache(url: str, max_bytes: int) -> tuple[Directory, float] | None:
@@ -1606,20 +1618,31 @@ def _read_cache(url: str, max_bytes: int) -> tuple[Directory, float] | None:
     except (OSError, ValueError, TypeError, KeyError):
         pass
     try:
-        directory = parse(data, source=mask_url(url))
+        directory = parse(data, source=_shown_url(url))
     except DirectoryError as exc:
-        log.warning("the cached copy of %s is not usable: %s", mask_url(url), exc)
+        log.warning("the cached copy of %s is not usable: %s", _shown_url(url), exc)
         return None
     return directory, fetched
 
 
-def _load_url(url: str, timeout_s: float, cache: bool, max_bytes: int) -> Directory:
+def _shown_url(url: str) -> str:
+    """The URL as it may be shown: credentials masked, unprintable characters escaped."""
     masked = mask_url(url)
+    if not masked.isprintable():
+        masked = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in masked)
+    return clip(masked, 300)
+
+
+def _load_url(url: str, timeout_s: float, cache: bool, max_bytes: int) -> Directory:
+    masked = _shown_url(url)
     try:
         data = _fetch(url, timeout_s, max_bytes)
         directory = parse(data, source=masked)
     except (_FetchError, DirectoryError) as exc:
-        reason = _one_line(redact(str(exc), [url]) if isinstance(exc, _FetchError) else exc)
+        # Secrets known by value, masked even outside a URL (not the shortest: every "p"
+        # of a one-letter password would go).
+        secrets = [s for s in secrets_in(url) if len(s) >= 4]
+        reason = _one_line(redact(exc, secrets))
         cached = _read_cache(url, max_bytes) if cache else None
         if cached is None:
             tail = "" if not cache else "; there is no cached copy to fall back on"
@@ -1656,7 +1679,9 @@ def _fetch(url: str, timeout_s: float, max_bytes: int) -> bytes:
             raise _FetchError("more than 5 redirects")
     except httpx.TimeoutException as exc:
         raise _FetchError(f"no answer within {timeout_s:g} s ({type(exc).__name__})") from None
-    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError, ValueError) as exc:
+        # ValueError: what httpx lets through for some URLs (a UnicodeError for a host the
+        # IDNA codec refuses).
         raise _FetchError(f"{type(exc).__name__}: {clip(exc, 160)}") from None
 
 

@@ -944,4 +944,8 @@ def test_load_with_no_server_and_no_cache():
         assert f"http://user:***@127.0.0.1:{port}/kiwisdr_com.js" in message
         assert "hunter2" not in message and "\n" not in message
         assert "ConnectError" in message
+    for odd in ("http://[zz]/", "http://127.0.0.1:1/\x00\n", "http://:8073/"):
+        with pytest.raises(DirectoryError) as info:  # refused before anything connects
+            directory.load(odd, timeout_s=2)
+        assert "\n" not in str(info.value)
     assert cache_files() == []
