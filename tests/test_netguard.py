@@ -51,3 +51,15 @@ def test_a_subprocess_is_guarded_too():
     assert proc.returncode != 0 and "off limits" in proc.stderr
     attempts = offlimits_attempts()
     assert len(attempts) == 1 and "198.51.100.7" in attempts[0]
+
+
+def test_a_datagram_may_learn_its_address_but_not_send():
+    # Libraries connect a UDP socket to a public address to learn their own (nothing is sent).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.9", 53))
+        assert offlimits_attempts() == []
+        with pytest.raises(OffLimitsError):
+            s.send(b"x")
+        with pytest.raises(OffLimitsError):
+            s.sendto(b"x", ("192.0.2.9", 53))
+    assert len(offlimits_attempts()) == 2

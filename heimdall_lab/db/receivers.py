@@ -545,6 +545,17 @@ def activate_only(engine: Engine, entries: Iterable[Entry | Receiver]) -> list[s
     return [by_address[a][1] for a in wanted]
 
 
+def _plain(value: Any) -> Any:
+    """A table cell as the database driver takes it: None for missing, Python numbers."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 #: What :func:`record_health` writes from each check.
 HEALTH_COLUMNS = ("users", "users_max", "has_gps", "gps_good", "fixes_min")
 
@@ -575,14 +586,15 @@ def record_health(engine: Engine, checks: Iterable[Mapping[str, Any]]) -> int:
     n = 0
     with engine.begin() as conn:
         for check in checks:
-            values = {c: check.get(c) for c in HEALTH_COLUMNS}
+            values = {c: _plain(check.get(c)) for c in HEALTH_COLUMNS}
+            error = check.get("error")
             n += conn.execute(
                 stmt,
                 {
                     **values,
                     "name": check["name"],
                     "reachable": bool(check["reachable"]),
-                    "error": check.get("error") or None,
+                    "error": error if isinstance(error, str) and error else None,
                 },
             ).rowcount
     return n

@@ -45,10 +45,17 @@ def _refuse(what: str, host: object) -> None:
     raise OffLimitsError(message)
 
 
+def _inet(sock: socket.socket) -> bool:
+    return sock.family in (socket.AF_INET, socket.AF_INET6)
+
+
 def _check_address(sock: socket.socket, address: object) -> None:
-    inet = sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple)
-    if inet and not _loopback(address[0]):
+    if _inet(sock) and isinstance(address, tuple) and not _loopback(address[0]):
         _refuse("connection to", address[0])
+
+
+def _datagram(sock: socket.socket) -> bool:
+    return _inet(sock) and sock.type == socket.SOCK_DGRAM
 
 
 def install() -> None:
@@ -58,15 +65,25 @@ def install() -> None:
     real_connect = socket.socket.connect
     real_connect_ex = socket.socket.connect_ex
     real_sendto = socket.socket.sendto
+    real_send = socket.socket.send
     real_getaddrinfo = socket.getaddrinfo
 
+    # Connecting a datagram socket sends nothing (libraries do it to learn their own
+    # address); what it would send is checked in send() instead.
     def connect(self, address):
-        _check_address(self, address)
+        if not _datagram(self):
+            _check_address(self, address)
         return real_connect(self, address)
 
     def connect_ex(self, address):
-        _check_address(self, address)
+        if not _datagram(self):
+            _check_address(self, address)
         return real_connect_ex(self, address)
+
+    def send(self, data, *args):
+        if _datagram(self):
+            _check_address(self, self.getpeername())
+        return real_send(self, data, *args)
 
     def sendto(self, data, *args):
         _check_address(self, args[-1])
@@ -80,6 +97,7 @@ def install() -> None:
     socket.socket.connect = connect
     socket.socket.connect_ex = connect_ex
     socket.socket.sendto = sendto
+    socket.socket.send = send
     socket.getaddrinfo = getaddrinfo
     socket._heimdall_netguard = True
 

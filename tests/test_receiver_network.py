@@ -1,0 +1,269 @@
+"""The real receiver network: directory import into the database, selection, checks, and the
+whole loop offline through an emulated network at real positions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from heimdall_lab import db, directory, geo
+from heimdall_lab.cli import main
+from heimdall_lab.emulate import Scenario, emulated
+from heimdall_lab.emulate.network import DirectoryServer, directory_records, network_receivers
+from heimdall_lab.emulate.scenario import Transmitter
+from heimdall_lab.emulate.server import USERS_MAX
+from heimdall_lab.receivers import DEFAULT_RECEIVERS
+
+SNAPSHOT = Path(__file__).parent / "data" / "kiwisdr-directory" / "kiwisdr_com-2025-12-31.js"
+DCF77 = (50.0152, 9.0112)
+
+
+@pytest.fixture(scope="module")
+def snapshot() -> directory.Directory:
+    return directory.load(SNAPSHOT)
+
+
+def _azimuth_gap(target: tuple[float, float], positions: list[tuple[float, float]]) -> float:
+    """The largest gap between azimuths seen from the target, degrees (spherical)."""
+    lat0, lon0 = np.radians(target)
+    az = []
+    for lat, lon in positions:
+        lat1, lon1 = np.radians((lat, lon))
+        y = np.sin(lon1 - lon0) * np.cos(lat1)
+        x = np.cos(lat0) * np.sin(lat1) - np.sin(lat0) * np.cos(lat1) * np.cos(lon1 - lon0)
+        az.append(np.degrees(np.arctan2(y, x)) % 360)
+    az = np.sort(az)
+    return float(np.max(np.diff(np.r_[az, az[0] + 360])))
+
+
+def test_a_fresh_home_lists_seven_real_default_receivers(fresh_database, snapshot, capsys):
+    assert main(["receivers", "list", "--format", "json", "--database-url", fresh_database]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == [r.name for r in DEFAULT_RECEIVERS]
+    by_address = {(e.host.lower(), e.port): e for e in snapshot}
+    for row in rows:
+        assert not row["host"].endswith(".example")
+        entry = by_address[(row["host"].lower(), row["port"])]  # each is in the snapshot
+        assert entry.name == row["name"]
+        assert (row["latitude"], row["longitude"]) == pytest.approx(
+            (entry.latitude, entry.longitude), abs=1e-5
+        )
+        assert entry.fresh_gnss and entry.min_frequency_hz == 0 and entry.max_frequency_hz >= 30e6
+
+
+def test_import_is_idempotent_and_keeps_what_the_user_set(fresh_database, snapshot, capsys):
+    args = ["receivers", "import", str(SNAPSHOT), "--database-url", fresh_database]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    kept = len(snapshot)
+    # The seven defaults are in the snapshot: they are updated, not imported twice.
+    assert f"read {snapshot.read}, imported {kept - 7}, updated 7" in first
+    engine = db.get_engine(fresh_database)
+    try:
+        db.update_receiver(engine, "DB3TH", calibration_db=-12.5)
+        db.deactivate_receiver(engine, "OE3AKB")
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE websdrs SET notes = 'my note' WHERE name = 'DK0TE'"))
+        before = db.receivers_frame(engine, active_only=False)
+        assert len(before) == kept
+        assert main(args) == 0
+        again = capsys.readouterr().out
+        assert f"imported 0, updated 0, skipped {sum(snapshot.skipped.values())}" in again
+        after = db.receivers_frame(engine, active_only=False)
+        assert after.equals(before)  # nothing changed, not even updated_at
+        row = after.set_index("name")
+        assert row.loc["DB3TH", "calibration_db"] == -12.5
+        assert not row.loc["OE3AKB", "is_active"]
+        assert row.loc["DK0TE", "notes"] == "my note"
+        assert row.loc["DB3TH", "fixes_min"] > 0 and row.loc["DB3TH", "source"] == "default"
+    finally:
+        engine.dispose()
+
+
+def _small_directory(tmp_path: Path, records: list[dict[str, str]], name: str) -> Path:
+    path = tmp_path / name
+    path.write_text(directory.render_js(records), encoding="utf-8")
+    return path
+
+
+def test_reimport_updates_the_directory_s_columns_and_may_deactivate_the_missing(
+    fresh_database, snapshot, tmp_path, capsys
+):
+    entries = [e for e in snapshot if e.name not in {r.name for r in DEFAULT_RECEIVERS}][:3]
+    records = [directory.entry_fields(e) for e in entries]
+    url = ["--database-url", fresh_database]
+    assert (
+        main(["receivers", "import", str(_small_directory(tmp_path, records, "a.js")), *url]) == 0
+    )
+    assert "imported 3, updated 0" in capsys.readouterr().out
+    records[0] = {**records[0], "users": "0", "users_max": "8"}
+    changed = _small_directory(tmp_path, records[:2], "b.js")
+    assert main(["receivers", "import", str(changed), "--deactivate-missing", *url]) == 0
+    out = capsys.readouterr().out
+    assert "imported 0, updated 1" in out and "deactivated 1" in out
+    engine = db.get_engine(fresh_database)
+    try:
+        rows = db.receivers_frame(engine, active_only=False).set_index("name")
+    finally:
+        engine.dispose()
+    assert rows.loc[entries[0].name, "users_max"] == 8
+    assert not rows.loc[entries[2].name, "is_active"]  # no longer listed
+    assert rows.loc[entries[1].name, "is_active"]
+    assert all(rows.loc[r.name, "is_active"] for r in DEFAULT_RECEIVERS)  # never imported
+
+
+def test_select_on_the_snapshot_surrounds_the_target(snapshot, capsys):
+    args = ["receivers", "select", "-f", "77500", "--near", "50.0152,9.0112", "--count", "6"]
+    assert main([*args, "--format", "json", "--directory", str(SNAPSHOT)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    chosen = out["receivers"]
+    assert len(chosen) == 6 and np.isfinite(out["predicted_error_km"])
+    by_name = {e.name: e for e in snapshot}
+    places = []
+    for rx in chosen:
+        e = by_name[rx["name"]]
+        assert (rx["host"], rx["port"], rx["tls"]) == (e.host, e.port, e.tls)
+        assert e.covers(77500) and e.fresh_gnss and e.free_channels > 0 and e.allows_tdoa
+        assert not (e.offline or e.password) and e.ext_api
+        places.append((e.latitude, e.longitude))
+    for i, a in enumerate(places):  # six places, not one place six times
+        assert all(geo.great_circle_m(*a, *b) > 1e3 for b in places[i + 1 :])
+    assert _azimuth_gap(DCF77, places) < 180  # the target is inside the chosen set
+
+
+def test_select_activate_makes_the_chosen_the_active_receivers(fresh_database, capsys):
+    url = ["--database-url", fresh_database]
+    assert main(["receivers", "import", str(SNAPSHOT), *url]) == 0
+    capsys.readouterr()
+    args = ["receivers", "select", "-f", "10e6", "--area", "47,53,5,13", "--count", "5"]
+    assert main([*args, "--format", "json", "--activate", *url]) == 0
+    chosen = [r["name"] for r in json.loads(capsys.readouterr().out)["receivers"]]
+    engine = db.get_engine(fresh_database)
+    try:
+        active = [r.name for r in db.list_receivers(engine)]
+    finally:
+        engine.dispose()
+    assert sorted(active) == sorted(chosen) and len(active) == 5
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["receivers", "select", "-f", "77500", "--near", "95,9"],
+        ["receivers", "select", "-f", "77500", "--near", "fifty,nine"],
+        ["receivers", "select", "-f", "77500", "--area", "55,47,5,15"],
+        ["receivers", "select", "-f", "77500"],
+        ["receivers", "list", "--format", "xml"],
+        ["receivers", "import", "/no/such/directory.js"],
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's refusals
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "Traceback" not in err
+
+
+def test_select_says_why_when_too_few_qualify(tmp_path, snapshot, capsys):
+    # 500 kHz-2 MHz covered by nobody in a small, made-up directory: a one-line reason.
+    records = [directory.entry_fields(e) for e in list(snapshot)[:5]]
+    for r in records:
+        r["bands"] = "10000000-30000000"
+    path = _small_directory(tmp_path, records, "hf.js")
+    argv = ["receivers", "select", "-f", "77500", "--near", "50,9", "--directory", str(path)]
+    assert main(argv) == 2
+    assert "frequency" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def network(snapshot):
+    """40 emulated receivers at real positions around Germany, and their directory."""
+    receivers = network_receivers(snapshot, count=40, near=(50.0, 9.0))
+    tx = Transmitter(*DCF77, 77500.0, power_dbm=-15.0, modulation="ook")
+    scenario = Scenario.default(seed=4, receivers=receivers, transmitter=tx)
+    with (
+        emulated(scenario=scenario, receivers=receivers, realtime=False) as emu,
+        DirectoryServer(emu.emulator) as served,
+    ):
+        yield emu, served
+
+
+def test_the_emulated_directory_serves_both_forms_alike(network):
+    emu, served = network
+    js = directory.load(served.url("js"), cache=False)
+    html = directory.load(served.url("html"), cache=False)
+    assert len(js) == len(html) == 40 and not js.skipped
+    columns = [c for c in js.frame().columns if c != "updated_utc"]
+    assert js.frame()[columns].equals(html.frame()[columns])
+    listed = {(e.host, e.port): e for e in js}
+    for r in emu.receivers:
+        e = listed[(r.host, r.port)]
+        assert r.host == "127.0.0.1" and e.fresh_gnss and e.users_max == USERS_MAX
+        assert (e.latitude, e.longitude) == pytest.approx((r.latitude, r.longitude), abs=1e-6)
+    assert len(directory_records(emu.emulator)) == 40
+
+
+def test_check_records_the_health_of_many_receivers(fresh_database, network, capsys):
+    emu, served = network
+    url = ["--database-url", fresh_database]
+    assert main(["receivers", "import", served.url("html"), *url]) == 0
+    engine = db.get_engine(fresh_database)
+    try:
+        listed = directory.load(served.url("js"), cache=False)
+        db.activate_only(engine, list(listed))  # the public defaults are never contacted
+        with engine.begin() as conn:  # and one receiver that no longer answers
+            conn.execute(
+                sa.text("UPDATE websdrs SET port = 9 WHERE name = :n"),
+                {"n": listed.entries[0].name},
+            )
+        assert main(["receivers", "check", "--quiet", *url]) == 1
+        out = capsys.readouterr().out
+        assert "checked 40 receivers" in out and "39 reachable, 39 with fresh GNSS" in out
+        rows = db.receivers_frame(engine).set_index("name")
+    finally:
+        engine.dispose()
+    dead = rows.loc[listed.entries[0].name]
+    assert dead["last_check_error"] and pd.isna(dead["last_seen_at"])
+    alive = rows.drop(index=listed.entries[0].name)
+    assert alive["last_seen_at"].notna().all() and alive["last_check_error"].isna().all()
+    assert (alive["gps_good"] > 0).all() and (alive["users_max"] == USERS_MAX).all()
+
+
+def test_the_offline_loop_selects_captures_and_locates(network, tmp_path, engine_for_loop):
+    """Import from the emulator's directory, select six around the keyed transmitter,
+    capture them over loopback, locate: the error is of the size the selection predicted."""
+    from heimdall_lab import planning
+    from heimdall_lab.localize import locate_dataset
+    from heimdall_lab.pipeline import capture
+
+    emu, served = network
+    listed = directory.load(served.url("js"), cache=False)
+    chosen = planning.select(listed, 77500.0, near=(50.3, 8.7), count=6, duration_s=10)
+    cap = capture(
+        77500.0,
+        10.0,
+        receivers=chosen.receivers(),
+        engine=engine_for_loop,
+        store=str(tmp_path / "iq"),
+        gps_reference=emu.start_utc,
+        metadata=emu.parameters,
+    )
+    assert cap.stage == "done", cap.errors
+    result = locate_dataset(cap.dataset)
+    error = result.error_km(*DCF77)
+    assert error < 5 * chosen.predicted_error_km + 1.0, (error, chosen.predicted_error_km)
+
+
+@pytest.fixture
+def engine_for_loop(fresh_database):
+    engine = db.get_engine(fresh_database)
+    yield engine
+    engine.dispose()
