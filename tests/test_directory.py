@@ -34,6 +34,7 @@ from heimdall_lab.receivers import DEFAULT_RECEIVERS
 
 SNAPSHOT = Path(__file__).parent / "data" / "kiwisdr-directory" / "kiwisdr_com-2025-12-31.js"
 TEXT = SNAPSHOT.read_text(encoding="utf-8")
+BODY = TEXT.encode("utf-8")
 
 
 def raw_records(text: str = TEXT) -> list[dict[str, str]]:
@@ -232,9 +233,13 @@ def test_entries_back_to_fields_and_both_forms(snapshot):
     assert js.startswith("//") and "var kiwisdr_com =" in js and js.rstrip().endswith(";")
 
 
-def test_parse_is_fast_enough(snapshot):
-    """Parsing the 950 entries is timed in the fixture (printed); here only that it ran."""
-    assert len(snapshot) == 928
+def test_parse_time_noted_and_deterministic(snapshot):
+    """Parsing the 950 entries takes about 0.2 s (printed with ``-s``; not asserted)."""
+    started = time.perf_counter()
+    again = directory.parse(BODY)
+    print(f"parsing the snapshot from bytes took {time.perf_counter() - started:.3f} s")
+    pd.testing.assert_frame_equal(again.frame(), snapshot.frame())
+    assert (again.skipped, again.quirks) == (snapshot.skipped, snapshot.quirks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -821,9 +826,6 @@ def trickle(h: http.server.BaseHTTPRequestHandler) -> None:
         h.wfile.write(b" ")
         h.wfile.flush()
         time.sleep(0.025)
-
-
-BODY = TEXT.encode("utf-8")
 
 
 @pytest.fixture
