@@ -121,6 +121,7 @@ REASONS = (
 #: ``https``: a receiver reached over TLS). ``duplicate_url`` counts the entries dropped
 #: because another entry has the same ``host:port``.
 QUIRKS = (
+    "html_tags",
     "comment",
     "trailing_comma",
     "repeated_key",
@@ -488,6 +489,8 @@ def _clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     """
     if '\\"' in text:
         text = _ESCAPED_QUOTE.sub('"', text)
+    if "<" in text:
+        text = _TAG.sub(" ", text)
     text = " ".join(text.split())
     if not (text.isascii() and text.isprintable()):
         text = "".join(c for c in text if unicodedata.category(c) not in _DROP_CATEGORIES)
@@ -495,7 +498,18 @@ def _clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     return text[:limit].strip()
 
 
-_MARKUP = re.compile(r"<[A-Za-z/!?]|javascript\s*:|vbscript\s*:", re.IGNORECASE)
+#: Markup that could act when shown (a script, a frame, an event handler, a script URL): the
+#: entry is skipped. Other tags (``<b>``, ``<br>``, ``<a href>``, ``<font>``: owners decorate
+#: their antenna and location texts) are only taken out of the text.
+_MARKUP = re.compile(
+    r"<\s*/?\s*(?:script|iframe|frame|frameset|object|embed|applet|style|link|meta|base|form"
+    r"|input|button|svg|math|template)\b|<[^<>]*\son[a-z]+\s*=|javascript\s*:|vbscript\s*:"
+    r"|data\s*:\s*text/html",
+    re.IGNORECASE,
+)
+#: An HTML tag (or a tag-like ``<...>``) in free text, or one cut off by the end of the text
+#: or by the next tag.
+_TAG = re.compile(r"<[A-Za-z/!?][^<>]*(?:>|$|(?=<))")
 
 
 _EMOJI = re.compile("[\U0001f000-\U0010ffff\u2300-\u27bf\u2b00-\u2bff\ufe0f]")
@@ -648,6 +662,8 @@ def _check(fields: Mapping[str, str], url: str | None = None) -> tuple[Entry, se
     everything = "\0".join(raw.values())
     if '"' in everything:
         quirks.add("escaped_quote")
+    if "<" in everything and _TAG.search(everything):
+        quirks.add("html_tags")
     f = raw
     if not everything.isascii():
         if _EMOJI.search(everything):
@@ -745,8 +761,10 @@ def entry_from_fields(fields: Mapping[str, str], url: str | None = None) -> Entr
       0-100 MHz with the low end below the high end, else ``bands``. A missing or empty
       number takes a safe default (0, -1 for ``tdoa_ch``, NaN for ``asl`` and ``snr``,
       0-30 MHz for ``bands``); ``users_max`` 0 means unknown: no free channel.
-    - A field holding markup (``<`` followed by a letter, ``/``, ``!`` or ``?``,
-      ``javascript:``) is ``markup``; a field over :data:`MAX_FIELD_CHARS` characters is
+    - A field holding markup that could act when shown (a ``<script>``, ``<iframe>``,
+      ``<object>`` ... tag, an ``on...=`` handler, ``javascript:``) is ``markup``; other
+      tags (``<b>``, ``<br>``, ``<a href>``) are taken out of the text (quirk ``html_tags``);
+      a field over :data:`MAX_FIELD_CHARS` characters is
       ``too_long``. Free text is repaired (UTF-8 read as Windows-1252), cleaned of control
       and format characters, whitespace collapsed, and cut to :data:`MAX_TEXT_CHARS`.
     - ``sdr_hw`` flags: ``GPS`` gives ``has_gps`` (so do fixes), ``Limits`` gives

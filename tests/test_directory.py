@@ -79,12 +79,12 @@ def check_invariants(d: directory.Directory) -> None:
 def test_snapshot_counts(snapshot):
     check_invariants(snapshot)
     assert snapshot.read == len(RAW) == 950
-    assert snapshot.skipped == {"markup": 12, "bands": 5, "url": 1}
-    assert len(snapshot) == 950 - 18 - 4 == 928
+    assert snapshot.skipped == {"bands": 5, "url": 1}
+    assert len(snapshot) == 950 - 6 - 4 == 940
     assert (
         snapshot.summary()
         .splitlines()[0]
-        .startswith("read 950, kept 928, skipped 18 (markup 12, bands 5, url 1)")
+        .startswith("read 950, kept 940, skipped 6 (bands 5, url 1)")
     )
     assert snapshot.published_utc == np.datetime64("2025-12-31T09:02:20")
     assert not snapshot.from_cache
@@ -191,12 +191,14 @@ def test_snapshot_skips_are_the_raw_records_expected(snapshot):
     kept = {(e.host, e.port) for e in snapshot}
     assert ("kx4az_t1.proxy.kiwisdr.com", 8073) not in kept  # '_' is not in a host name
     assert ("hasenberg04.proxy.kiwisdr.com", 80) not in kept  # bands 110-142 MHz
-    markup = [r for r in RAW if re.search(r"<[A-Za-z/]", "".join(r.values()))]
-    assert len(markup) == 12
-    for r in markup:
-        with pytest.raises(SkippedEntry) as info:
-            directory.entry_from_fields(r)
-        assert info.value.reason == "markup"
+    # Owners decorate antenna and location texts with harmless tags (<b>, <br>, <font>, a
+    # link cut off at its quote): the tags go, the receivers stay.
+    tagged = [r for r in RAW if re.search(r"<[A-Za-z/]", "".join(r.values()))]
+    assert len(tagged) == 12 == snapshot.quirks["html_tags"]
+    for r in tagged:
+        e = directory.entry_from_fields(r)
+        assert not re.search(r"<[A-Za-z/]", e.antenna + e.location_name + e.title)
+        assert (e.host, e.port) in kept
 
 
 def test_html_form_gives_the_same_table(snapshot):
@@ -213,7 +215,7 @@ def test_html_form_gives_the_same_table(snapshot):
 
 def test_frame_columns(snapshot):
     frame = snapshot.frame()
-    assert len(frame) == 928
+    assert len(frame) == 940
     assert list(frame.columns[:3]) == ["name", "title", "host"]
     assert list(frame.columns[-2:]) == ["fresh_gnss", "free_channels"]
     assert frame["updated_utc"].dtype.kind == "M"
@@ -357,7 +359,8 @@ def test_url_forms_accepted():
         ("bands", "-5-30000000", "bands"),
         ("bands", "0-30MHz", "bands"),
         ("name", "<script>alert(1)</script>", "markup"),
-        ("antenna", "<b>loop</b>", "markup"),
+        ("antenna", "<b onclick='x()'>loop</b>", "markup"),
+        ("loc", "<svg/onload=alert(1)>", "markup"),
         ("loc", "<iframe src=x>", "markup"),
         ("dx_file", "javascript:void(0)", "markup"),
         ("antenna", "x" * 4097, "too_long"),
@@ -911,7 +914,7 @@ def test_load_falls_back_on_http_errors_and_non_directories(server, caplog):
         target_meta.write_bytes(meta.read_bytes())
         with caplog.at_level(logging.WARNING, logger="heimdall_lab.directory"):
             d = directory.load(server.url(path))
-        assert d.from_cache and len(d) == 928
+        assert d.from_cache and len(d) == 940
         # The failed answer did not replace the copy.
         assert target_body.read_bytes() == BODY
 

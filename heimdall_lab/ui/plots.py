@@ -199,3 +199,117 @@ def plot_receivers_map(
     ax.set_title("Receivers")
     maps.legend(ax)
     return ax
+
+
+def plot_selection(
+    selection: Any,
+    *,
+    margin_deg: float = 3.0,
+    levels_km: Any = None,
+    grid_points: int = 60,
+    ax: Axes | None = None,
+) -> Axes:
+    """Map a receiver selection: candidates, the chosen set, and its predicted error.
+
+    Parameters
+    ----------
+    selection : heimdall_lab.planning.Selection
+        What :func:`heimdall_lab.planning.select` chose.
+    margin_deg : float, default 3.0
+        Degrees around the target (or area) and the chosen receivers.
+    levels_km : sequence of float, optional
+        Contour levels of the predicted median error, km; a 1-2-5 series by default.
+    grid_points : int, default 60
+        Points along each axis of the error grid.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes: the base map, every candidate (grey), the chosen receivers (labelled), the
+        target or area, and labelled contours of the predicted error.
+    """
+    from heimdall_lab.ui import maps
+
+    ax = _axes(ax, (7, 6))
+    chosen = list(selection.entries)
+    lat = np.array([e.latitude for e in chosen])
+    lon = np.array([e.longitude for e in chosen])
+    if selection.area is not None:
+        la0, la1, lo0, lo1 = selection.area
+        box_lat, box_lon = np.array([la0, la1]), np.array([lo0, lo1])
+    else:
+        box_lat, box_lon = np.array([selection.target[0]]), np.array([selection.target[1]])
+    lat_range = (min(lat.min(), box_lat.min()), max(lat.max(), box_lat.max()))
+    lon_range = (min(lon.min(), box_lon.min()), max(lon.max(), box_lon.max()))
+    maps.base_map(ax, lat_range, lon_range, margin_deg=margin_deg)
+    (la0, la1), (lo0, lo1) = ax.get_ylim(), ax.get_xlim()
+    lats, lons, error = selection.error_grid((la0, la1), (lo0, lo1), n=grid_points)
+    finite = error[np.isfinite(error)]
+    if levels_km is None and finite.size:
+        low, high = np.log10(max(finite.min(), 1e-3)), np.log10(finite.max())
+        series = [
+            m * 10.0**k
+            for k in range(int(np.floor(low)), int(np.ceil(high)) + 1)
+            for m in (1, 2, 5)
+        ]
+        levels_km = [v for v in series if finite.min() <= v <= finite.max()][:10]
+    if levels_km is not None and len(levels_km):
+        contours = ax.contour(
+            lons,
+            lats,
+            error,
+            levels=sorted(levels_km),
+            colors="tab:purple",
+            linewidths=0.8,
+            zorder=2,
+        )
+        ax.clabel(contours, fmt=lambda v: f"{v:g} km", fontsize=7)
+        ax.plot([], [], color="tab:purple", lw=0.8, label="predicted median error")
+    others = [e for e in selection.candidates if e not in chosen]
+    if others:
+        ax.scatter(
+            [e.longitude for e in others],
+            [e.latitude for e in others],
+            s=10,
+            color="0.55",
+            zorder=3,
+            label=f"candidate ({len(others)})",
+        )
+    ax.scatter(
+        lon,
+        lat,
+        s=70,
+        marker="^",
+        color="tab:red",
+        edgecolors="k",
+        linewidths=0.5,
+        zorder=4,
+        label=f"chosen ({len(chosen)})",
+    )
+    avoid = []
+    if selection.area is not None:
+        ax.plot(
+            [lo0b := box_lon[0], box_lon[1], box_lon[1], lo0b, lo0b],
+            [box_lat[0], box_lat[0], box_lat[1], box_lat[1], box_lat[0]],
+            color="k",
+            lw=1.2,
+            ls="--",
+            zorder=4,
+            label="target area",
+        )
+    else:
+        avoid = [(float(box_lon[0]), float(box_lat[0]))]
+        ax.scatter(*avoid[0], marker="*", s=220, color="k", zorder=5, label="target")
+    maps.label_points(
+        ax, lon, lat, [e.name for e in chosen], marker_size=70, avoid=avoid, avoid_size=220
+    )
+    f = selection.frequency_hz
+    tuned = f"{f / 1e6:g} MHz" if f >= 1e6 else f"{f / 1e3:g} kHz"
+    ax.set_title(
+        f"{len(chosen)} receivers for {tuned}: predicted median error "
+        f"{selection.predicted_error_km:.2g} km"
+    )
+    maps.legend(ax)
+    return ax
