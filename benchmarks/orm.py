@@ -41,6 +41,26 @@ class WebSDR(Base):
     retry_count: Mapped[int] = mapped_column(sa.Integer)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    # What the public directory says (migration 007).
+    source: Mapped[str] = mapped_column(sa.Text)
+    directory_id: Mapped[str | None] = mapped_column(sa.Text)
+    title: Mapped[str] = mapped_column(sa.Text)
+    tls: Mapped[bool] = mapped_column(sa.Boolean)
+    users: Mapped[int | None] = mapped_column(sa.Integer)
+    users_max: Mapped[int | None] = mapped_column(sa.Integer)
+    has_gps: Mapped[bool | None] = mapped_column(sa.Boolean)
+    gps_good: Mapped[int | None] = mapped_column(sa.Integer)
+    fixes_min: Mapped[int | None] = mapped_column(sa.Integer)
+    tdoa_ch: Mapped[int | None] = mapped_column(sa.Integer)
+    time_limited: Mapped[bool | None] = mapped_column(sa.Boolean)
+    antenna: Mapped[str] = mapped_column(sa.Text)
+    sw_version: Mapped[str] = mapped_column(sa.Text)
+    snr_db: Mapped[float | None] = mapped_column(sa.Double)
+    directory_updated_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    last_seen_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    last_checked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    last_check_error: Mapped[str | None] = mapped_column(sa.Text)
+    notes: Mapped[str] = mapped_column(sa.Text)
 
 
 class Capture(Base):

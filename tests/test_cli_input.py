@@ -192,7 +192,7 @@ def test_ctrl_c_is_exit_130_and_one_line(no_database, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "check_health", interrupted)
+    monkeypatch.setattr("heimdall_lab.kiwi.survey.check_health", interrupted)
     assert main(["health", "-r", RX]) == cli.EXIT_INTERRUPTED == 130
     assert one_line(capsys) == "heimdall-lab: interrupted"
 
@@ -215,7 +215,7 @@ def test_a_crash_is_one_line_and_exit_3_with_the_traceback_under_v(
     async def broken(*args, **kwargs):
         raise RuntimeError("something nobody planned for")
 
-    monkeypatch.setattr(cli, "check_health", broken)
+    monkeypatch.setattr("heimdall_lab.kiwi.survey.check_health", broken)
     assert main(["health", "-r", RX]) == cli.EXIT_FAILED
     line = one_line(capsys)
     assert "RuntimeError" in line and "something nobody planned for" in line and "-v" in line
