@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.harness import cpu_model, scratch_database
-from heimdall_lab import db, directory, geo, planning
+from heimdall_lab import db, directory, geo, planning, tutorial
 from heimdall_lab.emulate.network import DirectoryServer, network_receivers
 from heimdall_lab.emulate.scenario import Scenario, Transmitter
 from heimdall_lab.emulate.server import Emulator
@@ -51,7 +51,7 @@ from heimdall_lab.pipeline import capture
 from heimdall_lab.values import to_utc_ns
 from heimdall_lab.versions import __version__
 
-SNAPSHOT = REPO / "tests" / "data" / "kiwisdr-directory" / "kiwisdr_com-2025-12-31.js"
+SNAPSHOT = tutorial.directory_snapshot()
 DCF77 = (50.0152, 9.0112)
 FREQ = 77_500.0
 SECONDS = 10.0

@@ -1,6 +1,6 @@
 """The public KiwiSDR directory reader, against the real snapshot of 2025-12-31 and local servers.
 
-The snapshot (``tests/data/kiwisdr-directory``) is 950 real receivers in the JavaScript form;
+The snapshot (``tutorial.directory_snapshot()``) is 950 real receivers in the JavaScript form;
 its HTML form is built from the same raw records with ``render_html``. Hostile variants are
 built from it or written out here; every server is on 127.0.0.1.
 """
@@ -27,12 +27,12 @@ import support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heimdall_lab import directory, home
+from heimdall_lab import directory, home, tutorial
 from heimdall_lab.directory import DirectoryError, SkippedEntry
 from heimdall_lab.ids import check_receiver_name
 from heimdall_lab.receivers import DEFAULT_RECEIVERS
 
-SNAPSHOT = Path(__file__).parent / "data" / "kiwisdr-directory" / "kiwisdr_com-2025-12-31.js"
+SNAPSHOT = tutorial.directory_snapshot()
 TEXT = SNAPSHOT.read_text(encoding="utf-8")
 BODY = TEXT.encode("utf-8")
 

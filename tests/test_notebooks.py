@@ -24,6 +24,7 @@ SMALL = {
     "capture": {"duration_s": 1.0, "realtime": False, "seed": 1},
     "explore": {"bucket": "1s"},
     "localize": {"method": "envelope"},
+    "plan": {"count": 4},
 }
 
 
@@ -44,6 +45,20 @@ def test_notebook_runs_under_nbmake(env, name):
     nbformat.write(parameterize_notebook(nb, SMALL[name]), path)
     result = NotebookRun(path, 600).execute()
     assert result.error is None, result.error and result.error.summary
+
+
+def test_plan_notebook_maps_the_chosen_set_for_an_area(env):
+    params = {"frequency_hz": 10e6, "near": None, "area": [47.0, 53.0, 5.0, 13.0], "count": 5}
+    out = run_notebook("plan", params, output_dir=env / "reports")
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "predicted median error" in text and "read 950, kept 940" in text
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 2  # the map with its contours, and the error against the count
+    tables = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert tables.count("\n") >= 5 and "azimuth_deg" in tables
 
 
 def test_capture_notebook_under_papermill_stores_the_capture(env, embedded_engine):

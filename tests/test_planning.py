@@ -3,18 +3,17 @@ import json
 import math
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import integrate, optimize, special
 
-from heimdall_lab import directory, geo, planning
+from heimdall_lab import directory, geo, planning, tutorial
 from heimdall_lab.directory import Entry
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.receivers import Receiver
 
-SNAPSHOT = Path(__file__).parent / "data" / "kiwisdr-directory" / "kiwisdr_com-2025-12-31.js"
+SNAPSHOT = tutorial.directory_snapshot()
 C_KM_S = geo.SPEED_OF_LIGHT / 1e3
 TARGET = (48.0, 10.0)
 

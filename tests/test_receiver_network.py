@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from heimdall_lab import db, directory, geo
+from heimdall_lab import db, directory, geo, tutorial
 from heimdall_lab.cli import main
 from heimdall_lab.emulate import Scenario, emulated
 from heimdall_lab.emulate.network import DirectoryServer, directory_records, network_receivers
@@ -19,7 +19,7 @@ from heimdall_lab.emulate.scenario import Transmitter
 from heimdall_lab.emulate.server import USERS_MAX
 from heimdall_lab.receivers import DEFAULT_RECEIVERS
 
-SNAPSHOT = Path(__file__).parent / "data" / "kiwisdr-directory" / "kiwisdr_com-2025-12-31.js"
+SNAPSHOT = tutorial.directory_snapshot()
 DCF77 = (50.0152, 9.0112)
 
 
@@ -212,7 +212,7 @@ def test_the_emulated_directory_serves_both_forms_alike(network):
 
 
 def test_check_records_the_health_of_many_receivers(fresh_database, network, capsys):
-    emu, served = network
+    _, served = network
     url = ["--database-url", fresh_database]
     assert main(["receivers", "import", served.url("html"), *url]) == 0
     engine = db.get_engine(fresh_database)

@@ -76,13 +76,15 @@ def fresh(tmp_path_factory, wheel) -> Path:
 def test_wheel_holds_the_sql_notebooks_and_recordings(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert sum(n.startswith("heimdall_lab/db/sql/") and n.endswith(".sql") for n in names) >= 5
-    for notebook in ("capture", "explore", "localize"):
+    for notebook in ("capture", "explore", "localize", "plan"):
         assert f"heimdall_lab/notebooks/{notebook}.ipynb" in names
     assert sum(n.endswith("_iq.wav") for n in names) == 3
     assert sum("/gnss_pos/" in n and n.endswith(".txt") for n in names) == 3
     assert "heimdall_lab/ui/data/naturalearth_110m.npz" in names  # the base maps
     assert "heimdall_lab/ui/data/naturalearth_10m_europe.npz" in names
     assert "heimdall_lab/ui/data/README.md" in names
+    assert "heimdall_lab/tutorial/kiwisdr-directory/kiwisdr_com-2025-12-31.js" in names
+    assert "heimdall_lab/tutorial/kiwisdr-directory/README.md" in names
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
 
 

@@ -5,6 +5,11 @@ The DCF77 set: three real kiwirecorder IQ recordings made at the same moment
 transmitter (77.5 kHz, Mainflingen, Germany). Its README (``dcf77_dir() / "README.md"``) gives
 the source and the format.
 
+The directory snapshot: the public list of KiwiSDR receivers as published on 2025-12-31
+(950 receivers), the real map of the network, in the JavaScript form that
+:func:`heimdall_lab.directory.load` reads; its README gives the source, the attribution and
+the format's quirks. The seven default receivers were chosen from it.
+
 Examples
 --------
 >>> from heimdall_lab import tutorial
@@ -27,6 +32,7 @@ __all__ = [
     "DCF77_TRANSMITTER",
     "dcf77_dir",
     "dcf77_files",
+    "directory_snapshot",
     "open_dcf77",
 ]
 
@@ -62,6 +68,20 @@ def dcf77_files() -> list[Path]:
         ``<time>_77500_<receiver>_iq.wav`` files.
     """
     return sorted((dcf77_dir() / "iq").glob("*_iq.wav"))
+
+
+def directory_snapshot() -> Path:
+    """The public KiwiSDR directory as published on 2025-12-31 (950 receivers).
+
+    Returns
+    -------
+    pathlib.Path
+        ``kiwisdr_com-2025-12-31.js`` inside the installed package; its ``README.md`` beside
+        it gives the source and the format.
+    """
+    return Path(str(files("heimdall_lab.tutorial") / "kiwisdr-directory")) / (
+        "kiwisdr_com-2025-12-31.js"
+    )
 
 
 def open_dcf77() -> xr.Dataset:
