@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from heimdall_lab import db, directory, geo, home, spool
+from heimdall_lab import db, directory, geo, home, spool, tutorial
 from heimdall_lab.emulate.scenario import MODULATIONS, Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
 from heimdall_lab.errors import DatabaseError, HeimdallError, ValidationError
@@ -461,13 +461,33 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
-    """Serve emulated receivers until interrupted."""
+    """Serve emulated receivers (and their directory) until interrupted."""
+    from heimdall_lab.emulate.network import DirectoryServer, network_receivers
+
     scenario = Scenario.default(seed=args.seed)
     replay: dict[str, Recording] = {}
     recorded: list[np.datetime64] = []  # when each replayed recording was made
     receivers = None
     if args.seconds is not None:
         positive(args.seconds, "--seconds")
+    if args.network and args.replay:
+        raise ValidationError("--network and --replay are two different emulations; give one")
+    if args.network:
+        snapshot = directory.load(tutorial.directory_snapshot())
+        receivers = network_receivers(snapshot, args.network, near=args.near, host=args.host)
+        scenario = Scenario.default(seed=args.seed, receivers=receivers)
+    if args.modulation or args.transmitter or args.frequency:
+        tx = scenario.transmitter
+        scenario = replace(
+            scenario,
+            transmitter=replace(
+                tx,
+                latitude=args.transmitter[0] if args.transmitter else tx.latitude,
+                longitude=args.transmitter[1] if args.transmitter else tx.longitude,
+                frequency_hz=args.frequency or tx.frequency_hz,
+                modulation=args.modulation or tx.modulation,
+            ),
+        )
     if args.replay:
         # Receiver names from kiwirecorder's file names, positions from gnss_pos/NAME.txt.
         receivers = []
@@ -500,6 +520,12 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         async with emulator:
             for r in emulator.receivers:
                 print(f"{r.name}={r.host}:{r.port}@{r.latitude},{r.longitude}", flush=True)
+            listing = DirectoryServer(emulator, host=args.host).start()
+            print(
+                f"# directory: {listing.url('js')} (HTML: {listing.url('html')}); "
+                "heimdall-lab receivers import URL",
+                flush=True,
+            )
             if recorded:
                 when = f"{np.datetime_as_string(min(recorded), 's')}Z"
                 print(
@@ -511,7 +537,10 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signal.SIGTERM, stop.set)
             if args.seconds:
                 loop.call_later(args.seconds, stop.set)
-            await stop.wait()
+            try:
+                await stop.wait()
+            finally:
+                listing.stop()
 
     asyncio.run(serve())
     return EXIT_OK
@@ -892,6 +921,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="first port (default 8073); 0: ports the system picks",
     )
     p.add_argument("--replay", nargs="+", metavar="WAV", help="replay kiwi IQ WAV files instead")
+    p.add_argument(
+        "--network",
+        type=_count,
+        metavar="N",
+        help="N receivers at the real positions of the directory snapshot nearest to --near",
+    )
+    p.add_argument(
+        "--near",
+        type=_position_arg,
+        default=(50.0, 9.0),
+        metavar="LAT,LON",
+        help="--network: where the receivers are chosen around (default 50,9)",
+    )
+    p.add_argument(
+        "--transmitter", type=_position_arg, metavar="LAT,LON", help="the transmitter's position"
+    )
+    p.add_argument(
+        "--modulation", choices=MODULATIONS, help="the transmitter's modulation (default carrier)"
+    )
+    p.add_argument(
+        "-f",
+        "--frequency",
+        type=_positive_number,
+        help="the transmitter's frequency, Hz (default 10e6)",
+    )
     p.add_argument(
         "--fault",
         type=_fault_arg,
