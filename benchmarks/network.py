@@ -318,7 +318,8 @@ def report(
         "",
         "## Summary",
         "",
-        f"- **The snapshot** (950 receivers, 2025-12-31): {snap.summary()}. Read in "
+        f"- **The snapshot** (950 receivers, 2025-12-31): "
+        f"{snap.summary().splitlines()[0].split(' from ')[0]}. Read in "
         f"{read['t_min'] * 1e3:.0f} ms (best of 5); its HTML form gives the same table: "
         f"{'yes' if read['html_same'] else 'NO'}.",
         f"- **Import** into PostgreSQL: {imp['first'].summary()} in {imp['t1']:.2f} s; again: "

@@ -817,9 +817,18 @@ def _ascii_words(text: str, limit: int) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", folded).strip("-")[:limit].strip("-")
 
 
+#: A Maidenhead grid locator (JN39KF, JN58oe): a place, not a receiver's name.
+_LOCATOR = re.compile(r"[A-R]{2}\d{2}(?:[A-X]{2}(?:\d{2})?)?", re.IGNORECASE)
+
+
 def _derive_name(fields: Mapping[str, str], host: str | None) -> str:
     tdoa_id = _clean_text(_repair(_field(fields, "tdoa_id")))
-    if tdoa_id and len(tdoa_id) <= _TDOA_NAME_CHARS and _valid_name(tdoa_id):
+    if (
+        tdoa_id
+        and len(tdoa_id) <= _TDOA_NAME_CHARS
+        and _valid_name(tdoa_id)
+        and not _LOCATOR.fullmatch(tdoa_id)
+    ):
         return tdoa_id
     title = _clean_text(_repair(_field(fields, "name")))
     for token in _TOKEN.findall(title):
@@ -830,7 +839,7 @@ def _derive_name(fields: Mapping[str, str], host: str | None) -> str:
         return label.upper()
     loc = _clean_text(_repair(_field(fields, "loc"))).split(",", 1)[0]
     from_loc = _ascii_words(loc, _LOC_NAME_CHARS)
-    if from_loc and _valid_name(from_loc):
+    if from_loc and _valid_name(from_loc) and not _LOCATOR.fullmatch(from_loc):
         return from_loc
     if host:
         name = host if _is_ip_like(host) else label
@@ -842,14 +851,15 @@ def _derive_name(fields: Mapping[str, str], host: str | None) -> str:
 def receiver_name(fields: Mapping[str, str]) -> str:
     """The receiver name a directory record gives (before it is made unique).
 
-    In order: (a) ``tdoa_id`` when it is a valid receiver name of at most 16 characters;
+    In order: (a) ``tdoa_id`` when it is a valid receiver name of at most 16 characters and
+    not a Maidenhead locator (``JN58oe`` is a place);
     (b) the first amateur-radio callsign in the free-text ``name`` (an upper-case word such
     as ``G3SDR``, ``OE3AKB``, ``DK0TE``: a prefix of 1-3 letters and digits holding a letter,
     a digit, 1-4 letters; not a Maidenhead locator such as ``JN15LG``); (c) the host's first
     label when it looks like a callsign (``db3th.proxy.kiwisdr.com`` gives ``DB3TH``); (d)
     the location up to its first comma, letters and digits kept (accents dropped), the rest
-    collapsed to ``-``, at most 24 characters (``North Shropshire UK`` gives
-    ``North-Shropshire-UK``); (e) the host's first label (an IP address whole).
+    collapsed to ``-``, at most 24 characters, unless it is a locator (``North Shropshire UK``
+    gives ``North-Shropshire-UK``); (e) the host's first label (an IP address whole).
 
     Parameters
     ----------

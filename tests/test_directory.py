@@ -954,3 +954,11 @@ def test_load_with_no_server_and_no_cache():
             directory.load(odd, timeout_s=2)
         assert "\n" not in str(info.value)
     assert cache_files() == []
+
+
+@pytest.mark.parametrize("locator", ["JN58oe", "JN39KF", "IO81"])
+def test_a_locator_is_a_place_not_a_name(locator):
+    fields = {"url": "http://rx.example.org:8073", "gps": "(48.0, 11.0)", "tdoa_id": locator}
+    assert directory.receiver_name(fields) == "rx"
+    assert directory.receiver_name({**fields, "loc": locator}) == "rx"
+    assert directory.receiver_name({**fields, "loc": "Munich, Germany"}) == "Munich"
