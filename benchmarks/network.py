@@ -272,6 +272,7 @@ def loop_part(snap: directory.Directory, runs: int, url: str) -> dict:
 
 def figure(loop: dict, sel: dict, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -281,9 +282,16 @@ def figure(loop: dict, sel: dict, path: Path) -> None:
     pred = np.array([r["predicted_cal_km"] for r in ok])
     got = np.array([r["error_km"] for r in ok])
     ax.loglog(pred, got, "o", label="one seed")
-    lim = np.array([min(pred.min(), got.min()) / 2, max(pred.max(), got.max()) * 2])
+    lim = np.array([min(pred.min(), got.min()) / 1.5, max(pred.max(), got.max()) * 1.5])
     ax.plot(lim, lim, "k-", lw=0.8, label="achieved = predicted")
     ax.fill_between(lim, lim / 2, lim * 2, color="0.85", label="within 2x")
+    ax.set_xlim(*lim)
+    ax.set_ylim(*lim)
+    ax.set_aspect("equal")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("predicted median error (km)")
     ax.set_ylabel("achieved error (km)")
     ax.set_title(f"Offline loop: {len(ok)} seeds, {COUNT} of {NETWORK} receivers")
