@@ -182,7 +182,7 @@ def loop_run(seed: int, receivers: list, url: str, store: Path) -> dict:
             t = time.perf_counter()
             listed = directory.load(served.url("js"), cache=False)
             imported = db.import_directory(engine, listed)
-            entries = db.directory_entries(engine, active_only=True)
+            entries = db.directory_entries(engine)
             chosen = planning.select(entries, FREQ, near=guess, count=COUNT, duration_s=SECONDS)
             run["t_plan"] = time.perf_counter() - t
             run["imported"] = imported

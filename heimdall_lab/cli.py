@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -34,7 +35,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from heimdall_lab import db, directory, geo, home, spool, tutorial
+from heimdall_lab import db, directory, home, spool, tutorial
 from heimdall_lab.emulate.scenario import MODULATIONS, Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
 from heimdall_lab.errors import DatabaseError, HeimdallError, ValidationError
@@ -104,7 +105,16 @@ def _complain(message: str) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with a usage error on one line: what is wrong, and where the help is."""
+    """argparse, with a usage error on one line: what is wrong, and where the help is.
+
+    A negative position or area (``--near -33.9,18.4``) is a value, not an option.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(
+            r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d+(,-?\d*\.?\d+)+$"
+        )
 
     def error(self, message: str) -> NoReturn:
         """Print ``PROG: error: MESSAGE; see PROG --help`` and exit 2 (argparse's hook)."""
@@ -221,20 +231,18 @@ def _receiver_arg(text: str) -> Receiver | str:
     return Receiver(name, *parse_address(address), lat, lon)
 
 
-@_option_type("LAT,LON in degrees, e.g. 50.0152,9.0112")
+@_option_type("LAT,LON in degrees, e.g. 50.0152,9.0112 (or -33.9,18.4)")
 def _position_arg(text: str) -> tuple[float, float]:
-    lat, lon = (float(v) for v in text.split(","))
-    geo.check_position(lat, lon, "position")
-    return lat, lon
+    from heimdall_lab.planning import check_target
+
+    return check_target(text.split(","), "position")
 
 
 @_option_type("LAT_MIN,LAT_MAX,LON_MIN,LON_MAX in degrees, e.g. 47,55,5,15")
 def _area_arg(text: str) -> tuple[float, float, float, float]:
-    lat0, lat1, lon0, lon1 = (float(v) for v in text.split(","))
-    geo.check_position([lat0, lat1], [lon0, lon1], "area")
-    if not (lat0 < lat1 and lon0 < lon1):
-        raise ValueError("empty area")
-    return lat0, lat1, lon0, lon1
+    from heimdall_lab.planning import check_area
+
+    return check_area(text.split(","))
 
 
 @_option_type(f"NAME:KIND[:AFTER_FRAMES[:TIMES]] with KIND one of {', '.join(FAULT_KINDS)}")
@@ -638,6 +646,10 @@ def cmd_receivers(args: argparse.Namespace) -> int:
         elif action == "deactivate":
             db.deactivate_receiver(engine, args.name)
             print(f"deactivated {args.name}")
+        elif action == "activate":
+            for name in args.names:
+                db.update_receiver(engine, name, is_active=True)
+            print(f"activated {', '.join(args.names)}")
         elif action == "import":
             result = db.import_directory(engine, found, deactivate_missing=args.deactivate_missing)
             print(result.summary())
@@ -688,13 +700,15 @@ def _print_selection(
         count=args.count,
         duration_s=args.duration,
         localization=not args.no_localization,
+        max_distance_km=args.max_distance,
     )
     for warning in chosen.warnings:
         print(f"heimdall-lab: {warning}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(chosen.to_dict(), indent=1))
     else:
-        print(chosen.frame().to_string(index=False))
+        shown = chosen.frame().round({"distance_km": 1, "azimuth_deg": 0, "timing_sigma_us": 2})
+        print(shown.to_string(index=False))
         print(
             f"predicted error {chosen.predicted_error_km:.1f} km "
             f"(largest azimuth gap {chosen.azimuth_gap_deg:.0f} deg); "
@@ -702,8 +716,7 @@ def _print_selection(
             + ", ".join(f"{k} {v}" for k, v in sorted(chosen.rejected.items()) if v)
         )
     if args.activate and engine is not None:
-        db.import_directory(engine, chosen.entries)  # known to the database from now on
-        names = db.activate_only(engine, chosen.entries)
+        names = db.activate_selection(engine, chosen.entries)
         print(f"active receivers now: {', '.join(names)}", file=sys.stderr)
     return EXIT_OK
 
@@ -1012,6 +1025,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the job is not a localization: receivers that refuse TDoA use qualify",
     )
+    q.add_argument(
+        "--max-distance",
+        type=_positive_number,
+        default=2500.0,
+        metavar="KM",
+        help="candidates within this distance of the target (default 2500 km)",
+    )
     q.add_argument("--format", choices=["table", "json"], default="table")
     q.add_argument(
         "--activate",
@@ -1037,6 +1057,9 @@ def build_parser() -> argparse.ArgumentParser:
     database_option(q)
     q = rsub.add_parser("deactivate", help="stop using a receiver (it stays in the database)")
     q.add_argument("name")
+    database_option(q)
+    q = rsub.add_parser("activate", help="use these receivers in captures (others unchanged)")
+    q.add_argument("names", nargs="+", metavar="NAME")
     database_option(q)
     p.set_defaults(func=cmd_receivers)
 

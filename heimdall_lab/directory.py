@@ -790,7 +790,8 @@ def entry_from_fields(fields: Mapping[str, str], url: str | None = None) -> Entr
 # Names
 
 _CALLSIGN = re.compile(r"(?:[A-Z][A-Z0-9]{0,2}|[0-9][A-Z][A-Z0-9]?)[0-9][A-Z]{1,4}")
-_LOCATOR = re.compile(r"[A-R]{2}[0-9]{2}(?:[A-X]{2}(?:[0-9]{2})?)?")
+#: A Maidenhead grid locator (JN39KF, JN58oe): a place, not a receiver's name.
+_LOCATOR = re.compile(r"[A-R]{2}[0-9]{2}(?:[A-X]{2}(?:[0-9]{2})?)?", re.IGNORECASE)
 #: Antenna and product names that look like callsigns.
 _NOT_CALLSIGNS = frozenset({"G5RV", "ZS6BKW", "W3DZZ", "T2FD", "HF2V", "HF6V", "HF9V"})
 _TOKEN = re.compile(r"[A-Za-z0-9]+")
@@ -815,10 +816,6 @@ def _valid_name(name: str) -> bool:
 def _ascii_words(text: str, limit: int) -> str:
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     return re.sub(r"[^A-Za-z0-9]+", "-", folded).strip("-")[:limit].strip("-")
-
-
-#: A Maidenhead grid locator (JN39KF, JN58oe): a place, not a receiver's name.
-_LOCATOR = re.compile(r"[A-R]{2}\d{2}(?:[A-X]{2}(?:\d{2})?)?", re.IGNORECASE)
 
 
 def _derive_name(fields: Mapping[str, str], host: str | None) -> str:
@@ -891,10 +888,27 @@ def receiver_name(fields: Mapping[str, str]) -> str:
     return _derive_name(fields, host)
 
 
-def _unique(name: str, port: int, taken: set[str]) -> str:
+def unique_name(name: str, taken: set[str], port: int | None = None) -> str:
+    """``name``, or a variant of it that is not taken (compared without case).
+
+    Parameters
+    ----------
+    name : str
+        A valid receiver name.
+    taken : set of str
+        Names in use, lower-cased.
+    port : int, optional
+        Tried first as the suffix (``-8074``), then ``-2``, ``-3``, ...
+
+    Returns
+    -------
+    str
+        A valid receiver name of at most 64 characters not in ``taken``.
+    """
     if name.lower() not in taken:
         return name
-    for suffix in itertools.chain([f"-{port}"], (f"-{n}" for n in itertools.count(2))):
+    first = [f"-{port}"] if port is not None else []
+    for suffix in itertools.chain(first, (f"-{n}" for n in itertools.count(2))):
         candidate = name[: 64 - len(suffix)].rstrip("-._") + suffix
         if candidate.lower() not in taken and _valid_name(candidate):
             return candidate
@@ -1312,7 +1326,7 @@ def _build(reading: _Reading, source: str) -> Directory:
     taken: set[str] = set()
     named = []
     for entry in entries:
-        name = _unique(entry.name, entry.port, taken)
+        name = unique_name(entry.name, taken, entry.port)
         taken.add(name.lower())
         named.append(entry if name == entry.name else replace(entry, name=name))
     return Directory(
@@ -1681,7 +1695,7 @@ def _load_url(url: str, timeout_s: float, cache: bool, max_bytes: int) -> Direct
         age_s = max(time.time() - fetched, 0.0)
         log.warning("using the copy of %s from %s ago: %s", masked, _age_text(age_s), reason)
         return replace(directory, from_cache=True, age_s=age_s, retrieved_utc=_utc_at(fetched))
-    if cache:
+    if cache and len(directory):  # an empty answer never replaces a good copy
         _write_cache(url, data)
     return directory
 

@@ -116,6 +116,8 @@ __all__ = [
     "Selection",
     "azimuth_gap_deg",
     "candidates",
+    "check_area",
+    "check_target",
     "predicted_error",
     "select",
     "surrounds",
@@ -586,7 +588,7 @@ def azimuth_gap_deg(target: Sequence[float], positions: Sequence[Any] | ArrayLik
     ValidationError
         On positions off the Earth.
     """
-    tlat, tlon = _target(target, "target")
+    tlat, tlon = check_target(target, "target")
     if len(positions) == 0:
         return 360.0
     rlat, rlon = _positions(positions)
@@ -616,7 +618,26 @@ def surrounds(target: Sequence[float], positions: Sequence[Any] | ArrayLike) -> 
     return azimuth_gap_deg(target, positions) < 180.0
 
 
-def _target(value: Any, what: str) -> tuple[float, float]:
+def check_target(value: Any, what: str = "target") -> tuple[float, float]:
+    """Check a target position.
+
+    Parameters
+    ----------
+    value : pair of float
+        ``(lat, lon)`` in degrees.
+    what : str, default "target"
+        What it is, for the message.
+
+    Returns
+    -------
+    tuple of float
+        ``(lat, lon)``.
+
+    Raises
+    ------
+    ValidationError
+        If it is not two numbers on the Earth.
+    """
     try:
         lat, lon = (float(v) for v in value)
     except (TypeError, ValueError) as exc:
@@ -625,7 +646,24 @@ def _target(value: Any, what: str) -> tuple[float, float]:
     return lat, lon
 
 
-def _area(value: Any) -> tuple[float, float, float, float]:
+def check_area(value: Any) -> tuple[float, float, float, float]:
+    """Check a target area.
+
+    Parameters
+    ----------
+    value : sequence of float
+        ``(lat_min, lat_max, lon_min, lon_max)`` in degrees.
+
+    Returns
+    -------
+    tuple of float
+        The four values.
+
+    Raises
+    ------
+    ValidationError
+        If they are not four numbers on the Earth with min <= max.
+    """
     try:
         la0, la1, lo0, lo1 = (float(v) for v in value)
     except (TypeError, ValueError) as exc:
@@ -826,7 +864,9 @@ class Selection:
         ValidationError
             On ranges off the Earth or a bad ``n``.
         """
-        la0, la1, lo0, lo1 = _area([*_pair(lat_range, "lat_range"), *_pair(lon_range, "lon_range")])
+        la0, la1, lo0, lo1 = check_area(
+            [*_pair(lat_range, "lat_range"), *_pair(lon_range, "lon_range")]
+        )
         n = positive(n, "n", whole=True)
         if not 2 <= n <= 1000:
             raise ValidationError(f"n must be 2 to 1000, got {n}")
@@ -992,12 +1032,12 @@ def select(
     if n_triple < 3:
         raise ValidationError(f"triple_pool must be >= 3, got {triple_pool}")
     if near is not None:
-        target = _target(near, "near")
+        target = check_target(near, "near")
         box = None
         plat, plon = np.array([target[0]]), np.array([target[1]])
         where = f"{target[0]:.4f}, {target[1]:.4f}"
     else:
-        box = _area(area)
+        box = check_area(area)
         target = (0.5 * (box[0] + box[1]), 0.5 * (box[2] + box[3]))
         la, lo = np.meshgrid(
             np.linspace(box[0], box[1], side), np.linspace(box[2], box[3], side), indexing="ij"
@@ -1027,8 +1067,8 @@ def select(
         why = ", ".join(f"{k} {v}" for k, v in rejected.items() if v) or "none"
         raise ValidationError(
             f"only {len(considered)} receiver(s) can take a {f:g} Hz job within {max_km:g} km "
-            f"of {where}; TDoA needs three (left out: {why}); widen max_distance_km or relax "
-            "the job (duration_s, localization)"
+            f"of {where}; TDoA needs three (left out: {why}); widen max_distance_km "
+            "(--max-distance) or relax the job (duration_s, localization)"
         )
     warnings: list[str] = []
     if len(considered) <= count:

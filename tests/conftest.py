@@ -20,11 +20,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 # The loopback guard, here and in every Python process the tests start (through
 # PYTHONPATH, as sitecustomize): nothing reaches a host outside 127.0.0.0/8 and ::1.
-_NETGUARD_DIR = Path(netguard.__file__).parent
+NETGUARD_DIR = Path(netguard.__file__).parent
 NETGUARD_LOG = Path(tempfile.mkdtemp(prefix="heimdall-netguard-")) / "attempts.log"
 os.environ[netguard.LOG_ENV] = str(NETGUARD_LOG)
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(_NETGUARD_DIR), os.environ.get("PYTHONPATH", "")) if p
+    p for p in (str(NETGUARD_DIR), os.environ.get("PYTHONPATH", "")) if p
 )
 netguard.install()
 

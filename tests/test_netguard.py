@@ -66,3 +66,19 @@ def test_a_datagram_may_learn_its_address_but_not_send():
         with pytest.raises(OffLimitsError, match="off limits"):
             s.sendto(b"x", ("192.0.2.9", 53))
     assert len(offlimits_attempts()) == 2
+
+
+def test_every_way_to_look_up_or_send_is_guarded():
+    with pytest.raises(OffLimitsError, match="off limits"):
+        socket.gethostbyname("example.invalid")
+    with pytest.raises(OffLimitsError, match="off limits"):
+        socket.gethostbyname_ex("example.invalid")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.9", 9))
+        with pytest.raises(OffLimitsError):
+            s.sendall(b"x")
+        with pytest.raises(OffLimitsError):
+            s.sendmsg([b"x"])
+    assert len(offlimits_attempts()) == 4
+    # This machine's own name is not outside (libraries look it up).
+    assert socket.gethostbyname(socket.gethostname())

@@ -635,7 +635,6 @@ def test_select_performance_on_a_thousand_entries():
 # The real directory snapshot
 
 
-@pytest.mark.skipif(not hasattr(directory, "load"), reason="directory.load is not written yet")
 def test_select_on_the_real_snapshot():
     entries = directory.load(SNAPSHOT)
     t0 = time.perf_counter()

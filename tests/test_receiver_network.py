@@ -3,6 +3,7 @@ whole loop offline through an emulated network at real positions."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from heimdall_lab.emulate import Scenario, emulated
 from heimdall_lab.emulate.network import DirectoryServer, directory_records, network_receivers
 from heimdall_lab.emulate.scenario import Transmitter
 from heimdall_lab.emulate.server import USERS_MAX
-from heimdall_lab.receivers import DEFAULT_RECEIVERS
+from heimdall_lab.errors import ValidationError
+from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
 
 SNAPSHOT = tutorial.directory_snapshot()
 DCF77 = (50.0152, 9.0112)
@@ -75,12 +77,15 @@ def test_import_is_idempotent_and_keeps_what_the_user_set(fresh_database, snapsh
         again = capsys.readouterr().out
         assert f"imported 0, updated 0, skipped {sum(snapshot.skipped.values())}" in again
         after = db.receivers_frame(engine, active_only=False)
-        assert after.equals(before)  # nothing changed, not even updated_at
+        assert "updated_at" in after and after.equals(before)  # not even updated_at changed
         row = after.set_index("name")
         assert row.loc["DB3TH", "calibration_db"] == -12.5
         assert not row.loc["OE3AKB", "is_active"]
         assert row.loc["DK0TE", "notes"] == "my note"
         assert row.loc["DB3TH", "fixes_min"] > 0 and row.loc["DB3TH", "source"] == "default"
+        # Imported receivers wait to be chosen: only the defaults are active.
+        active = sorted(row.index[row["is_active"]])
+        assert active == sorted(r.name for r in DEFAULT_RECEIVERS if r.name != "OE3AKB")
     finally:
         engine.dispose()
 
@@ -101,6 +106,11 @@ def test_reimport_updates_the_directory_s_columns_and_may_deactivate_the_missing
         main(["receivers", "import", str(_small_directory(tmp_path, records, "a.js")), *url]) == 0
     )
     assert "imported 3, updated 0" in capsys.readouterr().out
+    engine = db.get_engine(fresh_database)
+    try:  # chosen by the user: active
+        db.activate_only(engine, [*DEFAULT_RECEIVERS, *entries])
+    finally:
+        engine.dispose()
     records[0] = {**records[0], "users": "0", "users_max": "8"}
     changed = _small_directory(tmp_path, records[:2], "b.js")
     assert main(["receivers", "import", str(changed), "--deactivate-missing", *url]) == 0
@@ -259,7 +269,10 @@ def test_the_offline_loop_selects_captures_and_locates(network, tmp_path, engine
     assert cap.stage == "done", cap.errors
     result = locate_dataset(cap.dataset)
     error = result.error_km(*DCF77)
-    assert error < 5 * chosen.predicted_error_km + 1.0, (error, chosen.predicted_error_km)
+    # The default error model is for real receivers (10 us at 500 km); the emulator has none
+    # of their systematic errors, so its result is better than predicted, and not by luck:
+    # reports/network.md measures it over 20 seeds (about 7x better at the same geometry).
+    assert error < chosen.predicted_error_km, (error, chosen.predicted_error_km)
 
 
 @pytest.fixture
@@ -267,6 +280,26 @@ def engine_for_loop(fresh_database):
     engine = db.get_engine(fresh_database)
     yield engine
     engine.dispose()
+
+
+def _lines(proc, n: int, timeout_s: float) -> list[str]:
+    """The first ``n`` lines a process prints, or fail after ``timeout_s`` (no hang)."""
+    import selectors
+    import time
+
+    lines: list[str] = []
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout_s
+        while len(lines) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                pytest.fail(f"only {len(lines)} lines in {timeout_s} s: {lines}")
+            line = proc.stdout.readline()
+            if not line:
+                pytest.fail(f"exited ({proc.poll()}) after {lines}: {proc.stderr.read()[-500:]}")
+            lines.append(line)
+    return lines
 
 
 def test_the_cli_loop_from_an_emulated_network(fresh_database, tmp_path, capsys):
@@ -279,7 +312,7 @@ def test_the_cli_loop_from_an_emulated_network(fresh_database, tmp_path, capsys)
     cmd += ["--base-port", "0", "--seconds", "60", "-f", "77500", "--modulation", "ook"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        lines = [proc.stdout.readline() for _ in range(13)]
+        lines = _lines(proc, 13, timeout_s=60)
         assert lines[-1].startswith("# directory: http://127.0.0.1:"), lines
         url = lines[-1].split()[2]
         db_url = ["--database-url", fresh_database]
@@ -299,3 +332,135 @@ def test_the_cli_loop_from_an_emulated_network(fresh_database, tmp_path, capsys)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# --- the database's side of the directory: what an import may and may not do -------------
+
+
+def _entries(snapshot, n):
+    defaults = {r.name for r in DEFAULT_RECEIVERS}
+    return [e for e in snapshot if e.name not in defaults and e.directory_id][:n]
+
+
+def _rows(url):
+    engine = db.get_engine(url)
+    try:
+        return db.receivers_frame(engine, active_only=False).set_index("name")
+    finally:
+        engine.dispose()
+
+
+def test_select_activate_from_the_database_keeps_the_import_idempotent(fresh_database, capsys):
+    url = ["--database-url", fresh_database]
+    assert main(["receivers", "import", str(SNAPSHOT), *url]) == 0
+    before = _rows(fresh_database)
+    select = ["receivers", "select", "-f", "77500", "--near", "50.0152,9.0112", "--activate"]
+    assert main([*select, *url]) == 0
+    after = _rows(fresh_database)
+    assert after["directory_id"].equals(before["directory_id"])  # ids kept
+    capsys.readouterr()
+    assert main(["receivers", "import", str(SNAPSHOT), *url]) == 0
+    assert "imported 0, updated 0" in capsys.readouterr().out
+
+
+def test_an_import_never_deactivates_the_user_s_receivers_nor_on_an_empty_answer(
+    fresh_database, snapshot, tmp_path, capsys
+):
+    url = ["--database-url", fresh_database]
+    entries = _entries(snapshot, 3)
+    engine = db.get_engine(fresh_database)
+    try:  # the user added one of them by hand first, under a name of their own
+        mine = entries[0].receiver()
+        db.add_receiver(engine, Receiver("MyKiwi", mine.host, mine.port, 50.0, 8.0))
+    finally:
+        engine.dispose()
+    records = [directory.entry_fields(e) for e in entries]
+    for r in records[1:]:
+        r.pop("id")  # receivers the directory gives no id: found by address
+    full = _small_directory(tmp_path, records, "full.js")
+    assert main(["receivers", "import", str(full), *url]) == 0
+    db_activate = db.get_engine(fresh_database)
+    try:
+        db.activate_only(db_activate, [*DEFAULT_RECEIVERS, *entries])
+    finally:
+        db_activate.dispose()
+    # An answer with no usable receiver (an error page, a broken file) deactivates nothing.
+    empty = tmp_path / "empty.js"
+    empty.write_text("var kiwisdr_com = [];", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["receivers", "import", str(empty), "--deactivate-missing", *url]) == 2
+    assert "no usable receiver" in capsys.readouterr().err
+    assert _rows(fresh_database)["is_active"].all()
+    # Now every listed receiver is gone from the directory but one.
+    rest = _small_directory(tmp_path, records[2:], "rest.js")
+    assert main(["receivers", "import", str(rest), "--deactivate-missing", *url]) == 0
+    rows = _rows(fresh_database)
+    assert rows.loc["MyKiwi", "is_active"]  # the user's, though it had come from the directory
+    assert not rows.loc[entries[1].name, "is_active"]  # no id, found by address, gone
+    assert not rows.loc[entries[1].name, "listed"]
+    assert rows.loc[entries[2].name, "is_active"] and rows.loc[entries[2].name, "listed"]
+    assert all(rows.loc[r.name, "is_active"] for r in DEFAULT_RECEIVERS)
+
+
+def test_receivers_that_swap_hosts_keep_their_rows(fresh_database, snapshot):
+    a, b = _entries(snapshot, 2)
+    engine = db.get_engine(fresh_database)
+    try:
+        db.import_directory(engine, [a, b])
+        db.update_receiver(engine, a.name, calibration_db=-3.0)
+        swapped = [
+            dataclasses.replace(a, host=b.host, port=b.port),
+            dataclasses.replace(b, host=a.host, port=a.port),
+        ]
+        db.import_directory(engine, swapped)
+        rows = db.receivers_frame(engine, active_only=False).set_index("name")
+    finally:
+        engine.dispose()
+    # Each row follows its directory id: same position and calibration, the new address.
+    assert (rows.loc[a.name, "host"], rows.loc[a.name, "latitude"]) == (b.host, a.latitude)
+    assert rows.loc[a.name, "calibration_db"] == -3.0
+    assert rows.loc[b.name, "host"] == a.host and rows.loc[b.name, "directory_id"] == b.directory_id
+
+
+def test_the_same_receiver_twice_and_long_names_do_not_grow_the_table(fresh_database, snapshot):
+    e = _entries(snapshot, 1)[0]
+    twin = dataclasses.replace(e, host=e.host.upper(), directory_id="")
+    long = "K" + "x" * 63  # 64 characters: a collision must not make it 66
+    one = dataclasses.replace(e, name=long, host="a.example.org", directory_id="")
+    two = dataclasses.replace(e, name=long, host="b.example.org", directory_id="")
+    engine = db.get_engine(fresh_database)
+    try:
+        for _ in range(3):
+            db.import_directory(engine, [e, twin, one, two])
+        rows = db.receivers_frame(engine, active_only=False)
+        with pytest.raises(ValidationError, match="no receivers given"):
+            db.activate_only(engine, [])
+    finally:
+        engine.dispose()
+    assert len(rows) == 7 + 3
+    assert all(len(n) <= 64 for n in rows["name"]) and rows["name"].str.lower().is_unique
+
+
+def test_selection_from_the_database_passes_over_unlisted_and_unreachable(fresh_database, snapshot):
+    from heimdall_lab import planning
+
+    engine = db.get_engine(fresh_database)
+    try:
+        db.import_directory(engine, snapshot)
+        first = planning.select(db.directory_entries(engine), 77500, near=DCF77, count=6)
+        gone, dead = first.entries[0], first.entries[1]
+        db.import_directory(
+            engine,
+            dataclasses.replace(
+                snapshot, entries=tuple(e for e in snapshot if e.name != gone.name)
+            ),
+        )
+        db.record_health(engine, [{"name": dead.name, "reachable": False, "error": "timeout"}])
+        names = {e.name for e in db.directory_entries(engine)}
+        again = planning.select(db.directory_entries(engine), 77500, near=DCF77, count=6)
+    finally:
+        engine.dispose()
+    assert gone.name not in names  # no longer listed
+    chosen = {e.name for e in again.entries}
+    assert gone.name not in chosen and dead.name not in chosen
+    assert again.rejected["offline"] >= 1

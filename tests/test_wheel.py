@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import NETGUARD_DIR
 from support import make_home
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +99,7 @@ def test_installed_wheel_works_from_any_folder(fresh, tmp_path):
         if k not in ("PYTHONPATH", "HEIMDALL_DATABASE_URL", "HEIMDALL_IQ_URL")
     }
     env |= {"HEIMDALL_HOME": str(data), "MPLBACKEND": "Agg", "PATH": f"{fresh}:{env['PATH']}"}
+    env["PYTHONPATH"] = str(NETGUARD_DIR)  # the loopback guard only, not the source tree
     python, cli = str(fresh / "python"), str(fresh / "heimdall-lab")
     try:
         where = _run(

@@ -65,6 +65,7 @@ from heimdall_lab.db.migrations import applied_migrations, enable_timescale, is_
 from heimdall_lab.db.receivers import (
     DirectoryImport,
     activate_only,
+    activate_selection,
     add_receiver,
     deactivate_receiver,
     directory_entries,
@@ -91,6 +92,7 @@ __all__ = [
     "EmbeddedServer",
     "StaleCapture",
     "activate_only",
+    "activate_selection",
     "add_receiver",
     "applied_migrations",
     "beat",

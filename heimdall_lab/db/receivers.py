@@ -396,13 +396,36 @@ def _directory_values(e: Entry) -> dict[str, Any]:
     }
 
 
-def _free_name(name: str, taken: set[str]) -> str:
-    if name not in taken:
-        return name
-    k = 2
-    while f"{name}-{k}" in taken:
-        k += 1
-    return f"{name}-{k}"
+#: The advisory lock that keeps imports one at a time.
+_IMPORT_LOCK = 0x4E1D_D1C7
+
+
+class _Index:
+    """How a receiver is found again: the rows by address and by directory id.
+
+    Addresses are host (without case) and port; ``taken`` holds the names in use, lower-cased.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.by_address: dict[tuple[str, int], int] = {}
+        self.by_id: dict[str, int] = {}
+        self.names: dict[int, str] = {}
+        self.taken: set[str] = set()
+        rows = conn.execute(
+            sa.text("SELECT id, name, host, port, directory_id FROM websdrs ORDER BY id")
+        )
+        for rid, name, host, port, did in rows:
+            self.add(int(rid), name, host, int(port), did)
+
+    def add(self, rid: int, name: str, host: str, port: int, did: str | None) -> None:
+        self.by_address.setdefault((host.lower(), int(port)), rid)
+        if did:
+            self.by_id.setdefault(did, rid)
+        self.names[rid] = name
+        self.taken.add(name.lower())
+
+    def address(self, host: str, port: int) -> int | None:
+        return self.by_address.get((host.lower(), int(port)))
 
 
 def import_directory(
@@ -413,83 +436,117 @@ def import_directory(
 ) -> DirectoryImport:
     """Upsert the receivers of a directory into ``websdrs``, in one transaction.
 
-    A receiver is the same receiver when its address (host, case-insensitive, and port) or
-    its directory id matches a row. Then the directory's columns
-    (:data:`DIRECTORY_COLUMNS`) are updated, only where they changed, and what the user set
-    (name, calibration, active flag, timeouts, notes) is kept. New receivers are added active,
-    named by the directory (with ``-2``, ``-3``, ... when the name is taken). Importing the
-    same directory twice changes nothing.
+    A receiver is the same receiver when its directory id, or else its address (host without
+    case, and port), matches a row. Then the directory's columns (:data:`DIRECTORY_COLUMNS`)
+    are updated, only where they changed, and what the user set (name, calibration, active
+    flag, timeouts, notes) is kept. New receivers are added **inactive** (a capture of the
+    active receivers never reaches hundreds of strangers' receivers by surprise: choose them
+    with :func:`heimdall_lab.planning.select` and :func:`activate_only`), named by the
+    directory (``-2``, ``-3``, ... when the name is taken). Receivers that came from the
+    directory and are no longer in it are marked ``listed = false`` (selection passes them
+    over). Importing the same directory twice changes nothing. Imports run one at a time.
 
     Parameters
     ----------
     engine : sqlalchemy.engine.Engine
         The database (migrated).
     directory : heimdall_lab.directory.Directory or sequence of Entry
-        What :func:`heimdall_lab.directory.load` read, or some of its entries.
+        What :func:`heimdall_lab.directory.load` read (a whole directory: receivers it no
+        longer lists are marked so), or some of its entries (only they are upserted).
     deactivate_missing : bool, default False
-        Mark inactive the receivers that came from the directory before and are not in it
-        now (they stay in the database with their captures).
+        Also mark inactive the receivers that came from the directory before and are not in
+        it now (they stay in the database with their captures). Receivers the user added, and
+        the defaults, are never deactivated by an import.
 
     Returns
     -------
     DirectoryImport
         The counts.
+
+    Raises
+    ------
+    ValidationError
+        With ``deactivate_missing``, when the directory holds no usable receiver (an error
+        page or a broken file would otherwise deactivate everything).
     """
+    from heimdall_lab.directory import unique_name
+
     columns = list(DIRECTORY_COLUMNS)
     changed = " OR ".join(f"{c} IS DISTINCT FROM :{c}" for c in columns)
     update = sa.text(
-        f"UPDATE websdrs SET {', '.join(f'{c} = :{c}' for c in columns)} "
-        f"WHERE id = :id AND ({changed})"
+        f"UPDATE websdrs SET {', '.join(f'{c} = :{c}' for c in columns)}, listed = true "
+        f"WHERE id = :id AND (({changed}) OR listed IS NOT TRUE)"
     )
-    insert_cols = ["name", "source", *columns]
+    insert_cols = ["name", "source", "is_active", "listed", *columns]
     insert = sa.text(
         f"INSERT INTO websdrs ({', '.join(insert_cols)}) "
         f"VALUES ({', '.join(':' + c for c in insert_cols)}) RETURNING id"
     )
+    whole = hasattr(directory, "entries")  # a whole directory, not some of its entries
     entries = list(getattr(directory, "entries", directory))
+    if deactivate_missing and not whole:
+        raise ValidationError("deactivate_missing needs a whole directory, not some entries")
+    if deactivate_missing and not entries:
+        raise ValidationError(
+            "the directory holds no usable receiver: nothing was imported and, with "
+            "deactivate_missing, nothing was deactivated"
+        )
     imported = updated = unchanged = deactivated = 0
     with engine.begin() as conn:
-        rows = conn.execute(
-            sa.text("SELECT id, name, lower(host), port, directory_id FROM websdrs ORDER BY id")
-        ).fetchall()
-        by_address: dict[tuple[str, int], int] = {}
-        by_id: dict[str, int] = {}
-        taken = set()
-        for rid, name, host, port, did in rows:
-            by_address.setdefault((host, int(port)), int(rid))
-            if did:
-                by_id.setdefault(did, int(rid))
-            taken.add(name)
+        # One import at a time: two would both insert the same new names.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _IMPORT_LOCK})
+        index = _Index(conn)
         seen: set[int] = set()
         for entry in entries:
             values = _directory_values(entry)
-            rid = by_address.get((entry.host.lower(), int(entry.port)))
-            if rid is None and entry.directory_id:
-                rid = by_id.get(entry.directory_id)
-            if rid is None or rid in seen:
-                name = _free_name(entry.name, taken)
-                taken.add(name)
+            # The directory's id first: two receivers that swapped hosts keep their rows.
+            rid = index.by_id.get(entry.directory_id) if entry.directory_id else None
+            if rid is None:
+                rid = index.address(entry.host, entry.port)
+            if rid in seen:  # the same receiver twice in the input
+                continue
+            if rid is None:
+                name = unique_name(entry.name, index.taken)
                 rid = int(
                     conn.execute(
-                        insert, {**values, "name": name, "source": "directory"}
+                        insert,
+                        {
+                            **values,
+                            "name": name,
+                            "source": "directory",
+                            "is_active": False,  # chosen later: select --activate
+                            "listed": True,
+                        },
                     ).scalar_one()
                 )
+                index.add(rid, name, entry.host, entry.port, entry.directory_id)
                 imported += 1
             elif conn.execute(update, {**values, "id": rid}).rowcount:
                 updated += 1
             else:
                 unchanged += 1
             seen.add(rid)
-        if deactivate_missing:
-            missing = conn.execute(
-                sa.text("SELECT id FROM websdrs WHERE directory_id IS NOT NULL AND is_active")
-            ).scalars()
-            gone = sorted(set(int(i) for i in missing) - seen)
+        if whole and entries:  # what came from the directory before and is not in it now
+            gone = [
+                int(i)
+                for i in conn.execute(
+                    sa.text("SELECT id FROM websdrs WHERE source = 'directory' AND listed")
+                ).scalars()
+                if int(i) not in seen
+            ]
             if gone:
-                deactivated = conn.execute(
-                    sa.text("UPDATE websdrs SET is_active = false WHERE id = ANY(:ids)"),
+                conn.execute(
+                    sa.text("UPDATE websdrs SET listed = false WHERE id = ANY(:ids)"),
                     {"ids": gone},
-                ).rowcount
+                )
+                if deactivate_missing:
+                    deactivated = conn.execute(
+                        sa.text(
+                            "UPDATE websdrs SET is_active = false "
+                            "WHERE id = ANY(:ids) AND is_active"
+                        ),
+                        {"ids": gone},
+                    ).rowcount
     result = DirectoryImport(
         read=getattr(directory, "read", len(entries)),
         imported=imported,
@@ -500,6 +557,27 @@ def import_directory(
     )
     log.info("directory %s: %s", getattr(directory, "source", "entries"), result.summary())
     return result
+
+
+def activate_selection(engine: Engine, entries: Sequence[Entry]) -> list[str]:
+    """Make a selection the active receivers, and no other.
+
+    The chosen entries are upserted as the directory describes them, then made active.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database.
+    entries : sequence of Entry
+        The chosen receivers (:attr:`heimdall_lab.planning.Selection.entries`).
+
+    Returns
+    -------
+    list of str
+        Their names as the database has them.
+    """
+    import_directory(engine, entries)
+    return activate_only(engine, entries)
 
 
 def activate_only(engine: Engine, entries: Iterable[Entry | Receiver]) -> list[str]:
@@ -520,21 +598,20 @@ def activate_only(engine: Engine, entries: Iterable[Entry | Receiver]) -> list[s
     Raises
     ------
     ValidationError
-        If one of them is not in the database (import it first).
+        If none is given, or one of them is not in the database (import it first).
     """
-    wanted = [(e.host.lower(), int(e.port)) for e in entries]
+    wanted = [(e.host, int(e.port)) for e in entries]
+    if not wanted:
+        raise ValidationError("no receivers given: every receiver would be inactive")
     with engine.begin() as conn:
-        rows = conn.execute(sa.text("SELECT id, name, lower(host), port FROM websdrs")).fetchall()
-        by_address = {}
-        for rid, name, host, port in sorted(rows):
-            by_address.setdefault((host, int(port)), (int(rid), name))
-        missing = [f"{h}:{p}" for h, p in wanted if (h, p) not in by_address]
+        index = _Index(conn)
+        ids = [index.address(h, p) for h, p in wanted]
+        missing = [f"{h}:{p}" for (h, p), rid in zip(wanted, ids, strict=True) if rid is None]
         if missing:
             raise ValidationError(
                 f"not in the database: {', '.join(missing)}; import them first "
                 "(heimdall-lab receivers import SOURCE)"
             )
-        ids = [by_address[a][0] for a in wanted]
         conn.execute(
             sa.text(
                 "UPDATE websdrs SET is_active = (id = ANY(:ids)) "
@@ -542,7 +619,7 @@ def activate_only(engine: Engine, entries: Iterable[Entry | Receiver]) -> list[s
             ),
             {"ids": ids},
         )
-    return [by_address[a][1] for a in wanted]
+    return [index.names[rid] for rid in ids]
 
 
 def _plain(value: Any) -> Any:
@@ -630,6 +707,9 @@ RECEIVER_COLUMNS = (
     "last_checked_at",
     "last_check_error",
     "notes",
+    "directory_id",
+    "listed",
+    "updated_at",
 )
 
 
@@ -683,13 +763,16 @@ def directory_entries(engine: Engine, *, active_only: bool = False) -> list[Entr
     Returns
     -------
     list of heimdall_lab.directory.Entry
-        What the last import or check recorded; a receiver never imported nor checked has no
-        known GNSS and no free channel, so selection passes it over. Rows that are not valid
-        receivers are left out with a warning.
+        What the last import or check recorded, for active and inactive receivers alike
+        (selection chooses among all of them; activation is its result). Left out: receivers
+        the directory no longer lists, and rows that are not valid receivers (with a
+        warning). A receiver whose last check failed counts as offline; one never imported
+        nor checked has no known GNSS and no free channel, so selection passes it over.
     """
     from heimdall_lab.directory import Entry
 
     frame = receivers_frame(engine, active_only=active_only)
+    frame = frame[frame["listed"].ne(False).fillna(True).astype(bool)]
     entries = []
     for row in frame.to_dict("records"):
 
@@ -721,6 +804,8 @@ def directory_entries(engine: Engine, *, active_only: bool = False) -> list[Entr
                     location_name=known("location_name", ""),
                     sw_version=known("sw_version", ""),
                     snr_db=float(known("snr_db", float("nan"))),
+                    directory_id=known("directory_id", ""),
+                    offline=bool(known("last_check_error", "")),
                     updated_utc=(
                         np.datetime64("NaT", "s")
                         if updated is None or updated is pd.NaT

@@ -32,6 +32,7 @@ from typing import Any
 from heimdall_lab import directory, geo
 from heimdall_lab.emulate.server import Emulator
 from heimdall_lab.errors import ValidationError
+from heimdall_lab.kiwi.protocol import status_fields
 from heimdall_lab.receivers import Receiver
 
 #: Paths the directory server answers, by form.
@@ -107,15 +108,6 @@ def network_receivers(
     ]
 
 
-def _fields(page: str) -> dict[str, str]:
-    fields = {}
-    for line in page.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            fields[key] = value
-    return fields
-
-
 def directory_records(emulator: Emulator) -> list[dict[str, str]]:
     """The directory's records of the emulator's receivers, as they are now.
 
@@ -138,7 +130,7 @@ def directory_records(emulator: Emulator) -> list[dict[str, str]]:
     records = []
     for unit in emulator.units.values():
         r = unit.receiver
-        fields = _fields(emulator.status_page(unit))
+        fields = status_fields(emulator.status_page(unit))
         gps = int(fields.get("gps_good", "0") or 0) > 0
         fields.update(
             name=f"{r.name} | {r.location_name or 'emulated receiver'} | heimdall_lab emulator",

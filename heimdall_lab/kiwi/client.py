@@ -733,11 +733,7 @@ async def check_health(
         )
     except ProtocolError as exc:
         return Health(receiver.name, False, error=str(exc))
-    fields = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            fields[key.strip()[:64]] = value.strip()[:256]
+    fields = protocol.status_fields(text)
     good = _int(fields, "gps_good")
     return Health(
         receiver=receiver.name,

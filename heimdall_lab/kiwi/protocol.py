@@ -285,6 +285,35 @@ def parse_sample_rate(params: Mapping[str, str]) -> float:
     return rate
 
 
+#: The longest key and value :func:`status_fields` keeps, characters.
+STATUS_KEY_CHARS = 64
+STATUS_VALUE_CHARS = 256
+
+
+def status_fields(text: str) -> dict[str, str]:
+    """The ``key=value`` lines of a receiver's ``/status`` page.
+
+    Parameters
+    ----------
+    text : str
+        The page.
+
+    Returns
+    -------
+    dict of str to str
+        Keys and values stripped, cut to :data:`STATUS_KEY_CHARS` and
+        :data:`STATUS_VALUE_CHARS` characters; lines without ``=`` are ignored; a repeated key
+        keeps its last value. The values are untrusted text:
+        :func:`heimdall_lab.directory.entry_from_fields` checks them.
+    """
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()[:STATUS_KEY_CHARS]] = value.strip()[:STATUS_VALUE_CHARS]
+    return fields
+
+
 def decode_params(body: bytes | str) -> dict[str, str]:
     """Decode ``name=value name=value ...`` (the body of a MSG, or of a SET command).
 

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from heimdall_lab import directory
+from heimdall_lab.kiwi import guest
 from heimdall_lab.kiwi.client import check_health
 from heimdall_lab.receivers import Receiver
 
@@ -77,7 +78,8 @@ async def survey_async(
     limit = asyncio.Semaphore(max(int(concurrency), 1))
 
     async def one(r: Receiver) -> dict[str, Any]:
-        async with limit:
+        # Within the process-wide limit of connections to other people's receivers too.
+        async with limit, guest.MANNERS.slot(r):
             return _row(r, await check_health(r, timeout_s))
 
     tasks = [asyncio.ensure_future(one(r)) for r in receivers]
@@ -121,7 +123,8 @@ def survey(
     receivers : sequence of Receiver
         The receivers.
     concurrency : int, default :data:`DEFAULT_CONCURRENCY`
-        Requests at once.
+        Requests at once (and never more than the process-wide limit of connections to
+        public receivers, :mod:`heimdall_lab.kiwi.guest`).
     timeout_s : float, default :data:`DEFAULT_TIMEOUT_S`
         Seconds for each receiver's whole request.
     progress : bool, default True

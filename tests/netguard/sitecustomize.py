@@ -16,6 +16,7 @@ import socket
 
 LOG_ENV = "HEIMDALL_NETGUARD_LOG"
 _LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+_OWN_NAME = socket.gethostname()
 
 
 class OffLimitsError(ConnectionRefusedError):
@@ -24,6 +25,8 @@ class OffLimitsError(ConnectionRefusedError):
 
 def _loopback(host: object) -> bool:
     if host is None:
+        return True
+    if host == _OWN_NAME:  # this machine's own name (libraries look it up)
         return True
     if isinstance(host, bytes):
         host = host.decode("ascii", "replace")
@@ -66,6 +69,10 @@ def install() -> None:
     real_connect_ex = socket.socket.connect_ex
     real_sendto = socket.socket.sendto
     real_send = socket.socket.send
+    real_sendall = socket.socket.sendall
+    real_sendmsg = socket.socket.sendmsg
+    real_gethostbyname = socket.gethostbyname
+    real_gethostbyname_ex = socket.gethostbyname_ex
     real_getaddrinfo = socket.getaddrinfo
 
     # Connecting a datagram socket sends nothing (libraries do it to learn their own
@@ -85,6 +92,26 @@ def install() -> None:
             _check_address(self, self.getpeername())
         return real_send(self, data, *args)
 
+    def sendall(self, data, *args):
+        if _datagram(self):
+            _check_address(self, self.getpeername())
+        return real_sendall(self, data, *args)
+
+    def sendmsg(self, buffers, *args):
+        if _datagram(self):
+            _check_address(self, args[2] if len(args) > 2 else self.getpeername())
+        return real_sendmsg(self, buffers, *args)
+
+    def gethostbyname(host):
+        if not _loopback(host):
+            _refuse("name lookup of", host)
+        return real_gethostbyname(host)
+
+    def gethostbyname_ex(host):
+        if not _loopback(host):
+            _refuse("name lookup of", host)
+        return real_gethostbyname_ex(host)
+
     def sendto(self, data, *args):
         _check_address(self, args[-1])
         return real_sendto(self, data, *args)
@@ -98,6 +125,10 @@ def install() -> None:
     socket.socket.connect_ex = connect_ex
     socket.socket.sendto = sendto
     socket.socket.send = send
+    socket.socket.sendall = sendall
+    socket.socket.sendmsg = sendmsg
+    socket.gethostbyname = gethostbyname
+    socket.gethostbyname_ex = gethostbyname_ex
     socket.getaddrinfo = getaddrinfo
     socket._heimdall_netguard = True
 

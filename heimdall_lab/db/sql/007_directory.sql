@@ -27,3 +27,6 @@ ALTER TABLE websdrs ADD COLUMN IF NOT EXISTS notes text NOT NULL DEFAULT '';
 -- not unique: emulated receivers of different names may have used one loopback port over time
 CREATE INDEX IF NOT EXISTS websdrs_address_idx ON websdrs (lower(host), port);
 CREATE INDEX IF NOT EXISTS websdrs_directory_id_idx ON websdrs (directory_id);
+-- whether the receiver was in the last directory imported (NULL: never imported); selection
+-- passes over those the directory no longer lists
+ALTER TABLE websdrs ADD COLUMN IF NOT EXISTS listed boolean;
