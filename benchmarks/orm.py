@@ -61,6 +61,7 @@ class WebSDR(Base):
     last_checked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     last_check_error: Mapped[str | None] = mapped_column(sa.Text)
     notes: Mapped[str] = mapped_column(sa.Text)
+    listed: Mapped[bool | None] = mapped_column(sa.Boolean)
 
 
 class Capture(Base):
