@@ -677,38 +677,19 @@ def record_health(engine: Engine, checks: Iterable[Mapping[str, Any]]) -> int:
     return n
 
 
-#: The columns of :func:`receivers_frame`, in order.
+#: The columns of :func:`receivers_frame`, in order: the user's, the directory's
+#: (:data:`DIRECTORY_COLUMNS`), then what imports and checks record.
 RECEIVER_COLUMNS = (
     "name",
-    "host",
-    "port",
-    "tls",
-    "latitude",
-    "longitude",
-    "location_name",
-    "min_frequency_hz",
-    "max_frequency_hz",
     "is_active",
     "source",
     "calibration_db",
-    "users",
-    "users_max",
-    "has_gps",
-    "gps_good",
-    "fixes_min",
-    "tdoa_ch",
-    "time_limited",
-    "snr_db",
-    "sw_version",
-    "antenna",
-    "title",
-    "directory_updated_at",
+    "notes",
+    *DIRECTORY_COLUMNS,
+    "listed",
     "last_seen_at",
     "last_checked_at",
     "last_check_error",
-    "notes",
-    "directory_id",
-    "listed",
     "updated_at",
 )
 
