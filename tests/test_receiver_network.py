@@ -283,22 +283,25 @@ def engine_for_loop(fresh_database):
 
 
 def _lines(proc, n: int, timeout_s: float) -> list[str]:
-    """The first ``n`` lines a process prints, or fail after ``timeout_s`` (no hang)."""
-    import selectors
-    import time
+    """The first ``n`` lines a process prints, or fail after ``timeout_s`` (no hang).
 
+    A thread reads them (a select() on the pipe would miss lines already in the reader's
+    buffer).
+    """
+    import queue
+    import threading
+
+    got: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [got.put(line) for line in iter(proc.stdout.readline, "")],
+        daemon=True,
+    ).start()
     lines: list[str] = []
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout_s
-        while len(lines) < n:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                pytest.fail(f"only {len(lines)} lines in {timeout_s} s: {lines}")
-            line = proc.stdout.readline()
-            if not line:
-                pytest.fail(f"exited ({proc.poll()}) after {lines}: {proc.stderr.read()[-500:]}")
-            lines.append(line)
+    for _ in range(n):
+        try:
+            lines.append(got.get(timeout=timeout_s))
+        except queue.Empty:
+            pytest.fail(f"only {len(lines)} lines in {timeout_s} s (exit {proc.poll()}): {lines}")
     return lines
 
 
