@@ -75,13 +75,14 @@ Defaults, and why
 receivers at 320, 420 and 780 km): pair-delay errors of 8.5, 29 and 25 us, systematic rather
 than noise (sky wave mixed into the ground wave). Under the model above these pair errors
 correspond to about 15 us at 500 km. The emulated keyed carrier (C/N0 about 73 dB-Hz,
-receivers a few hundred km away): 2.8 us rms per pair, about 2 us per receiver; that signal
+receivers a few hundred km away): 2.6-2.8 us rms per pair, about 2 us per receiver; that signal
 has no propagation errors. :data:`TIMING_SIGMA_S` = 10 us at 500 km lies between the two,
 nearer to the real data, and for the DCF77 triple it predicts a median error of about 5 km
 against the 8.7 km measured (one sample). The floor :data:`MIN_DISTANCE_KM` = 100 km gives
 2 us, the emulator's per-receiver figure. The predicted error is proportional to
 ``timing_sigma_s``, so *which* receivers are chosen does not depend on it, only on the
 ratio of :data:`MIN_DISTANCE_KM` to :data:`REFERENCE_DISTANCE_KM` and on the geometry.
+``reports/network.md`` calibrates the scale on the emulated network: 1.3 us at 500 km.
 """
 
 from __future__ import annotations
