@@ -317,7 +317,7 @@ def test_position_forms_accepted():
         ("http://kiwi.example.org:0", "url"),
         ("http://kiwi.example.org:8073/path", "url"),
         ("http://kiwi.example.org:8073/?q=1", "url"),
-        ("http://999.1.1.1:8073", "url"),
+        ("http://127.0.0.999:8073", "url"),  # an octet over 255
         ("http://[::1]:8073", "url"),
         ("kiwi.example.org:8073", "url"),
         ("", "url"),
@@ -440,7 +440,7 @@ def test_skipped_entry_reason_is_checked():
         ({"loc": "Devět Křížů, Czech Republic"}, "Devet-Krizu"),
         ({"loc": "A very long place name with many words, X"}, "A-very-long-place-name-w"),
         ({"loc": "🇮🇪", "url": "http://80m.loginto.me:8078"}, "80m"),
-        ({"loc": "", "url": "http://92.108.29.14:8073"}, "92.108.29.14"),
+        ({"loc": "", "url": "http://127.0.0.14:8073"}, "127.0.0.14"),
     ],
 )
 def test_receiver_name_rules(fields, name):
