@@ -220,6 +220,45 @@ def test_solver_recovers_the_position_from_exact_delays(tx, names):
     assert abs(float(peak.longitude[0]) - tx[1]) < 0.5
 
 
+def test_pairs_frame_is_the_pairs_as_a_table():
+    names = ["F4JOY", "Purmerend", "OE3AKB", "Hasenberg03"]
+    d = delays_for(TX, {n: SITES[n] for n in names})
+    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    delays = [d[names[i]] - d[names[j]] + 1e-6 * k for k, (i, j) in enumerate(pairs)]
+    loc = solve_tdoa(
+        [SITES[n][0] for n in names],
+        [SITES[n][1] for n in names],
+        pairs,
+        delays,
+        2e-6,
+        names=names,
+    )
+    loc.pairs[1] = replace(loc.pairs[1], used=False, reason="weak", residual_s=math.nan)
+    loc.pairs[2] = replace(loc.pairs[2], coefficient=0.42)
+    frame = loc.pairs_frame()
+    assert list(frame.columns) == [
+        "pair", "receiver_a", "receiver_b", "delay_us", "sigma_us", "coefficient", "used",
+        "residual_us", "reason",
+    ]  # fmt: skip
+    assert len(frame) == len(loc.pairs) == 6
+    for row, p in zip(frame.itertuples(index=False), loc.pairs, strict=True):
+        assert row.pair == f"{p.receiver_a}-{p.receiver_b}"
+        assert (row.receiver_a, row.receiver_b) == (p.receiver_a, p.receiver_b)
+        assert row.delay_us == pytest.approx(p.delay_s * 1e6, rel=1e-12)
+        assert row.sigma_us == pytest.approx(p.sigma_s * 1e6, rel=1e-12)
+        assert row.used == p.used and row.reason == p.reason
+        if math.isnan(p.residual_s):
+            assert math.isnan(row.residual_us)
+        else:
+            assert row.residual_us == pytest.approx(p.residual_s * 1e6, rel=1e-12, abs=1e-9)
+    np.testing.assert_array_equal(frame.coefficient, [p.coefficient for p in loc.pairs])
+    assert frame.coefficient[2] == 0.42
+    assert frame.used.tolist() == [True, False, True, True, True, True]
+    assert frame.reason.tolist()[1] == "weak" and frame.residual_us.isna().sum() == 1
+    empty = Localization(50.0, 8.0).pairs_frame()
+    assert empty.empty and list(empty.columns) == list(frame.columns)
+
+
 def test_solver_takes_the_velocity_factor():
     names = list(SITES)
     v = 0.98

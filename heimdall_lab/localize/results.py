@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from heimdall_lab import geo
@@ -25,6 +26,17 @@ _GAP_GUARD_S = 0.02
 _TAPER = 0.1  # Tukey taper fraction of each chunk
 _LEGEND_PAIRS = 6
 _MAX_STARTS = 6
+_PAIR_COLUMNS = [
+    "pair",
+    "receiver_a",
+    "receiver_b",
+    "delay_us",
+    "sigma_us",
+    "coefficient",
+    "used",
+    "residual_us",
+    "reason",
+]
 
 
 # ============================================================================================
@@ -266,6 +278,33 @@ class Localization:
     def used_pairs(self) -> list[PairDelay]:
         """The pairs that entered the position fit."""
         return [p for p in self.pairs if p.used]
+
+    def pairs_frame(self) -> pd.DataFrame:
+        """The receiver pairs as a table, one row per pair correlated, used or not.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``pair`` (``"A-B"``), ``receiver_a``, ``receiver_b``, ``delay_us``
+            (arrival at A minus arrival at B), ``sigma_us``, ``coefficient``, ``used``,
+            ``residual_us`` (measured minus predicted delay at the estimate; NaN before
+            solving) and ``reason`` (why a pair was not used; empty when used), in the order
+            of :attr:`pairs`.
+        """
+        return pd.DataFrame(
+            {
+                "pair": [f"{p.receiver_a}-{p.receiver_b}" for p in self.pairs],
+                "receiver_a": [p.receiver_a for p in self.pairs],
+                "receiver_b": [p.receiver_b for p in self.pairs],
+                "delay_us": np.array([p.delay_s for p in self.pairs], np.float64) * 1e6,
+                "sigma_us": np.array([p.sigma_s for p in self.pairs], np.float64) * 1e6,
+                "coefficient": np.array([p.coefficient for p in self.pairs], np.float64),
+                "used": np.array([bool(p.used) for p in self.pairs], bool),
+                "residual_us": np.array([p.residual_s for p in self.pairs], np.float64) * 1e6,
+                "reason": [str(p.reason) for p in self.pairs],
+            },
+            columns=_PAIR_COLUMNS,
+        )
 
     def error_km(self, latitude: float, longitude: float) -> float:
         """Great-circle distance from the estimate to a known position.
