@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -257,6 +258,7 @@ def run_notebook(
                 parameters=kernel,
                 cwd=str(cwd or Path.cwd()),
                 kernel_name="python3",
+                kernel_manager_class=_kernel_manager_class(),
                 progress_bar=progress,
                 log_output=False,
             )
@@ -268,6 +270,45 @@ def run_notebook(
     finally:
         _redact_report(out, shown, routed, secrets)
     return out
+
+
+@functools.cache
+def _kernel_manager_class() -> type:
+    """The kernel manager papermill starts each run's kernel with.
+
+    jupyter_client's own, with two changes, each removing a line the kernel printed on the
+    caller's stderr at every run:
+
+    * The kernel's sockets are encrypted with CurveZMQ keys the manager provisions (the
+      ``python3`` kernel spec declares ``supported_encryption: curve``): without them
+      ipykernel warns "Kernel is running over TCP without encryption" as it starts. Where
+      pyzmq lacks CurveZMQ the kernel runs as before, and the warning is then true.
+    * Shutting a kernel down does not interrupt it first. ``shutdown_kernel`` sends SIGINT
+      to the kernel's process group before its ``shutdown_request``; papermill shuts the
+      kernel down as soon as the reply to its last ``kernel_info_request`` arrives, while
+      the kernel is still inside that request's handler, where SIGINT raises: the kernel
+      then logs "KeyboardInterrupt caught in kernel" (and the signal reaches any process the
+      notebook started in the kernel's group). By then every cell has finished, so there is
+      nothing to interrupt; the ``shutdown_request`` stops the kernel, and one that does not
+      stop is still terminated, then killed (``shutdown_wait_time``). Interrupting a running
+      kernel (``interrupt_kernel``, e.g. on a cell timeout) is unchanged.
+    """
+    import zmq
+    from jupyter_client import AsyncKernelManager
+    from traitlets import default
+
+    class KernelManager(AsyncKernelManager):
+        @default("transport_encryption")
+        def _encrypted(self) -> str:
+            return "auto" if zmq.has("curve") else "disabled"
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+    KernelManager.__qualname__ = KernelManager.__name__ = "HeimdallKernelManager"
+    return KernelManager
 
 
 def _route_credentials(
