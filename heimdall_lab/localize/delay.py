@@ -161,6 +161,37 @@ def _value(spec: np.ndarray, omega: np.ndarray, tau: float, coherent: bool) -> f
     return float(c.sum().real) if coherent else float(np.abs(c).sum())
 
 
+@dataclass
+class PairCorrelation:
+    """A pair's correlation as the delay estimator searched it (see :func:`_correlation`).
+
+    Attributes
+    ----------
+    lags_s : numpy.ndarray
+        The lags searched, seconds (whole samples of the common grid); a positive lag means
+        the first signal later.
+    correlation : numpy.ndarray
+        The chunk correlations (chunks of the first signal against the second) combined at
+        those lags, coherently for the envelope and in magnitude for the complex signal,
+        normalised like ``estimate.coefficient``: identical signals give 1 at their delay.
+        The estimator takes the highest point within ``+-search_s`` as its coarse peak.
+    fine_lags_s, fine_correlation : numpy.ndarray
+        The same band-limited correlation evaluated exactly (its Fourier sum) every 1/16
+        sample within +-2 samples of the delay: what the sub-sample refinement maximised.
+        Empty when there is no peak.
+    estimate : DelayEstimate
+        What the estimator returned; ``estimate.delay_s`` is the half difference of the
+        forward and backward peaks (module docstring), and ``estimate.coefficient`` the
+        correlation above at that delay.
+    """
+
+    lags_s: np.ndarray
+    correlation: np.ndarray
+    fine_lags_s: np.ndarray
+    fine_correlation: np.ndarray
+    estimate: DelayEstimate
+
+
 def _correlate(
     a: _Signal,
     b: _Signal,
@@ -171,15 +202,39 @@ def _correlate(
     search_s: float,
     chunk_s: float,
 ) -> DelayEstimate:
-    """Delay of ``a`` relative to ``b`` (both on the same grid); see the module docstring.
+    """Delay of ``a`` relative to ``b`` (both on the same grid); see :func:`_correlation`."""
+    return _correlation(
+        a, b, fs, coherent=coherent, band=band, search_s=search_s, chunk_s=chunk_s
+    ).estimate
+
+
+def _correlation(
+    a: _Signal,
+    b: _Signal,
+    fs: float,
+    *,
+    coherent: bool,
+    band: tuple[float, float],
+    search_s: float,
+    chunk_s: float,
+    fine: bool = False,
+) -> PairCorrelation:
+    """Delay of ``a`` relative to ``b`` (both on the same grid), with the correlation searched.
 
     Chunks of one signal are correlated with the other extended on both sides, forwards
     (chunks of ``a``) and backwards (chunks of ``b``, shifted by the coarse delay). Cutting
     a chunk biases its peak by an amount that depends on the signal at the cut; the same
     samples are cut in both directions, so half the difference of the two delays cancels
-    the bias.
+    the bias. ``fine`` also evaluates the exact correlation around the delay (for display).
     """
     nan = float("nan")
+    none = np.zeros(0)
+
+    def failed(
+        estimate: DelayEstimate, lags: np.ndarray = none, curve: np.ndarray = none
+    ) -> PairCorrelation:
+        return PairCorrelation(lags / fs, curve, none, none, estimate)
+
     n = len(a.z)
     w_search = math.ceil(search_s * fs) + 2
     w = w_search + 2
@@ -187,14 +242,14 @@ def _correlate(
     zb = np.where(b.valid, b.z, 0)
     usable = n - 4 * w
     if usable < max(16, 4 * w_search):
-        return DelayEstimate(nan, nan, nan, nan, 0)
+        return failed(DelayEstimate(nan, nan, nan, nan, 0))
     length = round(chunk_s * fs)
     k_chunks = max(1, usable // max(length, 1))
     length = usable // k_chunks
     nfft = sfft.next_fast_len(2 * length + 2 * w)
     mask = _band_mask(nfft, fs, *band)
     if mask.sum() < 4:
-        return DelayEstimate(nan, nan, nan, nan, 0)
+        return failed(DelayEstimate(nan, nan, nan, nan, 0))
     omega = 2 * np.pi * sfft.fftfreq(nfft)[mask]
     lags = np.arange(-w_search, w_search + 1)
     starts = 2 * w + length * np.arange(k_chunks)
@@ -207,12 +262,12 @@ def _correlate(
         starts = np.array([s0 for s0 in starts if not near_gap[s0 : s0 + length].any()])
         k_chunks = len(starts)
         if k_chunks == 0:
-            return DelayEstimate(nan, nan, nan, nan, 0)
+            return failed(DelayEstimate(nan, nan, nan, nan, 0))
     fwd = _chunk_spectra(za, zb, starts, length, w, nfft, mask)
     curves_f = _integer_curves(fwd.spec, mask, lags, coherent)
     total_f = curves_f.sum(axis=0)
     if not np.any(total_f > 0):
-        return DelayEstimate(nan, nan, 0.0, nan, k_chunks)
+        return failed(DelayEstimate(nan, nan, 0.0, nan, k_chunks), lags, total_f)
     m0 = int(lags[np.argmax(total_f)])
     bwd = _chunk_spectra(zb, za, starts - m0, length, w, nfft, mask)
     curves_b = _integer_curves(bwd.spec, mask, lags, coherent)
@@ -225,10 +280,9 @@ def _correlate(
     # Quality: the normalised correlation at the estimated delay.
     if coherent:
         denom = math.sqrt(max(fwd.pxx.sum() * fwd.pyy.sum(), 1e-300))
-        coefficient = _value(spec_f, omega, tau, True) / denom
     else:
-        denom = float(np.sum(np.sqrt(fwd.pxx.sum(axis=1) * fwd.pyy.sum(axis=1))))
-        coefficient = _value(fwd.spec, omega, tau, False) / max(denom, 1e-300)
+        denom = max(float(np.sum(np.sqrt(fwd.pxx.sum(axis=1) * fwd.pyy.sum(axis=1)))), 1e-300)
+    coefficient = _value(spec_f, omega, tau, coherent) / denom
     chunk_delays = np.full(k_chunks, nan)
     for k in range(k_chunks):
         # Chunk delays only give the spread: three Newton steps are plenty.
@@ -236,9 +290,12 @@ def _correlate(
         tb = _peak(curves_b[k], lags, bwd.spec[k : k + 1], omega, coherent, -m0, w_search, 3)
         chunk_delays[k] = 0.5 * (tf - tb) / fs
     psr = _psr(za, zb, fs, band, coherent, m0, w_search)
-    return DelayEstimate(
+    estimate = DelayEstimate(
         tau / fs, _chunk_sigma(chunk_delays), coefficient, psr, k_chunks, chunk_delays
     )
+    fine_lags = tau + np.arange(-32, 33) / 16 if fine else none
+    fine_curve = np.array([_value(spec_f, omega, t, coherent) / denom for t in fine_lags])
+    return PairCorrelation(lags / fs, total_f / denom, fine_lags / fs, fine_curve, estimate)
 
 
 def _psr(

@@ -31,8 +31,13 @@ from heimdall_lab.localize.checks import (
     _check_method,
     _check_receiver_position,
 )
-from heimdall_lab.localize.delay import _correlate, _Signal
-from heimdall_lab.localize.results import DelayEstimate, Localization, PairDelay
+from heimdall_lab.localize.delay import PairCorrelation, _correlate, _correlation, _Signal
+from heimdall_lab.localize.results import (
+    DelayEstimate,
+    Localization,
+    PairDelay,
+    ReceiverTiming,
+)
 from heimdall_lab.localize.rssi import locate_rssi_dataset
 from heimdall_lab.localize.solver import _check_confidence, _check_velocity, _model, solve_tdoa
 from heimdall_lab.receivers import Receiver
@@ -54,6 +59,35 @@ class _PairCheck:
     max_sigma: float
     floor: float
     systematic: float
+
+
+def _max_delay(a: ReceiverTiming, b: ReceiverTiming, v: float) -> float:
+    """Largest physically possible ``|delay|`` of a pair: baseline over propagation speed."""
+    return float(geo.great_circle_m(a.latitude, a.longitude, b.latitude, b.longitude)) / v
+
+
+def _common_grid(
+    tracks: list[_Track],
+    carrier_offsets_hz: Mapping[str, float] | None,
+    t0: float,
+    t1: float,
+    rate: float,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each track mixed to 0 Hz and resampled onto the grid ``t0 + k / rate`` up to ``t1``.
+
+    Carrier offsets not given are estimated; each track's timing records the one removed.
+    The raw samples are freed.
+    """
+    n_grid = math.floor((t1 - t0) * rate)
+    grid = t0 + np.arange(n_grid) / rate
+    resampled = []
+    for tr in tracks:
+        known = (carrier_offsets_hz or {}).get(tr.timing.name)
+        f0 = float(known) if known is not None else _carrier_offset(tr)
+        tr.timing.carrier_offset_hz = f0
+        resampled.append(_resample(tr, grid, f0))
+        tr.x = tr.x[:0]  # free the raw samples
+    return resampled
 
 
 def _measure_pairs(
@@ -78,10 +112,7 @@ def _measure_pairs(
     for i in range(len(tracks)):
         for j in range(i + 1, len(tracks)):
             ri, rj = tracks[i].timing, tracks[j].timing
-            baseline = float(
-                geo.great_circle_m(ri.latitude, ri.longitude, rj.latitude, rj.longitude)
-            )
-            max_delay = baseline / v
+            max_delay = _max_delay(ri, rj, v)
             est = _correlate(
                 signals[i],
                 signals[j],
@@ -304,15 +335,7 @@ def locate_dataset(
             f"the receivers' captures overlap for {max(t1 - t0, 0):.2f} s, need {min_dur:g} s "
             f"({spans})"
         )
-    n_grid = math.floor((t1 - t0) * rate)
-    grid = t0 + np.arange(n_grid) / rate
-    resampled = []
-    for tr in tracks:
-        known = (carrier_offsets_hz or {}).get(tr.timing.name)
-        f0 = float(known) if known is not None else _carrier_offset(tr)
-        tr.timing.carrier_offset_hz = f0
-        resampled.append(_resample(tr, grid, f0))
-        tr.x = tr.x[:0]  # free the raw samples
+    resampled = _common_grid(tracks, carrier_offsets_hz, t0, t1, rate)
     v = geo.SPEED_OF_LIGHT * vf
     check = _PairCheck(margin, min_coef, float(min_psr_db), max_sigma, floor, systematic)
     candidates = []
@@ -400,6 +423,102 @@ def locate_dataset(
         notes=notes,
         capture_id=capture_id,
     )
+
+
+def pair_correlations(
+    ds: xr.Dataset, result: Localization
+) -> dict[tuple[str, str], PairCorrelation]:
+    """The cross-correlation of every receiver pair of a TDoA localization, as it was searched.
+
+    The capture is aligned, resampled and prepared again exactly as :func:`locate_dataset`
+    did (with the carrier offsets, method, band and settings recorded in ``result``), and
+    each pair correlated by the same code, so the curves are those its delays came from.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The capture the localization was computed from.
+    result : Localization
+        A TDoA result of :func:`locate_dataset` (or of a function calling it) on ``ds``.
+
+    Returns
+    -------
+    dict of (str, str) to PairCorrelation
+        For each pair of ``result.pairs`` (same order, ``(receiver_a, receiver_b)``): the
+        lags, the normalised correlation, the exact correlation around the delay, and the
+        estimate, whose ``delay_s`` is the pair's ``delay_s``.
+
+    Raises
+    ------
+    ValidationError
+        If ``result`` is not a TDoA localization, lacks its settings, or does not come from
+        ``ds`` (receivers missing, or a delay that comes out different).
+    """
+    if not isinstance(result, Localization) or result.kind != "tdoa":
+        raise ValidationError("pair_correlations needs a TDoA Localization")
+    cfg = result.settings
+    needed = (
+        "method_used",
+        "band_hz",
+        "chunk_s",
+        "lag_margin_s",
+        "search_extra_s",
+        "max_timestamp_error_s",
+        "min_duration_s",
+    )
+    missing = [k for k in needed if k not in cfg]
+    if missing:
+        raise ValidationError(f"the localization's settings lack {', '.join(missing)}")
+    names = [r.name for r in result.receivers]
+    have = [str(v) for v in ds["receiver"].values] if "receiver" in ds.variables else []
+    absent = [n for n in names if n not in have]
+    if absent:
+        raise ValidationError(
+            f"receiver(s) {', '.join(absent)} of the localization are not in the capture "
+            f"(it has {have})"
+        )
+    _, tracks, _ = _dataset_tracks(
+        ds.sel(receiver=names), float(cfg["max_timestamp_error_s"]), float(cfg["min_duration_s"])
+    )
+    index = {tr.timing.name: k for k, tr in enumerate(tracks)}
+    lost = sorted({n for p in result.pairs for n in (p.receiver_a, p.receiver_b)} - set(index))
+    if lost or not tracks:
+        raise ValidationError(
+            f"receiver(s) {', '.join(lost)} have no usable GNSS-timed samples in this capture: "
+            "it is not the one the localization was computed from"
+        )
+    rate = float(np.median([tr.rate for tr in tracks]))
+    t0 = max(tr.t[0] for tr in tracks)
+    t1 = min(tr.t[-1] for tr in tracks)
+    offsets = {r.name: r.carrier_offset_hz for r in result.receivers}
+    resampled = _common_grid(tracks, offsets, t0, t1, rate)
+    method = str(cfg["method_used"])
+    band = _check_band(cfg["band_hz"], method, rate)
+    signals = [_Signal(_prepare(y, valid, method, rate, band), valid) for y, valid in resampled]
+    v = geo.SPEED_OF_LIGHT * result.velocity_factor
+    extra = float(cfg["lag_margin_s"]) + float(cfg["search_extra_s"])
+    out: dict[tuple[str, str], PairCorrelation] = {}
+    for p in result.pairs:
+        i, j = index[p.receiver_a], index[p.receiver_b]
+        corr = _correlation(
+            signals[i],
+            signals[j],
+            rate,
+            coherent=method == "envelope",
+            band=band,
+            search_s=_max_delay(tracks[i].timing, tracks[j].timing, v) + extra,
+            chunk_s=float(cfg["chunk_s"]),
+            fine=True,
+        )
+        got = corr.estimate.delay_s
+        if not (got == p.delay_s or (math.isnan(got) and math.isnan(p.delay_s))):
+            raise ValidationError(
+                f"pair {p.receiver_a}-{p.receiver_b}: the capture gives a delay of "
+                f"{got * 1e6:.3f} us, the localization {p.delay_s * 1e6:.3f} us: it is not the "
+                "capture the localization was computed from"
+            )
+        out[(p.receiver_a, p.receiver_b)] = corr
+    return out
 
 
 def _positions_lookup(

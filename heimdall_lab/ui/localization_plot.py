@@ -118,7 +118,7 @@ def plot_localization(
         mesh = ax.pcolormesh(
             glon, glat, np.log10(1.0 + chi), shading="auto", cmap="viridis_r", alpha=_MESH_ALPHA
         )
-        plt.colorbar(mesh, ax=ax, label="log10(1 + chi2)")
+        ax.figure.colorbar(mesh, ax=ax, label="log10(1 + chi2)")
     elif result.chi2_grid is not None:
         sub = result.chi2_grid.sel(latitude=slice(la0, la1), longitude=slice(lo0, lo1))
         if sub.size:
@@ -130,7 +130,7 @@ def plot_localization(
                 cmap="viridis_r",
                 alpha=_MESH_ALPHA,
             )
-            plt.colorbar(mesh, ax=ax, label="log10(1 + chi2)")
+            ax.figure.colorbar(mesh, ax=ax, label="log10(1 + chi2)")
     if hyperbolae:
         colours = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
         for k, (p, f) in enumerate(zip(pairs, mismatch, strict=True)):

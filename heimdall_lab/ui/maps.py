@@ -742,7 +742,12 @@ def legend(ax: Axes, **kwargs: Any) -> Legend | None:
     choose = "loc" not in kwargs
     leg = ax.legend(list(seen.values()), list(seen.keys()), **kwargs)
     if choose:
-        renderer = ax.figure.canvas.get_renderer()
+        canvas = ax.figure.canvas
+        if not hasattr(canvas, "get_renderer"):  # a Figure made without pyplot
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+            canvas = FigureCanvasAgg(ax.figure)
+        renderer = canvas.get_renderer()
         ax.apply_aspect()
         points, lines = _map_content(ax)
         margin = renderer.points_to_pixels(1.5 * float(leg.get_texts()[0].get_fontsize()))
