@@ -46,7 +46,6 @@ from heimdall_lab.io.kiwi_wav import (
     read_kiwi_wav,
     write_kiwi_wavs,
 )
-from heimdall_lab.kiwi.acquire import TqdmProgress
 from heimdall_lab.kiwi.client import StreamSettings
 from heimdall_lab.notebooks import (
     copy_notebooks,
@@ -410,12 +409,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_capture(args: argparse.Namespace) -> int:
     """Capture, measure and store; optionally write kiwi IQ WAV files too."""
-    bars = TqdmProgress(disable=args.quiet or None)
-
-    def show(cap: Capture) -> None:
-        for p in list(cap.receiver_progress.values()):
-            bars(p)
-
     validate_capture_request(args.frequency, args.duration)  # before any emulator starts
     emulate = args.emulate or args.seed is not None or bool(args.fault) or bool(args.modulation)
     source: contextlib.AbstractContextManager[Emulated | None] = contextlib.nullcontext()
@@ -435,24 +428,21 @@ def cmd_capture(args: argparse.Namespace) -> int:
         )
     elif args.fault:
         raise ValidationError("--fault applies to emulated captures (--emulate)")
-    try:
-        with source as emu:
-            options: dict[str, object] = (
-                {"receivers": args.receiver} if emu is None else emu.capture_options
-            )
-            if emu is None and args.start_utc:  # receivers replaying another day
-                options["gps_reference"] = args.start_utc
-            cap = capture(
-                args.frequency,
-                args.duration,
-                iq_url=args.iq_url,
-                database_url=args.database_url,
-                settings=StreamSettings(read_timeout=args.read_timeout),
-                on_progress=show,
-                **options,
-            )
-    finally:
-        bars.close()
+    with source as emu:
+        options: dict[str, object] = (
+            {"receivers": args.receiver} if emu is None else emu.capture_options
+        )
+        if emu is None and args.start_utc:  # receivers replaying another day
+            options["gps_reference"] = args.start_utc
+        cap = capture(
+            args.frequency,
+            args.duration,
+            iq_url=args.iq_url,
+            database_url=args.database_url,
+            settings=StreamSettings(read_timeout=args.read_timeout),
+            progress=not args.quiet,
+            **options,
+        )
     code = _print_capture(cap)
     if args.wav_dir and cap.dataset is not None and cap.acquisition is not None:
         starts = cap.dataset["start_time"].values.astype("M8[ns]")
@@ -814,6 +804,8 @@ def lab_command(folder: Path, *, port: int | None = None, browser: bool = True) 
         cmd.append(f"--port={port}")
     if not browser:
         cmd.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers and CI run as root; JupyterLab refuses it
     return cmd
 
 

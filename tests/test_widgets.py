@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from heimdall_lab import db
+from heimdall_lab import db, directory, planning
+from heimdall_lab.kiwi.acquire import Progress
 from heimdall_lab.store import IQStore
+from heimdall_lab.tutorial import directory_snapshot as snapshot
 from heimdall_lab.ui import widgets
 from heimdall_lab.ui.widgets import EMULATED, REAL, CaptureForm
 
@@ -179,3 +183,92 @@ def test_display_and_close(embedded_engine, capsys):
     assert "VBox" in capsys.readouterr().out
     form.close()
     assert form.widget.comm is None
+
+
+def test_progress_text_never_reads_more_than_the_expected_samples():
+    # A real server sent 36352 samples for 36004 expected.
+    over = Progress("F4JOY", "receiving", 36352, 36004)
+    assert widgets._progress_text(over) == "receiving, 36,004/36,004 samples (100 %)"
+    half = Progress("F4JOY", "retrying", 18002, 36004, attempt=2, message="reset")
+    assert widgets._progress_text(half) == (
+        "retrying, 18,002/36,004 samples (50 %) (attempt 2): reset"
+    )
+
+
+def test_status_table_formats_numbers_and_scrolls():
+    status = pd.DataFrame(
+        {
+            "status": ["ok", "failed"],
+            "samples": [120000, 0],
+            "sample_rate_hz": [12000.0, np.nan],
+            "snr_db": [23.456, np.nan],
+            "cn0_dbhz": [61.04, np.nan],
+            "frequency_offset_hz": [0.01234, np.nan],
+        },
+        index=pd.Index(["F4JOY", "DK0TE"], name="receiver"),
+    )
+    out = widgets.status_html(status)
+    assert out.startswith('<div style="overflow-x:auto')
+    assert "12,000" in out and "e+04" not in out and "120,000" in out
+    assert ">23.5<" in out and ">61.0<" in out and ">+0.012<" in out
+    assert "nan" not in out.lower()
+    assert widgets.status_html(pd.DataFrame()) == ""
+
+
+def test_choose_picks_receivers_from_a_directory_and_captures_from_them(embedded_engine, tmp_path):
+    iq_url = tmp_path / "iq"
+    form = CaptureForm(engine=embedded_engine, iq_url=str(iq_url), directory_source=str(snapshot()))
+    form.frequency_khz.value = 77.5
+    form.duration_s.value = 1.0
+    form.near.value = "50.0152, 9.0112"
+    form.count.value = 4
+    chosen = form.choose()
+
+    assert chosen is not None and form.last_selection is chosen
+    names = [e.name for e in chosen.entries]
+    assert len(names) == 4
+    assert list(form.receivers_select.value) == names
+    assert set(names) <= set(form.receivers_select.options)
+    assert "predicted median error" in form.plan_html.value and form.last_error == ""
+    # None of them is a default receiver: the emulator is made of them, where they are.
+    assert not set(names) & {r.name for r in db.list_receivers(embedded_engine)}
+    form.seed.value = 2
+    form.fast.value = True
+    cap = form.run()
+    assert cap is not None and cap.stage == "done", cap and cap.errors
+    rows = db.measurements_for_capture(embedded_engine, cap.capture_id)
+    assert sorted(rows["receiver"]) == sorted(names)
+    stored = {r.name: r for r in db.list_receivers(embedded_engine, active_only=False)}
+    for entry in chosen.entries:  # registered with their real positions
+        assert stored[entry.name].latitude == pytest.approx(entry.latitude)
+
+
+@pytest.mark.parametrize(
+    ("near", "message"),
+    [("", "near: give 'lat, lon'"), ("95, 9", "near"), ("fifty, nine", "near: give")],
+)
+def test_choose_shows_bad_input_in_the_form(embedded_engine, near, message):
+    form = CaptureForm(engine=embedded_engine, directory_source=str(snapshot()))
+    before = list(form.receivers_select.value)
+    form.near.value = near
+    assert form.choose() is None
+    assert message in form.last_error and "cannot choose receivers" in form.last_error
+    assert list(form.receivers_select.value) == before
+
+
+def test_choose_from_an_unreadable_directory_is_shown(embedded_engine, tmp_path):
+    bad = tmp_path / "directory.js"
+    bad.write_text("var kiwisdr_com = [ {", encoding="utf-8")
+    form = CaptureForm(engine=embedded_engine, directory_source=str(bad))
+    form.near.value = "50, 9"
+    assert form.choose() is None
+    assert "cannot choose receivers" in form.error_html.value
+
+
+def test_a_selection_made_elsewhere_is_offered_and_selected(embedded_engine):
+    entries = list(directory.load(snapshot()))
+    chosen = planning.select(entries, 77.5e3, near=(50.0152, 9.0112), count=3)
+    form = CaptureForm(engine=embedded_engine, selection=chosen)
+    assert list(form.receivers_select.value) == [e.name for e in chosen.entries]
+    form.refresh_receivers()  # a refresh keeps the choice
+    assert list(form.receivers_select.value) == [e.name for e in chosen.entries]

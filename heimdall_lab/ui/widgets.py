@@ -6,8 +6,13 @@ responsive; the form shows the stage with an overall percentage and one bar per 
 while it runs, then the per-receiver status and metrics, a PSD plot, the capture id and
 where the IQ went. Errors appear in the form, never as tracebacks.
 
-The form is thin: it collects parameters, calls :func:`~heimdall_lab.pipeline.capture` and
-shows what comes back. Everything else happens in :mod:`heimdall_lab.pipeline`.
+It can also choose the receivers: given a target position and a count, **Choose** runs
+:func:`heimdall_lab.planning.select` over a directory (a file or URL, or the database's
+receivers) for the form's frequency and duration, and selects the chosen set.
+
+The form is thin: it collects parameters, calls :func:`~heimdall_lab.pipeline.capture` (and
+:func:`~heimdall_lab.planning.select`) and shows what comes back. Everything else happens in
+:mod:`heimdall_lab.pipeline`.
 """
 
 from __future__ import annotations
@@ -24,13 +29,13 @@ from typing import Any
 import ipywidgets as widgets
 from sqlalchemy.engine import Engine
 
-from heimdall_lab import db
+from heimdall_lab import db, directory, planning
 from heimdall_lab.emulate.scenario import Scenario
 from heimdall_lab.emulate.server import Emulated, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.kiwi.acquire import Progress
 from heimdall_lab.pipeline import Capture, capture
-from heimdall_lab.receivers import validate_capture_request
+from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.ui import plots
 
 log = logging.getLogger(__name__)
@@ -58,7 +63,69 @@ _REFRESH_S = 0.2
 #: (each receiver's range, the longest capture) are checked by ``capture()`` with a message.
 _MAX_FREQUENCY_KHZ = 1e6
 _MAX_DURATION_FIELD_S = 1e6
+#: Most receivers **Choose** picks at once (the field's bound).
+_MAX_CHOOSE = 30
 _STYLE = {"description_width": "initial"}
+#: The directory source that means the database's receivers.
+DATABASE = "database"
+#: The results table scrolls sideways inside the form rather than being cut off.
+_TABLE_BOX = "overflow-x:auto;max-width:100%"
+
+
+def _cell_format(column: str) -> Any:
+    """How a status-table column's numbers are written (None: pandas' own)."""
+    if column == "frequency_offset_hz":
+        return lambda v: f"{v:+.3f}"
+    if column.endswith("_hz") or column in ("samples", "expected_samples"):
+        return lambda v: f"{v:,.0f}"
+    if column.endswith(("_db", "_dbm", "_dbhz", "_dbfs", "_dbfs_hz")):
+        return lambda v: f"{v:.1f}"
+    return None
+
+
+def status_html(status: Any) -> str:
+    """A capture's status table as HTML that fits the form: fixed number formats, scrolling.
+
+    Parameters
+    ----------
+    status : pandas.DataFrame
+        :meth:`heimdall_lab.pipeline.Capture.status`.
+
+    Returns
+    -------
+    str
+        The table (rates as whole hertz with thousands separators, levels to 0.1 dB,
+        offsets to 1 mHz, missing values blank) in a box that scrolls sideways.
+    """
+    if status.empty:
+        return ""
+    formats = {c: f for c in status.columns if (f := _cell_format(str(c))) is not None}
+    table = status.to_html(formatters=formats, float_format=lambda v: f"{v:.4g}", na_rep="")
+    return f'<div style="{_TABLE_BOX}">{table}</div>'
+
+
+def _progress_text(p: Progress) -> str:
+    """A receiver's state and count, never past its expected samples."""
+    text = p.state
+    if p.expected:
+        shown = min(p.received, p.expected)
+        text += f", {shown:,}/{p.expected:,} samples ({100 * p.fraction:.0f} %)"
+    if p.attempt > 1:
+        text += f" (attempt {p.attempt})"
+    if p.message:
+        text += f": {p.message}"
+    return text
+
+
+def _parse_near(text: str) -> tuple[float, float]:
+    """``"lat, lon"`` from the form's text field."""
+    parts = [t for t in text.replace(";", ",").replace(",", " ").split() if t]
+    if len(parts) != 2:
+        raise ValidationError(f"near: give 'lat, lon' in degrees, got {text[:40]!r}")
+    try:
+        return planning.check_target([float(t) for t in parts], "near")
+    except ValueError as exc:
+        raise ValidationError(f"near: give 'lat, lon' in degrees, got {text[:40]!r}") from exc
 
 
 def _error_html(message: str, label: str = "Error") -> str:
@@ -99,13 +166,32 @@ class CaptureForm:
         server by default (see :func:`heimdall_lab.db.get_engine`).
     iq_url : str, optional
         IQ store URL; :func:`heimdall_lab.store.default_iq_url` by default.
+    directory_source : str, optional
+        Where **Choose** looks for receivers: a directory file or URL (see
+        :func:`heimdall_lab.directory.load`), or ``"database"`` (the default) for the
+        database's receivers as imported and checked.
+    selection : heimdall_lab.planning.Selection, optional
+        A selection made elsewhere (e.g. in the plan notebook): its receivers are offered
+        and selected.
 
     Attributes
     ----------
     widget : ipywidgets.VBox
         The whole form.
     receivers_select : ipywidgets.SelectMultiple
-        The database's active receivers, all selected at first.
+        The database's active receivers (all selected at first), and any chosen ones.
+    near : ipywidgets.Text
+        Target ``lat, lon`` for **Choose**.
+    count : ipywidgets.BoundedIntText
+        How many receivers **Choose** picks.
+    directory_text : ipywidgets.Text
+        The directory **Choose** reads (``database``, a file or a URL).
+    choose_button : ipywidgets.Button
+        Chooses receivers for the target, frequency and duration, and selects them.
+    plan_html : ipywidgets.HTML
+        What the last choice gave: the receivers, the predicted error, warnings.
+    last_selection : heimdall_lab.planning.Selection or None
+        The latest choice.
     frequency_khz : ipywidgets.BoundedFloatText
         Centre frequency in kHz.
     duration_s : ipywidgets.BoundedFloatText
@@ -147,6 +233,8 @@ class CaptureForm:
         engine: Engine | None = None,
         database_url: str | None = None,
         iq_url: str | None = None,
+        directory_source: str | None = None,
+        selection: planning.Selection | None = None,
     ) -> None:
         self._engine = engine
         self._own_engine = engine is None
@@ -154,6 +242,9 @@ class CaptureForm:
         self.iq_url = iq_url
         self.last_capture: Capture | None = None
         self.last_error = ""
+        self.last_selection: planning.Selection | None = None
+        #: Chosen receivers by name (they need not be in the database yet).
+        self._chosen: dict[str, Receiver] = {}
         self._lock = threading.Lock()
         self._progress_lock = threading.Lock()
         self._running = False
@@ -193,6 +284,18 @@ class CaptureForm:
         self.capture_button = widgets.Button(
             description="Capture", button_style="primary", icon="play"
         )
+        self.near = widgets.Text(value="", placeholder="lat, lon", description="Near", style=_STYLE)
+        self.count = widgets.BoundedIntText(
+            value=6, min=3, max=_MAX_CHOOSE, description="Count", style=_STYLE
+        )
+        self.directory_text = widgets.Text(
+            value=directory_source or DATABASE,
+            placeholder="database, or a directory file or URL",
+            description="From",
+            style=_STYLE,
+        )
+        self.choose_button = widgets.Button(description="Choose receivers", icon="map-marker")
+        self.plan_html = widgets.HTML()
         self.error_html = widgets.HTML()
         self.stage_label = widgets.Label("")
         self.overall_progress = widgets.IntProgress(
@@ -202,11 +305,12 @@ class CaptureForm:
         self.receiver_bars: dict[str, widgets.FloatProgress] = {}
         self.receiver_states: dict[str, widgets.Label] = {}
         self.summary_html = widgets.HTML()
-        self.results_html = widgets.HTML()
+        self.results_html = widgets.HTML(layout=widgets.Layout(width="100%"))
         self.psd_output = widgets.Output()
 
         self.mode.observe(self._on_mode, names="value")
         self.capture_button.on_click(self._on_click)
+        self.choose_button.on_click(lambda _button: self.choose())
         self._on_mode()
 
         controls = widgets.VBox(
@@ -218,9 +322,15 @@ class CaptureForm:
                 self.capture_button,
             ]
         )
+        chooser = widgets.HBox(
+            [self.near, self.count, self.directory_text, self.choose_button],
+            layout=widgets.Layout(flex_flow="row wrap"),
+        )
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.receivers_select, controls]),
+                chooser,
+                self.plan_html,
                 self.error_html,
                 widgets.HBox([self.overall_progress, self.stage_label]),
                 self.receiver_box,
@@ -230,6 +340,8 @@ class CaptureForm:
             ]
         )
         self.refresh_receivers()
+        if selection is not None:
+            self.use_selection(selection)
 
     # -- display ---------------------------------------------------------------------------
 
@@ -294,9 +406,72 @@ class CaptureForm:
                     "`heimdall-lab db migrate` (or one with `heimdall-lab receivers add`) "
                     "and refresh the form"
                 )
-        self.receivers_select.options = names
-        self.receivers_select.value = tuple(names)
+        chosen = [n for n in self._chosen if n not in names]
+        self.receivers_select.options = [*chosen, *names]
+        self.receivers_select.value = tuple(self._chosen or names)
         return names
+
+    def choose(self) -> planning.Selection | None:
+        """Choose receivers for the target in :attr:`near`, as the **Choose** button does.
+
+        :func:`heimdall_lab.planning.select` picks :attr:`count` receivers from the
+        directory in :attr:`directory_text` for the form's frequency and duration; they are
+        offered and selected (they need not be in the database: a capture adds them).
+
+        Returns
+        -------
+        heimdall_lab.planning.Selection or None
+            The selection, or ``None`` when there was none (the reason is shown).
+        """
+        try:
+            near = _parse_near(self.near.value)
+            frequency_hz = float(self.frequency_khz.value) * 1e3
+            duration_s = float(self.duration_s.value)
+            validate_capture_request(frequency_hz, duration_s)
+            source = self.directory_text.value.strip() or DATABASE
+            entries = (
+                db.directory_entries(self.engine)
+                if source == DATABASE
+                else list(directory.load(source))
+            )
+            chosen = planning.select(
+                entries,
+                frequency_hz,
+                near=near,
+                count=int(self.count.value),
+                duration_s=duration_s,
+            )
+        except HeimdallError as exc:
+            self._show_error(f"cannot choose receivers: {exc}")
+            return None
+        except Exception as exc:
+            log.exception("capture form: choosing receivers failed")
+            self._show_error(f"cannot choose receivers ({type(exc).__name__}): {exc}")
+            return None
+        self._show_error("")
+        self.use_selection(chosen)
+        return chosen
+
+    def use_selection(self, selection: planning.Selection) -> None:
+        """Offer and select the receivers of a selection.
+
+        Parameters
+        ----------
+        selection : heimdall_lab.planning.Selection
+            What :func:`heimdall_lab.planning.select` chose.
+        """
+        self.last_selection = selection
+        self._chosen = {e.name: e.receiver() for e in selection.entries}
+        others = [n for n in self.receivers_select.options if n not in self._chosen]
+        self.receivers_select.options = [*self._chosen, *others]
+        self.receivers_select.value = tuple(self._chosen)
+        warnings = "".join(f"<br><i>warning:</i> {html.escape(w)}" for w in selection.warnings)
+        self.plan_html.value = (
+            f"Chose {len(self._chosen)} of {len(selection.candidates)} candidates: "
+            f"{html.escape(', '.join(self._chosen))}; predicted median error "
+            f"{selection.predicted_error_km:.2g} km, largest azimuth gap "
+            f"{selection.azimuth_gap_deg:.0f}°{warnings}"
+        )
 
     def close(self) -> None:
         """Close the widgets, and dispose of the engine if the form created it."""
@@ -316,6 +491,11 @@ class CaptureForm:
             self.seed,
             self.fast,
             self.capture_button,
+            self.near,
+            self.count,
+            self.directory_text,
+            self.choose_button,
+            self.plan_html,
             self.error_html,
             self.stage_label,
             self.overall_progress,
@@ -447,12 +627,19 @@ class CaptureForm:
         if options is None:
             return contextlib.nullcontext()
         known = {r.name: r for r in db.list_receivers(self.engine, active_only=True)}
+        known.update(self._chosen)
         unknown = [n for n in request["receivers"] if n not in known]
         if unknown:
             raise ValidationError(
                 f"unknown or inactive receiver {unknown[0]!r}; active ones: {sorted(known)}"
             )
-        return emulated(receivers=[known[n] for n in request["receivers"]], **options)
+        chosen = [known[n] for n in request["receivers"]]
+        sites = {site.name for site in Scenario.default(seed=options["seed"]).sites}
+        if all(r.name in sites for r in chosen):
+            return emulated(receivers=chosen, **options)
+        # Receivers chosen from a directory: the scenario is made of them, where they are.
+        scenario = Scenario.default(seed=options["seed"], receivers=chosen)
+        return emulated(scenario=scenario, receivers=chosen, realtime=options["realtime"])
 
     def _execute(self, request: dict[str, Any]) -> Capture | None:
         """Run one capture and show what came of it; never raises."""
@@ -465,6 +652,7 @@ class CaptureForm:
                 request["receivers"],
             )
             args = {k: v for k, v in request.items() if k != "emulator"}
+            args["receivers"] = [self._chosen.get(n, n) for n in request["receivers"]]
             with self._emulator(request) as emu:
                 if emu is not None:
                     args.update(emu.capture_options)
@@ -536,18 +724,7 @@ class CaptureForm:
         self.stage_label.value = f"{cap.stage}: {cap.percent:.0f} %"
         self.overall_progress.value = round(cap.percent)
         for name, p in progress.items():
-            self._show_receiver(name, p.state, p.fraction, self._describe(p))
-
-    @staticmethod
-    def _describe(p: Progress) -> str:
-        text = p.state
-        if p.expected:
-            text += f", {p.received}/{p.expected} samples"
-        if p.attempt > 1:
-            text += f" (attempt {p.attempt})"
-        if p.message:
-            text += f": {p.message}"
-        return text
+            self._show_receiver(name, p.state, p.fraction, _progress_text(p))
 
     def _show_receiver(self, name: str, state: str, fraction: float, text: str) -> None:
         bar = self.receiver_bars.get(name)
@@ -569,11 +746,7 @@ class CaptureForm:
                 state = _STATUS_STATE.get(str(row["status"]), "failed")
                 self._show_receiver(name, state, 1.0 if state == "done" else 0.0, state)
         self.summary_html.value = self._summary(cap)
-        self.results_html.value = (
-            status.to_html(float_format=lambda v: f"{v:.4g}", border=0, na_rep="")
-            if not status.empty
-            else ""
-        )
+        self.results_html.value = status_html(status)
         if cap.errors:
             self._show_error(f"capture {cap.capture_id} {cap.stage}:\n{cap.error}")
         elif cap.warnings:
