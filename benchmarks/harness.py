@@ -52,6 +52,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import uuid
@@ -2044,6 +2045,67 @@ def goals(results: Mapping[str, Any]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- plots
 
 
+def _wrapped(labels: Any, width: int = 34) -> list[str]:
+    return [textwrap.fill(str(label), width) for label in labels]
+
+
+def throughput_figure(tables: Mapping[str, pd.DataFrame]) -> Any:
+    """The throughput figure: fetch, processing, IQ upload and inserts against baselines.
+
+    Parameters
+    ----------
+    tables : mapping
+        :func:`summaries` output (the tables of the report).
+
+    Returns
+    -------
+    matplotlib.figure.Figure or None
+        Horizontal bars with wrapped labels, one panel per part measured; None when none was.
+    """
+    from matplotlib.figure import Figure
+
+    parts = [k for k in ("fetch", "processing", "store", "db") if k in tables]
+    if not parts:
+        return None
+    fig = Figure(figsize=(14, 10.5), layout="constrained")
+    axes = fig.subplots(2, 2, height_ratios=[1, 1.4]).ravel()
+    for ax in axes[len(parts) :]:
+        ax.set_visible(False)
+    for ax, key in zip(axes, parts, strict=False):
+        t = tables[key]
+        if key == "fetch":
+            rt = t[t["realtime"]]
+            ax.barh(_wrapped(rt.index), rt["median_wall_s"], color="C0")
+            ax.set_xlabel("wall seconds (median)")
+            ax.set_title("acquisition in real time: N receivers vs 1")
+        elif key == "processing":
+            ax.barh(_wrapped(t.index), t["median_ms_per_receiver"], color="C1")
+            ax.axvline(PROCESSING_GOAL_S * 1e3, color="g", ls="--", label="goal 5 ms")
+            ax.axvline(BUDGET_S * 1e3, color="r", ls="--", label="budget 500 ms")
+            ax.set_xscale("log")
+            ax.set_xlabel("ms per receiver (median)")
+            ax.set_title("processing, 10 s at 12 kHz")
+            ax.legend(fontsize=8, loc="lower right")
+        elif key == "store":
+            if "op" in t.index.names:
+                t = t.xs("emulated capture", level="data")
+                t = t[~t.index.get_level_values("method").str.contains("small objects")]
+            labels = [" / ".join(str(k) for k in key[:-1]) + f": {key[-1]}" for key in t.index]
+            ax.barh(_wrapped(labels, 44), t["median_mb_per_s"], color="C2")
+            ax.set_xscale("log")
+            ax.set_xlabel("MB/s of IQ (median)")
+            ax.set_title("IQ store: zarr vs np.save + put (emulated capture)")
+        else:
+            ax.barh(_wrapped(t.index), t["median_rows_per_s"], color="C3")
+            ax.set_xscale("log")
+            ax.set_xlabel("rows/s (median)")
+            ax.set_title("measurement inserts: COPY vs other ways")
+        ax.tick_params(axis="y", labelsize=8)
+        ax.invert_yaxis()  # first row on top, as in the report's tables
+        ax.grid(axis="x", alpha=0.3, which="both")
+    return fig
+
+
 def figures(results: Mapping[str, Any]) -> dict[str, Any]:
     """The report's plots, as matplotlib figures (not drawn on any screen).
 
@@ -2098,45 +2160,8 @@ def figures(results: Mapping[str, Any]) -> dict[str, Any]:
         ax2.set_title("overhead against receivers")
         ax2.legend(fontsize=8)
         figs["end_to_end"] = fig
-    parts = [k for k in ("fetch", "processing", "store", "db") if k in tables]
-    if parts:
-        fig = Figure(figsize=(11, 7.5), layout="constrained")
-        axes = fig.subplots(2, 2).ravel()
-        for ax in axes[len(parts) :]:
-            ax.set_visible(False)
-        for ax, key in zip(axes, parts, strict=False):
-            t = tables[key]
-            if key == "fetch":
-                rt = t[t["realtime"]]
-                ax.bar([str(i) for i in rt.index], rt["median_wall_s"], color="C0")
-                ax.set_ylabel("wall seconds (median)")
-                ax.set_title("acquisition in real time: N receivers vs 1")
-                ax.tick_params(axis="x", labelsize=8)
-            elif key == "processing":
-                ax.barh([str(i) for i in t.index], t["median_ms_per_receiver"], color="C1")
-                ax.axvline(PROCESSING_GOAL_S * 1e3, color="g", ls="--", label="goal 5 ms")
-                ax.axvline(BUDGET_S * 1e3, color="r", ls="--", label="budget 500 ms")
-                ax.set_xscale("log")
-                ax.set_xlabel("ms per receiver (median)")
-                ax.set_title("processing, 10 s at 12 kHz")
-                ax.tick_params(axis="y", labelsize=7)
-                ax.legend(fontsize=8)
-            elif key == "store":
-                if "op" in t.index.names:
-                    t = t.xs("emulated capture", level="data")
-                    t = t[~t.index.get_level_values("method").str.contains("small objects")]
-                labels = [" / ".join(str(k) for k in key[:-1]) + f"\n{key[-1]}" for key in t.index]
-                ax.barh(labels, t["median_mb_per_s"], color="C2")
-                ax.set_xscale("log")
-                ax.set_xlabel("MB/s of IQ (median)")
-                ax.set_title("IQ store: zarr vs np.save + put")
-                ax.tick_params(axis="y", labelsize=7)
-            else:
-                labels = [str(i).replace(" (", "\n(") for i in t.index]
-                ax.bar(labels, t["median_rows_per_s"], color="C3")
-                ax.set_yscale("log")
-                ax.set_ylabel("rows/s (median)")
-                ax.set_title("measurement inserts: COPY vs other ways")
+    fig = throughput_figure(tables)
+    if fig is not None:
         figs["throughput"] = fig
     if "batch" in tables or "batch_memory" in tables:
         fig = Figure(figsize=(11, 4.2), layout="constrained")
