@@ -30,6 +30,8 @@ from support import make_home
 
 from heimdall_lab import db
 from heimdall_lab.errors import DatabaseError, ValidationError
+from heimdall_lab.geo import great_circle_m
+from heimdall_lab.localize import Localization, ReceiverTiming, solve_tdoa
 from heimdall_lab.measurement import MEASUREMENT_TYPES
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
 from heimdall_lab.urls import mask_url
@@ -675,40 +677,175 @@ def test_url_from_environment_and_masking(monkeypatch, embedded: db.EmbeddedServ
     assert "s3cret" not in str(info.value)
 
 
-def test_localizations_round_trip(embedded_engine: Engine) -> None:
-    capture_id = db.create_capture(embedded_engine, 77_500.0, 30.0)
-    result = {"pairs": [{"a": "DF0KL", "b": "F1JEK", "delay_us": 12.5, "quality": float("nan")}]}
-    row_id = db.write_localization(
-        embedded_engine,
-        source=f"capture {capture_id}",
-        method="tdoa",
-        latitude=50.01,
-        longitude=9.02,
-        n_receivers=3,
-        capture_id=capture_id,
-        semi_major_km=4.2,
-        semi_minor_km=1.1,
-        orientation_deg=30.0,
-        n_pairs=3,
-        result=result,
+# ----------------------------------------------------------------------------- filtered reads
+
+
+def unique_frequency() -> float:
+    """A centre frequency no other test uses, so a frequency filter isolates this test's rows."""
+    return 23_456_000.0 + 10.0 * int(np.random.default_rng().integers(0, 100_000))
+
+
+def test_list_captures_filters_in_sql(backend: tuple[str, Engine], caplog) -> None:
+    _, engine = backend
+    f = unique_frequency()
+    march, june = pd.Timestamp("2031-03-01T12:00Z"), pd.Timestamp("2031-06-01T12:00Z")
+
+    def make(freq, start, receivers, status="done"):
+        return db.create_capture(
+            engine,
+            freq,
+            10.0,
+            start_time=start,
+            parameters={"receivers": receivers},
+            status=status,
+        )
+
+    a = make(f, march, ["DK0TE"])
+    b = make(f + 0.3, june, ["OE3AKB", "Purmerend"])  # within the tolerance
+    c = make(f - 0.5, june, [], status="failed")  # on the tolerance's edge
+    other = make(f + 0.6, march, ["DK0TE"])  # just outside it
+    # a capture that did not ask for its receivers by name, but has measurements from one
+    d = db.create_capture(engine, f, 10.0, start_time=june, status="partial")
+    rows = make_rows(14, seed=5, t0="2031-06-01T12:00:00Z")
+    assert db.write_measurements(engine, d, rows[rows.receiver == "Hasenberg03"]) == 2
+
+    def ids(**filters) -> set[str]:
+        frame = db.list_captures(engine, limit=None, **filters)
+        assert frame.attrs["truncated"] is False
+        return set(frame["id"])
+
+    assert ids(frequency_hz=f) == {a, b, c, d}
+    assert ids(frequency_hz=f + 0.6) == {other, b}  # f + 0.3 is within 0.5 Hz of it
+    assert ids(frequency_hz=np.float64(f + 0.25)) == {a, b, d, other}
+    assert ids(frequency_hz=f + 1000) == set()
+    # time range on the start: [start, end)
+    assert ids(frequency_hz=f, end=june) == {a}
+    assert ids(frequency_hz=f, start=june) == {b, c, d}
+    assert ids(frequency_hz=f, start="2031-02-01", end="2031-04-01") == {a}
+    assert ids(frequency_hz=f, start=june, end=june) == set()
+    alone = ids(start="2031-05-31", end="2031-06-02")
+    assert {b, c, d} <= alone and not {a, other} & alone
+    # receivers: asked for by name, or measured
+    assert ids(frequency_hz=f, receivers="DK0TE") == {a}
+    assert ids(frequency_hz=f, receivers=["Purmerend", "DK0TE"]) == {a, b}
+    assert ids(frequency_hz=f, receivers=["Hasenberg03"]) == {d}
+    assert ids(frequency_hz=f, receivers=["F4JOY"]) == set()
+    assert ids(frequency_hz=f, receivers=[]) == set()
+    # status, and everything at once
+    assert ids(frequency_hz=f, status="failed") == {c}
+    assert ids(frequency_hz=f, status=["done", "partial"]) == {a, b, d}
+    assert ids(frequency_hz=f, start=june, receivers=["OE3AKB", "Hasenberg03"]) == {b, d}
+
+    # the limit: said when it cuts the answer short, and only then
+    caplog.set_level(logging.WARNING, logger="heimdall_lab.db")
+    full = db.list_captures(engine, frequency_hz=f, limit=4)
+    assert len(full) == 4 and full.attrs["truncated"] is False
+    assert "more than" not in caplog.text
+    cut = db.list_captures(engine, frequency_hz=f, limit=3)
+    assert len(cut) == 3 and cut.attrs["truncated"] is True
+    assert set(cut["id"]) < {a, b, c, d}
+    assert cut["created_at"].is_monotonic_decreasing  # the newest
+    assert "more than 3 captures match" in caplog.text
+
+    with pytest.raises(ValidationError, match="frequency"):
+        db.list_captures(engine, frequency_hz=-1.0)
+    with pytest.raises(ValidationError, match="status"):
+        db.list_captures(engine, status="exploded")
+    with pytest.raises(ValidationError, match="limit"):
+        db.list_captures(engine, limit=0)
+
+
+def test_measurement_reads_filter_frequency_in_sql(backend: tuple[str, Engine]) -> None:
+    _, engine = backend
+    f = unique_frequency()
+    near = db.create_capture(engine, f, 10.0)
+    far = db.create_capture(engine, f + 100.0, 10.0)
+    rows = make_rows(70, seed=9, t0="2031-09-01T00:00:00Z")
+    # per-row frequencies: the capture's, within the tolerance, on its edge, just outside
+    rows["frequency_hz"] = np.array([f, f + 0.3, f - 0.5, f + 0.7, f - 0.6])[np.arange(70) % 5]
+    assert db.write_measurements(engine, near, rows) == 70
+    assert db.write_measurements(engine, far, rows.assign(frequency_hz=f + 100.0)) == 70
+    inside = rows[(rows["frequency_hz"] - f).abs() <= db.FREQUENCY_TOLERANCE_HZ]
+    assert len(inside) == 42
+
+    got = db.query_measurements(engine, frequency_hz=f, include_psd=False)
+    assert set(got["capture_id"]) == {near}
+    assert sorted(got["timestamp_utc"]) == sorted(inside["timestamp_utc"])
+    assert (got["frequency_hz"] - f).abs().max() <= 0.5
+    assert len(db.query_measurements(engine, frequency_hz=f + 100.0, include_psd=False)) == 70
+    assert db.query_measurements(engine, frequency_hz=f + 50.0).empty
+    both = db.query_measurements(engine, frequency_hz=f, receivers="DK0TE", include_psd=False)
+    assert set(both["receiver"]) == {"DK0TE"}
+    assert len(both) == int((inside["receiver"] == "DK0TE").sum()) > 0
+
+    got_b = db.bucketed_measurements(engine, 1, frequency_hz=f)
+    assert_buckets_equal(got_b, pandas_buckets(inside, 1))
+    assert db.bucketed_measurements(engine, 1, frequency_hz=f + 100.0)["count"].sum() == 70
+    assert db.bucketed_measurements(engine, 1, frequency_hz=f + 50.0).empty
+    with pytest.raises(ValidationError, match="frequency"):
+        db.query_measurements(engine, frequency_hz=float("nan"))
+    with pytest.raises(ValidationError, match="frequency"):
+        db.bucketed_measurements(engine, 1, frequency_hz=0)
+
+
+def test_write_localization_maps_a_result(backend: tuple[str, Engine]) -> None:
+    _, engine = backend
+    sites = {"F4JOY": (43.5, 1.4), "Purmerend": (52.5, 4.8), "OE3AKB": (48.2, 16.3)}
+    names = list(sites)
+    tx = (50.0, 8.5)
+    dist = {n: great_circle_m(*tx, *sites[n]) / 299_792_458.0 for n in names}
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    result = solve_tdoa(
+        [sites[n][0] for n in names],
+        [sites[n][1] for n in names],
+        pairs,
+        [dist[names[i]] - dist[names[j]] for i, j in pairs],
+        1e-6,
+        names=names,
     )
-    table = db.list_localizations(embedded_engine, capture_id)
+    result.pairs[2].used = False
+    result.pairs[2].reason = HOSTILE
+    capture_id = db.create_capture(engine, 77_500.0, 30.0)
+
+    row_id = db.write_localization(engine, result, capture_id=capture_id)
+    table = db.list_localizations(engine, capture_id)
     assert table.id.tolist() == [row_id]
     row = table.iloc[0]
-    assert (row.latitude, row.longitude, row.semi_major_km) == (50.01, 9.02, 4.2)
-    assert row.result["pairs"][0]["delay_us"] == 12.5
-    assert row.result["pairs"][0]["quality"] is None  # NaN has no JSON form
+    assert row.source == f"capture {capture_id}" and row.capture_id == capture_id
+    assert (row.method, row.latitude, row.longitude) == ("tdoa", result.latitude, result.longitude)
+    assert (row.semi_major_km, row.semi_minor_km, row.orientation_deg) == (
+        result.semi_major_km,
+        result.semi_minor_km,
+        result.orientation_deg,
+    )
+    assert (row.n_receivers, row.n_pairs) == (3, 2)
+    assert row.result == result.to_dict()
+    assert row.result["pairs"][2]["reason"] == HOSTILE
+
+    # from files: no capture row, the source named, NaN uncertainty as NULL; RSSI has no pairs
+    rssi = Localization(
+        48.0,
+        9.0,
+        kind="rssi",
+        method="centroid",
+        receivers=[ReceiverTiming(n, *sites[n], used=True) for n in names],
+        capture_id="recordings:F4JOY,Purmerend,OE3AKB",
+    )
+    files_id = db.write_localization(engine, rssi, source="a.wav, b.wav, c.wav")
+    stored = db.list_localizations(engine).set_index("id").loc[files_id]
+    assert stored.source == "a.wav, b.wav, c.wav" and pd.isna(stored.capture_id)
+    assert stored.method == "rssi" and stored.n_receivers == 3
+    assert pd.isna(stored.n_pairs) and pd.isna(stored.semi_major_km)
+    default_id = db.write_localization(engine, rssi)
+    assert db.list_localizations(engine).set_index("id").loc[default_id].source == (
+        "recordings:F4JOY,Purmerend,OE3AKB"
+    )
+
     with pytest.raises(ValidationError, match="method"):
-        db.write_localization(
-            embedded_engine, source="x", method="magic", latitude=0, longitude=0, n_receivers=3
-        )
+        db.write_localization(engine, replace(rssi, kind="magic"))
     with pytest.raises(ValidationError, match="not stored"):
-        db.write_localization(
-            embedded_engine,
-            source="x",
-            method="rssi",
-            latitude=0,
-            longitude=0,
-            n_receivers=3,
-            capture_id=uuid.uuid4().hex,
-        )
+        db.write_localization(engine, result, capture_id=uuid.uuid4().hex)
+    with pytest.raises(ValidationError, match="source"):
+        db.write_localization(engine, replace(rssi, capture_id=""))
+    with pytest.raises(ValidationError, match="not stored"):  # no receiver used
+        db.write_localization(engine, replace(rssi, receivers=[]), source="x")

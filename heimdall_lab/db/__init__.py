@@ -21,6 +21,12 @@ Writing
     then ``INSERT ... ON CONFLICT DO NOTHING``, so writing the same rows twice leaves one copy.
     Servers without ``COPY FROM STDIN`` (PGlite) get multi-row ``INSERT`` statements instead.
 
+Reading
+    :func:`list_captures`, :func:`query_measurements` and :func:`bucketed_measurements` filter
+    in SQL; a frequency matches within :data:`FREQUENCY_TOLERANCE_HZ` (0.5 Hz) of the one
+    asked for. :func:`list_captures` says when its limit cut the answer short (a warning and
+    ``frame.attrs["truncated"]``).
+
 Every statement is parameterised; credentials come only from the environment (or, for the
 embedded server, from a generated password kept in ``<data home>/pg.secret``), and URLs are
 logged with the password masked.
@@ -52,7 +58,12 @@ from heimdall_lab.db.engine import (
     get_engine,
     session,
 )
-from heimdall_lab.db.localizations import list_localizations, write_localization
+from heimdall_lab.db.filters import FREQUENCY_TOLERANCE_HZ
+from heimdall_lab.db.localizations import (
+    LocalizationLike,
+    list_localizations,
+    write_localization,
+)
 from heimdall_lab.db.measurements import (
     bucketed_measurements,
     measurements_between,
@@ -81,6 +92,7 @@ from heimdall_lab.home import HOME_ENV
 
 __all__ = [
     "CAPTURE_STATUSES",
+    "FREQUENCY_TOLERANCE_HZ",
     "HEARTBEAT_S",
     "HOME_ENV",
     "MEASUREMENT_COLUMNS",
@@ -90,6 +102,7 @@ __all__ = [
     "CaptureRecord",
     "DirectoryImport",
     "EmbeddedServer",
+    "LocalizationLike",
     "StaleCapture",
     "activate_only",
     "activate_selection",

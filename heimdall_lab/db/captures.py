@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from heimdall_lab.db.filters import frequency_clause, receiver_names
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.ids import check_capture_id, new_capture_id
 from heimdall_lab.values import positive, to_json
@@ -265,32 +266,99 @@ def get_capture(engine: Engine, capture_id: str) -> CaptureRecord | None:
     return CaptureRecord(**rec)
 
 
-def list_captures(engine: Engine, limit: int = 100) -> pd.DataFrame:
-    """The most recent captures, newest first.
+def list_captures(
+    engine: Engine,
+    *,
+    frequency_hz: float | None = None,
+    start: datetime | pd.Timestamp | str | None = None,
+    end: datetime | pd.Timestamp | str | None = None,
+    receivers: str | Sequence[str] | None = None,
+    status: str | Sequence[str] | None = None,
+    limit: int | None = 100,
+) -> pd.DataFrame:
+    """Captures matching all the given filters, newest first (by ``created_at``).
+
+    Every filter is applied in the database, before the limit.
 
     Parameters
     ----------
     engine : sqlalchemy.engine.Engine
         The database.
-    limit : int, default 100
-        At most this many.
+    frequency_hz : float, optional
+        Only captures whose centre frequency is within
+        :data:`~heimdall_lab.db.filters.FREQUENCY_TOLERANCE_HZ` (0.5 Hz) of this.
+    start, end : datetime-like, optional
+        Only captures that started at ``start <= start_time < end`` (naive means UTC). A
+        capture without a start time (not yet started) matches neither bound.
+    receivers : str or sequence of str, optional
+        Only captures that include any of these receivers (names): that asked for one of
+        them (the ``receivers`` list of their parameters) or have measurements from one.
+    status : str or sequence of str, optional
+        Only captures in these stages (:data:`CAPTURE_STATUSES`).
+    limit : int or None, default 100
+        At most this many; None for all. When more match, the newest ``limit`` are
+        returned, a warning is logged and ``frame.attrs["truncated"]`` is True (it is
+        False otherwise).
 
     Returns
     -------
     pandas.DataFrame
         One row per capture, the columns of :class:`CaptureRecord`.
+
+    Raises
+    ------
+    ValidationError
+        For a bad frequency, status or limit.
     """
-    with engine.connect() as conn:
-        result = conn.execute(
-            sa.text(
-                f"SELECT {', '.join(_CAPTURE_COLUMNS)} FROM captures "
-                "ORDER BY created_at DESC, id LIMIT :n"
-            ),
-            {"n": int(limit)},
+    if limit is not None:
+        limit = positive(limit, "limit", whole=True)
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if frequency_hz is not None:
+        clause, values = frequency_clause("c.frequency_hz", frequency_hz)
+        clauses.append(clause)
+        params.update(values)
+    if start is not None:
+        clauses.append("c.start_time >= :start")
+        params["start"] = _utc(start).to_pydatetime()
+    if end is not None:
+        clauses.append("c.start_time < :end")
+        params["end"] = _utc(end).to_pydatetime()
+    if receivers is not None:
+        clauses.append(
+            "((jsonb_typeof(c.parameters -> 'receivers') = 'array' "
+            "AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(c.parameters -> 'receivers') r "
+            "WHERE r = ANY(:names))) "
+            "OR EXISTS (SELECT 1 FROM measurements m JOIN websdrs w ON w.id = m.websdr_id "
+            "WHERE m.capture_id = c.id AND w.name = ANY(:names)))"
         )
-        df = pd.DataFrame(result.fetchall(), columns=_CAPTURE_COLUMNS)
+        params["names"] = receiver_names(receivers)
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        clauses.append("c.status = ANY(:statuses)")
+        params["statuses"] = [_check_status(s) for s in statuses]
+    where = ("WHERE " + " AND ".join(clauses) + " ") if clauses else ""
+    if limit is not None:
+        params["n"] = limit + 1  # one more than asked for tells whether there are more
+    columns = ", ".join(f"c.{c}" for c in _CAPTURE_COLUMNS)
+    sql = f"SELECT {columns} FROM captures c {where}ORDER BY c.created_at DESC, c.id" + (
+        " LIMIT :n" if limit is not None else ""
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(sql), params).fetchall()
+    truncated = limit is not None and len(rows) > limit
+    if truncated:
+        rows = rows[:limit]
+        log.warning(
+            "list_captures: more than %d captures match; returning the newest %d "
+            "(narrow the filters or raise limit)",
+            limit,
+            limit,
+        )
+    df = pd.DataFrame(rows, columns=_CAPTURE_COLUMNS)
     for col in ("start_time", "created_at", "updated_at", "heartbeat_at"):
         df[col] = pd.to_datetime(df[col], utc=True)
+    df.attrs["truncated"] = truncated
     return df
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import pandas as pd
 import sqlalchemy as sa
@@ -19,43 +19,64 @@ from heimdall_lab.values import finite_or_none, to_json
 log = logging.getLogger(__name__)
 
 
+class LocalizationLike(Protocol):
+    """What :func:`write_localization` reads of a result.
+
+    :class:`heimdall_lab.localize.Localization` has all of it. The database layer sits
+    below ``localize`` (see the layers in ``pyproject.toml``) and does not import it, so
+    any object with these attributes will do.
+    """
+
+    latitude: float
+    longitude: float
+    kind: str
+    semi_major_km: float
+    semi_minor_km: float
+    orientation_deg: float
+    capture_id: str
+
+    @property
+    def used_receivers(self) -> list[str]:
+        """Names of the receivers that took part."""
+        ...
+
+    @property
+    def used_pairs(self) -> Sequence[Any]:
+        """The receiver pairs that entered the fit (none for RSSI)."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole result as JSON-able values."""
+        ...
+
+
 def write_localization(
     engine: Engine,
+    result: LocalizationLike,
     *,
-    source: str,
-    method: str,
-    latitude: float,
-    longitude: float,
-    n_receivers: int,
+    source: str | None = None,
     capture_id: str | None = None,
-    semi_major_km: float | None = None,
-    semi_minor_km: float | None = None,
-    orientation_deg: float | None = None,
-    n_pairs: int | None = None,
-    result: Mapping[str, Any] | None = None,
 ) -> int:
     """Record a transmitter position estimate.
+
+    The row's columns come from the result: ``method`` from ``result.kind`` (``"tdoa"`` or
+    ``"rssi"``), the position, the uncertainty ellipse (NaN stored as NULL),
+    ``n_receivers`` (receivers used), ``n_pairs`` (pairs used; NULL for RSSI, which has
+    none) and ``result`` (``result.to_dict()``, the whole result as JSON).
 
     Parameters
     ----------
     engine : sqlalchemy.engine.Engine
         The database.
-    source : str
-        What was located (``capture <id>`` or the files).
-    method : {"tdoa", "rssi"}
-        How.
-    latitude, longitude : float
-        The estimate, degrees.
-    n_receivers : int
-        Receivers used.
+    result : heimdall_lab.localize.Localization
+        The estimate, or any object with the attributes of :class:`LocalizationLike`.
+    source : str, optional
+        What was located. Default: ``"capture <capture_id>"`` when ``capture_id`` is given,
+        else the result's own ``capture_id`` (``"recordings:<names>"`` for files).
     capture_id : str, optional
-        The capture located, if it is in the database.
-    semi_major_km, semi_minor_km, orientation_deg : float, optional
-        The 1-sigma uncertainty ellipse.
-    n_pairs : int, optional
-        Receiver pairs used (TDoA).
-    result : mapping, optional
-        The whole result, as JSON.
+        The capture located, when it is in this database (the row then refers to it). The
+        result's own ``capture_id`` is not used for this: a result located from files or
+        from a store not recorded here carries one that the table cannot refer to.
 
     Returns
     -------
@@ -65,8 +86,47 @@ def write_localization(
     Raises
     ------
     ValidationError
-        Bad values (an unknown method, a position off the Earth, an unknown capture).
+        Bad values (an unknown method, a position off the Earth, no receiver used, an
+        unknown capture), or no ``source`` given and none to be had from the result.
     """
+    if source is None:
+        own = str(getattr(result, "capture_id", "") or "")
+        source = f"capture {capture_id}" if capture_id is not None else own
+    if not source:
+        raise ValidationError("write_localization needs a source: the result has no capture id")
+    kind = result.kind
+    return _insert(
+        engine,
+        capture_id=capture_id,
+        source=source,
+        method=kind,
+        latitude=result.latitude,
+        longitude=result.longitude,
+        semi_major_km=result.semi_major_km,
+        semi_minor_km=result.semi_minor_km,
+        orientation_deg=result.orientation_deg,
+        n_receivers=len(result.used_receivers),
+        n_pairs=len(result.used_pairs) if kind == "tdoa" else None,
+        result=result.to_dict(),
+    )
+
+
+def _insert(
+    engine: Engine,
+    *,
+    capture_id: str | None,
+    source: str,
+    method: str,
+    latitude: float,
+    longitude: float,
+    semi_major_km: float | None,
+    semi_minor_km: float | None,
+    orientation_deg: float | None,
+    n_receivers: int,
+    n_pairs: int | None,
+    result: Mapping[str, Any],
+) -> int:
+    """One ``localizations`` row, its values checked; the new row's id."""
     if method not in ("tdoa", "rssi"):
         raise ValidationError(f"method must be 'tdoa' or 'rssi', got {method!r}")
     geo.check_position(latitude, longitude, "localization")
@@ -74,7 +134,7 @@ def write_localization(
         check_capture_id(capture_id)
     values = {
         "capture_id": capture_id,
-        "source": source,
+        "source": str(source),
         "method": method,
         "latitude": float(latitude),
         "longitude": float(longitude),
@@ -82,8 +142,8 @@ def write_localization(
         "semi_minor_km": finite_or_none(semi_minor_km),
         "orientation_deg": finite_or_none(orientation_deg),
         "n_receivers": int(n_receivers),
-        "n_pairs": n_pairs,
-        "result": to_json(result or {}, "result"),
+        "n_pairs": None if n_pairs is None else int(n_pairs),
+        "result": to_json(result, "result"),
     }
     columns = ", ".join(values)
     placeholders = ", ".join("CAST(:result AS jsonb)" if k == "result" else f":{k}" for k in values)

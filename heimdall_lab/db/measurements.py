@@ -20,6 +20,7 @@ from heimdall_lab.db.captures import _utc
 from heimdall_lab.db.columns import _MEASUREMENT_TYPES, _Columns, _prepare
 from heimdall_lab.db.copy import _CopyStream
 from heimdall_lab.db.engine import _info
+from heimdall_lab.db.filters import frequency_clause, receiver_names
 from heimdall_lab.db.migrations import is_timescale
 from heimdall_lab.db.receivers import _receiver_ids
 from heimdall_lab.errors import DatabaseError, ValidationError, first_line
@@ -288,6 +289,7 @@ def query_measurements(
     start: datetime | pd.Timestamp | str | None = None,
     end: datetime | pd.Timestamp | str | None = None,
     include_psd: bool = True,
+    frequency_hz: float | None = None,
 ) -> pd.DataFrame:
     """Measurements matching all the given filters, by time then receiver.
 
@@ -303,14 +305,22 @@ def query_measurements(
         Only ``start <= timestamp_utc < end`` (naive means UTC).
     include_psd : bool, default True
         Fetch the ``psd`` arrays (float32 numpy arrays; None where NULL).
+    frequency_hz : float, optional
+        Only rows whose ``frequency_hz`` is within
+        :data:`~heimdall_lab.db.filters.FREQUENCY_TOLERANCE_HZ` (0.5 Hz) of this.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``capture_id``, ``receiver``, ``timestamp_utc`` (UTC), the measurement
         columns (NULL as NaN / None / <NA>) and ``metadata`` (dicts).
+
+    Raises
+    ------
+    ValidationError
+        For a bad frequency.
     """
-    where, params = _filters(capture_id, receivers, start, end)
+    where, params = _filters(capture_id, receivers, start, end, frequency_hz)
     cols = [c for c in _READ_COLUMNS if include_psd or c != "psd"]
     select = ", ".join(
         "array_to_string(m.psd, ',') AS psd, cardinality(m.psd) AS psd_len"
@@ -361,6 +371,7 @@ def _filters(
     receivers: str | Sequence[str] | None,
     start: datetime | pd.Timestamp | str | None,
     end: datetime | pd.Timestamp | str | None,
+    frequency_hz: float | None = None,
 ) -> tuple[str, dict[str, Any]]:
     clauses: list[str] = []
     params: dict[str, Any] = {}
@@ -368,15 +379,18 @@ def _filters(
         clauses.append("m.capture_id = :capture_id")
         params["capture_id"] = capture_id
     if receivers is not None:
-        names = [receivers] if isinstance(receivers, str) else list(receivers)
         clauses.append("w.name = ANY(:names)")
-        params["names"] = names
+        params["names"] = receiver_names(receivers)
     if start is not None:
         clauses.append("m.timestamp_utc >= :start")
         params["start"] = _utc(start).to_pydatetime()
     if end is not None:
         clauses.append("m.timestamp_utc < :end")
         params["end"] = _utc(end).to_pydatetime()
+    if frequency_hz is not None:
+        clause, values = frequency_clause("m.frequency_hz", frequency_hz)
+        clauses.append(clause)
+        params.update(values)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -491,6 +505,7 @@ def bucketed_measurements(
     end: datetime | pd.Timestamp | str | None = None,
     capture_id: str | None = None,
     receivers: str | Sequence[str] | None = None,
+    frequency_hz: float | None = None,
 ) -> pd.DataFrame:
     """Per-receiver aggregates over time buckets: count, SNR and frequency offset statistics.
 
@@ -510,6 +525,9 @@ def bucketed_measurements(
         Only this capture.
     receivers : str or sequence of str, optional
         Only these receivers.
+    frequency_hz : float, optional
+        Only rows whose ``frequency_hz`` is within
+        :data:`~heimdall_lab.db.filters.FREQUENCY_TOLERANCE_HZ` (0.5 Hz) of this.
 
     Returns
     -------
@@ -523,10 +541,11 @@ def bucketed_measurements(
     Raises
     ------
     ValidationError
-        If ``bucket`` is not a positive whole number of microseconds.
+        If ``bucket`` is not a positive whole number of microseconds, or the frequency is
+        bad.
     """
     seconds = _bucket_seconds(bucket)
-    where, params = _filters(capture_id, receivers, start, end)
+    where, params = _filters(capture_id, receivers, start, end, frequency_hz)
     params["bucket_s"] = seconds
     params["origin"] = _utc(_BUCKET_ORIGIN).to_pydatetime()
     width = "make_interval(secs => :bucket_s)"
