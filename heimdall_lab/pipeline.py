@@ -33,7 +33,13 @@ from sqlalchemy.engine import Engine
 from heimdall_lab import db, spool
 from heimdall_lab.errors import DatabaseError, HeimdallError, StorageError, ValidationError
 from heimdall_lab.ids import check_capture_id, new_capture_id
-from heimdall_lab.kiwi.acquire import Acquisition, Progress, acquire, validate_request
+from heimdall_lab.kiwi.acquire import (
+    Acquisition,
+    Progress,
+    TqdmProgress,
+    acquire,
+    validate_request,
+)
 from heimdall_lab.kiwi.client import StreamSettings
 from heimdall_lab.processing import capture_metrics, measurement_rows
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver, validate_capture_request
@@ -212,11 +218,16 @@ class _Recorder:
     """
 
     def __init__(
-        self, cap: Capture, engine: Engine | None, on_progress: ProgressCallback | None
+        self,
+        cap: Capture,
+        engine: Engine | None,
+        on_progress: ProgressCallback | None,
+        bars: TqdmProgress | None = None,
     ) -> None:
         self.cap = cap
         self.engine = engine
         self.on_progress = on_progress
+        self.bars = bars
         self.db_down = engine is None
         self._last_db = 0.0
         self._lock = threading.Lock()
@@ -303,6 +314,8 @@ class _Recorder:
     def receiver(self, p: Progress) -> None:
         cap = self.cap
         cap.receiver_progress[p.receiver] = p
+        if self.bars is not None:
+            self.bars(p)
         if cap.stage == "connecting" and p.state == "receiving":
             self.set("receiving")
         fractions = [q.fraction for q in cap.receiver_progress.values()]
@@ -368,6 +381,7 @@ def capture(
     retries: int | None = None,
     gps_reference: datetime | np.datetime64 | str | None = None,
     on_progress: ProgressCallback | None = None,
+    progress: bool = False,
     capture_id: str | None = None,
     home: str | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -406,7 +420,12 @@ def capture(
         timestamps; the wall clock by default (right for live receivers; an emulator
         replaying another time gives its own, see :func:`heimdall_lab.emulate.emulated`).
     on_progress : callable, optional
-        Called with the :class:`Capture` whenever its stage or progress changes.
+        Called with the :class:`Capture` whenever its stage or progress changes (each
+        receiver's latest report is in :attr:`Capture.receiver_progress`).
+    progress : bool, default False
+        Draw one progress bar per receiver while the samples stream
+        (:class:`~heimdall_lab.kiwi.acquire.TqdmProgress`: ipywidgets in Jupyter, text on a
+        terminal's stderr), each complete when its receiver delivered everything.
     capture_id : str, optional
         Identifier to use (see :func:`heimdall_lab.ids.check_capture_id`); a new UUID by
         default.
@@ -480,7 +499,8 @@ def capture(
             "duration_s": float(duration_s),
             "parameters": parameters,
         }
-        rec = _Recorder(cap, engine, on_progress)
+        bars = TqdmProgress([r.name for r in chosen]) if progress else None
+        rec = _Recorder(cap, engine, on_progress, bars)
         if engine is not None:
             try:
                 _register(engine, chosen)
@@ -501,6 +521,8 @@ def capture(
             raise
         finally:
             rec.stop_heartbeat()
+            if bars is not None:
+                bars.close()
         if cap.stage == "cancelled":
             raise KeyboardInterrupt(
                 f"capture {capture_id} cancelled; what was received is kept as incomplete"

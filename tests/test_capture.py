@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import re
 import uuid
 
 import numpy as np
@@ -13,7 +15,7 @@ import sqlalchemy as sa
 from heimdall_lab import db
 from heimdall_lab.emulate import Fault, emulated
 from heimdall_lab.errors import ValidationError
-from heimdall_lab.kiwi.acquire import acquire
+from heimdall_lab.kiwi.acquire import Progress, TqdmProgress, acquire
 from heimdall_lab.pipeline import capture
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, MAX_DURATION_S, Receiver
 from heimdall_lab.store import IQStore
@@ -333,3 +335,50 @@ def test_an_emulated_capture_never_leaves_loopback_addresses_behind(embedded_eng
         assert db.seed_receivers(engine) == len(DEFAULT_RECEIVERS) - 2  # the others still come
     finally:
         engine.dispose()
+
+
+def test_progress_never_reads_past_100_percent():
+    # A real server's last frame ran past the duration: 36352 samples of 36004 asked.
+    p = Progress("Hasenberg03", "done", 36352, 36004)
+    assert p.received == 36004 and p.fraction == 1.0 and p.percent == 100.0
+    assert p.describe() == "done, 36004/36004 samples (100 %)"
+    assert str(p) == "Hasenberg03: done, 36004/36004 samples (100 %)"
+    assert Progress("X", "retrying", 10, 0, attempt=2, message="refused").describe() == (
+        "retrying (attempt 2): refused"
+    )
+    out = io.StringIO()
+    bars = TqdmProgress(["Hasenberg03"], file=out, disable=False, ncols=100)
+    bars(Progress("Hasenberg03", "receiving", 18000, 36004))
+    bars(Progress("Hasenberg03", "done", 36352, 36004))
+    bars.close()
+    text = out.getvalue()
+    assert "36004/36004" in text and "100%" in text and "done" in text
+    assert "36352" not in text
+    assert max(int(n) for n in re.findall(r"(\d+)%", text)) == 100
+
+
+def test_capture_draws_one_bar_per_receiver(embedded_engine, tmp_path, monkeypatch):
+    drawn = []
+
+    def bars(names):  # the bars capture() draws, into a buffer
+        drawn.append(TqdmProgress(names, file=io.StringIO(), disable=False))
+        return drawn[-1]
+
+    monkeypatch.setattr("heimdall_lab.pipeline.TqdmProgress", bars)
+    names = ["Hasenberg03", "DB3TH"]
+    with emulated(seed=2, realtime=False, receivers=names) as emu:
+        cap = capture(
+            FREQ,
+            1.0,
+            engine=embedded_engine,
+            store=str(tmp_path),
+            progress=True,
+            **emu.capture_options,
+        )
+    assert cap.stage == "done", cap.errors
+    (bars,) = drawn
+    assert list(bars._bars) == names
+    for name in names:
+        bar = bars._bars[name]
+        assert bar.n == bar.total == cap.receiver_progress[name].expected
+        assert bar.postfix == "done"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import nbformat
@@ -78,6 +79,7 @@ def test_capture_notebook_under_papermill_stores_the_capture(env, embedded_engin
     text = json.dumps([c.get("outputs", []) for c in executed.cells])
     assert f"capture {capture_id}: done" in text
     assert "image/png" in text  # the PSD, the waterfall and the map were drawn
+    _assert_bars_complete(executed, params["receivers"])
     record = db.get_capture(embedded_engine, capture_id)
     assert record.status == "done"
     assert record.parameters["seed"] == 7 and record.parameters["receivers"] == params["receivers"]
@@ -86,6 +88,32 @@ def test_capture_notebook_under_papermill_stores_the_capture(env, embedded_engin
     ds = IQStore(str(env / "iq")).open(capture_id)
     assert sorted(ds.receiver.values) == sorted(params["receivers"])
     assert np.all(ds.n_samples.values >= 1.5 * 12000)
+
+
+def _assert_bars_complete(executed, receivers) -> None:
+    """One progress bar per receiver, whose last state is complete; a few output lines."""
+    cell = next(c for c in executed.cells if "progress=True" in c.source)
+    lines = [
+        line
+        for output in cell.outputs
+        for value in (output.get("text", ""), *output.get("data", {}).values())
+        if isinstance(value, str)
+        for line in value.splitlines()
+    ]
+    assert len(lines) < 3 * len(receivers) + 10, lines  # not one line per update
+    views = [
+        o for o in cell.outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
+    assert len(views) == len(receivers)
+    state = executed.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    bars = [m["state"] for m in state.values() if m["model_name"] == "FloatProgressModel"]
+    assert len(bars) == len(receivers)
+    assert all(b["value"] == b["max"] > 1 and b["bar_style"] == "success" for b in bars), bars
+    texts = [m["state"]["value"] for m in state.values() if m["model_name"] == "HTMLModel"]
+    for name in receivers:
+        assert f"{name}:\u2007100%" in texts, texts
+    percents = [int(n) for t in texts for n in re.findall(r"(\d+)%", t)]
+    assert percents and max(percents) == 100
 
 
 def test_explore_notebook_under_papermill_shows_a_chosen_capture(env):

@@ -66,12 +66,18 @@ class Progress:
 
     Attributes
     ----------
+    A server may send a little more than asked (its last frame runs past the duration):
+    ``received`` is then ``expected``, so no progress shown reads more than 100 %. What was
+    really received is in the outcome (:attr:`ReceiverOutcome.n_samples`).
+
+    Attributes
+    ----------
     receiver : str
         Receiver name.
     state : str
         ``connecting``, ``receiving``, ``retrying``, ``done``, ``incomplete`` or ``failed``.
     received, expected : int
-        Samples received and expected.
+        Samples received (at most ``expected``, when that is known) and expected.
     attempt : int
         Attempt number, from 1.
     message : str
@@ -85,10 +91,39 @@ class Progress:
     attempt: int = 1
     message: str = ""
 
+    def __post_init__(self) -> None:
+        if self.expected > 0 and self.received > self.expected:
+            object.__setattr__(self, "received", self.expected)
+
     @property
     def fraction(self) -> float:
         """Received over expected, 0 to 1."""
         return min(1.0, self.received / self.expected) if self.expected else 0.0
+
+    @property
+    def percent(self) -> float:
+        """Received over expected, 0 to 100."""
+        return 100.0 * self.fraction
+
+    def describe(self) -> str:
+        """The report as one line of text, e.g. ``receiving, 6000/12001 samples (50 %)``.
+
+        Returns
+        -------
+        str
+            State, samples (never past 100 %), attempt after the first, and message.
+        """
+        text = self.state
+        if self.expected:
+            text += f", {self.received}/{self.expected} samples ({self.percent:.0f} %)"
+        if self.attempt > 1:
+            text += f" (attempt {self.attempt})"
+        if self.message:
+            text += f": {self.message}"
+        return text
+
+    def __str__(self) -> str:
+        return f"{self.receiver}: {self.describe()}"
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -693,20 +728,36 @@ def _run_in_thread(coro: Any) -> Acquisition:
 
 
 class TqdmProgress:
-    """A progress callback that draws one tqdm bar per receiver, added as receivers report.
+    """A :class:`Progress` callback that draws one tqdm bar per receiver.
+
+    ``tqdm.auto`` chooses the bars: ipywidgets in a Jupyter kernel (live in JupyterLab; a
+    notebook run headless by papermill keeps one output per bar and the bars' last state,
+    not a line per update), text on stderr in a terminal. Each bar counts samples up to the
+    receiver's expected number and never past it; its text says the receiver's state. Updates
+    while samples stream are drawn at most every ``interval_s``; a change of state always.
+
+    This is what :func:`heimdall_lab.pipeline.capture` draws with ``progress=True``.
 
     Parameters
     ----------
     receivers : sequence of str, optional
-        Receiver names to show bars for from the start (in this order).
+        Receiver names to show bars for from the start (in this order); others get theirs
+        when they first report.
+    interval_s : float, default 0.2
+        Least time between two redraws of a receiver's bar while it receives.
     **tqdm_kwargs
-        Passed to each ``tqdm`` bar (for example ``disable=True``).
+        Passed to each ``tqdm`` bar. ``disable`` is None by default: text bars only on a
+        terminal (none when stderr is a file or a pipe); widgets always.
     """
 
-    def __init__(self, receivers: Sequence[str] = (), **tqdm_kwargs: object) -> None:
-        self._kwargs = tqdm_kwargs
-        self._bars: dict[str, object] = {}
-        self._last: dict[str, float] = {}
+    def __init__(
+        self, receivers: Sequence[str] = (), interval_s: float = 0.2, **tqdm_kwargs: object
+    ) -> None:
+        self._kwargs = {"disable": None, **tqdm_kwargs}
+        self._interval = interval_s
+        self._bars: dict[str, Any] = {}
+        self._last: dict[str, tuple[float, str, int]] = {}
+        self._lock = threading.Lock()  # reports come from the acquisition's thread
         for name in receivers:
             self._bar(name)
 
@@ -715,9 +766,14 @@ class TqdmProgress:
             from tqdm.auto import tqdm
 
             self._bars[name] = tqdm(
-                total=1, desc=name, unit="sa", position=len(self._bars), leave=True, **self._kwargs
+                total=None,
+                desc=name,
+                unit="sa",
+                position=len(self._bars),
+                leave=True,
+                **self._kwargs,
             )
-            self._last[name] = 0.0
+            self._last[name] = (0.0, "", 0)
         return self._bars[name]
 
     def __call__(self, p: Progress) -> None:
@@ -728,17 +784,23 @@ class TqdmProgress:
         p : Progress
             The report.
         """
-        bar = self._bar(p.receiver)
-        now = time.monotonic()
-        if p.state == "receiving" and now - self._last[p.receiver] < 0.2:
-            return
-        self._last[p.receiver] = now
-        bar.total = max(p.expected, 1)
-        bar.n = min(p.received, bar.total)
-        bar.set_postfix_str(p.state if p.attempt <= 1 else f"{p.state} (attempt {p.attempt})")
-        bar.refresh()
+        with self._lock:
+            bar = self._bar(p.receiver)
+            now = time.monotonic()
+            last, state, attempt = self._last[p.receiver]
+            if (p.state, p.attempt) == (state, attempt) and now - last < self._interval:
+                return
+            self._last[p.receiver] = (now, p.state, p.attempt)
+            total = max(p.expected, 1)
+            if bar.total != total or p.attempt != attempt:
+                bar.reset(total=total)  # a new length (a notebook bar takes it only so)
+            bar.n = min(p.received, total)
+            postfix = p.state if p.attempt <= 1 else f"{p.state} (attempt {p.attempt})"
+            bar.set_postfix_str(postfix, refresh=False)
+            bar.refresh()
 
     def close(self) -> None:
-        """Close every bar."""
-        for bar in self._bars.values():
-            bar.close()  # type: ignore[attr-defined]
+        """Close every bar (a notebook bar turns green when complete, red when not)."""
+        with self._lock:
+            for bar in self._bars.values():
+                bar.close()
