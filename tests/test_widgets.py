@@ -215,7 +215,8 @@ def test_status_table_formats_numbers_and_scrolls():
     assert widgets.status_html(pd.DataFrame()) == ""
 
 
-def test_choose_picks_receivers_from_a_directory_and_captures_from_them(embedded_engine, tmp_path):
+def test_choose_picks_receivers_from_a_directory_and_captures_from_them(fresh_database, tmp_path):
+    embedded_engine = db.get_engine(fresh_database)  # the capture adds receivers to it
     iq_url = tmp_path / "iq"
     form = CaptureForm(engine=embedded_engine, iq_url=str(iq_url), directory_source=str(snapshot()))
     form.frequency_khz.value = 77.5
@@ -241,6 +242,8 @@ def test_choose_picks_receivers_from_a_directory_and_captures_from_them(embedded
     stored = {r.name: r for r in db.list_receivers(embedded_engine, active_only=False)}
     for entry in chosen.entries:  # registered with their real positions
         assert stored[entry.name].latitude == pytest.approx(entry.latitude)
+    form.close()
+    embedded_engine.dispose()
 
 
 @pytest.mark.parametrize(
