@@ -24,6 +24,7 @@ SMALL = {
     "benchmark": {"quick": True},
     "capture": {"duration_s": 1.0, "realtime": False, "seed": 1},
     "explore": {"bucket": "1s"},
+    "form": {},
     "localize": {"method": "envelope"},
     "plan": {"count": 4},
 }
