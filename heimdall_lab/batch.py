@@ -127,6 +127,7 @@ def dask_client(
     threads_per_worker: int = 1,
     *,
     processes: bool = True,
+    silence_logs: int = logging.WARNING,
 ) -> Iterator[Client]:
     """A ``distributed.Client`` on a given scheduler, or on a ``LocalCluster`` made for it.
 
@@ -141,6 +142,10 @@ def dask_client(
         Threads per worker of the ``LocalCluster``.
     processes : bool, default True
         ``LocalCluster`` workers as processes (True: no shared GIL) or threads.
+    silence_logs : int, default logging.WARNING
+        The least level of ``distributed``'s log records shown, in this process while the
+        client is open and in the ``LocalCluster``'s scheduler and workers (their processes
+        too); ``logging.INFO`` shows the cluster starting, its workers and their tasks.
 
     Yields
     ------
@@ -158,23 +163,27 @@ def dask_client(
     n_workers = None if n_workers is None else positive(n_workers, "n_workers", whole=True)
     threads = positive(threads_per_worker, "threads_per_worker", whole=True)
     if isinstance(scheduler, Client):
-        yield scheduler
+        with _log_level("distributed", silence_logs):
+            yield scheduler
         return
     if scheduler is not None:
-        client = Client(str(scheduler), set_as_default=False)
-        try:
-            log.info("dask: using the scheduler at %s", scheduler)
-            yield client
-        finally:
-            client.close()
+        with _log_level("distributed", silence_logs):
+            client = Client(str(scheduler), set_as_default=False)
+            try:
+                log.info("dask: using the scheduler at %s", scheduler)
+                yield client
+            finally:
+                client.close()
         return
     workers = n_workers or max(os.cpu_count() or 1, 1)
     with (
+        _log_level("distributed", silence_logs),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=threads,
             processes=processes,
             dashboard_address="127.0.0.1:0",  # the HTTP server on loopback, any free port
+            silence_logs=silence_logs,  # its scheduler's and workers' (and their processes')
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
@@ -186,6 +195,42 @@ def dask_client(
             cluster.scheduler_address,
         )
         yield client
+
+
+@contextlib.contextmanager
+def _log_level(name: str, level: int) -> Iterator[None]:
+    """A logger's level, for a while (``distributed`` sets its own as it is imported)."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+class _Tally:
+    """A tqdm bar over a batch's items, counting each status as the items end."""
+
+    def __init__(self, total: int, desc: str, unit: str, show: bool) -> None:
+        from tqdm.auto import tqdm
+
+        # Text bars on a terminal only (none in a log file or a pipe); widgets in Jupyter.
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=None if show else True)
+        self.counts: dict[str, int] = {}
+
+    def add(self, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        self.bar.set_postfix_str(
+            ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())), refresh=False
+        )
+        self.bar.update()
+
+    def __enter__(self) -> _Tally:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.bar.close()
 
 
 def _threads(client: Client) -> int:
@@ -397,6 +442,8 @@ def reprocess(
     max_in_flight: int | None = None,
     storage_options: dict[str, Any] | None = None,
     processes: bool = True,
+    progress: bool = False,
+    silence_logs: int = logging.WARNING,
 ) -> pd.DataFrame:
     """Recompute the measurements of stored captures from their IQ, on Dask, into the database.
 
@@ -427,6 +474,11 @@ def reprocess(
         fsspec options of the IQ store (see :class:`heimdall_lab.store.IQStore`).
     processes : bool, default True
         ``LocalCluster`` workers as processes or threads.
+    progress : bool, default False
+        Draw a progress bar over the captures as each one ends, with the count of each
+        status (tqdm: on a terminal's stderr, or a widget in Jupyter).
+    silence_logs : int, default logging.WARNING
+        The least level of dask's own log records shown (see :func:`dask_client`).
 
     Returns
     -------
@@ -463,16 +515,26 @@ def reprocess(
     results: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     if ids:
-        with _engine(engine, database_url) as eng:
+        with (
+            _engine(engine, database_url) as eng,
+            _Tally(len(ids), "reprocess", "capture", progress) as tally,
+        ):
             _run_reprocess(
                 store,
                 storage_options,
                 eng,
-                lambda: dask_client(scheduler, n_workers, threads_per_worker, processes=processes),
+                lambda: dask_client(
+                    scheduler,
+                    n_workers,
+                    threads_per_worker,
+                    processes=processes,
+                    silence_logs=silence_logs,
+                ),
                 ids,
                 mode,
                 max_in_flight,
                 results,
+                tally,
             )
     table = pd.DataFrame([results[c] for c in ids], columns=list(REPROCESS_COLUMNS))
     counts = table["status"].value_counts().to_dict() if len(table) else {}
@@ -495,6 +557,7 @@ def _run_reprocess(
     mode: Mode,
     max_in_flight: int | None,
     results: dict[str, dict[str, Any]],
+    tally: _Tally,
 ) -> None:
     """Submit the captures with at most ``max_in_flight`` at once; write each as it ends.
 
@@ -513,11 +576,13 @@ def _run_reprocess(
                 future = next(pending)
                 job = jobs.pop(future.key)
                 results[job.capture_id] = _finish(future, job, engine, mode)
+                tally.add(results[job.capture_id]["status"])
 
         for capture_id in ids:
             prepared = _prepare(store, storage_options, engine, capture_id, mode)
             if isinstance(prepared, dict):
                 results[capture_id] = prepared
+                tally.add(prepared["status"])
                 continue
             job, graph = prepared
             if client is None:
@@ -636,6 +701,8 @@ def run_grid(
     n_workers: int | None = None,
     cwd: str | Path | None = None,
     processes: bool = False,
+    progress: bool = False,
+    silence_logs: int = logging.WARNING,
 ) -> pd.DataFrame:
     """Run a notebook once per point of a parameter grid, one dask task per run, resumably.
 
@@ -658,6 +725,11 @@ def run_grid(
     processes : bool, default False
         ``LocalCluster`` workers as processes, or threads of this process (the default: each
         run's kernel is its own process already, so worker processes only add start-up time).
+    progress : bool, default False
+        Draw a progress bar over the runs as each one ends, with the count of each status
+        (tqdm: on a terminal's stderr, or a widget in Jupyter).
+    silence_logs : int, default logging.WARNING
+        The least level of dask's own log records shown (see :func:`dask_client`).
 
     Returns
     -------
@@ -690,28 +762,65 @@ def run_grid(
             todo.append(i)
         rows.append(row)
     log.info("grid of %s: %d runs, %d to do in %s", path.name, len(runs), len(todo), out_dir)
-    if todo:
-        with dask_client(scheduler, n_workers, 1, processes=processes) as client:
-            futures = {
-                i: client.submit(
-                    _run_notebook_task,
-                    str(path),
-                    runs[i],
-                    rows[i]["output"],
-                    workdir,
-                    key=f"notebook-{path.stem}-{rows[i]['run_id']}-{time.time_ns()}",
-                    pure=False,
-                    retries=0,
-                )
-                for i in todo
-            }
-            for i, future in futures.items():
-                try:
-                    rows[i].update(future.result())
-                except Exception as exc:  # the worker died under the run
-                    rows[i].update(status="failed", elapsed_s=np.nan, error=f"{exc!r}")
-                log.info("grid run %s: %s", rows[i]["run_id"], rows[i]["status"])
+    with _Tally(len(runs), path.stem, "run", progress) as tally:
+        for row in rows:
+            if row.get("status") == "skipped":
+                tally.add("skipped")
+        if todo:
+            _run_todo(
+                path,
+                runs,
+                rows,
+                todo,
+                workdir,
+                tally,
+                scheduler,
+                n_workers,
+                processes,
+                silence_logs,
+            )
     with contextlib.suppress(OSError):  # leave it if a run of another call is staged there
         (out_dir / _PARTIAL).rmdir()
     columns = ["run_id", "parameters", *grid, "output", "status", "elapsed_s", "error"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _run_todo(
+    path: Path,
+    runs: list[dict],
+    rows: list[dict[str, Any]],
+    todo: list[int],
+    workdir: str,
+    tally: _Tally,
+    scheduler: str | Client | None,
+    n_workers: int | None,
+    processes: bool,
+    silence_logs: int,
+) -> None:
+    """Submit the runs to do; record each as it ends, in whatever order."""
+    from distributed import as_completed
+
+    with dask_client(
+        scheduler, n_workers, 1, processes=processes, silence_logs=silence_logs
+    ) as client:
+        futures = {
+            client.submit(
+                _run_notebook_task,
+                str(path),
+                runs[i],
+                rows[i]["output"],
+                workdir,
+                key=f"notebook-{path.stem}-{rows[i]['run_id']}-{time.time_ns()}",
+                pure=False,
+                retries=0,
+            ): i
+            for i in todo
+        }
+        for future in as_completed(futures, loop=client.loop):
+            i = futures[future]
+            try:
+                rows[i].update(future.result())
+            except Exception as exc:  # the worker died under the run
+                rows[i].update(status="failed", elapsed_s=np.nan, error=f"{exc!r}")
+            log.info("grid run %s: %s", rows[i]["run_id"], rows[i]["status"])
+            tally.add(rows[i]["status"])

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -750,27 +751,54 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    """Reprocess stored captures, or run a notebook over a parameter grid, on Dask."""
+    """Reprocess stored captures, or run a notebook over a parameter grid, on Dask.
+
+    A progress bar over the captures or runs (on a terminal's stderr) as each ends, the table,
+    and one summary line. Dask's own logs show from WARNING, ``-v`` adds its INFO.
+    """
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from heimdall_lab import batch
 
-    if args.action == "reprocess":
-        table = batch.reprocess(
-            args.capture or None,
-            iq_url=args.iq_url,
-            database_url=args.database_url,
-            scheduler=args.scheduler,
-            n_workers=args.workers,
-            mode=args.mode,
-            processes=not args.threads,
-        )
-    else:
-        grid = {name: _grid_values(name, text) for name, text in args.parameter or []}
-        _check_parameter_types(args.notebook, grid)
-        table = batch.run_grid(
-            args.notebook, grid, args.output_dir, args.scheduler, n_workers=args.workers
-        )
-    print(table.drop(columns=["parameters"], errors="ignore").to_string(index=False))
+    options = {
+        "scheduler": args.scheduler,
+        "n_workers": args.workers,
+        "progress": True,
+        "silence_logs": _log_level(args.verbose),
+    }
+    t0 = time.perf_counter()
+    with logging_redirect_tqdm():  # log lines above the bar, not through it
+        if args.action == "reprocess":
+            table = batch.reprocess(
+                args.capture or None,
+                iq_url=args.iq_url,
+                database_url=args.database_url,
+                mode=args.mode,
+                processes=not args.threads,
+                **options,
+            )
+        else:
+            grid = {name: _grid_values(name, text) for name, text in args.parameter or []}
+            _check_parameter_types(args.notebook, grid)
+            table = batch.run_grid(args.notebook, grid, args.output_dir, **options)
+    elapsed = time.perf_counter() - t0
+    if len(table):
+        print(table.drop(columns=["parameters"], errors="ignore").to_string(index=False))
+    print(_batch_summary(args.action, table, elapsed))
     return EXIT_PARTIAL if (table["status"] == "failed").any() else EXIT_OK
+
+
+def _batch_summary(action: str, table: pd.DataFrame, elapsed_s: float) -> str:
+    """One line: ``reprocessed 24 captures: 23 done, 1 failed in 41.2 s``."""
+    n = len(table)
+    noun = "capture" if action == "reprocess" else "notebook run"
+    line = f"{'reprocessed' if action == 'reprocess' else 'ran'} {n} {noun}{'' if n == 1 else 's'}"
+    counts = table["status"].value_counts().to_dict() if n else {}
+    order = ["done", "completed", "skipped", "failed"]
+    statuses = [s for s in order if s in counts] + sorted(set(counts) - set(order))
+    if statuses:
+        line += ": " + ", ".join(f"{counts[s]} {s}" for s in statuses)
+    return f"{line} in {elapsed_s:.1f} s"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -1135,13 +1163,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_level(verbose: int) -> int:
+    """WARNING; INFO with ``-v``; DEBUG with ``-vv``."""
+    return logging.WARNING - 10 * min(verbose, 2)
+
+
 def _configure_logging(verbose: int) -> None:
     """Log to stderr at WARNING, INFO with ``-v``, DEBUG with ``-vv``.
 
     The level is the handler's as well as the root logger's, so a library logger that sets
     its own lower level still shows nothing the user did not ask for.
     """
-    level = logging.WARNING - 10 * min(verbose, 2)
+    level = _log_level(verbose)
     handler = logging.StreamHandler()
     handler.setLevel(level)
     logging.basicConfig(

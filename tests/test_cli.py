@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,9 +25,14 @@ def _spec(r) -> str:
     return f"{r.name}={r.host}:{r.port}@{r.latitude},{r.longitude}"
 
 
-def test_demo_runs_the_capture_notebook_and_prints_metrics(env, embedded_engine, capsys):
+#: What a notebook kernel printed on the caller's stderr at every run.
+KERNEL_NOISE = ("Kernel is running over TCP without encryption", "KeyboardInterrupt caught")
+
+
+def test_demo_runs_the_capture_notebook_and_prints_metrics(env, embedded_engine, capfd):
     assert main(["demo", "--fast", "--duration", "1"]) == 0
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()  # the kernel's stderr too (it is another process)
+    assert not [noise for noise in KERNEL_NOISE if noise in err], err
     for name in DEFAULTS:
         assert name in out
     report = Path(out.split("report: ")[1].split()[0])
@@ -104,9 +110,11 @@ def test_db_and_receivers_commands(env, capsys):
     assert main(["receivers", "deactivate", "NOT_THERE"]) == 2
 
 
-def test_run_executes_a_notebook_with_parameters(env, capsys):
+def test_run_executes_a_notebook_with_parameters(env, capfd):
     assert main(["run", "explore", "-p", "bucket", "10s", "-q", "--output-dir", "out"]) == 0
-    path = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    out, err = capfd.readouterr()
+    assert not [noise for noise in KERNEL_NOISE if noise in err], err
+    path = Path(out.strip().splitlines()[-1])
     assert path.is_file() and path.parts[0] == "out" and path.name.startswith("explore-")
     executed = nbformat.read(path, as_version=4)
     injected = next(
@@ -253,6 +261,7 @@ def test_batch_reprocess_and_grid(env, embedded_engine, capsys):
     )
     out = capsys.readouterr().out
     assert capture_id in out and "done" in out
+    assert out.strip().splitlines()[-1].startswith("reprocessed 1 capture: 1 done in ")
     code = main(
         [
             "batch",
@@ -276,7 +285,64 @@ def test_batch_reprocess_and_grid(env, embedded_engine, capsys):
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert out.count("completed") == 2
+    *table, summary = out.strip().splitlines()
+    assert "\n".join(table).count("completed") == 2
+    assert summary.startswith("ran 2 notebook runs: 2 completed in ")
+
+
+def _in_a_terminal(argv: list[str], timeout: float = 300) -> str:
+    """Run the command with a terminal (120 columns) as stdin, stdout and stderr; its text."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "heimdall_lab.cli", *argv],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+    )
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the command closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=timeout) == 0, b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_batch_reprocess_shows_a_bar_and_a_summary_and_no_dask_info(env, capsys):
+    """Worker processes and all: a bar on a terminal, one summary line, no INFO from dask."""
+    assert main(["capture", "-f", "10e6", "-d", "1", "-q", "--seed", "6", "--fast"]) == 0
+    capture_id = capsys.readouterr().out.split("capture ")[1].split(":")[0]
+    argv = ["batch", "reprocess", capture_id, "--workers", "1", "--mode", "replace"]
+    text = _in_a_terminal(argv)
+    assert "reprocess: 100%" in text and "1/1" in text, text
+    assert re.search(r"^reprocessed 1 capture: 1 done in \d+\.\d s\r?$", text, re.M), text
+    assert "INFO" not in text, text
+    piped = subprocess.run(
+        [sys.executable, "-m", "heimdall_lab.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert "INFO" not in piped.stderr and "reprocess:" not in piped.stderr, piped.stderr
+    assert piped.stdout.strip().splitlines()[-1].startswith("reprocessed 1 capture: 1 done")
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import uuid
 
 import nbformat
@@ -182,3 +183,38 @@ def test_credentials_a_notebook_cannot_take_from_the_environment_are_refused(tmp
         run_notebook("localize", {"files": [secret]}, output_dir=tmp_path)
     assert "TOPSECRET" not in str(err.value)
     assert not any(tmp_path.rglob("*"))  # refused before anything is written
+
+
+def test_a_run_prints_no_kernel_noise(env, capfd, monkeypatch):
+    """The kernel's sockets are encrypted, and its shutdown sends it no SIGINT: neither the
+    unencrypted-TCP warning nor "KeyboardInterrupt caught in kernel" reaches stderr."""
+    from jupyter_client import AsyncKernelManager
+
+    signals = []
+    signal_kernel = AsyncKernelManager._async_signal_kernel
+
+    async def recorded(self, signum):
+        signals.append(signum)
+        await signal_kernel(self, signum)
+
+    monkeypatch.setattr(AsyncKernelManager, "_async_signal_kernel", recorded)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "from ipykernel.kernelapp import IPKernelApp\n"
+            "print('encrypted:', IPKernelApp.instance().curve_secretkey is not None, x)"
+        ),
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, env / "tiny.ipynb")
+    out = run_notebook(env / "tiny.ipynb", {"x": 2}, output_dir=env / "reports")
+    executed = nbformat.read(out, as_version=4)
+    assert "encrypted: True 2" in executed.cells[-1].outputs[0]["text"]
+    assert signal.SIGINT not in signals
+    err = capfd.readouterr().err
+    assert "without encryption" not in err and "KeyboardInterrupt" not in err
