@@ -116,22 +116,5 @@ def s3_url(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def fresh_database(embedded: db.EmbeddedServer) -> Iterator[str]:
     """A database of its own on the session's server, migrated, with the default receivers
     (as ``heimdall-lab db migrate`` leaves one); dropped afterwards. Its URL."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    url = sa.engine.make_url(embedded.url)
-    name = f"fresh_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-        target = url.set(database=name).render_as_string(hide_password=False)
-        engine = db.get_engine(target)
-        db.seed_receivers(engine)
-        engine.dispose()
-        yield target
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+    with support.fresh_database(embedded.url) as url:
+        yield url

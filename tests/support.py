@@ -149,3 +149,28 @@ class TcpProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.close()
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A database of its own on a server, migrated, with the default receivers (as
+    ``heimdall-lab db migrate`` leaves one); dropped afterwards. Yields its URL."""
+    import sqlalchemy as sa
+
+    from heimdall_lab import db
+
+    url = sa.engine.make_url(server_url)
+    name = f"fresh_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        target = url.set(database=name).render_as_string(hide_password=False)
+        engine = db.get_engine(target)
+        db.seed_receivers(engine)
+        engine.dispose()
+        yield target
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()

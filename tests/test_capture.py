@@ -341,8 +341,8 @@ def test_progress_never_reads_past_100_percent():
     # A real server's last frame ran past the duration: 36352 samples of 36004 asked.
     p = Progress("Hasenberg03", "done", 36352, 36004)
     assert p.received == 36004 and p.fraction == 1.0 and p.percent == 100.0
-    assert p.describe() == "done, 36004/36004 samples (100 %)"
-    assert str(p) == "Hasenberg03: done, 36004/36004 samples (100 %)"
+    assert p.describe() == "done, 36,004/36,004 samples (100 %)"
+    assert str(p) == "Hasenberg03: done, 36,004/36,004 samples (100 %)"
     assert Progress("X", "retrying", 10, 0, attempt=2, message="refused").describe() == (
         "retrying (attempt 2): refused"
     )

@@ -188,11 +188,9 @@ def test_display_and_close(embedded_engine, capsys):
 def test_progress_text_never_reads_more_than_the_expected_samples():
     # A real server sent 36352 samples for 36004 expected.
     over = Progress("F4JOY", "receiving", 36352, 36004)
-    assert widgets._progress_text(over) == "receiving, 36,004/36,004 samples (100 %)"
+    assert over.describe() == "receiving, 36,004/36,004 samples (100 %)"
     half = Progress("F4JOY", "retrying", 18002, 36004, attempt=2, message="reset")
-    assert widgets._progress_text(half) == (
-        "retrying, 18,002/36,004 samples (50 %) (attempt 2): reset"
-    )
+    assert half.describe() == ("retrying, 18,002/36,004 samples (50 %) (attempt 2): reset")
 
 
 def test_status_table_formats_numbers_and_scrolls():

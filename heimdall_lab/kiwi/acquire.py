@@ -106,7 +106,7 @@ class Progress:
         return 100.0 * self.fraction
 
     def describe(self) -> str:
-        """The report as one line of text, e.g. ``receiving, 6000/12001 samples (50 %)``.
+        """The report as one line of text, e.g. ``receiving, 6,000/12,001 samples (50 %)``.
 
         Returns
         -------
@@ -115,7 +115,7 @@ class Progress:
         """
         text = self.state
         if self.expected:
-            text += f", {self.received}/{self.expected} samples ({self.percent:.0f} %)"
+            text += f", {self.received:,}/{self.expected:,} samples ({self.percent:.0f} %)"
         if self.attempt > 1:
             text += f" (attempt {self.attempt})"
         if self.message:

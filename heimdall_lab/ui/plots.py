@@ -484,7 +484,7 @@ def plot_envelope(
     Raises
     ------
     ValidationError
-        If a receiver is not in the capture, the interval is empty or too short (512
+        If a receiver is not in the capture, the interval is empty or too short (1024
         samples), or ``smooth_s`` / ``band_hz`` is not positive.
     """
     smooth = _seconds(smooth_s, "smooth_s")
@@ -493,7 +493,7 @@ def plot_envelope(
     band = _seconds(DEFAULT_BANDS["envelope"][1] if band_hz is None else band_hz, "band_hz")
     if band is None or band <= 0:
         raise ValidationError(f"band_hz must be a positive number of Hz, got {band_hz!r}")
-    sel = _select(ds, receivers, start_s, end_s, min_samples=512, what="an envelope")
+    sel = _select(ds, receivers, start_s, end_s, min_samples=1024, what="an envelope")
     n = len(sel.pieces)
     ax = _axes(ax, (11, 1.4 * n + 1.6))
     spacing = 25.0 if db else 1.5

@@ -104,19 +104,6 @@ def status_html(status: Any) -> str:
     return f'<div style="{_TABLE_BOX}">{table}</div>'
 
 
-def _progress_text(p: Progress) -> str:
-    """A receiver's state and count, never past its expected samples."""
-    text = p.state
-    if p.expected:
-        shown = min(p.received, p.expected)
-        text += f", {shown:,}/{p.expected:,} samples ({100 * p.fraction:.0f} %)"
-    if p.attempt > 1:
-        text += f" (attempt {p.attempt})"
-    if p.message:
-        text += f": {p.message}"
-    return text
-
-
 def _parse_near(text: str) -> tuple[float, float]:
     """``"lat, lon"`` from the form's text field."""
     parts = [t for t in text.replace(";", ",").replace(",", " ").split() if t]
@@ -724,7 +711,7 @@ class CaptureForm:
         self.stage_label.value = f"{cap.stage}: {cap.percent:.0f} %"
         self.overall_progress.value = round(cap.percent)
         for name, p in progress.items():
-            self._show_receiver(name, p.state, p.fraction, _progress_text(p))
+            self._show_receiver(name, p.state, p.fraction, p.describe())
 
     def _show_receiver(self, name: str, state: str, fraction: float, text: str) -> None:
         bar = self.receiver_bars.get(name)
