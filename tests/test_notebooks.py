@@ -127,13 +127,19 @@ def test_explore_notebook_under_papermill_shows_a_chosen_capture(env):
     )
     out = run_notebook(
         "explore",
-        {"capture_id": first, "bucket": "5s", "receivers": ["Hasenberg03", "DB3TH"]},
+        {
+            "capture_id": first,
+            "bucket": "5s",
+            "receivers": ["Hasenberg03", "DB3TH"],
+            "interval_s": [0.25, 0.75],
+        },
         output_dir=env / "reports",
     )
     executed = nbformat.read(out, as_version=4)
     text = json.dumps([c.get("outputs", []) for c in executed.cells])
     assert f"showing {first}" in text
-    assert text.count("image/png") == 2  # SNR/offset over time, and the PSDs
+    # metrics per row and per bucket over time; the interval's PSDs and waterfalls
+    assert text.count("image/png") == 4
 
 
 def test_localize_notebook_under_papermill_locates_a_stored_capture(env, embedded_engine):

@@ -68,15 +68,13 @@ _MAX_CHOOSE = 30
 _STYLE = {"description_width": "initial"}
 #: The directory source that means the database's receivers.
 DATABASE = "database"
-#: The results table scrolls sideways inside the form rather than being cut off.
-_TABLE_BOX = "overflow-x:auto;max-width:100%"
 
 
 def _cell_format(column: str) -> Any:
     """How a status-table column's numbers are written (None: pandas' own)."""
     if column == "frequency_offset_hz":
         return lambda v: f"{v:+.3f}"
-    if column.endswith("_hz") or column in ("samples", "expected_samples"):
+    if column.endswith("_hz") or column in ("samples", "expected", "lost_frames"):
         return lambda v: f"{v:,.0f}"
     if column.endswith(("_db", "_dbm", "_dbhz", "_dbfs", "_dbfs_hz")):
         return lambda v: f"{v:.1f}"
@@ -84,7 +82,7 @@ def _cell_format(column: str) -> Any:
 
 
 def status_html(status: Any) -> str:
-    """A capture's status table as HTML that fits the form: fixed number formats, scrolling.
+    """A capture's status table as HTML with number formats a person reads at a glance.
 
     Parameters
     ----------
@@ -94,14 +92,14 @@ def status_html(status: Any) -> str:
     Returns
     -------
     str
-        The table (rates as whole hertz with thousands separators, levels to 0.1 dB,
-        offsets to 1 mHz, missing values blank) in a box that scrolls sideways.
+        The table: rates and counts whole with thousands separators, levels to 0.1 dB,
+        offsets to 1 mHz, missing values blank. (The form's results area scrolls sideways
+        when the table is wider than the notebook.)
     """
     if status.empty:
         return ""
     formats = {c: f for c in status.columns if (f := _cell_format(str(c))) is not None}
-    table = status.to_html(formatters=formats, float_format=lambda v: f"{v:.4g}", na_rep="")
-    return f'<div style="{_TABLE_BOX}">{table}</div>'
+    return status.to_html(formatters=formats, float_format=lambda v: f"{v:.4g}", na_rep="")
 
 
 def _parse_near(text: str) -> tuple[float, float]:
@@ -292,7 +290,8 @@ class CaptureForm:
         self.receiver_bars: dict[str, widgets.FloatProgress] = {}
         self.receiver_states: dict[str, widgets.Label] = {}
         self.summary_html = widgets.HTML()
-        self.results_html = widgets.HTML(layout=widgets.Layout(width="100%"))
+        # Wide tables scroll sideways inside the form instead of running past the notebook.
+        self.results_html = widgets.HTML(layout=widgets.Layout(width="100%", overflow="auto"))
         self.psd_output = widgets.Output()
 
         self.mode.observe(self._on_mode, names="value")
