@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up, then run the whole test suite: lint, format check, pytest with coverage (>= 80 %).
+# Set up (the package, its test tools, a headless Chromium), then run the whole test suite:
+# lint, format check, pytest with coverage (>= 80 %), JupyterLab in the browser included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/browser.sh
 .venv/bin/ruff check heimdall_lab tests benchmarks notebooks
 .venv/bin/ruff format --check heimdall_lab tests benchmarks notebooks
 .venv/bin/lint-imports
