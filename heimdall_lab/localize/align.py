@@ -303,15 +303,35 @@ def _band_mask(n: int, fs: float, lo: float, hi: float) -> np.ndarray:
     return (f >= lo) & (f <= hi)
 
 
+def envelope(y: np.ndarray, fs: float, band_hz: float) -> np.ndarray:
+    """The magnitude of a signal band-limited to ``|f| <= band_hz``.
+
+    The envelope the localization correlates (``method="envelope"``), and the one
+    :func:`heimdall_lab.ui.plots.plot_envelope` draws.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Complex samples, the carrier mixed to 0 Hz.
+    fs : float
+        Sample rate, Hz.
+    band_hz : float
+        One-sided bandwidth kept, Hz.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``|y|`` after the band limit, as long as ``y``.
+    """
+    n = sfft.next_fast_len(len(y))
+    spec = sfft.fft(y, n)
+    spec[~_band_mask(n, fs, 0.0, band_hz)] = 0.0
+    return np.abs(sfft.ifft(spec)[: len(y)])
+
+
 def _prepare(y: np.ndarray, valid: np.ndarray, method: str, fs: float, band: tuple) -> np.ndarray:
     """The signal to correlate: envelope of the band-limited signal, or the complex signal."""
-    if method == "envelope":
-        n = sfft.next_fast_len(len(y))
-        spec = sfft.fft(y, n)
-        spec[~_band_mask(n, fs, 0.0, band[1])] = 0.0
-        z = np.abs(sfft.ifft(spec)[: len(y)])
-    else:
-        z = y.astype(np.complex128, copy=True)
+    z = envelope(y, fs, band[1]) if method == "envelope" else y.astype(np.complex128, copy=True)
     if valid.any():
         z = z - z[valid].mean()
     z[~valid] = 0.0

@@ -23,11 +23,10 @@ import numpy as np
 import pandas as pd
 import scipy.signal
 import xarray as xr
-from scipy import fft as sfft
 
 from heimdall_lab import dsp
 from heimdall_lab.errors import ValidationError
-from heimdall_lab.localize.align import _band_mask
+from heimdall_lab.localize.align import envelope
 from heimdall_lab.localize.checks import DEFAULT_BANDS
 from heimdall_lab.localize.results import Localization
 
@@ -418,10 +417,7 @@ def _envelope(piece: _Piece, band_hz: float, smooth_s: float) -> tuple[np.ndarra
     x = np.where(finite, x, 0)
     f0 = dsp.measure(x, piece.rate).measured_offset_hz
     y = x * np.exp(-2j * np.pi * f0 * np.arange(len(x)) / piece.rate)
-    nfft = sfft.next_fast_len(len(y))
-    spec = sfft.fft(y, nfft)
-    spec[~_band_mask(nfft, piece.rate, 0.0, band_hz)] = 0.0
-    amp = np.abs(sfft.ifft(spec)[: len(y)])
+    amp = envelope(y, piece.rate, band_hz)
     width = max(1, round(smooth_s * piece.rate))
     if width >= len(amp):
         raise ValidationError(
