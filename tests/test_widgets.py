@@ -237,6 +237,11 @@ def test_choose_picks_receivers_from_a_directory_and_captures_from_them(fresh_da
     assert cap is not None and cap.stage == "done", cap and cap.errors
     rows = db.measurements_for_capture(embedded_engine, cap.capture_id)
     assert sorted(rows["receiver"]) == sorted(names)
+    # The emulated transmitter sends at the form's frequency from the chosen target.
+    tx = cap.parameters["scenario"]["transmitter"]
+    assert tx["frequency_hz"] == 77.5e3 and (tx["latitude"], tx["longitude"]) == chosen.target
+    assert cap.metrics["signal_present"].all(), cap.metrics
+    assert (cap.metrics["frequency_offset_hz"].abs() < 1.0).all()
     stored = {r.name: r for r in db.list_receivers(embedded_engine, active_only=False)}
     for entry in chosen.entries:  # registered with their real positions
         assert stored[entry.name].latitude == pytest.approx(entry.latitude)
@@ -250,10 +255,13 @@ def test_choose_picks_receivers_from_a_directory_and_captures_from_them(fresh_da
 )
 def test_choose_shows_bad_input_in_the_form(embedded_engine, near, message):
     form = CaptureForm(engine=embedded_engine, directory_source=str(snapshot()))
+    form.near.value = "50, 9"
+    assert form.choose() is not None and form.plan_html.value
     before = list(form.receivers_select.value)
     form.near.value = near
     assert form.choose() is None
     assert message in form.last_error and "cannot choose receivers" in form.last_error
+    assert form.plan_html.value == ""  # no earlier choice left beside the error
     assert list(form.receivers_select.value) == before
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import html
 import io
 import logging
@@ -428,10 +429,12 @@ class CaptureForm:
                 duration_s=duration_s,
             )
         except HeimdallError as exc:
+            self.plan_html.value = ""
             self._show_error(f"cannot choose receivers: {exc}")
             return None
         except Exception as exc:
             log.exception("capture form: choosing receivers failed")
+            self.plan_html.value = ""
             self._show_error(f"cannot choose receivers ({type(exc).__name__}): {exc}")
             return None
         self._show_error("")
@@ -620,12 +623,27 @@ class CaptureForm:
                 f"unknown or inactive receiver {unknown[0]!r}; active ones: {sorted(known)}"
             )
         chosen = [known[n] for n in request["receivers"]]
-        sites = {site.name for site in Scenario.default(seed=options["seed"]).sites}
-        if all(r.name in sites for r in chosen):
-            return emulated(receivers=chosen, **options)
-        # Receivers chosen from a directory: the scenario is made of them, where they are.
-        scenario = Scenario.default(seed=options["seed"], receivers=chosen)
-        return emulated(scenario=scenario, receivers=chosen, realtime=options["realtime"])
+        scenario = Scenario.default(seed=options["seed"])
+        if not all(r.name in {site.name for site in scenario.sites} for r in chosen):
+            # Receivers chosen from a directory: the scenario is made of them, where they are.
+            scenario = Scenario.default(seed=options["seed"], receivers=chosen)
+        # The transmitter sends at the form's frequency, from the target when one was chosen.
+        lat, lon = (
+            self.last_selection.target
+            if self.last_selection is not None and self.last_selection.area is None
+            else (scenario.transmitter.latitude, scenario.transmitter.longitude)
+        )
+        transmitter = dataclasses.replace(
+            scenario.transmitter,
+            frequency_hz=request["frequency_hz"],
+            latitude=lat,
+            longitude=lon,
+        )
+        return emulated(
+            scenario=dataclasses.replace(scenario, transmitter=transmitter),
+            receivers=chosen,
+            **options,
+        )
 
     def _execute(self, request: dict[str, Any]) -> Capture | None:
         """Run one capture and show what came of it; never raises."""
