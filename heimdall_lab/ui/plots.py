@@ -398,6 +398,10 @@ def plot_waterfalls(
         ax.label_outer()
         if k % ncols:
             ax.set_ylabel("")
+        if k + ncols < n:  # a panel below shows the frequencies
+            ax.set_xlabel("")
+        else:  # the lowest panel of its column, even above an empty cell
+            ax.tick_params(axis="x", labelbottom=True)
     fig.colorbar(mesh, ax=axes, label="PSD (dBFS/Hz)", shrink=0.9)
     title = f"Waterfalls, {sel.describe()}"
     fig.suptitle(title)
@@ -819,11 +823,17 @@ def plot_metrics_over_time(
             gap_ns,
         )
         when = x.astype("M8[ns]")
+        # Past ten lines the colours repeat: the marker tells them apart.
+        style = {"color": f"C{k % 10}", "marker": "os^vD"[(k // 10) % 5]}
         for ax, y in zip(axes, ys, strict=True):
-            ax.plot(when, y, "-o", ms=2.5, lw=1.0, color=f"C{k % 10}", label=str(name))
+            ax.plot(when, y, "-", ms=2.5, lw=1.0, label=str(name), **style)
     for ax, m in zip(axes, metrics, strict=True):
         ax.set_ylabel(_metric_label(m))
         ax.grid(alpha=0.3)
+    t = data["_t"].to_numpy(np.int64)
+    if len(t) and t.min() == t.max():  # one instant: a minute around it, not years
+        mid = np.datetime64(int(t[0]), "ns")
+        axes[-1].set_xlim(mid - np.timedelta64(30, "s"), mid + np.timedelta64(30, "s"))
     locator = mdates.AutoDateLocator(tz="UTC")
     axes[-1].xaxis.set_major_locator(locator)
     axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz="UTC"))
@@ -834,8 +844,8 @@ def plot_metrics_over_time(
     )
     if by is not None:
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(
-            handles, labels, loc="outside upper right", ncols=min(len(labels), 6), fontsize=8
+        fig.legend(  # beside the panels, clear of the title
+            handles, labels, loc="outside right upper", ncols=1 + len(labels) // 16, fontsize=8
         )
     fig.suptitle("Measurements over time" + (f" by {by}" if by else ""), x=0.02, ha="left")
     return fig
