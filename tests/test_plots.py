@@ -383,3 +383,47 @@ def test_bad_intervals_and_receivers_raise():
         plots.plot_psd(ds, start_s="soon")
     with pytest.raises(ValidationError, match="no receiver"):
         plots.plot_waterfalls(ds.isel(receiver=slice(0, 0)))
+
+
+def test_a_short_receiver_is_left_out_of_plots_of_all_receivers_and_named():
+    ds = _two_receivers_one_short()
+    ax = plots.plot_envelope(ds)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["long"]
+    assert "too few samples: short" in ax.get_title()
+    fig = plots.plot_waterfalls(ds)
+    assert [a.get_title() for a in fig.axes if a.get_title()] == ["long"]
+    assert "too few samples: short" in fig._suptitle.get_text()
+    with pytest.raises(ValidationError, match="short: 400 samples are too few"):
+        plots.plot_envelope(ds, ["short"])  # named: refused
+    with pytest.raises(ValidationError, match="too few"):
+        plots.plot_envelope(ds.sel(receiver=["short"]))  # none left
+
+
+def test_waterfall_colours_ignore_silent_and_non_finite_receivers():
+    ds = _two_receivers_one_short(short=4096)
+    iq = ds.iq.values.copy()
+    iq[1, :] = 0  # a silent receiver
+    iq[1, :100] = np.nan
+    ds = ds.assign(iq=(ds.iq.dims, iq))
+    for order in (["long", "short"], ["short", "long"]):
+        fig = plots.plot_waterfalls(ds.sel(receiver=order))
+        lo, hi = fig.axes[0].collections[0].get_clim()
+        assert np.isfinite([lo, hi]).all() and -160 < lo < hi, (order, lo, hi)
+    with pytest.raises(ValidationError, match="nothing to draw"):
+        plots.plot_waterfalls(ds.sel(receiver=["short"]))
+
+
+def test_correlation_pairs_are_found_by_names_that_hold_hyphens():
+    known = [("kiwi-a", "kiwi-b"), ("kiwi-a", "kiwi-c")]
+    assert plots._pair_key("kiwi-a-kiwi-b", known) == ("kiwi-a", "kiwi-b")
+    assert plots._pair_key("kiwi-c-kiwi-a", known) == ("kiwi-a", "kiwi-c")
+    assert plots._pair_key(("kiwi-b", "kiwi-a"), known) == ("kiwi-a", "kiwi-b")
+    with pytest.raises(ValidationError, match="not in the localization"):
+        plots._pair_key("kiwi-b-kiwi-c", known)
+
+
+def _two_receivers_one_short(short=400):
+    """A keyed carrier heard by ``long`` (4 s) and ``short`` (``short`` samples)."""
+    ds = _keyed(n_rx=2, seconds=4.0)
+    ds = ds.assign_coords(receiver=["long", "short"], n_samples=("receiver", [48_000, short]))
+    return ds

@@ -281,3 +281,16 @@ def test_a_selection_made_elsewhere_is_offered_and_selected(embedded_engine):
     assert list(form.receivers_select.value) == [e.name for e in chosen.entries]
     form.refresh_receivers()  # a refresh keeps the choice
     assert list(form.receivers_select.value) == [e.name for e in chosen.entries]
+
+
+def test_a_second_choice_replaces_the_first(embedded_engine):
+    form = CaptureForm(engine=embedded_engine, directory_source=str(snapshot()))
+    form.frequency_khz.value = 77.5
+    form.near.value = "50, 9"
+    first = [e.name for e in form.choose().entries]
+    form.near.value = "40, -4"
+    second = [e.name for e in form.choose().entries]
+    active = [r.name for r in db.list_receivers(embedded_engine, active_only=True)]
+    gone = set(first) - set(second) - set(active)
+    assert gone and not gone & set(form.receivers_select.options)
+    assert list(form.receivers_select.options) == second + [n for n in active if n not in second]

@@ -64,8 +64,6 @@ State = Literal["connecting", "receiving", "retrying", "done", "incomplete", "fa
 class Progress:
     """One progress report of one receiver.
 
-    Attributes
-    ----------
     A server may send a little more than asked (its last frame runs past the duration):
     ``received`` is then ``expected``, so no progress shown reads more than 100 %. What was
     really received is in the outcome (:attr:`ReceiverOutcome.n_samples`).

@@ -78,9 +78,20 @@ class _Selection:
     start_utc: np.datetime64 | None  # UTC of the capture start, when the Dataset has times
     start_s: float | None
     end_s: float | None
+    #: Receivers left out because they hold too few samples in the interval (only when the
+    #: receivers were not named): a short receiver does not stop a plot of the others.
+    skipped: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        """The interval for a title: seconds from the capture start, and UTC when known."""
+        """The interval for a title, and any receivers left out.
+
+        Seconds from the capture start, and UTC when known.
+        """
+        return self._interval() + (
+            f"; too few samples: {', '.join(self.skipped)}" if self.skipped else ""
+        )
+
+    def _interval(self) -> str:
         if self.start_s is None and self.end_s is None:
             if self.start_utc is None:
                 return "the whole capture"
@@ -99,7 +110,8 @@ class _Selection:
 
     @property
     def whole(self) -> bool:
-        return self.start_s is None and self.end_s is None
+        """All of every receiver asked for (nothing to say in a title)."""
+        return self.start_s is None and self.end_s is None and not self.skipped
 
 
 def _seconds(value: Any, what: str) -> float | None:
@@ -128,7 +140,8 @@ def _select(
     """Receivers' samples in ``[start_s, end_s)`` (seconds from the capture start).
 
     Only the interval is read (``isel`` before ``.values``), so dask-backed Datasets load
-    nothing else.
+    nothing else. A receiver with fewer than ``min_samples`` there raises when it was named,
+    and is left out (``skipped``) when all receivers were asked for, unless none is left.
     """
     if not isinstance(ds, xr.Dataset) or "iq" not in ds.variables:
         raise ValidationError(f"expected a capture Dataset with iq, got {type(ds).__name__}")
@@ -163,7 +176,7 @@ def _select(
     if "sample_rate" not in ds.variables:
         raise ValidationError("the capture Dataset has no sample_rate")
     rates = np.asarray(ds["sample_rate"].values, dtype=np.float64)
-    pieces = []
+    pieces, skipped, short = [], [], ""
     for name in wanted:
         k = names.index(name)
         n, rate, off = int(counts[k]), float(rates[k]), float(offsets[k])
@@ -174,12 +187,16 @@ def _select(
         if i1 - i0 < min_samples:
             span = f"{start or 0:g} s to " + (f"{end:g} s" if end is not None else "the end")
             where = "" if start is None and end is None else f" from {span}"
-            raise ValidationError(
-                f"{name}: {i1 - i0} samples{where} are too few for {what} (need {min_samples})"
-            )
+            short = f"{name}: {i1 - i0} samples{where} are too few for {what} (need {min_samples})"
+            if receivers is not None:
+                raise ValidationError(short)
+            skipped.append(name)
+            continue
         iq = np.asarray(ds["iq"].isel(receiver=k, sample=slice(i0, i1)).values)
         pieces.append(_Piece(name, iq, rate, off + i0 / rate))
-    return _Selection(pieces, start_utc, start, end)
+    if not pieces:
+        raise ValidationError(short if len(wanted) == 1 else f"every receiver is short; {short}")
+    return _Selection(pieces, start_utc, start, end, tuple(skipped))
 
 
 def _utc_text(t: np.datetime64) -> str:
@@ -242,9 +259,14 @@ def plot_psd(
 
 
 def _spectrogram(piece: _Piece, nperseg: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Offsets (Hz), times (s from the capture start) and levels (dBFS/Hz, time x freq)."""
+    """Offsets (Hz), times (s from the capture start) and levels (dBFS/Hz, time x freq).
+
+    Non-finite samples count as silence; silence is NaN in the levels (blank, and out of
+    the colour scale).
+    """
+    iq = np.where(np.isfinite(piece.iq), piece.iq, 0)
     f, t, sxx = scipy.signal.spectrogram(
-        piece.iq,
+        iq,
         piece.rate,
         window="blackmanharris",  # low sidelobes: a strong carrier stays one column wide
         nperseg=nperseg,
@@ -254,7 +276,9 @@ def _spectrogram(piece: _Piece, nperseg: int) -> tuple[np.ndarray, np.ndarray, n
     )
     f = np.fft.fftshift(f)
     sxx = np.fft.fftshift(sxx, axes=0)
-    return f, t + piece.t0_s, 10 * np.log10(sxx.T + 1e-30)
+    with np.errstate(divide="ignore"):
+        level = 10 * np.log10(sxx.T)
+    return f, t + piece.t0_s, np.where(np.isfinite(level), level, np.nan)
 
 
 def _waterfall_pieces(
@@ -276,9 +300,19 @@ def _floor_db(level: np.ndarray) -> float:
     Columns far under the rest (a receiver's filter stopband, such as the quantisation floor
     outside a KiwiSDR's +-3 kHz IQ passband) do not drag the colour scale down.
     """
-    columns = np.median(level, axis=0)
-    live = columns >= np.percentile(columns, 90) - 30
-    return float(np.median(level[:, live]))
+    columns = np.nanmedian(level, axis=0) if np.isfinite(level).any() else level[0]
+    if not np.isfinite(columns).any():
+        return float("nan")  # silence
+    live = columns >= np.nanpercentile(columns, 90) - 30
+    return float(np.nanmedian(level[:, live]))
+
+
+def _colour_range(levels: list[np.ndarray]) -> tuple[float, float]:
+    """One colour scale for waterfalls: 10 dB under the lowest floor to the highest level."""
+    floors = [f for f in map(_floor_db, levels) if math.isfinite(f)]
+    if not floors:
+        raise ValidationError("nothing to draw: the samples are all zero or not finite")
+    return min(floors) - 10, max(float(np.nanmax(v)) for v in levels if np.isfinite(v).any())
 
 
 def _draw_waterfall(
@@ -341,7 +375,7 @@ def plot_waterfall(
     level = spec[2]
     ax = _axes(ax, (9, 5))
     title = f"Waterfall: {name}" + ("" if sel.whole else f"\n{sel.describe()}")
-    mesh = _draw_waterfall(ax, spec, _floor_db(level) - 10, float(level.max()), title)
+    mesh = _draw_waterfall(ax, spec, *_colour_range([level]), title)
     ax.figure.colorbar(mesh, ax=ax, label="dBFS/Hz")
     return ax
 
@@ -386,8 +420,7 @@ def plot_waterfalls(
         few samples in it.
     """
     sel, specs = _waterfall_pieces(ds, receivers, start_s, end_s, nperseg)
-    vmin = min(_floor_db(s[2]) for s in specs) - 10
-    vmax = max(float(s[2].max()) for s in specs)
+    vmin, vmax = _colour_range([s[2] for s in specs])
     n = len(specs)
     ncols = min(n, 3)
     fig = _figure(fig, (3.6 * ncols + 1.2, 4.2 * math.ceil(n / ncols) + 0.4))
@@ -535,9 +568,11 @@ def plot_envelope(
 
 
 def _pair_key(item: Any, known: list[tuple[str, str]]) -> tuple[str, str]:
-    parts = tuple(item.split("-", 1)) if isinstance(item, str) else tuple(str(v) for v in item)
-    for a, b in known:
-        if parts in ((a, b), (b, a)):
+    for a, b in known:  # names may hold "-": match the whole "A-B", not a split of it
+        if isinstance(item, str):
+            if item in (f"{a}-{b}", f"{b}-{a}"):
+                return a, b
+        elif tuple(str(v) for v in item) in ((a, b), (b, a)):
             return a, b
     raise ValidationError(
         f"pair {item!r} is not in the localization (it has "

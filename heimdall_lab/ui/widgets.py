@@ -231,6 +231,8 @@ class CaptureForm:
         self.last_selection: planning.Selection | None = None
         #: Chosen receivers by name (they need not be in the database yet).
         self._chosen: dict[str, Receiver] = {}
+        #: The database's active receivers, as last read.
+        self._active: list[str] = []
         self._lock = threading.Lock()
         self._progress_lock = threading.Lock()
         self._running = False
@@ -393,6 +395,7 @@ class CaptureForm:
                     "`heimdall-lab db migrate` (or one with `heimdall-lab receivers add`) "
                     "and refresh the form"
                 )
+        self._active = names
         chosen = [n for n in self._chosen if n not in names]
         self.receivers_select.options = [*chosen, *names]
         self.receivers_select.value = tuple(self._chosen or names)
@@ -451,7 +454,8 @@ class CaptureForm:
         """
         self.last_selection = selection
         self._chosen = {e.name: e.receiver() for e in selection.entries}
-        others = [n for n in self.receivers_select.options if n not in self._chosen]
+        # The new choice, then the database's receivers: an earlier choice's names go.
+        others = [n for n in self._active if n not in self._chosen]
         self.receivers_select.options = [*self._chosen, *others]
         self.receivers_select.value = tuple(self._chosen)
         warnings = "".join(f"<br><i>warning:</i> {html.escape(w)}" for w in selection.warnings)
