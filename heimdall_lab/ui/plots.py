@@ -1026,7 +1026,7 @@ def plot_selection(
             s=10,
             color="0.55",
             zorder=3,
-            label=f"candidate ({len(others)})",
+            label=f"other candidates ({len(others)})",
         )
     ax.scatter(
         lon,
