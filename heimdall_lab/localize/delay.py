@@ -192,22 +192,6 @@ class PairCorrelation:
     estimate: DelayEstimate
 
 
-def _correlate(
-    a: _Signal,
-    b: _Signal,
-    fs: float,
-    *,
-    coherent: bool,
-    band: tuple[float, float],
-    search_s: float,
-    chunk_s: float,
-) -> DelayEstimate:
-    """Delay of ``a`` relative to ``b`` (both on the same grid); see :func:`_correlation`."""
-    return _correlation(
-        a, b, fs, coherent=coherent, band=band, search_s=search_s, chunk_s=chunk_s
-    ).estimate
-
-
 def _correlation(
     a: _Signal,
     b: _Signal,
@@ -413,7 +397,7 @@ def estimate_delay(
     vy = np.isfinite(y) if valid_y is None else np.asarray(valid_y, bool) & np.isfinite(y)
     xs = _Signal(_prepare(np.where(vx, x, 0).astype(np.complex128), vx, method, fs, lo_hi), vx)
     ys = _Signal(_prepare(np.where(vy, y, 0).astype(np.complex128), vy, method, fs, lo_hi), vy)
-    return _correlate(
+    return _correlation(
         xs,
         ys,
         fs,
@@ -421,4 +405,4 @@ def estimate_delay(
         band=lo_hi,
         search_s=max_delay,
         chunk_s=chunk,
-    )
+    ).estimate

@@ -31,7 +31,7 @@ from heimdall_lab.localize.checks import (
     _check_method,
     _check_receiver_position,
 )
-from heimdall_lab.localize.delay import PairCorrelation, _correlate, _correlation, _Signal
+from heimdall_lab.localize.delay import PairCorrelation, _correlation, _Signal
 from heimdall_lab.localize.results import (
     DelayEstimate,
     Localization,
@@ -113,7 +113,7 @@ def _measure_pairs(
         for j in range(i + 1, len(tracks)):
             ri, rj = tracks[i].timing, tracks[j].timing
             max_delay = _max_delay(ri, rj, v)
-            est = _correlate(
+            est = _correlation(
                 signals[i],
                 signals[j],
                 rate,
@@ -121,7 +121,7 @@ def _measure_pairs(
                 band=band,
                 search_s=max_delay + check.margin + extra,
                 chunk_s=chunk,
-            )
+            ).estimate
             raw.append(est.sigma_s if math.isfinite(est.sigma_s) else math.inf)
             sigma = math.sqrt(max(est.sigma_s, check.floor) ** 2 + check.systematic**2)
             p = PairDelay(
