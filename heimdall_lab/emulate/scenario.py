@@ -859,6 +859,9 @@ class SynthStream:
         Tuned frequency, Hz.
     start_ns : int
         UTC time of the first sample, ns since 1970.
+    stale_frames : int, optional
+        How many first frames carry a stale timestamp (:data:`STALE_FRAMES`); 0 for a stream
+        that continues another on the same receiver (a retune keeps the GNSS clock).
 
     Attributes
     ----------
@@ -875,7 +878,15 @@ class SynthStream:
         On a bad frequency.
     """
 
-    def __init__(self, scenario: Scenario, site: Site, frequency_hz: float, start_ns: int) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        site: Site,
+        frequency_hz: float,
+        start_ns: int,
+        *,
+        stale_frames: int = STALE_FRAMES,
+    ) -> None:
         f_tuned = _number(frequency_hz, "frequency_hz")
         if f_tuned <= 0:
             raise ValidationError(f"frequency_hz must be > 0, got {f_tuned}")
@@ -886,6 +897,7 @@ class SynthStream:
         self.nominal_rate = scenario.nominal_rate
         self.true_rate = site.true_rate(scenario.nominal_rate)
         self.frames_emitted = 0
+        self.stale_frames = int(stale_frames)
         self._truth = scenario.truth(site.name, f_tuned)
 
         tag = _site_tag(site.name)
@@ -985,7 +997,7 @@ class SynthStream:
             fix = (t_ns // NS_PER_S + self._fix_phase) % GPS_FIX_INTERVAL_S
         else:
             fix = NO_FIX_SOLUTION
-        if k < STALE_FRAMES:
+        if k < self.stale_frames:
             t_ns -= round(STALE_OFFSET_S * NS_PER_S)
         gpssec, gpsnsec = gnss.utc_to_tow(np.datetime64(t_ns, "ns"))
         return SourceFrame(
