@@ -72,6 +72,7 @@ from heimdall_lab.home import home_path
 from heimdall_lab.ids import check_capture_id, check_receiver_name, is_capture_id
 from heimdall_lab.recording import FRAME_SAMPLES
 from heimdall_lab.retry import RetryPolicy
+from heimdall_lab.store import stream
 from heimdall_lab.urls import MASK, mask_url, redact, secrets_in, split_credentials
 from heimdall_lab.versions import __version__
 
@@ -813,7 +814,9 @@ class IQStore:
             If the capture is not stored completely, or the store cannot be read.
         """
         url = mask_url(self.url_for(capture_id))
-        if self._marker(capture_id) is None:
+        marker = self._marker(capture_id)
+        manifest = stream.read_manifest(self, capture_id) if marker is None else None
+        if marker is None and manifest is None:
             partial = self._call(
                 "read", self.fs.exists, f"{self._prefix(capture_id)}/zarr.json"
             ) or self._call("read", self.fs.exists, self._prefix(capture_id))
@@ -826,6 +829,10 @@ class IQStore:
             raise StorageError(f"capture {capture_id} is not in the store {url}", url=url)
         ds = self._call("read", self._open_zarr, capture_id)
         ds = ds.assign_coords(receiver=np.array(ds["receiver"].values.tolist(), dtype=str))
+        if marker is None or marker.get("layout") == "stream":
+            # Streamed: cut to what is stored; without its marker it is still being written
+            # (or its process died: heimdall-lab sync completes it).
+            ds = stream.trim_stream(ds, in_progress=marker is None)
         if receivers is not None:
             wanted = [receivers] if isinstance(receivers, str) else list(receivers)
             for name in wanted:
