@@ -65,6 +65,15 @@ Modulations (:attr:`Transmitter.modulation`):
     frequency ``f_tx + d_k * fsk_shift_hz / 2`` with ``d_k = +-1``. The symbols are a random
     message of :data:`FSK_MESSAGE_BITS` bits from the seed, repeated
     (:meth:`Scenario.fsk_symbols`); the phase is continuous over all of time.
+``"burst"``
+    Intermittent bursts of the carrier at known times (:attr:`Transmitter.bursts`): burst
+    ``i`` is on from emission time ``E + start_i`` to ``E + start_i + duration_i``, ``E`` being
+    :attr:`Transmitter.burst_epoch_ns`, at amplitude ``10 ** (level_db_i / 20)`` relative to
+    ``A``; silent in between. Edges are the OOK's raised-cosine ramps
+    (:attr:`Transmitter.keying_edge_s` wide, centred on the nominal edge), so a site at delay
+    ``tau`` sees the burst's mid-edge at ``E + start_i + tau`` exactly
+    (:meth:`Scenario.burst_truth`). :meth:`Scenario.with_bursts` builds a schedule from
+    wanted in-band SNRs at a site.
 
 If ``|f_tx - f_LO| > PASSBAND_FRACTION * nominal_rate`` (0.45) the transmitter is outside the
 passband and nothing of it is heard (``A = 0``).
@@ -91,10 +100,17 @@ Samples are quantised to int16 with saturation (:func:`heimdall_lab.kiwi.protoco
 The defaults (-140 dBm/Hz noise, -30 dB calibration) put the noise at about 11 counts rms,
 well above quantisation, and leave 60 dB of headroom above it. The S-meter of each frame is
 the total power of its quantised samples (signal + noise) in dBm.
+
+In-band SNR
+    The SNR of an emission "in a band of ``B`` Hz" at a site is ``C / (N0 B)``: its received
+    power ``C`` (all of it, the emission being narrower than the band) over the site's noise
+    density ``N0`` (:attr:`Site.noise_dbm_hz`) times ``B``. The int16 quantisation noise is
+    left out (about 31 dB under the default noise). :meth:`Scenario.power_for_snr` inverts it.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import typing
@@ -127,6 +143,7 @@ __all__ = [
     "REFERENCE_DISTANCE_M",
     "STALE_FRAMES",
     "STALE_OFFSET_S",
+    "Burst",
     "FrameSource",
     "Scenario",
     "Site",
@@ -136,7 +153,7 @@ __all__ = [
 ]
 
 #: Modulations a :class:`Transmitter` can have.
-MODULATIONS = ("carrier", "ook", "fsk")
+MODULATIONS = ("carrier", "ook", "fsk", "burst")
 #: A transmitter is heard when its baseband offset is within this fraction of the nominal rate.
 PASSBAND_FRACTION = 0.45
 #: Distance at which :attr:`Transmitter.power_dbm` is received; closer sites get that power.
@@ -280,6 +297,76 @@ class FrameSource(typing.Protocol):
 
 
 @dataclass(frozen=True)
+class Burst:
+    """One burst of a ``"burst"`` transmitter.
+
+    Attributes
+    ----------
+    start_s : float
+        Emission time of its (mid-)leading edge, seconds after
+        :attr:`Transmitter.burst_epoch_ns`.
+    duration_s : float
+        Seconds from the leading to the trailing mid-edge (> 0).
+    level_db : float
+        Power relative to :attr:`Transmitter.power_dbm`, dB (amplitude ``10 ** (level_db /
+        20)``). With :meth:`Scenario.with_bursts` it is the in-band SNR at the reference site.
+
+    Raises
+    ------
+    ValidationError
+        On non-numeric, non-finite or non-positive duration values.
+    """
+
+    start_s: float
+    duration_s: float
+    level_db: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("start_s", "duration_s", "level_db"):
+            _set(self, name, _number(getattr(self, name), f"burst {name}"))
+        if self.duration_s <= 0:
+            raise ValidationError(f"burst duration_s must be > 0 s, got {self.duration_s}")
+
+    @property
+    def end_s(self) -> float:
+        """Emission time of the trailing mid-edge, seconds after the epoch."""
+        return self.start_s + self.duration_s
+
+    @classmethod
+    def coerce(cls, value: object) -> Burst:
+        """A burst from a :class:`Burst`, a mapping of its fields or a sequence of them.
+
+        Parameters
+        ----------
+        value : Burst, mapping or sequence
+            ``Burst(...)``, ``{"start_s": .., "duration_s": .., "level_db": ..}`` (as
+            :meth:`Scenario.to_dict` writes it) or ``(start_s, duration_s[, level_db])``.
+
+        Returns
+        -------
+        Burst
+            The burst.
+
+        Raises
+        ------
+        ValidationError
+            If it is none of those or holds bad values.
+        """
+        if isinstance(value, Burst):
+            return value
+        try:
+            if isinstance(value, typing.Mapping):
+                return cls(**value)
+            if isinstance(value, Sequence) and not isinstance(value, str):
+                return cls(*value)
+        except TypeError as exc:
+            raise ValidationError(f"bad burst {value!r}: {exc}") from exc
+        raise ValidationError(
+            f"a burst must be a Burst, a mapping or (start_s, duration_s, level_db), got {value!r}"
+        )
+
+
+@dataclass(frozen=True)
 class Transmitter:
     """The transmitter to be located.
 
@@ -301,12 +388,21 @@ class Transmitter:
     fsk_baud : float
         FSK: symbols per second (> 0).
     keying_edge_s : float
-        OOK: width of the raised-cosine amplitude edges, seconds, in [0, 0.05].
+        OOK and burst: width of the raised-cosine amplitude edges, seconds, in [0, 0.05].
+    bursts : tuple of Burst
+        Burst: the schedule, in time order and not overlapping (mappings or
+        ``(start_s, duration_s, level_db)`` tuples are converted). Empty for the other
+        modulations.
+    burst_epoch_ns : int
+        Burst: the emission time the bursts' ``start_s`` count from, integer ns since
+        1970-01-01 UTC (the time axis of :meth:`Scenario.stream`'s ``start_utc``); a
+        ``numpy.datetime64``, ``datetime`` or ISO string is converted.
 
     Raises
     ------
     ValidationError
-        On non-numeric, non-finite or out-of-range values or an unknown modulation.
+        On non-numeric, non-finite or out-of-range values, an unknown modulation, or bursts
+        out of order, overlapping or given to another modulation.
     """
 
     latitude: float
@@ -318,6 +414,8 @@ class Transmitter:
     fsk_shift_hz: float = 170.0
     fsk_baud: float = 50.0
     keying_edge_s: float = 0.001
+    bursts: tuple[Burst, ...] = ()
+    burst_epoch_ns: int = 0
 
     def __post_init__(self) -> None:
         for name in (
@@ -346,6 +444,33 @@ class Transmitter:
             raise ValidationError(f"fsk_baud must be > 0, got {self.fsk_baud}")
         if not 0.0 <= self.keying_edge_s <= 0.05:
             raise ValidationError(f"keying_edge_s must be in [0, 0.05] s, got {self.keying_edge_s}")
+        self._check_bursts()
+
+    def _check_bursts(self) -> None:
+        if isinstance(self.bursts, str | typing.Mapping) or not isinstance(self.bursts, Sequence):
+            raise ValidationError(f"bursts must be a sequence of bursts, got {self.bursts!r}")
+        bursts = tuple(Burst.coerce(b) for b in self.bursts)
+        _set(self, "bursts", bursts)
+        if bursts and self.modulation != "burst":
+            raise ValidationError(
+                f"bursts are given but the modulation is {self.modulation!r}; "
+                "use modulation='burst'"
+            )
+        for a, b in itertools.pairwise(bursts):
+            if b.start_s < a.end_s:
+                raise ValidationError(
+                    f"bursts must be in time order and not overlap: one starting at "
+                    f"{b.start_s:g} s follows one lasting until {a.end_s:g} s"
+                )
+        epoch = self.burst_epoch_ns
+        if isinstance(epoch, bool):
+            raise ValidationError(f"burst_epoch_ns must be integer ns, got {epoch!r}")
+        if isinstance(epoch, int | np.integer):
+            _set(self, "burst_epoch_ns", int(epoch))
+        elif epoch is None:
+            raise ValidationError("burst_epoch_ns must be a time (integer ns since 1970), not None")
+        else:
+            _set(self, "burst_epoch_ns", _utc_ns(epoch))
 
 
 @dataclass(frozen=True)
@@ -649,7 +774,8 @@ class Scenario:
             the carrier's baseband frequency in true time; NaN without transmitter);
             ``frequency_offset_at_nominal_rate_hz`` (the same as an analysis that assumes the
             nominal rate sees it: ``offset * nominal / true``); ``in_passband``;
-            ``antenna_power_dbm`` (path-loss power at the antenna, key-up for OOK);
+            ``antenna_power_dbm`` (path-loss power at the antenna, key-up for OOK, at
+            ``level_db`` 0 for bursts);
             ``received_power_dbm`` / ``received_power_dbfs`` (the same, ``-inf`` when not heard);
             ``signal_amplitude_fs`` (``A``); ``noise_density_dbm_hz``,
             ``noise_density_dbfs_hz``, ``noise_power_dbfs`` (per complex sample, over the true
@@ -754,6 +880,183 @@ class Scenario:
         msg = _fsk_message(self.seed)
         idx = (int(first_symbol) + np.arange(int(count), dtype=np.int64)) % FSK_MESSAGE_BITS
         return msg[idx]
+
+    # ---- bursts ------------------------------------------------------------------------
+
+    def power_for_snr(
+        self, site_name: str, frequency_hz: float, snr_db: float, bandwidth_hz: float
+    ) -> float:
+        """The :attr:`Transmitter.power_dbm` that gives a wanted in-band SNR at a site.
+
+        The SNR is ``C / (N0 B)`` with ``C`` the power received at the site, ``N0`` its
+        :attr:`Site.noise_dbm_hz` and ``B = bandwidth_hz`` (see "In-band SNR" in the module
+        docstring), so ``power_dbm = snr_db + noise_dbm_hz + 10 log10(B) + path loss``.
+
+        Parameters
+        ----------
+        site_name : str
+            The site.
+        frequency_hz : float
+            Its tuned frequency, Hz (the transmitter must be in its passband).
+        snr_db : float
+            Wanted SNR in ``bandwidth_hz``, dB.
+        bandwidth_hz : float
+            The band the SNR refers to, Hz (> 0), e.g. a detector's band.
+
+        Returns
+        -------
+        float
+            Power received 1 km from the transmitter, dBm.
+
+        Raises
+        ------
+        ValidationError
+            Without a transmitter, when it is outside the site's passband, or on bad numbers.
+        """
+        snr = _number(snr_db, "snr_db")
+        bw = _number(bandwidth_hz, "bandwidth_hz")
+        if bw <= 0:
+            raise ValidationError(f"bandwidth_hz must be > 0, got {bw}")
+        if self.transmitter is None:
+            raise ValidationError("the scenario has no transmitter to set the power of")
+        truth = self.truth(site_name, frequency_hz)
+        if not truth["in_passband"]:
+            raise ValidationError(
+                f"the transmitter at {self.transmitter.frequency_hz:g} Hz is outside the "
+                f"passband of {site_name!r} tuned to {frequency_hz:g} Hz; tune closer to it"
+            )
+        loss = self.transmitter.power_dbm - truth["antenna_power_dbm"]
+        return snr + truth["noise_density_dbm_hz"] + 10.0 * math.log10(bw) + loss
+
+    def with_bursts(
+        self,
+        schedule: typing.Iterable[Burst | typing.Mapping[str, float] | Sequence[float]],
+        *,
+        site_name: str,
+        frequency_hz: float,
+        bandwidth_hz: float,
+        epoch_utc: int | np.datetime64 | datetime | str,
+        edge_s: float | None = None,
+    ) -> Scenario:
+        """A copy whose transmitter sends bursts at given in-band SNRs at a site.
+
+        The transmitter keeps its position and frequency; its modulation becomes
+        ``"burst"`` and its :attr:`~Transmitter.power_dbm` the power that gives 0 dB SNR in
+        ``bandwidth_hz`` at ``site_name`` (:meth:`power_for_snr`), so each burst's
+        ``level_db`` is its SNR there. Other sites hear the same bursts, at their own
+        distance and noise (:meth:`burst_truth`).
+
+        Parameters
+        ----------
+        schedule : iterable
+            ``(start_s, duration_s, snr_db)`` per burst (or :class:`Burst` with ``level_db``
+            the SNR): emission times after ``epoch_utc``, in order, not overlapping.
+        site_name : str
+            The reference site.
+        frequency_hz : float
+            Its tuned frequency, Hz.
+        bandwidth_hz : float
+            The band the SNRs refer to, Hz.
+        epoch_utc : int, numpy.datetime64, datetime or str
+            The emission time the bursts count from (int: ns since 1970 UTC); typically the
+            streams' ``start_utc``.
+        edge_s : float, optional
+            Width of the raised-cosine edges, s (default: the transmitter's
+            :attr:`~Transmitter.keying_edge_s`).
+
+        Returns
+        -------
+        Scenario
+            The new scenario (this one is unchanged).
+
+        Raises
+        ------
+        ValidationError
+            Without a transmitter, when it is outside the site's passband, or on a bad
+            schedule.
+        """
+        if self.transmitter is None:
+            raise ValidationError("the scenario has no transmitter to send bursts")
+        if isinstance(schedule, str | typing.Mapping) or not isinstance(schedule, typing.Iterable):
+            raise ValidationError(
+                f"schedule must be a sequence of (start_s, duration_s, snr_db), got {schedule!r}"
+            )
+        bursts = tuple(Burst.coerce(b) for b in schedule)
+        power = self.power_for_snr(site_name, frequency_hz, 0.0, bandwidth_hz)
+        tx = replace(
+            self.transmitter,
+            modulation="burst",
+            power_dbm=power,
+            bursts=bursts,
+            burst_epoch_ns=epoch_utc if isinstance(epoch_utc, int) else _utc_ns(epoch_utc),
+            keying_edge_s=self.transmitter.keying_edge_s if edge_s is None else edge_s,
+        )
+        return replace(self, transmitter=tx)
+
+    def burst_truth(
+        self, site_name: str, frequency_hz: float, *, bandwidth_hz: float | None = None
+    ) -> list[dict[str, typing.Any]]:
+        """Ground truth of each burst as a site hears it: when it arrives, and how strong.
+
+        Parameters
+        ----------
+        site_name : str
+            The site.
+        frequency_hz : float
+            Its tuned frequency, Hz.
+        bandwidth_hz : float, optional
+            A band (Hz) to give each burst's in-band SNR in (``snr_db``; NaN without).
+
+        Returns
+        -------
+        list of dict
+            One per burst, in order: ``index``, ``start_s``, ``duration_s``, ``level_db``;
+            ``emission_start_ns`` / ``emission_end_ns`` (the mid-edges at the transmitter,
+            ns since 1970 UTC); ``arrival_start_ns`` / ``arrival_end_ns`` (the same at the
+            site, later by its propagation delay, rounded to the ns); ``delay_s``;
+            ``received_power_dbm`` (``-inf`` when not heard); ``cn0_dbhz`` (C/N0) and
+            ``snr_db`` (in ``bandwidth_hz``). Empty unless the transmitter's modulation
+            is ``"burst"``.
+
+        Raises
+        ------
+        ValidationError
+            On an unknown site or bad frequency or bandwidth.
+        """
+        truth = self.truth(site_name, frequency_hz)
+        bw = None
+        if bandwidth_hz is not None:
+            bw = _number(bandwidth_hz, "bandwidth_hz")
+            if bw <= 0:
+                raise ValidationError(f"bandwidth_hz must be > 0, got {bw}")
+        tx = self.transmitter
+        if tx is None or tx.modulation != "burst":
+            return []
+        tau = Fraction(truth["delay_s"])
+        epoch = Fraction(tx.burst_epoch_ns)
+        out = []
+        for i, b in enumerate(tx.bursts):
+            start = epoch + Fraction(b.start_s) * NS_PER_S
+            end = start + Fraction(b.duration_s) * NS_PER_S
+            power = truth["received_power_dbm"] + b.level_db
+            cn0 = power - truth["noise_density_dbm_hz"]
+            out.append(
+                {
+                    "index": i,
+                    "start_s": b.start_s,
+                    "duration_s": b.duration_s,
+                    "level_db": b.level_db,
+                    "emission_start_ns": round(start),
+                    "emission_end_ns": round(end),
+                    "arrival_start_ns": round(start + tau * NS_PER_S),
+                    "arrival_end_ns": round(end + tau * NS_PER_S),
+                    "delay_s": truth["delay_s"],
+                    "received_power_dbm": power,
+                    "cn0_dbhz": cn0,
+                    "snr_db": cn0 - 10.0 * math.log10(bw) if bw is not None else math.nan,
+                }
+            )
+        return out
 
     # ---- serialisation -----------------------------------------------------------------
 
@@ -938,6 +1241,18 @@ class SynthStream:
             msg = _fsk_message(scenario.seed)
             self._msg = msg
             self._prefix = np.concatenate([[0], np.cumsum(msg)]).astype(np.int64)
+        elif self._modulation == "burst":
+            # Emission time relative to the burst epoch, per frame; each burst's edges as
+            # whole + fraction seconds, so frame-relative times stay exact over any epoch.
+            self._burst_clock = _Affine(t0 - tau - Fraction(tx.burst_epoch_ns, NS_PER_S), step)
+            edges = [(Fraction(b.start_s), b.duration_s, b.level_db) for b in tx.bursts]
+            self._bursts = [
+                (math.floor(s), float(s - math.floor(s)), d, 10.0 ** (g / 20.0))
+                for s, d, g in edges
+            ]
+            self._burst_starts = np.array([b.start_s for b in tx.bursts], dtype=np.float64)
+            self._burst_ends = np.array([b.end_s for b in tx.bursts], dtype=np.float64)
+            self._frame_s = float(step)
 
     # ---- public ------------------------------------------------------------------------
 
@@ -1018,7 +1333,28 @@ class SynthStream:
             amplitude = self._amplitude * self._ook_envelope(k)
         elif self._modulation == "fsk":
             cycles = cycles + self._fsk_cycles(k)
+        elif self._modulation == "burst":
+            envelope = self._burst_envelope(k)
+            if envelope is None:
+                return np.zeros(FRAME_SAMPLES, np.complex128)
+            amplitude = self._amplitude * envelope
         return amplitude * np.exp(2j * np.pi * cycles)
+
+    def _burst_envelope(self, k: int) -> np.ndarray | None:
+        """Amplitude of the bursts in frame ``k`` (relative to ``A``); None when silent."""
+        whole, frac = self._burst_clock.split(k)
+        t0 = whole + frac  # approximate, only to pick the bursts that may touch the frame
+        margin = self._tx.keying_edge_s + 1e-6
+        first = int(np.searchsorted(self._burst_ends, t0 - margin, side="left"))
+        last = int(np.searchsorted(self._burst_starts, t0 + self._frame_s + margin, side="right"))
+        if first >= last:
+            return None
+        w = self._tx.keying_edge_s
+        envelope = np.zeros(FRAME_SAMPLES, np.float64)
+        for b_whole, b_frac, duration, gain in self._bursts[first:last]:
+            x = (whole - b_whole) + (frac - b_frac) + self._u  # time since the leading edge
+            envelope += gain * (_ramp(x, w) - _ramp(x - duration, w))
+        return envelope
 
     def _ook_envelope(self, k: int) -> np.ndarray:
         tx = self._tx
