@@ -183,6 +183,14 @@ def _base_port(text: str) -> int:
     return port
 
 
+@_option_type("a duration")
+def _duration(text: str) -> str:
+    """A duration such as ``90d``, ``12h``, ``30min``, or ``off``; checked, kept as text."""
+    if text.strip().lower() != db.policy.OFF:
+        db.parse_duration(text, "duration")
+    return text
+
+
 @_option_type("a database URL")
 def _database_url(text: str) -> str:
     """A database URL with a numeric port, if any (the password never shows in a message)."""
@@ -571,10 +579,26 @@ def _named_receivers(given: Sequence[Receiver | str], database_url: str | None) 
     return out
 
 
+def _print_policy(policy: Mapping[str, Any]) -> None:
+    """What keeps and compresses measurements, one line each."""
+    print(f"server: {policy['server']}")
+    print(f"retain: {policy['retain'] or 'for ever'}")
+    print(f"compress after: {policy['compress_after'] or 'never'}")
+    print(f"measurement_stats: {policy['stats']}")
+    print(f"note: {policy['note']}")
+
+
 def cmd_db(args: argparse.Namespace) -> int:
-    """Apply migrations, or show the database's state."""
-    engine = db.get_engine(args.database_url, apply_migrations=args.action == "migrate")
+    """Apply migrations, show the database's state, or set its retention policy."""
+    engine = db.get_engine(args.database_url, apply_migrations=args.action != "status")
     try:
+        if args.action == "policy":
+            if args.prune:
+                print(f"pruned {db.prune(engine, args.prune)} measurement rows")
+            _print_policy(
+                db.set_policy(engine, retain=args.retain, compress_after=args.compress_after)
+            )
+            return EXIT_OK
         if args.action == "migrate":
             applied = db.migrate(engine)
             print(f"applied {len(applied)} new migration(s) to {mask_url(engine.url)}")
@@ -994,12 +1018,29 @@ def build_parser() -> argparse.ArgumentParser:
     database_option(p)
     p.set_defaults(func=cmd_health)
 
-    p = sub.add_parser("db", help="database: migrate, status")
-    p.add_argument("action", choices=["migrate", "status"])
+    p = sub.add_parser("db", help="database: migrate, status, retention policy")
+    p.add_argument("action", choices=["migrate", "status", "policy"])
     p.add_argument(
         "--no-seed",
         action="store_true",
         help="migrate: do not add the default receivers that are missing",
+    )
+    p.add_argument(
+        "--retain",
+        type=_duration,
+        help="policy: drop measurements older than this (90d, 12h, ...; off: keep all); "
+        "TimescaleDB only",
+    )
+    p.add_argument(
+        "--compress-after",
+        type=_duration,
+        help="policy: compress measurements older than this (7d, ...; off); TimescaleDB only",
+    )
+    p.add_argument(
+        "--prune",
+        type=_duration,
+        metavar="AGE",
+        help="policy: delete measurements older than AGE now (any server)",
     )
     database_option(p)
     p.set_defaults(func=cmd_db)

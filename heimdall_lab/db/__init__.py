@@ -15,6 +15,11 @@ Schema
     time; primary key ``(capture_id, websdr_id, timestamp_utc)``). Migration 003 makes
     ``measurements`` a TimescaleDB hypertable with compression where the server offers the
     extension, and leaves it a plain table with the same columns and indexes elsewhere.
+    Migration 008 adds recording ``sessions`` (:mod:`heimdall_lab.db.sessions`; a capture
+    fulfils at most one step of one session), ``session_events`` and the per-minute
+    statistics ``measurement_stats`` (a continuous aggregate on TimescaleDB, a view
+    elsewhere; read with :func:`measurement_stats`, same answers on both). Retention and
+    compression: :func:`set_policy`, :func:`get_policy`, :func:`prune`.
 
 Writing
     :func:`write_measurements` writes a DataFrame by binary ``COPY`` into a temporary table,
@@ -40,6 +45,7 @@ from heimdall_lab.db.captures import (
     RUNNING_STATUSES,
     STALE_AFTER_S,
     CaptureRecord,
+    DuplicateStepError,
     StaleCapture,
     beat,
     create_capture,
@@ -65,14 +71,19 @@ from heimdall_lab.db.localizations import (
     write_localization,
 )
 from heimdall_lab.db.measurements import (
+    STATS_COLUMNS,
     bucketed_measurements,
+    measurement_stats,
     measurements_between,
     measurements_for_capture,
     measurements_for_receiver,
     query_measurements,
+    refresh_stats,
+    stats_aggregate,
     write_measurements,
 )
 from heimdall_lab.db.migrations import applied_migrations, enable_timescale, is_timescale, migrate
+from heimdall_lab.db.policy import get_policy, parse_duration, prune, set_policy
 from heimdall_lab.db.receivers import (
     DirectoryImport,
     activate_only,
@@ -88,6 +99,20 @@ from heimdall_lab.db.receivers import (
     update_receiver,
 )
 from heimdall_lab.db.server import EmbeddedServer, embedded_home, start_embedded, stop_embedded
+from heimdall_lab.db.sessions import (
+    SESSION_STATUSES,
+    beat_session,
+    create_session,
+    get_session,
+    list_sessions,
+    request_stop,
+    session_captures,
+    session_events,
+    stale_sessions,
+    stop_requested,
+    update_session,
+    write_events,
+)
 from heimdall_lab.home import HOME_ENV
 
 __all__ = [
@@ -97,10 +122,13 @@ __all__ = [
     "HOME_ENV",
     "MEASUREMENT_COLUMNS",
     "RUNNING_STATUSES",
+    "SESSION_STATUSES",
     "STALE_AFTER_S",
+    "STATS_COLUMNS",
     "URL_ENV",
     "CaptureRecord",
     "DirectoryImport",
+    "DuplicateStepError",
     "EmbeddedServer",
     "LocalizationLike",
     "StaleCapture",
@@ -109,9 +137,11 @@ __all__ = [
     "add_receiver",
     "applied_migrations",
     "beat",
+    "beat_session",
     "bucketed_measurements",
     "connection",
     "create_capture",
+    "create_session",
     "database_identity",
     "database_url",
     "deactivate_receiver",
@@ -120,26 +150,42 @@ __all__ = [
     "enable_timescale",
     "get_capture",
     "get_engine",
+    "get_policy",
+    "get_session",
     "import_directory",
     "is_timescale",
     "list_captures",
     "list_localizations",
     "list_receivers",
+    "list_sessions",
+    "measurement_stats",
     "measurements_between",
     "measurements_for_capture",
     "measurements_for_receiver",
     "migrate",
+    "parse_duration",
+    "prune",
     "query_measurements",
     "receivers_frame",
     "record_health",
+    "refresh_stats",
+    "request_stop",
     "seed_receivers",
     "session",
+    "session_captures",
+    "session_events",
     "set_iq_url",
+    "set_policy",
     "stale_captures",
+    "stale_sessions",
     "start_embedded",
+    "stats_aggregate",
     "stop_embedded",
+    "stop_requested",
     "update_capture",
     "update_receiver",
+    "update_session",
+    "write_events",
     "write_localization",
     "write_measurements",
 ]

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from heimdall_lab.db.filters import frequency_clause, receiver_names
-from heimdall_lab.errors import ValidationError
+from heimdall_lab.errors import ValidationError, first_line
 from heimdall_lab.ids import check_capture_id, new_capture_id
 from heimdall_lab.values import positive, to_json
 from heimdall_lab.versions import __version__
@@ -32,6 +33,7 @@ CAPTURE_STATUSES = (
     "storing",
     "done",
     "partial",
+    "incomplete",
     "failed",
     "cancelled",
 )
@@ -44,6 +46,31 @@ STALE_AFTER_S = 15.0
 
 
 # ----------------------------------------------------------------------------- captures
+
+
+class DuplicateStepError(ValidationError):
+    """A session's plan step already has its capture: a step is never recorded twice.
+
+    Parameters
+    ----------
+    session_id : str
+        The session.
+    step : int
+        The plan step index.
+    capture_id : str or None
+        The capture that already fulfils the step (None if it could not be read).
+    """
+
+    def __init__(self, session_id: str, step: int, capture_id: str | None) -> None:
+        held = f" by capture {capture_id}" if capture_id else ""
+        super().__init__(
+            f"step {step} of session {session_id} is recorded already{held}: a session records "
+            "each plan step once; resume the session (it skips recorded steps) instead of "
+            "recording the step again"
+        )
+        self.session_id = session_id
+        self.step = step
+        self.capture_id = capture_id
 
 
 @dataclass(frozen=True)
@@ -70,6 +97,10 @@ class CaptureRecord:
         Row times (UTC).
     heartbeat_at : pandas.Timestamp or None
         The last heartbeat of the process running the capture (:func:`beat`).
+    session_id : str or None
+        The recording session the capture belongs to, if any.
+    session_step : int or None
+        The index of the session plan's step it fulfils.
     """
 
     id: str
@@ -85,6 +116,8 @@ class CaptureRecord:
     created_at: pd.Timestamp
     updated_at: pd.Timestamp
     heartbeat_at: pd.Timestamp | None = None
+    session_id: str | None = None
+    session_step: int | None = None
 
 
 _CAPTURE_COLUMNS = [f.name for f in dataclasses.fields(CaptureRecord)]
@@ -114,6 +147,8 @@ def create_capture(
     status: str = "pending",
     iq_url: str | None = None,
     software_version: str | None = __version__,
+    session_id: str | None = None,
+    session_step: int | None = None,
 ) -> str:
     """Record a capture.
 
@@ -139,6 +174,11 @@ def create_capture(
         Where the IQ is kept.
     software_version : str, optional
         Default: this heimdall_lab's version.
+    session_id : str, optional
+        The recording session the capture belongs to (see :mod:`heimdall_lab.db.sessions`).
+    session_step : int, optional
+        With ``session_id``: the index (>= 0) of the plan step the capture fulfils. The
+        database holds at most one capture per (session, step).
 
     Returns
     -------
@@ -147,16 +187,24 @@ def create_capture(
 
     Raises
     ------
+    DuplicateStepError
+        If the session's step has a capture already (a :class:`ValidationError`).
     ValidationError
-        For a bad frequency, duration, id, status or parameters, or an id already used.
+        For a bad frequency, duration, id, status, parameters or step, an id already used,
+        or a session that does not exist.
     """
     frequency_hz = positive(frequency_hz, "frequency")
     duration_s = positive(duration_s, "duration")
     capture_id = check_capture_id(capture_id or new_capture_id())
     params = to_json(parameters or {}, "parameters")
+    if session_step is not None:
+        if session_id is None:
+            raise ValidationError("session_step needs a session_id: the step of which session?")
+        session_step = positive(session_step, "session_step", whole=True, allow_zero=True)
     stmt = sa.text(
         "INSERT INTO captures (id, start_time, frequency_hz, duration_s, parameters, status, "
-        "iq_url, software_version) VALUES (:id, :start, :f, :d, CAST(:p AS jsonb), :s, :iq, :v) "
+        "iq_url, software_version, session_id, session_step) "
+        "VALUES (:id, :start, :f, :d, CAST(:p AS jsonb), :s, :iq, :v, :sid, :step) "
         "ON CONFLICT (id) DO NOTHING"
     )
     values = {
@@ -168,12 +216,39 @@ def create_capture(
         "s": _check_status(status),
         "iq": iq_url,
         "v": software_version,
+        "sid": session_id,
+        "step": session_step,
     }
-    with engine.begin() as conn:
-        if conn.execute(stmt, values).rowcount == 0:
-            raise ValidationError(f"capture {capture_id} exists already")
+    try:
+        with engine.begin() as conn:
+            if conn.execute(stmt, values).rowcount == 0:
+                raise ValidationError(f"capture {capture_id} exists already")
+    except sa_exc.IntegrityError as err:
+        constraint = getattr(getattr(err.orig, "diag", None), "constraint_name", None)
+        # the constraint the server names (psycopg2's diagnostics; else its message)
+        broken = constraint or first_line(err)
+        if "captures_session_step_key" in broken:
+            raise DuplicateStepError(
+                str(session_id),
+                int(session_step or 0),
+                _step_capture(engine, session_id, session_step),
+            ) from None
+        if "captures_session_id_fkey" in broken:
+            raise ValidationError(
+                f"no session {session_id!r}: create it with create_session first"
+            ) from None
+        raise
     log.info("created capture %s (%.0f Hz, %.1f s)", capture_id, frequency_hz, duration_s)
     return capture_id
+
+
+def _step_capture(engine: Engine, session_id: str | None, step: int | None) -> str | None:
+    """The capture holding a session's step, or None."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT id FROM captures WHERE session_id = :s AND session_step = :n"),
+            {"s": session_id, "n": step},
+        ).scalar()
 
 
 def update_capture(
@@ -358,6 +433,7 @@ def list_captures(
     df = pd.DataFrame(rows, columns=_CAPTURE_COLUMNS)
     for col in ("start_time", "created_at", "updated_at", "heartbeat_at"):
         df[col] = pd.to_datetime(df[col], utc=True)
+    df["session_step"] = df["session_step"].astype("Int64")
     df.attrs["truncated"] = truncated
     return df
 

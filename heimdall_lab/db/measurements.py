@@ -487,14 +487,39 @@ def measurements_between(
 
 
 def _bucket_seconds(bucket: float | str | pd.Timedelta | np.timedelta64) -> float:
-    seconds = (
-        float(bucket) if isinstance(bucket, int | float) else pd.Timedelta(bucket).total_seconds()
-    )
+    try:
+        seconds = (
+            float(bucket)
+            if isinstance(bucket, int | float)
+            else pd.Timedelta(bucket).total_seconds()
+        )
+    except (TypeError, ValueError):
+        raise ValidationError(
+            f"bucket must be a duration such as 60 (seconds), '5min' or '1h', got {bucket!r}"
+        ) from None
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValidationError(f"bucket must be a positive duration, got {bucket!r}")
     if seconds * 1e6 != round(seconds * 1e6):
         raise ValidationError(f"bucket must be a whole number of microseconds, got {bucket!r}")
     return seconds
+
+
+def _bucket_expr(engine: Engine, column: str, *, timescale: bool) -> str:
+    """SQL for the start of ``column``'s bucket of ``:bucket_s`` seconds from ``:origin``.
+
+    ``time_bucket`` on TimescaleDB, ``date_bin`` on PostgreSQL 14+, ``floor`` of the epoch
+    before that: the same buckets on all.
+    """
+    width = "make_interval(secs => :bucket_s)"
+    origin = "CAST(:origin AS timestamptz)"
+    if timescale:
+        return f"time_bucket({width}, {column}, {origin})"
+    if _info(engine).version_num >= 140000:
+        return f"date_bin({width}, {column}, {origin})"
+    return (
+        f"to_timestamp(floor((extract(epoch FROM {column}) - extract(epoch FROM "
+        f"{origin})) / :bucket_s) * :bucket_s + extract(epoch FROM {origin}))"
+    )
 
 
 def bucketed_measurements(
@@ -548,17 +573,7 @@ def bucketed_measurements(
     where, params = _filters(capture_id, receivers, start, end, frequency_hz)
     params["bucket_s"] = seconds
     params["origin"] = _utc(_BUCKET_ORIGIN).to_pydatetime()
-    width = "make_interval(secs => :bucket_s)"
-    origin = "CAST(:origin AS timestamptz)"
-    if is_timescale(engine):
-        expr = f"time_bucket({width}, m.timestamp_utc, {origin})"
-    elif _info(engine).version_num >= 140000:
-        expr = f"date_bin({width}, m.timestamp_utc, {origin})"
-    else:
-        expr = (
-            f"to_timestamp(floor((extract(epoch FROM m.timestamp_utc) - extract(epoch FROM "
-            f"{origin})) / :bucket_s) * :bucket_s + extract(epoch FROM {origin}))"
-        )
+    expr = _bucket_expr(engine, "m.timestamp_utc", timescale=is_timescale(engine))
     sql = (
         f"SELECT {expr} AS bucket, w.name AS receiver, count(*) AS count, "
         "count(m.snr_db) AS snr_count, avg(m.snr_db) AS snr_mean, min(m.snr_db) AS snr_min, "
@@ -575,4 +590,231 @@ def bucketed_measurements(
     df["snr_count"] = df["snr_count"].astype(np.int64)
     for col in ("snr_mean", "snr_min", "snr_max", "offset_mean", "offset_min", "offset_max"):
         df[col] = pd.to_numeric(df[col]).astype(np.float64)
+    return df
+
+
+# ----------------------------------------------------------------------------- statistics
+
+#: Columns of :func:`measurement_stats`.
+STATS_COLUMNS = [
+    "bucket",
+    "receiver",
+    "frequency_hz",
+    "n",
+    "snr_db_mean",
+    "snr_db_min",
+    "snr_db_max",
+    "cn0_dbhz_mean",
+    "noise_power_dbfs_mean",
+    "signal_power_dbfs_mean",
+    "occupancy",
+]
+_MINUTE_NS = 60_000_000_000
+
+
+def stats_aggregate(engine: Engine) -> bool:
+    """Whether ``measurement_stats`` is a TimescaleDB continuous aggregate on this database.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database (migrated).
+
+    Returns
+    -------
+    bool
+        True for the continuous aggregate, False for the plain view (plain PostgreSQL).
+    """
+    if not is_timescale(engine):
+        return False
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT EXISTS (SELECT 1 FROM timescaledb_information.continuous_aggregates "
+                    "WHERE view_schema = current_schema() AND view_name = 'measurement_stats')"
+                )
+            ).scalar()
+        )
+
+
+def refresh_stats(engine: Engine, end: datetime | pd.Timestamp | str | None = None) -> bool:
+    """Materialize the continuous aggregate ``measurement_stats`` up to ``end``.
+
+    Refreshes from the beginning, so no bucket below the aggregate's watermark is left
+    unmaterialized; buckets already materialized and not changed since cost nothing. Rows
+    written into buckets the aggregate had materialized count once this has run (real-time
+    aggregation covers only buckets above the watermark).
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database (migrated).
+    end : datetime-like, optional
+        Up to this time (rounded up to a whole minute); default everything.
+
+    Returns
+    -------
+    bool
+        True if refreshed; False on plain PostgreSQL (nothing to refresh) or if the server
+        refused (logged as a warning).
+    """
+    if not stats_aggregate(engine):
+        return False
+    window_end = None
+    if end is not None:
+        window_end = _utc(end).ceil("min").to_pydatetime()
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(
+                sa.text(
+                    "CALL refresh_continuous_aggregate('measurement_stats', NULL, "
+                    "CAST(:end AS timestamptz))"
+                ),
+                {"end": window_end},
+            )
+    except sa_exc.DBAPIError as err:
+        log.warning(
+            "could not refresh measurement_stats (%s): rows written into buckets it had "
+            "materialized are left out until its refresh policy runs",
+            first_line(err),
+        )
+        return False
+    return True
+
+
+def measurement_stats(
+    engine: Engine,
+    *,
+    bucket: float | str | pd.Timedelta | np.timedelta64 = "1min",
+    start: datetime | pd.Timestamp | str | None = None,
+    end: datetime | pd.Timestamp | str | None = None,
+    frequency_hz: float | None = None,
+    receivers: str | Sequence[str] | None = None,
+    session_id: str | None = None,
+    capture_id: str | None = None,
+    refresh: bool = True,
+) -> pd.DataFrame:
+    """Statistics of measurements per time bucket, receiver and frequency.
+
+    The same answers on TimescaleDB and plain PostgreSQL. On TimescaleDB they come from the
+    continuous aggregate ``measurement_stats`` (per minute; coarser buckets re-aggregate it
+    with count-weighted means) when the bucket is a whole number of minutes and ``start`` and
+    ``end`` fall on whole minutes; otherwise, and on plain PostgreSQL, they are computed from
+    the measurements (``date_bin``). Buckets are aligned on 2000-01-03T00:00Z, as
+    :func:`bucketed_measurements`'s.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+        The database (migrated).
+    bucket : float (seconds), str, Timedelta or timedelta64, default "1min"
+        Bucket width; a whole number of microseconds.
+    start, end : datetime-like, optional
+        Only rows with ``start <= timestamp_utc < end`` (naive means UTC).
+    frequency_hz : float, optional
+        Only rows within :data:`~heimdall_lab.db.filters.FREQUENCY_TOLERANCE_HZ` of this.
+    receivers : str or sequence of str, optional
+        Only these receivers (names).
+    session_id : str, optional
+        Only the captures of this recording session.
+    capture_id : str, optional
+        Only this capture.
+    refresh : bool, default True
+        On TimescaleDB, first bring the aggregate up to date (:func:`refresh_stats`), so
+        rows written late into buckets it had materialized count. False reads it as it is.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (bucket, receiver, frequency_hz) with rows, in that order:
+        ``bucket`` (UTC start), ``receiver``, ``frequency_hz``, ``n`` (rows),
+        ``snr_db_mean``, ``snr_db_min``, ``snr_db_max``, ``cn0_dbhz_mean``,
+        ``noise_power_dbfs_mean``, ``signal_power_dbfs_mean`` (means of the dB values;
+        NULLs ignored, NaN where a bucket has none) and ``occupancy`` (the share of rows
+        with ``signal_present``, of those that say).
+
+    Raises
+    ------
+    ValidationError
+        For a bad bucket, frequency or receiver name.
+    """
+    seconds = _bucket_seconds(bucket)
+    lo = None if start is None else _utc(start)
+    hi = None if end is None else _utc(end)
+    aggregate = stats_aggregate(engine)
+    aligned = all(t is None or t.value % _MINUTE_NS == 0 for t in (lo, hi))
+    use_aggregate = aggregate and seconds % 60 == 0 and aligned
+    alias = "s" if use_aggregate else "m"
+    time_col = "s.bucket" if use_aggregate else "m.timestamp_utc"
+    clauses: list[str] = []
+    params: dict[str, Any] = {
+        "bucket_s": seconds,
+        "origin": _utc(_BUCKET_ORIGIN).to_pydatetime(),
+    }
+    joins = f"JOIN websdrs w ON w.id = {alias}.websdr_id"
+    if lo is not None:
+        clauses.append(f"{time_col} >= :start")
+        params["start"] = lo.to_pydatetime()
+    if hi is not None:
+        clauses.append(f"{time_col} < :end")
+        params["end"] = hi.to_pydatetime()
+    if frequency_hz is not None:
+        clause, values = frequency_clause(f"{alias}.frequency_hz", frequency_hz)
+        clauses.append(clause)
+        params.update(values)
+    if receivers is not None:
+        clauses.append("w.name = ANY(:names)")
+        params["names"] = receiver_names(receivers)
+    if capture_id is not None:
+        clauses.append(f"{alias}.capture_id = :capture_id")
+        params["capture_id"] = capture_id
+    if session_id is not None:
+        joins += f" JOIN captures c ON c.id = {alias}.capture_id"
+        clauses.append("c.session_id = :session_id")
+        params["session_id"] = session_id
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    expr = _bucket_expr(engine, time_col, timescale=aggregate)
+    if use_aggregate:
+
+        def mean(name: str) -> str:
+            return (
+                f"CAST(sum(s.{name}_sum) AS double precision) / "
+                f"CAST(nullif(sum(s.{name}_n), 0) AS double precision)"
+            )
+
+        select = (
+            f"CAST(sum(s.n) AS bigint) AS n, {mean('snr_db')} AS snr_db_mean, "
+            "min(s.snr_db_min) AS snr_db_min, "
+            f"max(s.snr_db_max) AS snr_db_max, {mean('cn0_dbhz')} AS cn0_dbhz_mean, "
+            f"{mean('noise_power_dbfs')} AS noise_power_dbfs_mean, "
+            f"{mean('signal_power_dbfs')} AS signal_power_dbfs_mean, "
+            f"{mean('occupancy')} AS occupancy"
+        )
+        source = "measurement_stats s"
+        if refresh:
+            refresh_stats(engine, hi)
+    else:
+        select = (
+            "count(*) AS n, avg(m.snr_db) AS snr_db_mean, min(m.snr_db) AS snr_db_min, "
+            "max(m.snr_db) AS snr_db_max, avg(m.cn0_dbhz) AS cn0_dbhz_mean, "
+            "avg(m.noise_power_dbfs) AS noise_power_dbfs_mean, "
+            "avg(m.signal_power_dbfs) AS signal_power_dbfs_mean, "
+            "avg(CAST(CAST(m.signal_present AS integer) AS double precision)) AS occupancy"
+        )
+        source = "measurements m"
+    sql = (
+        f"SELECT {expr} AS bucket, w.name AS receiver, {alias}.frequency_hz AS frequency_hz, "
+        f"{select} FROM {source} {joins} {where} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    )
+    log.debug("measurement_stats from %s", "the continuous aggregate" if use_aggregate else "rows")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(sql), params).fetchall()
+    df = pd.DataFrame(rows, columns=STATS_COLUMNS)
+    df["bucket"] = pd.to_datetime(df["bucket"], utc=True)
+    df["receiver"] = df["receiver"].astype(object)
+    df["n"] = df["n"].astype(np.int64)
+    for col in STATS_COLUMNS[4:]:
+        df[col] = pd.to_numeric(df[col]).astype(np.float64)
+    df["frequency_hz"] = df["frequency_hz"].astype(np.float64)
     return df
