@@ -9,6 +9,15 @@ real kiwi IQ WAV recording. Faults are injected per receiver on demand (:class:`
 
 Frames are paced in real time by default (512 samples every ~42.7 ms at 12001 Hz); with
 ``realtime=False`` they go as fast as the socket takes them, for tests and benchmarks.
+
+A ``SET mod=iq ... freq=`` received while streaming retunes the channel as a KiwiSDR does: from
+the next frame on, a synthetic receiver sends what it hears at the new frequency, on the same
+time axis (the next frame's GNSS time is where the old stream's next frame would have been:
+the receiver keeps its GNSS clock, so no stale timestamp), with the same sequence numbers and
+pacing. Like a KiwiSDR (``SND_FLAG_NEW_FREQ`` in its ``rx_sound.cpp``), the first frame after
+the initial tuning and after each change of frequency carries the flag
+:data:`~heimdall_lab.kiwi.client.FLAG_NEW_FREQ`. A receiver replaying a recording cannot
+change frequency: it ignores the retune (logged at INFO) and sets no flag.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import ssl
 import threading
 import time
@@ -30,10 +40,11 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from heimdall_lab.emulate.scenario import FrameSource, Scenario, SourceFrame
+from heimdall_lab.emulate.scenario import FrameSource, Scenario, SourceFrame, SynthStream
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.gnss import GPS_EPOCH
 from heimdall_lab.kiwi import protocol
+from heimdall_lab.kiwi.client import FLAG_NEW_FREQ
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
 from heimdall_lab.recording import NOMINAL_RATE, Recording
 from heimdall_lab.values import iso_utc, to_utc_ns
@@ -190,6 +201,16 @@ class EmulatedReceiver:
         Fault to inject.
     password : str
         Password the receiver demands (``""``: none).
+    retunes : list of (float, float)
+        Every retune (``SET mod`` while streaming) received: ``time.monotonic()`` when it
+        arrived and the frequency in Hz, whether or not the receiver could follow it.
+    follow_retunes : bool
+        Whether the receiver follows retunes (default). False makes a misbehaving receiver
+        that goes on sending the old frequency, without the new-frequency flag.
+    mark_retunes : bool
+        Whether frames carry :data:`~heimdall_lab.kiwi.client.FLAG_NEW_FREQ` after a change
+        of frequency, as a KiwiSDR's do (default). False makes a server that does not say
+        when its frequency changed.
     """
 
     receiver: Receiver
@@ -202,6 +223,9 @@ class EmulatedReceiver:
     commands: list[tuple[float, str]] = field(default_factory=list)
     frames_sent: int = 0
     started: float = field(default_factory=time.time)
+    retunes: list[tuple[float, float]] = field(default_factory=list)
+    follow_retunes: bool = True
+    mark_retunes: bool = True
 
     def _fault_now(self, kinds: tuple[str, ...]) -> Fault | None:
         f = self.fault
@@ -458,7 +482,7 @@ class Emulator:
                 return
             freq_hz = float(params["freq"]) * 1e3
             source = unit.source(freq_hz)
-            await self._stream(unit, ws, source)
+            await self._stream(unit, ws, source, _Tuning(freq_hz))
         except ConnectionClosed:
             log.debug("%s: client went away", name)
         except (TimeoutError, KeyError, ValueError) as exc:
@@ -526,13 +550,13 @@ class Emulator:
         return tuned
 
     async def _stream(
-        self, unit: EmulatedReceiver, ws: ServerConnection, source: FrameSource
+        self, unit: EmulatedReceiver, ws: ServerConnection, source: FrameSource, tuning: _Tuning
     ) -> None:
         fault = unit._fault_now(
             ("stall", "disconnect", "corrupt", "truncate", "slow", "time_limit", "inactivity")
         )
         pace = 1.0 if fault is None or fault.kind != "slow" else fault.slow_factor
-        reader = asyncio.create_task(self._drain_commands(unit, ws))
+        reader = asyncio.create_task(self._drain_commands(unit, ws, tuning))
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         elapsed_samples = 0
@@ -557,6 +581,20 @@ class Emulator:
                 if frame is None:
                     await ws.close(1000, "end of recording")
                     return
+                elapsed_samples += len(frame.pairs)
+                if self.realtime:
+                    due = t0 + pace * elapsed_samples / source.nominal_rate
+                    delay = due - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                # The frame goes out now: a retune received while it was due (its samples
+                # being taken) applies to it, as the receiver's DDC switches at once.
+                new_freq = seq == 0
+                if tuning.pending_hz is not None:
+                    retuned = _retuned(unit, source, tuning)
+                    if retuned is not source:
+                        source, new_freq = retuned, True
+                        frame = source.next_frame()
                 data = protocol.encode_iq_frame(
                     seq,
                     frame.pairs,
@@ -565,18 +603,14 @@ class Emulator:
                     gpssec=frame.gpssec,
                     gpsnsec=frame.gpsnsec,
                 )
+                if new_freq and unit.mark_retunes:
+                    data = data[:3] + bytes([data[3] | FLAG_NEW_FREQ]) + data[4:]
                 if fault is not None and seq == fault.after_frames:
                     if fault.kind == "corrupt":
                         # Flags without the IQ bit and a length no IQ frame has.
                         data = b"SND\x00" + data[4:] + b"\xde\xad"
                     elif fault.kind == "truncate":
                         data = data[: len(data) // 2]
-                elapsed_samples += len(frame.pairs)
-                if self.realtime:
-                    due = t0 + pace * elapsed_samples / source.nominal_rate
-                    delay = due - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
                 await ws.send(data)
                 unit.frames_sent += 1
                 seq += 1
@@ -587,10 +621,67 @@ class Emulator:
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await reader
 
-    async def _drain_commands(self, unit: EmulatedReceiver, ws: ServerConnection) -> None:
+    async def _drain_commands(
+        self, unit: EmulatedReceiver, ws: ServerConnection, tuning: _Tuning
+    ) -> None:
+        """Log each command received while streaming; take note of a retune."""
         async for message in ws:
             text = message if isinstance(message, str) else message.decode("utf-8", "replace")
             unit.commands.append((time.monotonic(), text))
+            if text.startswith("SET mod="):
+                _on_retune(unit, protocol.decode_params(text[4:]), tuning)
+
+
+@dataclass
+class _Tuning:
+    """The frequency a sound channel streams, and a retune its sender has yet to apply."""
+
+    frequency_hz: float
+    pending_hz: float | None = None
+
+
+def _on_retune(unit: EmulatedReceiver, params: dict[str, str], tuning: _Tuning) -> None:
+    """Note a ``SET mod`` received while streaming; the sender applies it at the next frame."""
+    name = unit.receiver.name
+    try:
+        freq_hz = float(params.get("freq", "nan")) * 1e3
+    except ValueError:
+        freq_hz = math.nan
+    if params.get("mod") != "iq" or not (math.isfinite(freq_hz) and freq_hz > 0):
+        log.info("%s: ignoring a retune it cannot serve: %s", name, protocol.shown(params, 80))
+        return
+    unit.retunes.append((time.monotonic(), freq_hz))
+    tuning.pending_hz = freq_hz
+
+
+def _retuned(unit: EmulatedReceiver, source: FrameSource, tuning: _Tuning) -> FrameSource:
+    """The source of the frame about to be sent after a retune: a new stream, or ``source``.
+
+    ``source`` has just synthesised that frame; a synthetic stream is replaced by one at the
+    new frequency starting at that frame's time (so the new frame is where the old stream's
+    would have been, on the same GNSS clock), without stale timestamps. The same frequency
+    (as a KiwiSDR, which flags only a change), a receiver told not to follow, and a replay
+    keep ``source``.
+    """
+    freq_hz, tuning.pending_hz = tuning.pending_hz, None
+    name = unit.receiver.name
+    if freq_hz is None or freq_hz == tuning.frequency_hz:
+        return source
+    if not unit.follow_retunes:
+        log.info("%s: not following the retune to %.3f kHz (told not to)", name, freq_hz / 1e3)
+        return source
+    if not isinstance(source, SynthStream):
+        log.info(
+            "%s: a replayed recording cannot change frequency; ignoring the retune to %.3f kHz",
+            name,
+            freq_hz / 1e3,
+        )
+        return source
+    # The new stream replaces the frame just synthesised (not sent): it starts at its time.
+    start_ns = source.frame_start_ns(source.frames_emitted - 1)
+    tuning.frequency_hz = freq_hz
+    log.debug("%s: retuned to %.3f kHz", name, freq_hz / 1e3)
+    return SynthStream(source.scenario, source.site, freq_hz, start_ns, stale_frames=0)
 
 
 def _refusal_msg(fault: Fault, ws: ServerConnection) -> dict[str, object]:

@@ -3,7 +3,12 @@
 The client speaks the receiver's own protocol (see :mod:`heimdall_lab.kiwi.protocol`) over a real
 WebSocket. It is the same code for a public KiwiSDR and for the local emulator. A refusal
 becomes a typed :class:`~heimdall_lab.errors.ReceiverError`, never a hang: every wait has a
-timeout. Frames received before a failure stay in :attr:`KiwiClient.frames`.
+timeout. Frames received before a failure stay in :attr:`KiwiClient.frames`, or went to the
+caller's frame sink (``on_frame``) as they arrived.
+
+One connection can also hop: dwell on a list of frequencies in turn, retuning the open
+channel between dwells (``hops``); :func:`retune_gap_s` tells from the frames' GNSS times how
+long each retune left unrecorded.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -37,12 +43,15 @@ from heimdall_lab.errors import (
     TimeLimitError,
     TLSError,
     TooBusyError,
+    ValidationError,
 )
+from heimdall_lab.gnss import WEEK_SECONDS
 from heimdall_lab.kiwi import protocol
 from heimdall_lab.kiwi.guest import check_ident, default_ident
 from heimdall_lab.kiwi.protocol import IqFrame
 from heimdall_lab.receivers import Receiver, validate_capture_request
 from heimdall_lab.recording import FRAME_SAMPLES, NOMINAL_RATE, Recording
+from heimdall_lab.values import NS_PER_S
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -138,6 +147,208 @@ BYTE_SLACK = 2**20
 #: Bytes each message counts for at least, so that a flood of tiny messages ends as soon.
 MESSAGE_COST = 256
 
+#: The ``SND`` flag a KiwiSDR sets on the first frame it sends after its frequency (or mode)
+#: changed: after the initial tuning, then after each retune (``SND_FLAG_NEW_FREQ`` in its
+#: ``rx_sound.cpp``; its web client reads it to measure the retune delay).
+FLAG_NEW_FREQ = 0x04
+#: For a server whose frames do not carry :data:`FLAG_NEW_FREQ`: the frames read within
+#: ``max(RETUNE_RTT_MARGIN * rtt, RETUNE_SETTLE_FLOOR_S)`` seconds of sending a retune are
+#: taken to be at the previous frequency (``rtt`` measured in the handshake).
+RETUNE_RTT_MARGIN = 3.0
+RETUNE_SETTLE_FLOOR_S = 0.1
+#: Bytes of frames at the previous frequency that a server may send after each retune: they
+#: count outside the byte budget up to this. A paced receiver has a few frames in flight; an
+#: unpaced server (the emulator with ``realtime=False``) fills the socket buffers, megabytes.
+RETUNE_DROP_LIMIT_BYTES = 16 * 2**20
+#: ``MSG`` parameters that answer ``SET auth``: the first of them ends the round-trip timing.
+_AUTH_ANSWERS = frozenset({"badp", "too_busy", "redirect", "down", "audio_init", "sample_rate"})
+
+
+@dataclass(frozen=True)
+class HopRecord:
+    """What one dwell of a hopping stream received (:attr:`KiwiClient.hops_done`).
+
+    Attributes
+    ----------
+    index : int
+        The hop's position in the hop list (0 for a stream without hops).
+    frequency_hz : float
+        The frequency it dwelt on.
+    retune_sent : float or None
+        Event-loop time (``loop.time()``) at which the retune to it was sent; None for the
+        first hop, and for a hop at the same frequency as the one before (nothing to send).
+    first_seq : int or None
+        Sequence number of its first kept frame (None: none kept).
+    dropped_frames : int
+        Frames received after the retune but still at the previous frequency, dropped.
+    samples : int
+        Samples kept (whole frames: up to one frame more than ``expected_samples``).
+    expected_samples : int
+        ``ceil(dwell_s * rate)`` at the announced rate.
+    first_time, last_time : (int, int) or None
+        GNSS time (``gpssec``, ``gpsnsec``) of its first and last kept frame.
+    """
+
+    index: int
+    frequency_hz: float
+    retune_sent: float | None
+    first_seq: int | None
+    dropped_frames: int
+    samples: int
+    expected_samples: int
+    first_time: tuple[int, int] | None = None
+    last_time: tuple[int, int] | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the dwell received all its samples."""
+        return self.samples >= self.expected_samples
+
+
+def retune_gap_s(
+    last_time: tuple[int, int],
+    next_time: tuple[int, int],
+    rate: float,
+    frame_samples: int = FRAME_SAMPLES,
+) -> float:
+    """Seconds a retune left unrecorded, from the GNSS times of the frames around it.
+
+    ``gap = t(first frame of dwell i+1) - (t(last frame of dwell i) + frame_samples / rate)``:
+    0 when the new dwell starts exactly where the old one's next frame would have; one frame
+    (``512 / rate``) per frame lost to the retune. Times are GPS seconds of the week and
+    nanoseconds, as frames carry them; a week rollover between the two is allowed for.
+
+    Parameters
+    ----------
+    last_time : (int, int)
+        ``(gpssec, gpsnsec)`` of the last frame of the earlier dwell.
+    next_time : (int, int)
+        ``(gpssec, gpsnsec)`` of the first frame of the next dwell.
+    rate : float
+        Sample rate in Hz (the announced one, or better the GNSS-derived one).
+    frame_samples : int, optional
+        Samples in the last frame of the earlier dwell (512 on a KiwiSDR).
+
+    Returns
+    -------
+    float
+        The gap in seconds (slightly negative within timestamp jitter for no gap at all).
+
+    Raises
+    ------
+    ValidationError
+        If ``rate`` is not a finite positive number.
+    """
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValidationError(f"rate must be a finite number > 0, got {rate!r}")
+    whole = (int(next_time[0]) - int(last_time[0])) % WEEK_SECONDS
+    if whole >= WEEK_SECONDS // 2:
+        whole -= WEEK_SECONDS
+    frac = (int(next_time[1]) - int(last_time[1])) / NS_PER_S
+    return whole + frac - frame_samples / rate
+
+
+@dataclass
+class _Dwell:
+    """The dwell being received (becomes a :class:`HopRecord`)."""
+
+    index: int
+    frequency_hz: float
+    retune_sent: float | None = None
+    first_seq: int | None = None
+    dropped_frames: int = 0
+    dropped_bytes: int = 0
+    samples: int = 0
+    first_time: tuple[int, int] | None = None
+    last_time: tuple[int, int] | None = None
+
+    def record(self, expected_samples: int) -> HopRecord:
+        return HopRecord(
+            self.index,
+            self.frequency_hz,
+            self.retune_sent,
+            self.first_seq,
+            self.dropped_frames,
+            self.samples,
+            expected_samples,
+            self.first_time,
+            self.last_time,
+        )
+
+
+def hop_plan(
+    receiver: Receiver,
+    frequency_hz: float | None,
+    duration_s: float | None,
+    hops: Sequence[tuple[float, float]] | None,
+) -> tuple[tuple[float, float], ...]:
+    """Check a stream's frequency and duration, or its hop list, before anything connects.
+
+    Parameters
+    ----------
+    receiver : Receiver
+        The receiver (its frequency range).
+    frequency_hz, duration_s : float or None
+        Without hops: the frequency and duration. With hops: None (taken from the hops),
+        or the first hop's frequency and the sum of the dwells.
+    hops : sequence of (float, float) or None
+        ``(frequency_hz, dwell_s)`` pairs, in order.
+
+    Returns
+    -------
+    tuple of (float, float)
+        The dwells: ``((frequency_hz, duration_s),)`` without hops.
+
+    Raises
+    ------
+    ValidationError
+        No hop; a hop that is not a pair; a frequency the receiver cannot tune to; a dwell
+        that is not a finite number > 0; dwells longer in all than a capture may be; or a
+        ``frequency_hz`` / ``duration_s`` that disagrees with the hops.
+    """
+    if hops is None:
+        validate_capture_request(frequency_hz, duration_s)  # type: ignore[arg-type]
+        receiver.check_frequency(frequency_hz)  # type: ignore[arg-type]
+        return ((float(frequency_hz), float(duration_s)),)  # type: ignore[arg-type]
+    try:
+        given = list(hops)
+    except TypeError:
+        raise ValidationError(
+            f"hops must be a list of (frequency_hz, dwell_s) pairs, not {type(hops).__name__}"
+        ) from None
+    if not given:
+        raise ValidationError("hops is empty; give at least one (frequency_hz, dwell_s) pair")
+    plan = []
+    for i, hop in enumerate(given):
+        try:
+            freq, dwell = hop
+            freq, dwell = float(freq), float(dwell)
+        except (TypeError, ValueError):
+            raise ValidationError(
+                f"hop {i}: {protocol.shown(hop)} is not a (frequency_hz, dwell_s) pair"
+            ) from None
+        if not (math.isfinite(dwell) and dwell > 0):
+            raise ValidationError(f"hop {i}: dwell {dwell!r} s must be a finite number > 0")
+        try:
+            validate_capture_request(freq, dwell)
+            receiver.check_frequency(freq)
+        except ValidationError as exc:
+            raise ValidationError(f"hop {i}: {exc}") from None
+        plan.append((freq, dwell))
+    total = math.fsum(d for _, d in plan)
+    validate_capture_request(plan[0][0], total)
+    if frequency_hz is not None and frequency_hz != plan[0][0]:
+        raise ValidationError(
+            f"frequency_hz={frequency_hz!r} differs from the first hop's {plan[0][0]:g} Hz; "
+            "with hops pass None or the first hop's frequency"
+        )
+    if duration_s is not None and not math.isclose(duration_s, total, rel_tol=1e-9):
+        raise ValidationError(
+            f"duration_s={duration_s!r} differs from the dwells' sum {total:g} s; with hops "
+            "pass None or that sum"
+        )
+    return tuple(plan)
+
 
 class KiwiClient:
     """Receive ``duration_s`` seconds of IQ at ``frequency_hz`` from one receiver.
@@ -147,33 +358,78 @@ class KiwiClient:
     is bounded (frames up to the request, the last value of :data:`KEPT_MESSAGES`, counters),
     and a server that sends more than twice the requested IQ plus :data:`BYTE_SLACK` bytes is
     cut off with a :class:`~heimdall_lab.errors.ProtocolError` (each message counts for at
-    least :data:`MESSAGE_COST` bytes).
+    least :data:`MESSAGE_COST` bytes). Frames dropped after a retune count apart, up to
+    :data:`RETUNE_DROP_LIMIT_BYTES` per retune.
+
+    **Streaming sink.** With ``on_frame``, each kept frame goes to ``on_frame(frame, hop)``
+    as it arrives and is not kept in :attr:`frames`: memory stays bounded however long the
+    stream. :meth:`recording` then holds no samples (only the stream's problems);
+    :attr:`n_frames` counts the frames kept in either mode. An exception raised by the sink
+    ends the stream and propagates.
+
+    **Hopping.** With ``hops`` (``(frequency_hz, dwell_s)`` pairs), the channel is tuned to
+    the first hop at setup; when dwell ``i`` has delivered ``ceil(dwell_s * rate)`` samples
+    (whole 512-sample frames, at the announced rate), the client sends ``SET mod=iq ...
+    freq=`` for hop ``i + 1`` on the same connection and goes on. A hop at the same frequency
+    as the one before needs no retune and follows at once. The frames read after a retune
+    may have left the receiver before it took effect; a frame does not carry its frequency,
+    so this rule decides where the new dwell starts:
+
+    - A KiwiSDR marks the first frame it sends after a change of frequency with
+      :data:`FLAG_NEW_FREQ` (its first frame of a stream carries it too). When the first
+      frame of the stream carries the flag, frames after a retune are dropped until the
+      first flagged one, which starts the new dwell. A flagged frame that follows no
+      retune means the server's flag tells nothing: the rule below is used from then on.
+    - Otherwise the round trip ``rtt`` measured in the handshake (from sending ``SET auth``
+      to the first message answering it, :attr:`rtt_s`) sets :attr:`settle_s` =
+      ``max(RETUNE_RTT_MARGIN * rtt, RETUNE_SETTLE_FLOOR_S)``: frames read within
+      ``settle_s`` of sending the retune are dropped. (Frames queued unread on this side
+      for longer than that would be counted: keep the client's event loop free.)
+
+    Dropped frames are counted (:attr:`HopRecord.dropped_frames`) but are no progress: a
+    server that never sends the new frequency ends in a
+    :class:`~heimdall_lab.errors.ReceiverTimeoutError` after ``read_timeout``, with the
+    dwells received so far in :attr:`hops_done` (and in :attr:`frames` or the sink).
+    Without hops the stream is one dwell, hop 0.
 
     Parameters
     ----------
     receiver : Receiver
         Where to connect.
-    frequency_hz : float
-        Centre frequency in Hz.
-    duration_s : float
-        Seconds of samples to receive.
+    frequency_hz : float or None
+        Centre frequency in Hz. With ``hops``: None or the first hop's frequency.
+    duration_s : float or None
+        Seconds of samples to receive. With ``hops``: None or the sum of the dwells.
     settings : StreamSettings, optional
         Passband, gain and timeouts.
     on_samples : callable, optional
-        Called as ``on_samples(received, expected)`` after each frame.
+        Called as ``on_samples(received, expected)`` after each kept frame (all dwells).
     ssl_context : ssl.SSLContext, optional
         For a receiver reached over TLS (``Receiver.tls``): the certificates to trust; the
         system's trust store by default.
+    on_frame : callable, optional
+        The frame sink: called as ``on_frame(frame, hop_index)`` for each kept frame, which
+        is then not kept in :attr:`frames`.
+    hops : sequence of (float, float), optional
+        ``(frequency_hz, dwell_s)`` pairs to dwell on in turn; at least one, each frequency
+        one the receiver can tune to, each dwell > 0.
 
     Raises
     ------
     ValidationError
-        A bad frequency, duration or identity, before anything connects.
+        A bad frequency, duration, hop list or identity, before anything connects.
 
     Attributes
     ----------
     frames : list of IqFrame
-        Frames received so far (kept when the stream fails).
+        Frames received so far (kept when the stream fails); always empty with ``on_frame``.
+    hops : tuple of (float, float)
+        The dwells, ``((frequency_hz, duration_s),)`` without hops.
+    hops_done : list of HopRecord
+        One record per dwell received, in order; after a failure the last one may be
+        incomplete (:attr:`HopRecord.complete`).
+    rtt_s : float or None
+        Round trip measured in the handshake, seconds.
     nominal_rate : float or None
         Sample rate the server announced first.
     skipped : int
@@ -182,6 +438,8 @@ class KiwiClient:
         The last value of each :data:`KEPT_MESSAGES` parameter the server sent.
     bytes_received : int
         Bytes of every message received (each counted as at least :data:`MESSAGE_COST`).
+    dropped_bytes : int
+        Bytes of the frames dropped after retunes (part of ``bytes_received``).
     first_frame_utc : numpy.datetime64 or None
         This computer's UTC clock when the first frame arrived.
     ident : str
@@ -199,12 +457,13 @@ class KiwiClient:
         on_samples: Callable[[int, int], None] | None = None,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        on_frame: Callable[[IqFrame, int], None] | None = None,
+        hops: Sequence[tuple[float, float]] | None = None,
     ) -> None:
-        validate_capture_request(frequency_hz, duration_s)
-        receiver.check_frequency(frequency_hz)
+        self.hops = hop_plan(receiver, frequency_hz, duration_s, hops)
         self.receiver = receiver
-        self.frequency_hz = frequency_hz
-        self.duration_s = duration_s
+        self.frequency_hz = self.hops[0][0]
+        self.duration_s = math.fsum(d for _, d in self.hops) if hops is not None else duration_s
         self.settings = settings or StreamSettings()
         self.ident = (
             check_ident(self.settings.ident) if self.settings.ident is not None else default_ident()
@@ -212,7 +471,10 @@ class KiwiClient:
         self.ssl_context = ssl_context
         self.admitted = False
         self.on_samples = on_samples
+        self.on_frame = on_frame
         self.frames: list[IqFrame] = []
+        self.hops_done: list[HopRecord] = []
+        self.rtt_s: float | None = None
         self.nominal_rate: float | None = None
         self.skipped = 0
         self.messages: dict[str, str] = {}
@@ -225,6 +487,12 @@ class KiwiClient:
         self._setup_sent = False
         self._last_keepalive = -math.inf
         self._progress_at = 0.0
+        self._n_frames = 0
+        self.dropped_bytes = 0
+        self._dwell: _Dwell | None = _Dwell(0, self.hops[0][0])
+        self._awaiting_retune = False
+        self._flags_retunes: bool | None = None  # decided by the stream's first frame
+        self._auth_sent_at: float | None = None
 
     @property
     def uri(self) -> str:
@@ -232,21 +500,70 @@ class KiwiClient:
         scheme = "wss" if self.receiver.tls else "ws"
         return f"{scheme}://{self.receiver.host}:{self.receiver.port}/{int(time.time())}/SND"
 
+    def dwell_samples(self, index: int) -> int:
+        """Samples dwell ``index`` is to receive: its dwell times the announced rate.
+
+        Parameters
+        ----------
+        index : int
+            The hop's index.
+
+        Returns
+        -------
+        int
+            ``ceil(dwell_s * rate)``, at the announced (or else the nominal) rate.
+        """
+        return math.ceil(self.hops[index][1] * (self.nominal_rate or NOMINAL_RATE))
+
     @property
     def expected_samples(self) -> int:
-        """Samples to receive: duration times the announced (or nominal) rate."""
-        return math.ceil(self.duration_s * (self.nominal_rate or NOMINAL_RATE))
+        """Samples to receive: the sum over the dwells of dwell times the announced rate."""
+        return sum(self.dwell_samples(i) for i in range(len(self.hops)))
 
     @property
     def byte_budget(self) -> int:
-        """Bytes the server may send: twice the requested IQ frames, plus :data:`BYTE_SLACK`."""
-        frames = math.ceil(self.expected_samples / FRAME_SAMPLES)
+        """Bytes the server may send: twice the requested IQ frames, plus :data:`BYTE_SLACK`.
+
+        Frames dropped after a retune are not counted here (see
+        :data:`RETUNE_DROP_LIMIT_BYTES`).
+        """
+        frames = sum(
+            math.ceil(self.dwell_samples(i) / FRAME_SAMPLES) for i in range(len(self.hops))
+        )
         return 2 * frames * protocol.IQ_FRAME_BYTES + BYTE_SLACK
 
     @property
     def received_samples(self) -> int:
-        """Samples received so far."""
+        """Samples received (and kept) so far."""
         return self._received
+
+    @property
+    def n_frames(self) -> int:
+        """Frames kept so far, whether in :attr:`frames` or given to the sink."""
+        return self._n_frames
+
+    @property
+    def settle_s(self) -> float:
+        """Seconds after a retune whose frames are dropped, for a server that flags none."""
+        return max(RETUNE_RTT_MARGIN * (self.rtt_s or 0.0), RETUNE_SETTLE_FLOOR_S)
+
+    def retune_gaps_s(self) -> list[float]:
+        """Seconds each retune left unrecorded, from the dwells' GNSS times.
+
+        Returns
+        -------
+        list of float
+            :func:`retune_gap_s` between each dwell in :attr:`hops_done` and the next (at
+            the announced rate); NaN where either kept no frame.
+        """
+        rate = self.nominal_rate or NOMINAL_RATE
+        gaps = []
+        for before, after in itertools.pairwise(self.hops_done):
+            if before.last_time is None or after.first_time is None:
+                gaps.append(math.nan)
+            else:
+                gaps.append(retune_gap_s(before.last_time, after.first_time, rate))
+        return gaps
 
     def recording(self, live: bool = True) -> Recording:
         """What has been received so far, as a :class:`Recording`.
@@ -262,7 +579,9 @@ class KiwiClient:
         -------
         Recording
             Samples and per-frame timestamps, with any timing problem the stream showed
-            (:attr:`Recording.stream_problems`).
+            (:attr:`Recording.stream_problems`): every dwell's frames in order (split them
+            by :attr:`HopRecord.samples`). Empty (no frames) with a frame sink
+            (``on_frame``), which received the frames instead.
         """
         rec = recording_from_frames(self.frames, self.nominal_rate or NOMINAL_RATE)
         rec.stream_problems = tuple(self._stream_problems)
@@ -275,14 +594,15 @@ class KiwiClient:
         Returns
         -------
         Recording
-            The complete recording.
+            The complete recording (no samples with a frame sink: see :meth:`recording`).
 
         Raises
         ------
         ReceiverUnreachableError
             The connection was refused or reset.
         ReceiverTimeoutError
-            No connection, handshake step or frame within the timeouts.
+            No connection, handshake step or frame within the timeouts (after a retune: no
+            frame at the new frequency).
         BadPasswordError, TooBusyError, ReceiverDownError, RedirectError, RefusedError
             The receiver said no.
         TimeLimitError, InactivityError
@@ -301,17 +621,20 @@ class KiwiClient:
         self._progress_at = asyncio.get_running_loop().time()
         try:
             await self._send(ws, protocol.cmd_auth(self.receiver.password))
-            while self._received < self.expected_samples or not self._setup_sent:
+            self._auth_sent_at = asyncio.get_running_loop().time()
+            while self._dwell is not None or not self._setup_sent:
                 message = await self._recv(ws)
                 self.bytes_received += max(len(message), MESSAGE_COST)
-                if self.bytes_received > self.byte_budget:
+                await self._dispatch(ws, message)
+                if self.bytes_received - self.dropped_bytes > self.byte_budget:
                     raise ProtocolError(
                         f"{name}: sent {self.bytes_received:,} bytes for "
                         f"{self._received:,} samples, far more than {self.duration_s:g} s of IQ "
                         "needs; stopped reading",
                         name,
                     )
-                await self._dispatch(ws, message)
+                if self._setup_sent:
+                    await self._next_dwell(ws)
                 # However fast the server sends, timeouts and the other receivers get to run.
                 await asyncio.sleep(0)
         except ProtocolError as exc:
@@ -319,10 +642,42 @@ class KiwiClient:
                 raise ProtocolError(f"{name}: {exc}", name) from exc
             raise
         finally:
+            dwell = self._dwell
+            if dwell is not None and (dwell.samples or dwell.dropped_frames or dwell.index):
+                self.hops_done.append(dwell.record(self.dwell_samples(dwell.index)))
+            self._dwell = None
             await _close(ws)
             if self.skipped > LOGGED_SKIPS:
                 log.info("%s: %d malformed frames skipped in all", name, self.skipped)
         return self.recording()
+
+    async def _next_dwell(self, ws: ClientConnection) -> None:
+        """Once the current dwell is complete, record it and retune to the next hop."""
+        dwell = self._dwell
+        if dwell is None or dwell.samples < self.dwell_samples(dwell.index):
+            return
+        self.hops_done.append(dwell.record(self.dwell_samples(dwell.index)))
+        index = dwell.index + 1
+        if index == len(self.hops):
+            self._dwell = None
+            return
+        freq = self.hops[index][0]
+        s = self.settings
+        command = protocol.cmd_mod(freq, s.low_cut, s.high_cut)
+        if command == protocol.cmd_mod(dwell.frequency_hz, s.low_cut, s.high_cut):
+            self._dwell = _Dwell(index, freq)  # the same tuning: nothing to wait for
+            return
+        await self._send(ws, command)
+        self._dwell = _Dwell(index, freq, retune_sent=asyncio.get_running_loop().time())
+        self._awaiting_retune = True
+        log.debug("%s: retuned to %.3f kHz (hop %d)", self.receiver.name, freq / 1e3, index)
+
+    def _at_new_frequency(self, flags: int) -> bool:
+        """Whether a frame read after a retune is at the new frequency (see the class notes)."""
+        if self._flags_retunes:
+            return bool(flags & FLAG_NEW_FREQ)
+        sent = self._dwell.retune_sent if self._dwell is not None else None
+        return sent is None or asyncio.get_running_loop().time() >= sent + self.settle_s
 
     async def _dispatch(self, ws: ClientConnection, message: bytes | str) -> None:
         if len(message) < 3:
@@ -394,6 +749,15 @@ class KiwiClient:
             async with asyncio.timeout_at(self._progress_at + self.settings.read_timeout):
                 return await ws.recv()
         except TimeoutError as exc:
+            dwell = self._dwell
+            if self._awaiting_retune and dwell is not None:
+                raise ReceiverTimeoutError(
+                    f"{name}: no frame at hop {dwell.index}'s {dwell.frequency_hz:.0f} Hz for "
+                    f"{self.settings.read_timeout:g} s after retuning ({dwell.dropped_frames} "
+                    "frames at the previous frequency dropped); the receiver does not follow "
+                    f"retunes. {len(self.hops_done)} dwells received are kept",
+                    name,
+                ) from exc
             stage = "frame" if self._setup_sent else "handshake step"
             raise ReceiverTimeoutError(
                 f"{name}: no {stage} for {self.settings.read_timeout:g} s after "
@@ -429,6 +793,8 @@ class KiwiClient:
 
     async def _on_msg(self, ws: ClientConnection, params: dict[str, str]) -> None:
         self.messages.update((k, v[:200]) for k, v in params.items() if k in KEPT_MESSAGES)
+        if self.rtt_s is None and self._auth_sent_at is not None and _AUTH_ANSWERS & params.keys():
+            self.rtt_s = asyncio.get_running_loop().time() - self._auth_sent_at
         refusal = server_refusal(self.receiver.name, params)
         if refusal is not None:
             raise refusal
@@ -472,14 +838,53 @@ class KiwiClient:
             log.info("%s: skipping a malformed frame: %s%s", self.receiver.name, why, more)
 
     def _on_snd(self, body: bytes) -> None:
+        dwell = self._dwell
+        # Frames still at the previous frequency are dropped undecoded (the flag byte first).
+        if (
+            self._awaiting_retune
+            and dwell is not None
+            and not self._at_new_frequency(body[0] if body else 0)
+        ):
+            dwell.dropped_frames += 1
+            dwell.dropped_bytes += len(body) + 3
+            self.dropped_bytes += len(body) + 3
+            if dwell.dropped_bytes > RETUNE_DROP_LIMIT_BYTES:
+                raise ProtocolError(
+                    f"{self.receiver.name}: {dwell.dropped_bytes:,} bytes still at the "
+                    f"previous frequency after retuning to {dwell.frequency_hz:.0f} Hz; "
+                    "the receiver does not follow retunes, stopped reading",
+                    self.receiver.name,
+                )
+            return
         try:
             frame = protocol.decode_iq_frame(body)
         except ProtocolError as exc:
             self._skip(str(exc))
             return
-        if not self.frames:
+        flagged = bool(frame.flags & FLAG_NEW_FREQ)
+        if self._flags_retunes is None:  # the first frame tells whether the server flags
+            self._flags_retunes = flagged
+        elif flagged and not self._awaiting_retune and self._flags_retunes:
+            log.info(
+                "%s: a new-frequency flag without a retune; timing retunes instead",
+                self.receiver.name,
+            )
+            self._flags_retunes = False
+        self._awaiting_retune = False
+        if self._n_frames == 0:
             self.first_frame_utc = np.datetime64(time.time_ns(), "ns")
-        self.frames.append(frame)
+        hop = dwell.index if dwell is not None else len(self.hops) - 1
+        if self.on_frame is not None:
+            self.on_frame(frame, hop)
+        else:
+            self.frames.append(frame)
+        self._n_frames += 1
+        if dwell is not None:
+            if dwell.first_seq is None:
+                dwell.first_seq = frame.seq
+                dwell.first_time = (frame.gpssec, frame.gpsnsec)
+            dwell.last_time = (frame.gpssec, frame.gpsnsec)
+            dwell.samples += len(frame.samples)
         self._received += len(frame.samples)
         self._progressed()
         if self.on_samples is not None:
