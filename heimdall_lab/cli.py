@@ -37,6 +37,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from heimdall_lab import db, directory, home, spool, tutorial
+from heimdall_lab.emulate.fleet import MAX_EMULATED, emulated_receivers
 from heimdall_lab.emulate.scenario import MODULATIONS, Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
 from heimdall_lab.errors import DatabaseError, HeimdallError, ValidationError
@@ -55,8 +56,9 @@ from heimdall_lab.notebooks import (
     parse_value,
     run_notebook,
 )
-from heimdall_lab.pipeline import Capture, capture
+from heimdall_lab.pipeline import DEFAULT_INTERVAL_S, INTERVAL_RANGE_S, Capture, capture
 from heimdall_lab.receivers import (
+    DEFAULT_RECEIVERS,
     Receiver,
     check_port,
     parse_address,
@@ -416,13 +418,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _exit_code(record.status)
 
 
+@_option_type(f"a whole number 1 to {MAX_EMULATED}")
+def _emulated_count(text: str) -> int:
+    """How many receivers to emulate."""
+    n = int(text)
+    if not 1 <= n <= MAX_EMULATED:
+        raise ValueError(text)
+    return n
+
+
+@_option_type(f"a number of seconds {INTERVAL_RANGE_S[0]:g} to {INTERVAL_RANGE_S[1]:g}")
+def _interval_arg(text: str) -> float:
+    """Seconds per interval of a capture."""
+    value = float(text)
+    if not INTERVAL_RANGE_S[0] <= value <= INTERVAL_RANGE_S[1]:
+        raise ValueError(text)
+    return value
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     """Capture, measure and store; optionally write kiwi IQ WAV files too."""
     validate_capture_request(args.frequency, args.duration)  # before any emulator starts
-    emulate = args.emulate or args.seed is not None or bool(args.fault) or bool(args.modulation)
+    emulate = bool(args.emulate) or args.seed is not None or bool(args.fault)
+    emulate = emulate or bool(args.modulation)
     source: contextlib.AbstractContextManager[Emulated | None] = contextlib.nullcontext()
     if emulate:
-        scenario = Scenario.default(seed=args.seed or 0)
+        if args.emulate and args.receiver:
+            raise ValidationError("give --emulate N or --receiver names, not both")
+        extra = emulated_receivers(args.emulate or len(DEFAULT_RECEIVERS))
+        scenario = Scenario.default(seed=args.seed or 0, receivers=extra)
         if args.modulation:
             tx = replace(
                 scenario.transmitter, frequency_hz=args.frequency, modulation=args.modulation
@@ -430,7 +454,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
             scenario = replace(scenario, transmitter=tx)
         source = emulated(
             scenario=scenario,
-            receivers=args.receiver,
+            receivers=args.receiver or extra,
             start_utc=args.start_utc,
             realtime=not args.fast,
             faults=dict(args.fault or []),
@@ -450,6 +474,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
             database_url=args.database_url,
             settings=StreamSettings(read_timeout=args.read_timeout),
             progress=not args.quiet,
+            interval_s=args.interval,
             **options,
         )
     code = _print_capture(cap)
@@ -935,8 +960,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="NAME (in the database) or NAME=HOST:PORT[@LAT,LON]; repeatable; default: all "
         "active receivers",
     )
-    p.add_argument("--emulate", action="store_true", help="use the local emulator")
+    p.add_argument(
+        "--emulate",
+        nargs="?",
+        const=len(DEFAULT_RECEIVERS),
+        type=_emulated_count,
+        metavar="N",
+        help=f"use the local emulator with N receivers (default {len(DEFAULT_RECEIVERS)}: "
+        "the default ones; more are added around them)",
+    )
     p.add_argument("--seed", type=_seed, help="emulated scenario seed (implies --emulate)")
+    p.add_argument(
+        "--interval",
+        type=_interval_arg,
+        default=DEFAULT_INTERVAL_S,
+        help="seconds per interval: IQ is stored and measured once per interval as it "
+        f"arrives (default {DEFAULT_INTERVAL_S:g})",
+    )
     p.add_argument(
         "--start-utc",
         help="emulated: UTC time of the first sample; receivers replaying a recording of "

@@ -18,6 +18,7 @@ in the returned object and, where its own stage succeeded, in the stores.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,15 +37,26 @@ from heimdall_lab.ids import check_capture_id, new_capture_id
 from heimdall_lab.kiwi.acquire import (
     Acquisition,
     Progress,
+    ReceiverOutcome,
     TqdmProgress,
     acquire,
     validate_request,
 )
-from heimdall_lab.kiwi.client import StreamSettings
-from heimdall_lab.processing import capture_metrics, measurement_rows
+from heimdall_lab.kiwi.client import StreamSettings, recording_from_frames
+from heimdall_lab.kiwi.protocol import IqFrame
+from heimdall_lab.processing import interval_rows
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver, validate_capture_request
+from heimdall_lab.recording import FRAME_SAMPLES, NOMINAL_RATE, Recording
 from heimdall_lab.retry import RetryPolicy
 from heimdall_lab.store import IQStore
+from heimdall_lab.store.stream import (
+    FRAME_VARS,
+    CaptureWriter,
+    StreamLayout,
+    interval_dataset,
+    interval_start,
+    receiver_summary,
+)
 from heimdall_lab.urls import mask_url
 from heimdall_lab.values import to_utc_ns
 from heimdall_lab.versions import __version__
@@ -95,6 +107,9 @@ class Capture:
         Rows written to ``measurements`` by this call.
     start_time : datetime or None
         When acquisition started (UTC).
+    intervals : pandas.DataFrame
+        The metrics of every receiver's every interval (indexed by receiver, column
+        ``interval``), as written to ``measurements`` one row each while the capture ran.
     """
 
     capture_id: str
@@ -112,6 +127,7 @@ class Capture:
     database_url: str = ""
     measurements_written: int = 0
     start_time: datetime | None = None
+    intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def dataset(self) -> xr.Dataset | None:
@@ -341,9 +357,28 @@ _OWN_PARAMETERS = (
     "receivers",
     "deadline_s",
     "retries",
+    "interval_s",
     "settings",
     "software_version",
 )
+
+#: Seconds per interval of a capture by default (:func:`capture`'s ``interval_s``).
+DEFAULT_INTERVAL_S = 10.0
+#: Shortest and longest interval.
+INTERVAL_RANGE_S = (1.0, 60.0)
+
+
+def _check_interval(interval_s: float) -> None:
+    low, high = INTERVAL_RANGE_S
+    try:
+        ok = low <= float(interval_s) <= high
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValidationError(
+            f"interval_s must be {low:g} to {high:g} s (the IQ is written and measured once "
+            f"per interval), got {interval_s!r}"
+        )
 
 
 def _open_store(store: IQStore | str | None, iq_url: str | None) -> IQStore:
@@ -385,6 +420,7 @@ def capture(
     capture_id: str | None = None,
     home: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    interval_s: float = DEFAULT_INTERVAL_S,
 ) -> Capture:
     """Capture IQ from several receivers, measure it, and store IQ and measurements.
 
@@ -436,6 +472,11 @@ def capture(
         More parameters to record with the capture (JSON values), merged into
         :attr:`Capture.parameters`: for example an emulator's scenario, seed and start
         (``emulated(...).parameters``), so the capture can be repeated.
+    interval_s : float, default 10
+        Seconds per interval (rounded to whole 512-sample frames). Each receiver's IQ is
+        appended to the store one interval at a time as it arrives, and each interval gets
+        its measurement row then; a capture no longer than one interval is one interval.
+        Memory is bounded by receivers x interval, whatever the duration.
 
     Returns
     -------
@@ -462,6 +503,7 @@ def capture(
     ...     cap = capture(10e6, 10, receivers=emu.receivers, metadata=emu.parameters)
     """
     validate_capture_request(frequency_hz, duration_s)
+    _check_interval(interval_s)
     extra = _check_metadata(metadata)
     capture_id = check_capture_id(capture_id or new_capture_id())
     iq_store = _open_store(store, iq_url)
@@ -482,6 +524,7 @@ def capture(
             **extra,
             "deadline_s": deadline_s,
             "retries": retries,
+            "interval_s": float(interval_s),
             "settings": asdict(settings or StreamSettings()),
             "software_version": __version__,
         }
@@ -509,12 +552,12 @@ def capture(
                 if not exc.retryable:
                     raise
                 rec.db_down = True
-        run = _Run(cap, rec, chosen, iq_store, engine, home, target)
+        run = _Run(cap, rec, chosen, iq_store, engine, home, target, interval_s)
         rec.start_heartbeat()
         try:
             run.acquire(settings, deadline_s, retries, reference)
-            if cap.acquisition is not None and cap.dataset.sizes["receiver"]:
-                run.process_and_store()
+            if cap.acquisition is not None and any(o.frames for o in cap.acquisition.outcomes):
+                run.finish_store()
             run.finish(create)
         except KeyboardInterrupt:
             rec.set("cancelled", force=True)  # interrupted after receiving: say so, then go
@@ -533,6 +576,146 @@ def capture(
             engine.dispose()
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One receiver's interval, handed from the acquisition to the writer."""
+
+    name: str
+    chunk: int
+    frames: list[IqFrame]
+    arrived: np.datetime64
+    outcome: ReceiverOutcome | None = None
+
+
+class _Stream:
+    """Each receiver's frames, cut into intervals and written as they fill.
+
+    The acquisition hands every frame to :meth:`sink`; a full interval goes to a worker
+    thread, which appends it to the IQ store (:class:`~heimdall_lab.store.stream.
+    CaptureWriter`) and then writes its measurement rows. The queue between them is bounded,
+    so memory is bounded by receivers x interval, whatever the duration.
+    """
+
+    def __init__(
+        self,
+        run: _Run,
+        writer: CaptureWriter | None,
+        layout: StreamLayout,
+        attrs: dict[str, Any],
+    ) -> None:
+        self.run, self.writer, self.layout, self.attrs = run, writer, layout, attrs
+        self.index = {r.name: i for i, r in enumerate(run.chosen)}
+        self.buffers: dict[str, list[IqFrame]] = {r.name: [] for r in run.chosen}
+        self.arrived: dict[str, int] = {}  # this computer's clock at each buffer's first frame
+        self.chunk_no = dict.fromkeys(self.buffers, 0)
+        self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=2 * len(run.chosen) + 2)
+        self.metrics: list[pd.DataFrame] = []
+        self.failed: BaseException | None = None
+        self.spooled = False
+        self.split = False
+        self._thread = threading.Thread(target=self._work, name="heimdall-stream", daemon=True)
+        self._thread.start()
+
+    def sink(self, name: str) -> Callable[[IqFrame, int], None]:
+        """The frame sink of one receiver."""
+
+        def on_frame(frame: IqFrame, hop: int) -> None:
+            buffer = self.buffers[name]
+            if not buffer:
+                self.arrived[name] = time.time_ns()
+            buffer.append(frame)
+            if len(buffer) >= self.layout.frames_per_chunk:
+                self._submit(name)
+
+        return on_frame
+
+    def _submit(self, name: str, outcome: ReceiverOutcome | None = None) -> None:
+        frames, self.buffers[name] = self.buffers[name], []
+        if frames:
+            arrived = np.datetime64(self.arrived[name], "ns")
+            self.jobs.put(_Job(name, self.chunk_no[name], frames, arrived, outcome))
+            self.chunk_no[name] += 1
+
+    def close(self, outcomes: Sequence[ReceiverOutcome] = ()) -> None:
+        """Write what is left in each receiver's buffer and wait for every write.
+
+        Parameters
+        ----------
+        outcomes : sequence of ReceiverOutcome
+            How each receiver's stream ended: its last interval is recorded with its status
+            and reason, and with the timing problems its stream showed.
+        """
+        ended = {o.receiver.name: o for o in outcomes}
+        for name in self.buffers:
+            self._submit(name, ended.get(name))
+        self.jobs.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            if self.failed is not None:
+                continue  # the store failed for good: what arrives is counted, not written
+            try:
+                self._write(job)
+            except BaseException as exc:  # reported by the capture, never lost silently
+                log.error("capture %s: writing failed: %s", self.run.cap.capture_id, exc)
+                self.failed = exc
+
+    def _store(self, index: int, chunk: int, rec: Recording) -> None:
+        """Append a chunk; when the store fails, go on in the spool (else measure only)."""
+        assert self.writer is not None
+        run, cap = self.run, self.run.cap
+        try:
+            self.writer.write_chunk(index, chunk, rec)
+            return
+        except StorageError as exc:
+            if self.spooled:
+                raise
+            # Keep this and every later interval on local disk; sync completes the capture.
+            self.split = self.writer.chunks_written > 0
+            try:
+                self.writer = spool.stream_locally(self.writer, run.home, self.writer.store.url)
+            except HeimdallError as local_exc:
+                self.writer = None
+                run.rec.fail("storing IQ", HeimdallError(f"{exc}; and locally: {local_exc}"))
+                return
+            self.spooled = True
+            cap.iq_url = self.writer.url
+            run.rec.warn(
+                f"storing IQ: {exc} -- the rest kept locally at {cap.iq_url}, pending upload; "
+                "run sync (heimdall-lab sync)"
+            )
+        self.writer.write_chunk(index, chunk, rec)
+
+    def _write(self, job: _Job) -> None:
+        run = self.run
+        cap = run.cap
+        index, chunk = self.index[job.name], job.chunk
+        rec = recording_from_frames(job.frames, run.nominal_rate)
+        # The interval's timing is checked as the whole stream's is: against this
+        # computer's clock when live, and with what the stream showed once it has ended.
+        rec.arrival_utc = job.arrived if run.reference is run.start_utc else None
+        status = None
+        if job.outcome is not None:
+            if job.outcome.recording is not None:
+                rec.stream_problems = job.outcome.recording.stream_problems
+            if job.outcome.status != "ok":
+                status = (job.outcome.status, job.outcome.reason)
+        if self.writer is not None:
+            self._store(index, chunk, rec)
+        start = interval_start(self.attrs, chunk, self.layout.frames_per_chunk)
+        one = interval_dataset(run.chosen[index], rec, self.attrs, chunk, run.reference)
+        metrics, rows = interval_rows(
+            one, interval=chunk, interval_start_utc=start, iq_url=cap.iq_url, status=status
+        )
+        if not rows.empty:
+            run.store_measurements(rows)
+            self.metrics.append(metrics.assign(interval=chunk))
+
+
 class _Run:
     """The stages of one capture after its parameters are settled."""
 
@@ -545,10 +728,14 @@ class _Run:
         engine: Engine | None,
         home: str | None,
         target: str,
+        interval_s: float,
     ) -> None:
         self.cap, self.rec, self.chosen = cap, rec, chosen
         self.store, self.engine, self.home, self.target = store, engine, home, target
-        self.rows: pd.DataFrame | None = None
+        self.interval_s = interval_s
+        self.nominal_rate = NOMINAL_RATE
+        self.start_utc = np.datetime64("NaT", "ns")
+        self.reference: np.datetime64 | None = None
 
     def acquire(
         self,
@@ -559,7 +746,48 @@ class _Run:
     ) -> None:
         cap, rec = self.cap, self.rec
         cap.start_time = datetime.now(UTC)
+        self.start_utc = np.datetime64(cap.start_time.replace(tzinfo=None), "ns")
+        # GPS weeks resolve against the replayed day, else against the capture's own start
+        # (so a capture completed by sync days later reads the same times).
+        self.reference = gps_reference if gps_reference is not None else self.start_utc
         rec.set("connecting", 0.0, force=True)
+        layout = StreamLayout.for_duration(cap.duration_s, self.interval_s)
+        attrs = {
+            "center_frequency_hz": cap.frequency_hz,
+            "requested_duration_s": cap.duration_s,
+            "software_version": __version__,
+            "iq_scale": "complex64, full scale 1.0 = int16 32768",
+            "core:datatype": "cf32_le",
+            "core:sample_rate": self.nominal_rate,
+            "core:frequency": cap.frequency_hz,
+            "core:datetime": f"{np.datetime_as_string(self.start_utc, 'us')}Z",
+            "core:recorder": f"heimdall_lab {__version__}",
+            "core:hw": "KiwiSDR",
+            "parameters": cap.parameters,
+            "heimdall:interval_s": layout.frames_per_chunk * FRAME_SAMPLES / self.nominal_rate,
+            "heimdall:frames_per_interval": layout.frames_per_chunk,
+            "heimdall:gps_reference": f"{np.datetime_as_string(self.reference, 'ns')}",
+        }
+        writer = CaptureWriter(
+            self.store, cap.capture_id, self.chosen, layout, attrs, reference=self.reference
+        )
+        kept: CaptureWriter | None = writer
+        try:
+            writer.create()
+        except StorageError as exc:
+            try:
+                kept = spool.stream_locally(writer, self.home, self.store.url)
+                rec.warn(
+                    f"storing IQ: {exc} -- kept locally at {kept.url}, pending upload to "
+                    f"{self.store.url}; run sync (heimdall-lab sync)"
+                )
+            except HeimdallError as local_exc:
+                # Nowhere to keep the IQ: the capture still measures it (and says so).
+                kept = None
+                rec.fail("storing IQ", HeimdallError(f"{exc}; and locally: {local_exc}"))
+        cap.iq_url = kept.url if kept is not None else None
+        rec.set(force=True)  # the row says where the IQ goes from the start
+        self.stream = _Stream(self, kept, layout, writer.attrs)
         kwargs: dict[str, Any] = {
             "settings": settings,
             "deadline_s": deadline_s,
@@ -567,64 +795,91 @@ class _Run:
             "on_progress": rec.receiver,
             "capture_id": cap.capture_id,
             "gps_reference": gps_reference,
+            "sinks": {r.name: self.stream.sink(r.name) for r in self.chosen},
         }
         try:
-            cap.acquisition = acquire(self.chosen, cap.frequency_hz, cap.duration_s, **kwargs)
+            try:
+                cap.acquisition = acquire(self.chosen, cap.frequency_hz, cap.duration_s, **kwargs)
+            finally:
+                self.stream.close(cap.acquisition.outcomes if cap.acquisition else ())
         except HeimdallError as exc:
             rec.fail("receiving", exc)
             return
-        ds = cap.acquisition.dataset
-        ds.attrs["parameters"] = cap.parameters
-        if ds.sizes["receiver"] == 0 and not cap.acquisition.cancelled:
+        if self.stream.failed is not None:
+            rec.fail("storing IQ", self.stream.failed)
+        served = [o for o in cap.acquisition.outcomes if o.frames]
+        if not served and not cap.acquisition.cancelled:
             reasons = "; ".join(o.message for o in cap.acquisition.outcomes)
             rec.fail("receiving", HeimdallError(f"no receiver delivered samples ({reasons})"))
 
-    def process_and_store(self) -> None:
+    def finish_store(self) -> None:
+        """Complete the stored capture, then open it (lazily) as the capture's Dataset."""
         cap, rec = self.cap, self.rec
         assert cap.acquisition is not None
-        ds = cap.acquisition.dataset
-        rec.set("processing", _STAGE_END["receiving"])
-        try:
-            cap.metrics = capture_metrics(ds)
-        except HeimdallError as exc:
-            rec.fail("processing", exc)
-        for o in cap.acquisition.outcomes:
-            reason = cap.metrics.attrs.get("unmeasured", {}).get(o.receiver.name)
-            if reason:
-                o.message = f"{o.message}; not measured: {reason}".lstrip("; ")
-                log.warning("%s: not measured: %s", o.receiver.name, reason)
         rec.set("storing", _STAGE_END["processing"])
-        self._store_iq(ds)
-        if not cap.metrics.empty:
-            self.rows = measurement_rows(
-                cap.metrics, ds, iq_url=cap.iq_url, status=cap.acquisition.status()
+        outcomes = cap.acquisition.outcomes
+        writer = self.stream.writer
+        complete = {o.receiver.name: o.status == "ok" for o in outcomes}
+        parts = [m for m in self.stream.metrics if not m.empty]
+        cap.intervals = pd.concat(parts) if parts else pd.DataFrame()
+        cap.metrics = _summary_metrics(cap.intervals)
+        if writer is None:
+            return  # the IQ could be kept nowhere (the capture says so); the metrics stand
+        if self.stream.split:
+            # Part in the store, the rest in the spool: sync joins and completes them.
+            spool.keep_stream_end(
+                cap.capture_id, complete, str(self.reference) if self.reference else None, self.home
             )
-            self._store_measurements()
-
-    def _store_iq(self, ds: xr.Dataset) -> None:
-        cap, rec = self.cap, self.rec
-
-        def progress(done: int, total: int) -> None:
-            rec.set(percent=_STAGE_END["processing"] + 10.0 * done / max(total, 1))
-
+            return
         try:
-            cap.iq_url = self.store.write(ds, capture_id=cap.capture_id, on_progress=progress).url
-        except StorageError as exc:
-            # Keep the IQ on local disk and say so; `heimdall-lab sync` uploads it later.
-            try:
-                cap.iq_url = spool.keep_iq(ds, cap.capture_id, self.store.url, self.home)
-            except HeimdallError as local_exc:
-                rec.fail("storing IQ", HeimdallError(f"{exc}; and locally: {local_exc}"))
-                return
-            rec.warn(
-                f"storing IQ: {exc} -- kept locally at {cap.iq_url}, pending upload to "
-                f"{self.store.url}; run sync (heimdall-lab sync)"
+            marker = writer.finish(
+                complete,
+                {o.receiver.name: o.first_frame_utc for o in outcomes}
+                if self.reference is self.start_utc
+                else None,
+                {o.receiver.name: o.recording.stream_problems for o in outcomes if o.recording},
             )
+            stored = writer.store.open(cap.capture_id)
+        except HeimdallError as exc:
+            rec.fail("storing IQ", exc)
+            return
+        stored.attrs["parameters"] = cap.parameters
+        cap.acquisition.dataset = stored
+        self._timing(stored, marker)
         rec.set(percent=95.0, force=True)
 
-    def _store_measurements(self) -> None:
+    def _timing(self, stored: xr.Dataset, marker: dict[str, Any]) -> None:
+        """Each outcome's timing, from its stored frames; a failed check makes it incomplete."""
+        assert self.cap.acquisition is not None
+        names = [str(n) for n in stored["receiver"].values]
+        for o in self.cap.acquisition.outcomes:
+            if o.receiver.name not in names:
+                continue
+            one = stored.sel(receiver=o.receiver.name)
+            n = int(marker["frames"].get(o.receiver.name, 0))
+            frames = {k: one[k].values[:n] for k in FRAME_VARS}
+            _, timing = receiver_summary(
+                frames,
+                float(one["nominal_rate"]),
+                self.reference,
+                complete=o.status == "ok",
+                arrival_utc=o.first_frame_utc if self.reference is self.start_utc else None,
+                stream_problems=o.recording.stream_problems if o.recording else (),
+            )
+            o.recording = timing
+            problem = timing.timing_summary()
+            if problem and o.reason != "timing":
+                message = (
+                    f"{o.receiver.name}: timing: {problem}; samples kept, their GNSS times not used"
+                )
+                o.message = f"{o.message}; {message}" if o.message else message
+                if o.status == "ok":
+                    o.status, o.reason = "incomplete", "timing"
+                log.warning("%s", o.message)
+
+    def store_measurements(self, rows: pd.DataFrame) -> None:
+        """Write measurement rows (retrying a briefly unreachable database), else spool them."""
         cap, rec = self.cap, self.rec
-        assert self.rows is not None
         if self.engine is not None and not rec.db_down:
             try:
                 for attempt in _DB_RETRY.retrying(
@@ -632,7 +887,7 @@ class _Run:
                 ):
                     with attempt:
                         cap.measurements_written += db.write_measurements(
-                            self.engine, cap.capture_id, self.rows
+                            self.engine, cap.capture_id, rows
                         )
                 return
             except DatabaseError as exc:
@@ -641,15 +896,17 @@ class _Run:
                     return
                 rec.db_down = True
         try:
-            spool.keep_measurements(cap.capture_id, self.rows, self.home)
+            spool.keep_measurements(cap.capture_id, rows, self.home)
         except StorageError as exc:
             rec.fail("storing measurements", exc)
             return
-        rec.warn(
+        note = (
             f"storing measurements: database {self.target} unreachable -- spooled locally; "
             "run heimdall-lab sync (with --database-url, for a database other than the "
             "embedded one)"
         )
+        if note not in cap.warnings:
+            rec.warn(note)
 
     def finish(self, create: dict[str, Any]) -> None:
         cap, rec = self.cap, self.rec
@@ -674,10 +931,27 @@ class _Run:
                     self.home,
                     database=self.target,
                 )
-                spooled = spool.spool_root(self.home) / cap.capture_id / "measurements.json"
-                if self.rows is not None and not spooled.exists():
-                    spool.keep_measurements(cap.capture_id, self.rows, self.home)
             except StorageError as exc:
                 # The returned Capture still holds everything; say what was not kept.
                 cap.errors.append(f"spooling for the database: {exc}")
                 cap.stage = "failed"
+
+
+def _summary_metrics(intervals: pd.DataFrame) -> pd.DataFrame:
+    """One row per receiver: its interval's metrics, or the median over its intervals."""
+    if intervals.empty:
+        return pd.DataFrame()
+    if not intervals.index.duplicated().any():  # one interval each: its metrics as they are
+        table = intervals.drop(columns="interval")
+        table.attrs = {"unmeasured": {}, "intervals": dict.fromkeys(table.index, 1)}
+        return table
+    numeric = [c for c in intervals.select_dtypes(["number", "bool"]).columns if c != "interval"]
+    grouped = intervals.groupby(level=0, sort=False)
+    table = grouped[numeric].median()
+    for column in intervals.columns.difference([*numeric, "interval"]):
+        table[column] = grouped[column].first()
+    table = table[[c for c in intervals.columns if c != "interval"]]
+    table.index.name = intervals.index.name
+    table.attrs["unmeasured"] = {}
+    table.attrs["intervals"] = grouped.size().to_dict()
+    return table

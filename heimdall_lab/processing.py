@@ -9,6 +9,7 @@ network protocol, the IQ store or the database.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,8 @@ from heimdall_lab.measurement import (
     MEASUREMENT_TYPES,
     METRIC_ALIASES,
 )
+
+log = logging.getLogger(__name__)
 
 #: PSD resolution stored with each measurement (240 bins at 12 kHz).
 PSD_RESOLUTION_HZ = 50.0
@@ -209,4 +212,73 @@ def stored_measurement_rows(ds: xr.Dataset, iq_url: str) -> pd.DataFrame:
     return measurement_rows(capture_metrics(ds), ds, iq_url=iq_url, status=status)
 
 
-__all__ = ["PSD_RESOLUTION_HZ", "capture_metrics", "measurement_rows", "stored_measurement_rows"]
+def interval_rows(
+    ds: xr.Dataset,
+    *,
+    interval: int,
+    interval_start_utc: np.datetime64,
+    iq_url: str | None,
+    status: tuple[str, str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The metrics and measurement row of one receiver's interval of a streamed capture.
+
+    The live capture (:mod:`heimdall_lab.pipeline`) and its recovery from the store
+    (:func:`heimdall_lab.store.stream.stored_interval_rows`) both come here, with the same
+    samples and frames, so a row always matches the IQ it was computed from.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The interval as a one-receiver capture Dataset
+        (:func:`heimdall_lab.dataset.build_dataset`; ``complete`` says whether the interval
+        holds all its frames).
+    interval : int
+        The interval's number, from 0.
+    interval_start_utc : numpy.datetime64
+        Its nominal start (capture start plus the intervals before it): the row's time when
+        its GNSS time is unusable.
+    iq_url : str or None
+        Where the capture's IQ is stored.
+    status : tuple of (str, str), optional
+        The receiver's status and reason to record (its last interval, once the stream
+        has ended); by default ``ok``, or ``incomplete`` for an interval not full.
+
+    Returns
+    -------
+    tuple of pandas.DataFrame
+        The :func:`capture_metrics` row, and the row as :func:`measurement_rows` gives it
+        (``metadata`` with ``interval`` and ``frames``); both empty when the interval is too
+        short to measure.
+    """
+    name = str(ds["receiver"].values[0])
+    ds.attrs["core:datetime"] = f"{np.datetime_as_string(interval_start_utc, 'us')}Z"
+    try:
+        metrics = capture_metrics(ds)
+    except ValidationError as exc:
+        log.info("%s: interval %d not measured: %s", name, interval, exc)
+        return pd.DataFrame(), pd.DataFrame(columns=["receiver", *MEASUREMENT_COLUMNS])
+    complete = bool(ds["complete"].values[0])
+    state, reason = status or (("ok", "") if complete else ("incomplete", "partial interval"))
+    table = pd.DataFrame(
+        {
+            "status": [state],
+            "reason": [reason],
+            "lost_frames": [int(ds["lost_frames"].values[0])],
+            "skipped_frames": [0],
+        },
+        index=pd.Index([name], name="receiver"),
+    )
+    rows = measurement_rows(metrics, ds, iq_url=iq_url, status=table)
+    frames = int((ds["frame_seq"].values[0] >= 0).sum())
+    for meta in rows["metadata"]:
+        meta.update(interval=int(interval), frames=frames)
+    return metrics, rows
+
+
+__all__ = [
+    "PSD_RESOLUTION_HZ",
+    "capture_metrics",
+    "interval_rows",
+    "measurement_rows",
+    "stored_measurement_rows",
+]

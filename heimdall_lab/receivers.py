@@ -16,7 +16,7 @@ from heimdall_lab.ids import check_receiver_name
 from heimdall_lab.values import clip, positive
 
 #: The longest capture one call may ask for, in seconds.
-MAX_DURATION_S = 3600.0
+MAX_DURATION_S = 86400.0
 #: The lowest centre frequency a capture may ask for, in Hz (a KiwiSDR tunes from about
 #: 10 kHz; the IQ passband is +-6 kHz around the centre).
 MIN_FREQUENCY_HZ = 1000.0

@@ -34,6 +34,12 @@ from heimdall_lab.processing import stored_measurement_rows
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.store import IQStore, default_iq_url
 from heimdall_lab.store.iq import store_url_of
+from heimdall_lab.store.stream import (
+    CaptureWriter,
+    finish_stream,
+    read_manifest,
+    stored_interval_rows,
+)
 from heimdall_lab.urls import MASK, mask_url
 from heimdall_lab.values import jsonable
 
@@ -120,6 +126,79 @@ def keep_iq(
     return result.url
 
 
+def stream_locally(
+    writer: CaptureWriter, home: str | Path | None, target_url: str
+) -> CaptureWriter:
+    """Go on writing a streamed capture into the spool, for :func:`sync` to upload.
+
+    Parameters
+    ----------
+    writer : CaptureWriter
+        The writer whose store failed (its layout and receivers are kept).
+    home : str or pathlib.Path, optional
+        Local state directory.
+    target_url : str
+        The IQ store it was meant for (kept masked).
+
+    Returns
+    -------
+    CaptureWriter
+        A writer on ``<spool>/<capture_id>/iq``, created. Chunks written to the store
+        before stay there; sync moves the rest next to them and completes the capture.
+
+    Raises
+    ------
+    StorageError
+        If even the local disk cannot take it.
+    """
+    folder = _dir(writer.capture_id, home)
+    local = CaptureWriter(
+        IQStore(str(folder / "iq")),
+        writer.capture_id,
+        writer.receivers,
+        writer.layout,
+        writer.attrs,
+        reference=writer.reference,
+    )
+    local.create()
+    split = writer.chunks_written > 0
+    _write_json(
+        folder / _IQ,
+        {"target": mask_url(target_url), "local": local.url, "layout": "stream", "split": split},
+    )
+    log.warning(
+        "capture %s: IQ now kept locally at %s, pending upload", writer.capture_id, local.url
+    )
+    return local
+
+
+def keep_stream_end(
+    capture_id: str,
+    complete: dict[str, bool],
+    reference: str | None,
+    home: str | Path | None = None,
+) -> None:
+    """Record how a streamed capture split between the store and the spool ended.
+
+    :func:`sync` completes it in the store with these flags once the rest is uploaded.
+
+    Parameters
+    ----------
+    capture_id : str
+        The capture.
+    complete : dict of str to bool
+        Per receiver: whether it delivered the whole duration.
+    reference : str or None
+        The GPS week reference of its frame times (ISO time).
+    home : str or pathlib.Path, optional
+        Local state directory.
+    """
+    path = _dir(capture_id, home) / _IQ
+    kept = json.loads(path.read_text())
+    kept.update(complete=complete, reference=reference)
+    _write_json(path, kept)
+
+
 def keep_capture(
     capture_id: str,
     create: dict[str, Any],
@@ -159,7 +238,7 @@ def keep_capture(
 
 
 def keep_measurements(capture_id: str, rows: pd.DataFrame, home: str | Path | None = None) -> Path:
-    """Keep measurement rows for :func:`sync`.
+    """Keep measurement rows for :func:`sync`, added to any kept before for the capture.
 
     Parameters
     ----------
@@ -175,10 +254,19 @@ def keep_measurements(capture_id: str, rows: pd.DataFrame, home: str | Path | No
     pathlib.Path
         The file written.
     """
-    records = jsonable(rows.to_dict(orient="records"))
     path = _dir(capture_id, home) / _MEASUREMENTS
+    added = path.exists()
+    if added:  # a streamed capture spools interval by interval: add to what is kept
+        rows = pd.concat([_read_measurements(path), rows], ignore_index=True)
+        rows = rows.drop_duplicates(["receiver", "timestamp_utc"], keep="last")
+    records = jsonable(rows.to_dict(orient="records"))
     _write_json(path, records)
-    log.warning("capture %s: %d measurement rows spooled locally", capture_id, len(records))
+    log.log(
+        logging.INFO if added else logging.WARNING,
+        "capture %s: %d measurement rows spooled locally",
+        capture_id,
+        len(records),
+    )
     return path
 
 
@@ -241,14 +329,18 @@ def _sync_one(folder: Path, engine: Engine | None) -> dict[str, Any]:
     if (folder / _IQ).exists():
         target = json.loads((folder / _IQ).read_text())
         local = IQStore(str(folder / "iq"))
-        ds = local.open(capture_id).load()
-        written = IQStore(_target_store(target["target"])).write(ds, capture_id=capture_id)
-        result["iq_url"] = written.url
+        remote = IQStore(_target_store(target["target"]))
+        if target.get("split"):
+            written_url = _merge_stream(local, remote, capture_id, target)
+        else:
+            ds = local.open(capture_id).load()
+            written_url = remote.write(ds, capture_id=capture_id).url
+        result["iq_url"] = written_url
         if saved is not None:
-            saved["update"]["iq_url"] = written.url
+            saved["update"]["iq_url"] = written_url
             _write_json(folder / _CAPTURE, saved)
         if engine is not None and db.get_capture(engine, capture_id) is not None:
-            db.set_iq_url(engine, capture_id, written.url)
+            db.set_iq_url(engine, capture_id, written_url)
         (folder / _IQ).unlink()
         shutil.rmtree(folder / "iq", ignore_errors=True)
     if engine is None:
@@ -265,6 +357,31 @@ def _sync_one(folder: Path, engine: Engine | None) -> dict[str, Any]:
     return result
 
 
+def _merge_stream(local: IQStore, remote: IQStore, capture_id: str, target: dict[str, Any]) -> str:
+    """Move the chunks a streamed capture kept locally next to those in the store; complete it.
+
+    Chunk objects never overlap (each was written to one store only), so copying every
+    local chunk object, then completing the capture in the store, loses and repeats nothing.
+    """
+    prefix = local._prefix(capture_id)
+    dest = remote._prefix(capture_id)
+    have_meta = read_manifest(remote, capture_id) is not None
+    for path in local.fs.find(prefix):
+        key = path[len(prefix) + 1 :]
+        is_meta = key.endswith("zarr.json") or key.startswith("heimdall-")
+        if is_meta and (have_meta or key.startswith("heimdall-complete")):
+            continue
+        remote._call("write to", remote.fs.pipe_file, f"{dest}/{key}", local.fs.cat_file(path))
+    marker = finish_stream(
+        remote,
+        capture_id,
+        target.get("complete") or {},
+        reference=target.get("reference"),
+    )
+    log.info("capture %s: IQ kept locally moved to %s (%s)", capture_id, remote.url, marker)
+    return remote.url_for(capture_id)
+
+
 def _recover(engine: Engine, stale: db.StaleCapture) -> dict[str, Any]:
     """End a capture whose process died: from its complete IQ if it was stored, else failed."""
     note = f"interrupted at {stale.status}: no heartbeat for {stale.silent_s:.0f} s"
@@ -274,6 +391,8 @@ def _recover(engine: Engine, stale: db.StaleCapture) -> dict[str, Any]:
     store_url = store_url_of(stale.iq_url, stale.id) if stale.iq_url else None
     if store_url is not None:
         store = IQStore(_target_store(store_url))
+        if read_manifest(store, stale.id) is not None:
+            return _recover_stream(engine, stale, store, note, previous)
         if store.exists(stale.id):
             ds = store.open(stale.id).load()
             rows = stored_measurement_rows(ds, stale.iq_url)
@@ -296,6 +415,42 @@ def _recover(engine: Engine, stale: db.StaleCapture) -> dict[str, Any]:
     log.warning("capture %s: %s; marked failed", stale.id, note)
     result["error"] = f"{note}: marked failed"
     return result
+
+
+def _recover_stream(
+    engine: Engine, stale: db.StaleCapture, store: IQStore, note: str, previous: str
+) -> dict[str, Any]:
+    """End a streamed capture whose process died: keep what it stored, measure every interval.
+
+    The capture is completed in the store from its stored frames (each receiver incomplete,
+    unless a finished capture said otherwise), and the measurement rows of every stored
+    interval are written: those the capture wrote already are written again unchanged (the
+    same IQ gives the same row, keyed by capture, receiver and time), none is lost.
+    """
+    marker = store._marker(stale.id) or finish_stream(store, stale.id)
+    if not marker.get("receivers"):
+        db.update_capture(
+            engine,
+            stale.id,
+            status="failed",
+            error="\n".join(filter(None, [previous, f"{note}; no interval was stored"])),
+        )
+        log.warning("capture %s: %s; no interval stored, marked failed", stale.id, note)
+        return {"capture_id": stale.id, "iq_url": None, "rows": 0, "error": f"{note}: failed"}
+    ds = store.open(stale.id)
+    rows = stored_interval_rows(ds, stale.iq_url)
+    written = db.write_measurements(engine, stale.id, rows) if not rows.empty else 0
+    frames = marker.get("frames", {})
+    extent = ", ".join(f"{name} {n:,} frames" for name, n in frames.items())
+    db.update_capture(
+        engine,
+        stale.id,
+        status="incomplete",
+        progress=100.0,
+        error="\n".join(filter(None, [previous, f"{note}; stored: {extent}"])),
+    )
+    log.warning("capture %s: %s; kept what it stored (%s)", stale.id, note, extent)
+    return {"capture_id": stale.id, "iq_url": stale.iq_url, "rows": written, "error": ""}
 
 
 def sync(

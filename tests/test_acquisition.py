@@ -205,7 +205,7 @@ async def test_password_is_sent_and_checked(scenario):
         (FREQ, 0.0, "duration"),
         (FREQ, -1.0, "duration"),
         (FREQ, float("inf"), "duration"),
-        (FREQ, 7200.0, "over the limit"),
+        (FREQ, 2 * 86400.0, "over the limit"),
         (40e6, 1.0, "outside receiver"),
         ("10e6", 1.0, "number"),
     ],

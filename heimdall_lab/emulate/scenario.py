@@ -1074,7 +1074,7 @@ class Scenario:
             "version": _VERSION,
             "seed": self.seed,
             "nominal_rate": self.nominal_rate,
-            "transmitter": asdict(self.transmitter) if self.transmitter is not None else None,
+            "transmitter": _plain(asdict(self.transmitter)) if self.transmitter else None,
             "sites": [asdict(s) for s in self.sites],
         }
 
@@ -1128,6 +1128,15 @@ class Scenario:
 
 # --------------------------------------------------------------------------------------------
 # Synthesis
+
+
+def _plain(value: typing.Any) -> typing.Any:
+    """Tuples as lists, recursively: what a JSON round trip gives back, so both compare equal."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 class _Affine:

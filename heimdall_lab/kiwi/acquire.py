@@ -22,7 +22,7 @@ import signal
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -50,9 +50,9 @@ from heimdall_lab.kiwi.guest import (
     check_max_connections,
     default_ident,
 )
-from heimdall_lab.kiwi.protocol import shown
+from heimdall_lab.kiwi.protocol import IqFrame, shown
 from heimdall_lab.receivers import Receiver, validate_capture_request
-from heimdall_lab.recording import NOMINAL_RATE, Recording
+from heimdall_lab.recording import FRAME_SAMPLES, NOMINAL_RATE, Recording
 from heimdall_lab.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,8 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+#: Where a streaming receiver's frames go: called with each frame and its hop index.
+FrameSink = Callable[[IqFrame, int], None]
 
 
 #: Waits between connection attempts to a host, shared by every receiver at it (the number of
@@ -164,6 +166,13 @@ class ReceiverOutcome:
     retry_after_s : float
         Seconds its host is left alone from the end of this capture (a cool-down); 0 when
         it may be connected again at once.
+    frames : int
+        Frames received (all of them went to the sink when one was given).
+    first_frame_utc : numpy.datetime64 or None
+        This computer's clock when the first frame arrived.
+    hops : tuple
+        The client's per-hop records (:class:`~heimdall_lab.kiwi.client.HopRecord`) of a
+        hopping stream.
     """
 
     receiver: Receiver
@@ -176,11 +185,16 @@ class ReceiverOutcome:
     skipped_frames: int = 0
     elapsed_s: float = 0.0
     retry_after_s: float = 0.0
+    frames: int = 0
+    first_frame_utc: np.datetime64 | None = None
+    hops: tuple[Any, ...] = ()
 
     @property
     def n_samples(self) -> int:
-        """Samples received."""
-        return 0 if self.recording is None else len(self.recording.samples)
+        """Samples received (given to the sink, when the frames went to one)."""
+        if self.recording is None or (self.frames and not len(self.recording.samples)):
+            return self.frames * FRAME_SAMPLES
+        return len(self.recording.samples)
 
 
 @dataclass
@@ -323,7 +337,7 @@ def _note(
     """Tell the host's record how an attempt ended; True when the host now cools down."""
     if error.reason in REFUSAL_REASONS:
         return manners.refused(record, error.reason, policy)
-    if client.frames:  # served, then ended: nothing to hold against the host
+    if client.n_frames:  # served, then ended: nothing to hold against the host
         manners.served(record)
     else:  # no samples: back off, though a host that admitted the session did not refuse
         manners.failed(record, policy, admitted=client.admitted)
@@ -353,6 +367,8 @@ async def _acquire_one(
     manners: HostManners = MANNERS,
     limit: asyncio.Semaphore | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    sink: FrameSink | None = None,
+    hops: Sequence[tuple[float, float]] | None = None,
 ) -> ReceiverOutcome:
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -390,6 +406,8 @@ async def _acquire_one(
                         settings,
                         on_samples=lambda *_: report("receiving"),
                         ssl_context=ssl_context,
+                        on_frame=sink,
+                        hops=hops,
                     )
                     clients.append(client)
                     report("connecting")
@@ -403,7 +421,7 @@ async def _acquire_one(
                             ) from exc
                         # A stream that already delivered samples is kept, not restarted: a
                         # new stream would not line up in time with the others.
-                        if attempt == attempts or not exc.retryable or client.frames:
+                        if attempt == attempts or not exc.retryable or client.n_frames:
                             raise
                         log.info("%s: attempt %d failed (%s); retrying", name, attempt, exc)
                         error = exc
@@ -437,7 +455,11 @@ async def _acquire_one(
             f"{name}: its data raised {type(exc).__name__} ({shown(str(exc), 80)})", name
         )
     client = clients[-1] if clients else None
-    recording = client.recording(live) if client and client.frames else None
+    served = bool(client and client.n_frames)
+    # With a sink the frames are not here: the recording holds no samples, only what the
+    # stream itself showed (a rate announced anew); the frames' timing is checked where
+    # they went.
+    recording = client.recording(live) if served else None
     timing = recording.timing_summary() if recording is not None else ""
     if timing:
         message = f"{name}: timing: {timing}; samples kept, their GNSS times not used"
@@ -447,7 +469,7 @@ async def _acquire_one(
             error = _restated(error, f"{error}; {message}")
     if error is None:
         status = "ok"
-    elif recording is not None:
+    elif served:
         status = "incomplete"
     else:
         status = "failed"
@@ -462,6 +484,9 @@ async def _acquire_one(
         skipped_frames=client.skipped if client else 0,
         elapsed_s=loop.time() - start,
         retry_after_s=round(manners.cooling_left(record), 3),
+        frames=client.n_frames if client else 0,
+        first_frame_utc=client.first_frame_utc if client else None,
+        hops=tuple(getattr(client, "hops_done", ())) if client else (),
     )
     report("done" if status == "ok" else status, outcome.message)
     if error is not None:
@@ -491,6 +516,8 @@ async def acquire_async(
     max_connections: int | None = None,
     ssl_context: ssl.SSLContext | None = None,
     manners: HostManners | None = None,
+    sinks: Mapping[str, FrameSink] | None = None,
+    hops: Sequence[tuple[float, float]] | None = None,
 ) -> Acquisition:
     """Acquire IQ from several receivers concurrently.
 
@@ -543,6 +570,14 @@ async def acquire_async(
     manners : HostManners, optional
         What is remembered of hosts (backoff, cool-downs) and the process's limit;
         :data:`heimdall_lab.kiwi.guest.MANNERS` by default.
+    sinks : mapping of str to callable, optional
+        Per receiver name, where its frames go as they arrive (``sink(frame, hop)``): the
+        acquisition then keeps none of them, so memory does not grow with the duration, and
+        the Dataset is empty (the sinks hold the samples).
+    hops : sequence of (float, float), optional
+        Frequencies (Hz) and dwell times (s) to step through on each receiver's one
+        connection (:class:`~heimdall_lab.kiwi.KiwiClient`); ``frequency_hz`` and
+        ``duration_s`` are then the first frequency and the sum of the dwells.
 
     Returns
     -------
@@ -592,10 +627,16 @@ async def acquire_async(
             manners=manners,
             limit=limit,
             ssl_context=ssl_context,
+            sinks=sinks,
+            hops=hops,
         )
     capture_id = capture_id or new_capture_id()
     dataset = build_dataset(
-        [(o.receiver, o.recording, o.status == "ok") for o in outcomes if o.recording is not None],
+        [
+            (o.receiver, o.recording, o.status == "ok")
+            for o in outcomes
+            if o.recording is not None and len(o.recording.samples)
+        ],
         frequency_hz,
         duration_s,
         capture_id=capture_id,
@@ -617,8 +658,12 @@ async def _acquire_all(
     receivers: Sequence[Receiver], frequency_hz: float, duration_s: float, **kwargs: Any
 ) -> tuple[list[ReceiverOutcome], bool]:
     """Every receiver at once; on cancellation each returns what it received."""
+    sinks = kwargs.pop("sinks", None) or {}
     tasks = [
-        asyncio.create_task(_acquire_one(r, frequency_hz, duration_s, **kwargs)) for r in receivers
+        asyncio.create_task(
+            _acquire_one(r, frequency_hz, duration_s, sink=sinks.get(r.name), **kwargs)
+        )
+        for r in receivers
     ]
     cancelled = False
     try:

@@ -32,20 +32,22 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
+import pandas as pd
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from heimdall_lab.dataset import _NAN_IQ, mean_db
+from heimdall_lab.dataset import _NAN_IQ, build_dataset, mean_db
 from heimdall_lab.errors import StorageError, ValidationError
 from heimdall_lab.ids import check_capture_id, check_receiver_name
+from heimdall_lab.processing import interval_rows
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.recording import FRAME_SAMPLES, NOMINAL_RATE, Recording
 from heimdall_lab.urls import mask_url
@@ -293,6 +295,7 @@ def receiver_summary(
     *,
     complete: bool,
     arrival_utc: np.datetime64 | None = None,
+    stream_problems: Sequence[str] = (),
 ) -> tuple[dict[str, Any], Recording]:
     """One receiver's coordinates from its stored frames.
 
@@ -308,6 +311,8 @@ def receiver_summary(
         Whether it delivered the whole duration.
     arrival_utc : numpy.datetime64, optional
         When its first frame arrived (a live stream's clock check).
+    stream_problems : sequence of str, optional
+        Timing problems only the receiving side saw (:attr:`Recording.stream_problems`).
 
     Returns
     -------
@@ -316,6 +321,7 @@ def receiver_summary(
     """
     rec = recording_of(frames, nominal_rate)
     rec.arrival_utc = arrival_utc
+    rec.stream_problems = tuple(stream_problems)
     summary = {
         "sample_rate": rec.sample_rate(),
         "start_time": rec.start_time(reference),
@@ -480,6 +486,7 @@ class CaptureWriter:
         self,
         complete: Mapping[str, bool],
         arrival_utc: Mapping[str, np.datetime64 | None] | None = None,
+        stream_problems: Mapping[str, Sequence[str]] | None = None,
     ) -> dict[str, Any]:
         """Derive the receivers' coordinates from their stored frames and mark it complete.
 
@@ -489,6 +496,8 @@ class CaptureWriter:
             Per receiver: whether it delivered the whole duration.
         arrival_utc : mapping of str to numpy.datetime64, optional
             Per receiver: when its first frame arrived (the live clock check).
+        stream_problems : mapping of str to sequence of str, optional
+            Per receiver: timing problems only its stream showed.
 
         Returns
         -------
@@ -501,7 +510,12 @@ class CaptureWriter:
             If the store cannot be read or written.
         """
         return finish_stream(
-            self.store, self.capture_id, complete, arrival_utc, reference=self.reference
+            self.store,
+            self.capture_id,
+            complete,
+            arrival_utc,
+            reference=self.reference,
+            stream_problems=stream_problems,
         )
 
 
@@ -552,6 +566,7 @@ def stored_summaries(
     reference: Any = None,
     complete: Mapping[str, bool] | None = None,
     arrival_utc: Mapping[str, np.datetime64 | None] | None = None,
+    stream_problems: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Each receiver's coordinates and frames, from what a streamed capture has stored.
 
@@ -565,6 +580,8 @@ def stored_summaries(
         Which receivers delivered the whole duration (none by default).
     arrival_utc : mapping of str to numpy.datetime64, optional
         When each receiver's first frame arrived.
+    stream_problems : mapping of str to sequence of str, optional
+        Timing problems only each receiver's stream showed.
 
     Returns
     -------
@@ -584,6 +601,7 @@ def stored_summaries(
             reference,
             complete=bool((complete or {}).get(name, False)),
             arrival_utc=(arrival_utc or {}).get(name),
+            stream_problems=(stream_problems or {}).get(name, ()),
         )
         mine["frame_time"] = rec.frame_times(reference).astype("M8[ns]")
         mine["frame_trusted"] = rec.trusted.astype(bool)
@@ -598,6 +616,7 @@ def finish_stream(
     arrival_utc: Mapping[str, np.datetime64 | None] | None = None,
     *,
     reference: Any = None,
+    stream_problems: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Complete a streamed capture as stored: coordinates from its frames, then the marker.
 
@@ -617,6 +636,8 @@ def finish_stream(
         When each receiver's first frame arrived.
     reference : datetime, numpy.datetime64 or None
         To resolve the GPS week.
+    stream_problems : mapping of str to sequence of str, optional
+        Timing problems only each receiver's stream showed.
 
     Returns
     -------
@@ -635,7 +656,7 @@ def finish_stream(
     if manifest is None:
         raise StorageError(f"capture {capture_id} at {url} was not streamed there", url=url)
     ds = store._call("read", store._open_zarr, capture_id)
-    summaries, frames = stored_summaries(ds, reference, complete, arrival_utc)
+    summaries, frames = stored_summaries(ds, reference, complete, arrival_utc, stream_problems)
     names = [str(n) for n in ds["receiver"].values]
     width = ds.sizes["frame"]
     coords = {}
@@ -755,6 +776,137 @@ def trim_stream(ds: xr.Dataset, *, in_progress: bool, reference: Any = None) -> 
     return ds
 
 
+def interval_start(attrs: Mapping[str, Any], chunk: int, frames_per_chunk: int) -> np.datetime64:
+    """The nominal start of an interval: the capture's start plus the intervals before it.
+
+    Parameters
+    ----------
+    attrs : mapping
+        The capture's attributes (``core:datetime``, ``core:sample_rate``).
+    chunk : int
+        The interval's number.
+    frames_per_chunk : int
+        Frames per interval.
+
+    Returns
+    -------
+    numpy.datetime64
+        In ns; the time of a measurement row whose GNSS time is unusable, the same for the
+        live capture and its recovery.
+    """
+    start = np.datetime64(str(attrs["core:datetime"]).rstrip("Z"), "ns")
+    rate = float(attrs.get("core:sample_rate", NOMINAL_RATE))
+    offset = round(chunk * frames_per_chunk * FRAME_SAMPLES / rate * 1e9)
+    return start + np.timedelta64(offset, "ns")
+
+
+def stored_intervals(
+    ds: xr.Dataset, frames_per_chunk: int
+) -> Iterator[tuple[Receiver, int, Recording]]:
+    """Each receiver's stored intervals, as the live capture handed them to its measurements.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A streamed capture as opened (complete or not).
+    frames_per_chunk : int
+        Frames per interval (the manifest's).
+
+    Yields
+    ------
+    tuple of (Receiver, int, Recording)
+        The receiver (name, position and calibration as stored), the interval number, and
+        its frames and samples (``frame_start`` from the interval's start). One interval's
+        IQ is read at a time.
+    """
+    frames = ds[list(FRAME_VARS)].load()
+    for i, name in enumerate(str(n) for n in ds["receiver"].values):
+        receiver = Receiver(
+            name,
+            "127.0.0.1",  # an address is required; the stored capture does not keep it
+            latitude=float(ds["latitude"].values[i]),
+            longitude=float(ds["longitude"].values[i]),
+            calibration_db=float(ds["calibration_db"].values[i]),
+        )
+        n = stored_frames(frames["frame_seq"].values[i])
+        nominal = float(ds["nominal_rate"].values[i])
+        for c in range(math.ceil(n / frames_per_chunk)):
+            f0, f1 = c * frames_per_chunk, min(n, (c + 1) * frames_per_chunk)
+            mine = {k: frames[k].values[i, f0:f1] for k in FRAME_VARS}
+            rec = recording_of(mine, nominal)
+            rec.frame_start = rec.frame_start - f0 * FRAME_SAMPLES
+            rec.samples = np.asarray(
+                ds["iq"].values[i, f0 * FRAME_SAMPLES : f1 * FRAME_SAMPLES]
+                if isinstance(ds["iq"].data, np.ndarray)
+                else ds["iq"].data[i, f0 * FRAME_SAMPLES : f1 * FRAME_SAMPLES].compute()
+            )
+            yield receiver, c, rec
+
+
+def stored_interval_rows(ds: xr.Dataset, iq_url: str | None) -> pd.DataFrame:
+    """The measurement rows of a streamed capture's stored intervals, as the live capture wrote.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The streamed capture as opened.
+    iq_url : str or None
+        Where it is stored.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per receiver per stored interval (:func:`heimdall_lab.processing.
+        interval_rows`).
+    """
+    fpc = int(ds.attrs["heimdall:frames_per_interval"])
+    reference = ds.attrs.get("heimdall:gps_reference") or None
+    parts = []
+    for receiver, c, rec in stored_intervals(ds, fpc):
+        one = interval_dataset(receiver, rec, ds.attrs, c, reference)
+        _, rows = interval_rows(
+            one, interval=c, interval_start_utc=interval_start(ds.attrs, c, fpc), iq_url=iq_url
+        )
+        parts.append(rows)
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def interval_dataset(
+    receiver: Receiver, rec: Recording, attrs: Mapping[str, Any], chunk: int, reference: Any
+) -> xr.Dataset:
+    """One receiver's interval as a capture Dataset (complete when it holds all its frames).
+
+    Parameters
+    ----------
+    receiver : Receiver
+        The receiver.
+    rec : Recording
+        The interval's frames and samples.
+    attrs : mapping
+        The capture's attributes (``center_frequency_hz``, ``requested_duration_s``,
+        ``capture_id``, ``heimdall:frames_per_interval``).
+    chunk : int
+        The interval's number (kept in the attributes).
+    reference : datetime, numpy.datetime64, str or None
+        To resolve the GPS week.
+
+    Returns
+    -------
+    xarray.Dataset
+        As :func:`heimdall_lab.dataset.build_dataset` makes it.
+    """
+    ds = build_dataset(
+        [(receiver, rec, rec.n_frames == int(attrs["heimdall:frames_per_interval"]))],
+        float(attrs["center_frequency_hz"]),
+        float(attrs["requested_duration_s"]),
+        capture_id=str(attrs["capture_id"]),
+        gps_reference=None if reference is None else np.datetime64(str(reference), "ns"),
+    )
+    ds.attrs["heimdall:interval"] = int(chunk)
+    return ds
+
+
 __all__ = [
     "FRAME_VARS",
     "STREAM_MANIFEST",
@@ -762,10 +914,14 @@ __all__ = [
     "StreamLayout",
     "finish_stream",
     "frame_arrays",
+    "interval_dataset",
+    "interval_start",
     "read_manifest",
     "receiver_summary",
     "recording_of",
     "stored_frames",
+    "stored_interval_rows",
+    "stored_intervals",
     "stored_summaries",
     "trim_stream",
 ]
