@@ -36,12 +36,12 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from heimdall_lab import db, directory, home, spool, tutorial
+from heimdall_lab import db, directory, home, session, spool, tutorial
 from heimdall_lab.emulate.fleet import MAX_EMULATED, emulated_receivers
 from heimdall_lab.emulate.scenario import MODULATIONS, Scenario
 from heimdall_lab.emulate.server import FAULT_KINDS, Emulated, Emulator, Fault, emulated
 from heimdall_lab.errors import DatabaseError, HeimdallError, ValidationError
-from heimdall_lab.ids import check_receiver_name, new_capture_id
+from heimdall_lab.ids import check_capture_id, check_receiver_name, new_capture_id
 from heimdall_lab.io.kiwi_wav import (
     parse_kiwi_wav_name,
     read_gnss_pos,
@@ -418,6 +418,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _exit_code(record.status)
 
 
+@_option_type("a YAML plan file")
+def _plan_file(text: str) -> str:
+    """A readable file."""
+    if not Path(text).is_file():
+        raise ValidationError(f"no plan file {clip(text)!r}")
+    return text
+
+
+@_option_type("a session id (letters, digits, '_', '.', '-')")
+def _session_id(text: str) -> str:
+    """A session id."""
+    return check_capture_id(text)
+
+
+@_option_type("a whole number >= 1")
+def _count(text: str) -> int:
+    """A count."""
+    return positive(int(text), "value", whole=True)
+
+
+@_option_type("a number of seconds >= 0")
+def _non_negative(text: str) -> float:
+    """Seconds, 0 or more."""
+    return positive(float(text), "value", allow_zero=True)
+
+
+@_option_type("a probability between 0 and 1")
+def _probability(text: str) -> float:
+    """A probability."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError(text)
+    return value
+
+
 @_option_type(f"a whole number 1 to {MAX_EMULATED}")
 def _emulated_count(text: str) -> int:
     """How many receivers to emulate."""
@@ -490,6 +525,94 @@ def cmd_capture(args: argparse.Namespace) -> int:
         ):
             print(f"wrote {path}")
     return code
+
+
+def _plan_from_args(args: argparse.Namespace) -> session.SessionPlan:
+    """The plan of ``session start``: a YAML file, with flags over its fields."""
+    fields: dict[str, Any] = {}
+    if args.plan:
+        fields = session.SessionPlan.from_yaml(args.plan).to_dict()
+    given = {
+        "frequencies": args.frequency,
+        "dwell_s": args.dwell,
+        "sweeps": args.sweeps,
+        "repeat_every_s": args.every,
+        "receivers": args.receiver,
+        "interval_s": args.interval,
+        "mode": args.mode,
+        "name": args.name,
+        "emulate": args.emulate,
+    }
+    fields.update({k: v for k, v in given.items() if v is not None})
+    if args.duration is not None:  # a duration bounds the session; sweeps only if given
+        fields["duration_s"] = args.duration
+        fields.pop("end_utc", None)
+        if args.sweeps is None:
+            fields["sweeps"] = None
+    if args.pfa is not None:
+        fields.setdefault("trigger", {})["pfa"] = args.pfa
+    if not fields.get("frequencies"):
+        raise ValidationError("give a plan file or --frequency (repeatable) and --dwell")
+    return session.SessionPlan.from_mapping(fields)
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    """Start, resume, stop or show recording sessions."""
+    if args.action == "start":
+        plan = _plan_from_args(args)  # checked before the database starts
+        run = session.start(
+            plan,
+            session_id=args.id,
+            database_url=args.database_url,
+            iq_url=args.iq_url,
+            progress=not args.quiet,
+        )
+        return _print_session_run(run)
+    if args.action == "resume":
+        run = session.resume(
+            args.id, database_url=args.database_url, iq_url=args.iq_url, progress=not args.quiet
+        )
+        return _print_session_run(run)
+    if args.action == "stop":
+        asked = session.stop(args.id, database_url=args.database_url)
+        print(f"session {args.id}: " + ("stop asked" if asked else "not running"))
+        return EXIT_OK
+    if args.id is None:  # status of them all
+        engine = db.get_engine(args.database_url)
+        try:
+            table = db.list_sessions(engine, limit=50)
+        finally:
+            engine.dispose()
+        if table.empty:
+            print("no sessions")
+            return EXIT_OK
+        cols = [c for c in ("id", "name", "status", "progress_percent", "n_captures") if c in table]
+        print(table[cols].to_string(index=False))
+        return EXIT_OK
+    row, captures = session.status(args.id, database_url=args.database_url)
+    total = row["steps_total"] if row["steps_total"] is not None else "?"
+    print(
+        f"session {row['id']} ({row['name'] or 'no name'}): {row['status']}, "
+        f"{row['steps_done']}/{total} steps, {row['progress_percent']:.0f} %"
+    )
+    if row["error_message"]:
+        print(f"error: {row['error_message']}")
+    if not captures.empty:
+        cols = ["step", "capture_id", "status", "frequency_hz", "start_time"]
+        print(captures[cols].to_string(index=False))
+    return EXIT_OK
+
+
+def _print_session_run(run: session.SessionRun) -> int:
+    for cap in run.captures:
+        note = f" ({len(cap.events)} detections)" if cap.events else ""
+        print(f"capture {cap.capture_id}: {cap.frequency_hz:.0f} Hz, {cap.stage}{note}")
+    if run.skipped_sweeps:
+        print(f"sweeps skipped (their time passed while stopped): {run.skipped_sweeps}")
+    print(f"session {run.session_id}: {run.status}")
+    if run.error:
+        _complain(run.error)
+    return {"done": EXIT_OK, "stopped": EXIT_OK}.get(run.status, EXIT_FAILED)
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
@@ -1084,6 +1207,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     database_option(p)
     p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("session", help="recording sessions: start, status, stop, resume")
+    ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = ssub.add_parser("start", help="record a plan (a YAML file and/or flags) and run it")
+    q.add_argument("plan", nargs="?", type=_plan_file, help="the plan, a YAML file")
+    q.add_argument("--id", type=_session_id, help="the session's id (new by default)")
+    q.add_argument("--name", help="a name to know it by")
+    q.add_argument(
+        "-f", "--frequency", type=_positive_number, action="append", help="Hz; repeatable"
+    )
+    q.add_argument("--dwell", type=_positive_number, help="seconds at each frequency")
+    q.add_argument("--sweeps", type=_count, help="sweeps through the frequencies")
+    q.add_argument("--duration", type=_positive_number, help="seconds the session runs")
+    q.add_argument("--every", type=_non_negative, help="seconds from one sweep's start to the next")
+    q.add_argument("-r", "--receiver", action="append", help="receiver name; repeatable")
+    q.add_argument("--interval", type=_interval_arg, help="seconds per measurement interval")
+    q.add_argument("--mode", choices=["continuous", "triggered"])
+    q.add_argument("--pfa", type=_probability, help="triggered: false alarms per block")
+    q.add_argument(
+        "--emulate", type=_emulated_count, metavar="N", help="record from N emulated receivers"
+    )
+    q.add_argument("--iq-url", help="IQ store (default: HEIMDALL_IQ_URL, else <data home>/iq)")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    database_option(q)
+    for action, text in (
+        ("status", "a session's steps (all sessions without an id)"),
+        ("stop", "ask a running session to stop"),
+        ("resume", "run a session on from its first step without a capture"),
+    ):
+        q = ssub.add_parser(action, help=text)
+        q.add_argument(
+            "id", type=_session_id, nargs="?" if action == "status" else None, help="session id"
+        )
+        if action == "resume":
+            q.add_argument("--iq-url", help="IQ store")
+            q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        database_option(q)
+    p.set_defaults(func=cmd_session)
 
     p = sub.add_parser(
         "receivers", help="receivers: list, add, deactivate, import the directory, select, check"

@@ -17,12 +17,14 @@ in the returned object and, where its own stage succeeded, in the stores.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +33,7 @@ import pandas as pd
 import xarray as xr
 from sqlalchemy.engine import Engine
 
-from heimdall_lab import db, spool
+from heimdall_lab import db, gnss, spool
 from heimdall_lab.errors import DatabaseError, HeimdallError, StorageError, ValidationError
 from heimdall_lab.ids import check_capture_id, new_capture_id
 from heimdall_lab.kiwi.acquire import (
@@ -42,7 +44,7 @@ from heimdall_lab.kiwi.acquire import (
     acquire,
     validate_request,
 )
-from heimdall_lab.kiwi.client import StreamSettings, recording_from_frames
+from heimdall_lab.kiwi.client import StreamSettings, recording_from_frames, retune_gap_s
 from heimdall_lab.kiwi.protocol import IqFrame
 from heimdall_lab.processing import interval_rows
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver, validate_capture_request
@@ -66,6 +68,8 @@ log = logging.getLogger(__name__)
 #: Share of the progress bar each stage ends at.
 _STAGE_END = {"connecting": 5.0, "receiving": 80.0, "processing": 85.0, "storing": 99.0}
 _DB_UPDATE_INTERVAL_S = 1.0
+#: Stages a capture ends in.
+_FINAL_STAGES = ("done", "partial", "failed", "cancelled")
 #: Retries of a measurement write while the database is briefly unreachable.
 _DB_RETRY = RetryPolicy(attempts=4, initial_s=0.2, maximum_s=2.0, jitter_s=0.0)
 
@@ -110,6 +114,9 @@ class Capture:
     intervals : pandas.DataFrame
         The metrics of every receiver's every interval (indexed by receiver, column
         ``interval``), as written to ``measurements`` one row each while the capture ran.
+    events : list of dict
+        Triggered recording: each detection (receiver, start and end UTC, statistic,
+        threshold, false-alarm probability) and the capture that keeps its IQ.
     """
 
     capture_id: str
@@ -128,6 +135,7 @@ class Capture:
     measurements_written: int = 0
     start_time: datetime | None = None
     intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def dataset(self) -> xr.Dataset | None:
@@ -296,13 +304,16 @@ class _Recorder:
                 if o.status != "ok"
             ]
         note = "\n".join([*cap.errors, *cap.warnings, *failed])
-        return {
+        update = {
             "status": cap.stage,
             "progress": round(cap.percent, 2),
             "error": note or None,
             "iq_url": cap.iq_url,
             "start_time": cap.start_time,
         }
+        if "retune" in cap.parameters and cap.stage in _FINAL_STAGES:
+            update["parameters"] = {"retune": cap.parameters["retune"]}
+        return update
 
     def set(
         self, stage: str | None = None, percent: float | None = None, force: bool = False
@@ -421,6 +432,8 @@ def capture(
     home: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     interval_s: float = DEFAULT_INTERVAL_S,
+    session_id: str | None = None,
+    session_step: int | None = None,
 ) -> Capture:
     """Capture IQ from several receivers, measure it, and store IQ and measurements.
 
@@ -477,6 +490,10 @@ def capture(
         appended to the store one interval at a time as it arrives, and each interval gets
         its measurement row then; a capture no longer than one interval is one interval.
         Memory is bounded by receivers x interval, whatever the duration.
+    session_id, session_step : str and int, optional
+        The recording session and the step of its plan this capture records
+        (:mod:`heimdall_lab.session`); a step recorded already is refused before anything
+        connects.
 
     Returns
     -------
@@ -502,10 +519,150 @@ def capture(
     >>> with emulated(seed=0) as emu:  # doctest: +SKIP
     ...     cap = capture(10e6, 10, receivers=emu.receivers, metadata=emu.parameters)
     """
-    validate_capture_request(frequency_hz, duration_s)
+    (cap,) = _record(
+        [(frequency_hz, duration_s)],
+        [capture_id],
+        receivers=receivers,
+        store=store,
+        engine=engine,
+        database_url=database_url,
+        iq_url=iq_url,
+        settings=settings,
+        deadline_s=deadline_s,
+        retries=retries,
+        gps_reference=gps_reference,
+        on_progress=on_progress,
+        progress=progress,
+        home=home,
+        metadata=metadata,
+        interval_s=interval_s,
+        session_id=session_id,
+        first_step=session_step,
+    )
+    return cap
+
+
+def sweep(
+    hops: Sequence[tuple[float, float]],
+    *,
+    receivers: Sequence[Receiver | str] | None = None,
+    store: IQStore | str | None = None,
+    engine: Engine | None = None,
+    database_url: str | None = None,
+    iq_url: str | None = None,
+    settings: StreamSettings | None = None,
+    deadline_s: float | None = None,
+    retries: int | None = None,
+    gps_reference: datetime | np.datetime64 | str | None = None,
+    on_progress: ProgressCallback | None = None,
+    progress: bool = False,
+    capture_ids: Sequence[str | None] | None = None,
+    home: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    interval_s: float = DEFAULT_INTERVAL_S,
+    session_id: str | None = None,
+    first_step: int | None = None,
+    trigger: Mapping[str, Any] | None = None,
+) -> list[Capture]:
+    """Hop through frequencies on one connection per receiver: one capture per dwell.
+
+    Each receiver is connected once and retuned on the same connection
+    (:class:`~heimdall_lab.kiwi.KiwiClient` ``hops``); each dwell is a capture of its own
+    (its frequency, its IQ store, its measurement rows), exactly as :func:`capture` makes
+    one, with the sweep in its parameters. The GNSS time of each dwell's first frame is
+    each receiver's ``start_time`` in its store, and the gap at each retune is measured
+    from the GNSS times and kept in the capture's parameters (``retune``).
+
+    Parameters
+    ----------
+    hops : sequence of (float, float)
+        Frequency (Hz) and dwell (s) of each step, in order.
+    capture_ids : sequence of str, optional
+        An id per hop; new ones by default.
+    first_step : int, optional
+        The session step of the first hop (the others follow).
+    trigger : mapping, optional
+        Triggered recording: the :class:`~heimdall_lab.trigger.Trigger` options (``pfa``,
+        ``bandwidth_hz``, ``center_hz``, ``pre_s``, ``post_s``, ``passband``). Each dwell's
+        capture then measures every interval but stores no IQ; each detection of each
+        receiver becomes a capture of its own (one receiver, its pre-trigger and tail, in
+        the IQ store), listed in :attr:`Capture.events` of its dwell and, for a session,
+        in ``session_events``.
+    receivers, store, engine, database_url, iq_url, settings, deadline_s, retries, \
+gps_reference, on_progress, progress, home, metadata, interval_s, session_id
+        As for :func:`capture` (``deadline_s`` covers the whole sweep).
+
+    Returns
+    -------
+    list of Capture
+        One per hop, in order.
+
+    Raises
+    ------
+    ValidationError
+        A bad hop list or parameter, before anything connects.
+    KeyboardInterrupt
+        As for :func:`capture`.
+    """
+    if not isinstance(hops, Sequence) or isinstance(hops, str) or not hops:
+        raise ValidationError("hops must be a non-empty list of (frequency_hz, dwell_s)")
+    return _record(
+        [(float(f), float(d)) for f, d in hops],
+        list(capture_ids) if capture_ids is not None else [None] * len(hops),
+        receivers=receivers,
+        store=store,
+        engine=engine,
+        database_url=database_url,
+        iq_url=iq_url,
+        settings=settings,
+        deadline_s=deadline_s,
+        retries=retries,
+        gps_reference=gps_reference,
+        on_progress=on_progress,
+        progress=progress,
+        home=home,
+        metadata=metadata,
+        interval_s=interval_s,
+        session_id=session_id,
+        first_step=first_step,
+        trigger=trigger,
+    )
+
+
+def _record(
+    hops: list[tuple[float, float]],
+    capture_ids: list[str | None],
+    *,
+    receivers: Sequence[Receiver | str] | None,
+    store: IQStore | str | None,
+    engine: Engine | None,
+    database_url: str | None,
+    iq_url: str | None,
+    settings: StreamSettings | None,
+    deadline_s: float | None,
+    retries: int | None,
+    gps_reference: datetime | np.datetime64 | str | None,
+    on_progress: ProgressCallback | None,
+    progress: bool,
+    home: str | None,
+    metadata: Mapping[str, Any] | None,
+    interval_s: float,
+    session_id: str | None,
+    first_step: int | None,
+    trigger: Mapping[str, Any] | None = None,
+) -> list[Capture]:
+    """The one path of :func:`capture` (one hop) and :func:`sweep` (several)."""
+    for f, d in hops:
+        validate_capture_request(f, d)
+    if len(capture_ids) != len(hops):
+        raise ValidationError(f"{len(capture_ids)} capture ids for {len(hops)} hops")
     _check_interval(interval_s)
     extra = _check_metadata(metadata)
-    capture_id = check_capture_id(capture_id or new_capture_id())
+    ids = [check_capture_id(c or new_capture_id()) for c in capture_ids]
+    if len(set(ids)) != len(ids):
+        raise ValidationError(f"capture ids repeat: {ids}")
+    if first_step is not None and (session_id is None or first_step < 0):
+        raise ValidationError("a session step needs its session_id, and is 0 or more")
     iq_store = _open_store(store, iq_url)
     reference = None if gps_reference is None else to_utc_ns(gps_reference, "gps_reference")
     own_engine = engine is None
@@ -516,64 +673,269 @@ def capture(
         engine = _connect(database_url)
     try:
         chosen = _resolve_receivers(engine, receivers)
-        validate_request(chosen, frequency_hz, duration_s)
-        parameters: dict[str, Any] = {
-            "frequency_hz": float(frequency_hz),
-            "duration_s": float(duration_s),
-            "receivers": [r.name for r in chosen],
-            **extra,
-            "deadline_s": deadline_s,
-            "retries": retries,
-            "interval_s": float(interval_s),
-            "settings": asdict(settings or StreamSettings()),
-            "software_version": __version__,
-        }
-        cap = Capture(
-            capture_id,
-            float(frequency_hz),
-            float(duration_s),
-            parameters,
-            database_url=(
-                mask_url(engine.url) if engine is not None else f"{target} (unreachable)"
-            ),
-        )
-        create = {
-            "frequency_hz": float(frequency_hz),
-            "duration_s": float(duration_s),
-            "parameters": parameters,
-        }
+        for f, d in hops:
+            validate_request(chosen, f, d)
         bars = TqdmProgress([r.name for r in chosen]) if progress else None
-        rec = _Recorder(cap, engine, on_progress, bars)
-        if engine is not None:
-            try:
-                _register(engine, chosen)
-                db.create_capture(engine, capture_id=capture_id, status="pending", **create)
-            except DatabaseError as exc:
-                if not exc.retryable:
-                    raise
-                rec.db_down = True
-        run = _Run(cap, rec, chosen, iq_store, engine, home, target, interval_s)
-        rec.start_heartbeat()
+        runs = []
+        for i, ((f, d), capture_id) in enumerate(zip(hops, ids, strict=True)):
+            parameters: dict[str, Any] = {
+                "frequency_hz": float(f),
+                "duration_s": float(d),
+                "receivers": [r.name for r in chosen],
+                **extra,
+                "deadline_s": deadline_s,
+                "retries": retries,
+                "interval_s": float(interval_s),
+                "settings": asdict(settings or StreamSettings()),
+                "software_version": __version__,
+            }
+            if len(hops) > 1:
+                parameters["sweep"] = {"hops": [list(h) for h in hops], "index": i}
+            cap = Capture(
+                capture_id,
+                float(f),
+                float(d),
+                parameters,
+                database_url=(
+                    mask_url(engine.url) if engine is not None else f"{target} (unreachable)"
+                ),
+            )
+            create: dict[str, Any] = {
+                "frequency_hz": float(f),
+                "duration_s": float(d),
+                "parameters": parameters,
+            }
+            step = None if first_step is None else first_step + i
+            rec = _Recorder(cap, engine, on_progress)
+            if engine is not None and not any(r.rec.db_down for r in runs):
+                try:
+                    if i == 0:
+                        _register(engine, chosen)
+                    db.create_capture(
+                        engine,
+                        capture_id=capture_id,
+                        status="pending",
+                        session_id=session_id,
+                        session_step=step,
+                        **create,
+                    )
+                except DatabaseError as exc:
+                    if not exc.retryable:
+                        raise
+                    rec.db_down = True
+            elif engine is None or runs:
+                rec.db_down = engine is None or any(r.rec.db_down for r in runs)
+            if session_id is not None:
+                create.update(session_id=session_id, session_step=step)
+            runs.append(_Run(cap, rec, chosen, iq_store, engine, home, target, interval_s))
+            runs[-1].create = create
+            if trigger is not None:
+                parameters["trigger"] = dict(trigger)
+                runs[-1].store_iq = False
+        for run in runs:
+            run.rec.start_heartbeat()
         try:
-            run.acquire(settings, deadline_s, retries, reference)
-            if cap.acquisition is not None and any(o.frames for o in cap.acquisition.outcomes):
-                run.finish_store()
-            run.finish(create)
+            events = _Events(runs, trigger, session_id) if trigger is not None else None
+            try:
+                _acquire_hops(runs, hops, settings, deadline_s, retries, reference, bars, events)
+            finally:
+                if events is not None:
+                    events.close()
+            for run in runs:
+                acquisition = run.cap.acquisition
+                if acquisition is not None and any(o.frames for o in acquisition.outcomes):
+                    run.finish_store()
+            if len(runs) > 1:
+                _retunes(runs)
+            for run in runs:
+                run.finish(run.create)
         except KeyboardInterrupt:
-            rec.set("cancelled", force=True)  # interrupted after receiving: say so, then go
+            for run in runs:  # interrupted after receiving: say so, then go
+                run.rec.set("cancelled", force=True)
             raise
         finally:
-            rec.stop_heartbeat()
+            for run in runs:
+                run.rec.stop_heartbeat()
             if bars is not None:
                 bars.close()
-        if cap.stage == "cancelled":
+        if any(run.cap.stage == "cancelled" for run in runs):
+            names = ", ".join(run.cap.capture_id for run in runs)
             raise KeyboardInterrupt(
-                f"capture {capture_id} cancelled; what was received is kept as incomplete"
+                f"capture {names} cancelled; what was received is kept as incomplete"
             )
-        return cap
+        return [run.cap for run in runs]
     finally:
         if own_engine and engine is not None:
             engine.dispose()
+
+
+def _acquire_hops(
+    runs: list[_Run],
+    hops: list[tuple[float, float]],
+    settings: StreamSettings | None,
+    deadline_s: float | None,
+    retries: int | None,
+    gps_reference: np.datetime64 | None,
+    bars: TqdmProgress | None,
+    events: _Events | None = None,
+) -> None:
+    """One acquisition for every hop: each receiver's frames go to its hop's capture."""
+    for run in runs:
+        run.open(gps_reference)
+    chosen = runs[0].chosen
+    router = _Router(runs, hops, bars, events)
+    kwargs: dict[str, Any] = {
+        "settings": settings,
+        "deadline_s": deadline_s,
+        "retries": retries,
+        "on_progress": router.progress,
+        "capture_id": runs[0].cap.capture_id,
+        "gps_reference": gps_reference,
+        "sinks": {r.name: router.sink(r.name) for r in chosen},
+    }
+    if len(hops) > 1:
+        kwargs["hops"] = hops
+    total = sum(d for _, d in hops)
+    acquisition: Acquisition | None = None
+    error: HeimdallError | None = None
+    try:
+        try:
+            acquisition = acquire(chosen, hops[0][0], total, **kwargs)
+        finally:
+            for i, run in enumerate(runs):
+                ended = _hop_outcomes(acquisition, i, router) if acquisition else ()
+                run.stream.close(ended)
+    except HeimdallError as exc:
+        error = exc
+    for i, run in enumerate(runs):
+        share = None
+        if acquisition is not None:
+            share = replace(
+                acquisition,
+                capture_id=run.cap.capture_id,
+                frequency_hz=run.cap.frequency_hz,
+                duration_s=run.cap.duration_s,
+                outcomes=_hop_outcomes(acquisition, i, router),
+            )
+        run.received(share, error)
+
+
+def _hop_outcomes(acquisition: Acquisition, index: int, router: _Router) -> list[ReceiverOutcome]:
+    """Each receiver's outcome for one hop: the stream's own when there is one hop."""
+    if len(router.runs) == 1:
+        return acquisition.outcomes
+    out = []
+    for o in acquisition.outcomes:
+        o = replace(o, first_frame_utc=router.arrived[index].get(o.receiver.name))
+        done = {h.index: h for h in o.hops}
+        h = done.get(index)
+        if h is None:
+            why = o.message or "the stream ended before this hop"
+            out.append(replace(o, status="failed", recording=None, frames=0, message=why, hops=()))
+            continue
+        frames = h.samples // FRAME_SAMPLES
+        if h.complete:
+            out.append(
+                replace(
+                    o,
+                    status="ok",
+                    reason="",
+                    message="",
+                    frames=frames,
+                    expected_samples=h.expected_samples,
+                    hops=(h,),
+                )
+            )
+        else:
+            out.append(
+                replace(
+                    o,
+                    status="incomplete",
+                    frames=frames,
+                    expected_samples=h.expected_samples,
+                    hops=(h,),
+                )
+            )
+    return out
+
+
+def _retunes(runs: list[_Run]) -> None:
+    """Each hop's retune gap per receiver, from the GNSS times of the frames either side.
+
+    The gap is the time from the end of the last frame of the dwell before (its GNSS time
+    plus one frame at its fitted rate) to the GNSS time of this dwell's first frame: 0 when
+    no sample time was lost. It goes in the capture's parameters (``retune``).
+    """
+    for before, run in itertools.pairwise(runs):
+        if run.cap.acquisition is None or before.cap.acquisition is None:
+            continue
+        ended = {o.receiver.name: o.hops[0] for o in before.cap.acquisition.outcomes if o.hops}
+        ds = before.cap.dataset
+        rates = {}
+        if ds is not None and "sample_rate" in ds.coords:
+            names, values = ds["receiver"].values.tolist(), ds["sample_rate"].values.tolist()
+            rates = dict(zip(names, values, strict=True))
+        table = {}
+        for o in run.cap.acquisition.outcomes:
+            h, prev = (o.hops[0] if o.hops else None), ended.get(o.receiver.name)
+            if h is None or prev is None or h.first_time is None or prev.last_time is None:
+                continue
+            rate = float(rates.get(o.receiver.name, before.nominal_rate))
+            table[o.receiver.name] = {
+                "gap_s": retune_gap_s(prev.last_time, h.first_time, rate),
+                "dropped_frames": int(h.dropped_frames),
+            }
+        run.cap.parameters["retune"] = table
+
+
+class _Router:
+    """Hands each receiver's frames to its current hop's capture; progress per hop."""
+
+    def __init__(
+        self,
+        runs: list[_Run],
+        hops: list[tuple[float, float]],
+        bars: TqdmProgress | None,
+        events: _Events | None = None,
+    ) -> None:
+        self.runs, self.bars, self.events = runs, bars, events
+        self.current: dict[str, int] = {}
+        # This computer's clock at each receiver's first frame of each hop (its clock check).
+        self.arrived: list[dict[str, np.datetime64]] = [{} for _ in hops]
+        ends = np.cumsum([math.ceil(d * NOMINAL_RATE) for _, d in hops])
+        self.bounds = list(zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True))
+
+    def sink(self, name: str) -> Callable[[IqFrame, int], None]:
+        """The frame sink of one receiver."""
+        sinks = [run.stream.sink(name) for run in self.runs]
+
+        def on_frame(frame: IqFrame, hop: int) -> None:
+            last = self.current.setdefault(name, hop)
+            if hop != last:
+                self.runs[last].stream.end_receiver(name)  # its dwell is over
+                self.current[name] = hop
+            if name not in self.arrived[hop]:
+                self.arrived[hop][name] = np.datetime64(time.time_ns(), "ns")
+            sinks[hop](frame, hop)
+            if self.events is not None:
+                self.events.put(name, hop, frame)
+
+        return on_frame
+
+    def progress(self, p: Progress) -> None:
+        """Show the stream's report on the bars, and each hop's part of it on its capture."""
+        if self.bars is not None:
+            self.bars(p)
+        if len(self.runs) == 1:
+            self.runs[0].rec.receiver(p)
+            return
+        received = p.received
+        for run, (start, end) in zip(self.runs, self.bounds, strict=True):
+            if received < start and p.state == "receiving":
+                continue
+            share = max(0, min(received, end) - start)
+            state = p.state if received < end or p.state != "receiving" else "done"
+            run.rec.receiver(replace(p, state=state, received=share, expected=end - start))
 
 
 @dataclass(frozen=True)
@@ -635,6 +997,10 @@ class _Stream:
             arrived = np.datetime64(self.arrived[name], "ns")
             self.jobs.put(_Job(name, self.chunk_no[name], frames, arrived, outcome))
             self.chunk_no[name] += 1
+
+    def end_receiver(self, name: str) -> None:
+        """A receiver's part is over (its dwell ended): write its last, partial, interval."""
+        self._submit(name)
 
     def close(self, outcomes: Sequence[ReceiverOutcome] = ()) -> None:
         """Write what is left in each receiver's buffer and wait for every write.
@@ -733,17 +1099,14 @@ class _Run:
         self.cap, self.rec, self.chosen = cap, rec, chosen
         self.store, self.engine, self.home, self.target = store, engine, home, target
         self.interval_s = interval_s
+        self.store_iq = True
+        self.create: dict[str, Any] = {}
         self.nominal_rate = NOMINAL_RATE
         self.start_utc = np.datetime64("NaT", "ns")
         self.reference: np.datetime64 | None = None
 
-    def acquire(
-        self,
-        settings: StreamSettings | None,
-        deadline_s: float | None,
-        retries: int | None,
-        gps_reference: np.datetime64 | None,
-    ) -> None:
+    def open(self, gps_reference: np.datetime64 | None) -> None:
+        """Record the start, and create the capture's store (or spool) to stream into."""
         cap, rec = self.cap, self.rec
         cap.start_time = datetime.now(UTC)
         self.start_utc = np.datetime64(cap.start_time.replace(tzinfo=None), "ns")
@@ -772,6 +1135,10 @@ class _Run:
             self.store, cap.capture_id, self.chosen, layout, attrs, reference=self.reference
         )
         kept: CaptureWriter | None = writer
+        if not self.store_iq:  # measured only (a triggered dwell: its events keep the IQ)
+            self.stream = _Stream(self, None, layout, writer.attrs)
+            rec.set(force=True)
+            return
         try:
             writer.create()
         except StorageError as exc:
@@ -788,28 +1155,20 @@ class _Run:
         cap.iq_url = kept.url if kept is not None else None
         rec.set(force=True)  # the row says where the IQ goes from the start
         self.stream = _Stream(self, kept, layout, writer.attrs)
-        kwargs: dict[str, Any] = {
-            "settings": settings,
-            "deadline_s": deadline_s,
-            "retries": retries,
-            "on_progress": rec.receiver,
-            "capture_id": cap.capture_id,
-            "gps_reference": gps_reference,
-            "sinks": {r.name: self.stream.sink(r.name) for r in self.chosen},
-        }
-        try:
-            try:
-                cap.acquisition = acquire(self.chosen, cap.frequency_hz, cap.duration_s, **kwargs)
-            finally:
-                self.stream.close(cap.acquisition.outcomes if cap.acquisition else ())
-        except HeimdallError as exc:
-            rec.fail("receiving", exc)
+
+    def received(self, acquisition: Acquisition | None, error: HeimdallError | None) -> None:
+        """Take this capture's share of the acquisition (its hop), once its writes are done."""
+        cap, rec = self.cap, self.rec
+        cap.acquisition = acquisition
+        if error is not None:
+            rec.fail("receiving", error)
             return
+        assert acquisition is not None
         if self.stream.failed is not None:
             rec.fail("storing IQ", self.stream.failed)
-        served = [o for o in cap.acquisition.outcomes if o.frames]
-        if not served and not cap.acquisition.cancelled:
-            reasons = "; ".join(o.message for o in cap.acquisition.outcomes)
+        served = [o for o in acquisition.outcomes if o.frames]
+        if not served and not acquisition.cancelled:
+            reasons = "; ".join(o.message for o in acquisition.outcomes)
             rec.fail("receiving", HeimdallError(f"no receiver delivered samples ({reasons})"))
 
     def finish_store(self) -> None:
@@ -935,6 +1294,190 @@ class _Run:
                 # The returned Capture still holds everything; say what was not kept.
                 cap.errors.append(f"spooling for the database: {exc}")
                 cap.stage = "failed"
+
+
+class _Events:
+    """Triggered recording: each receiver's detector, and a capture per detection.
+
+    Frames reach it from the acquisition (:meth:`put`) and are handled on a thread of its
+    own: the detector (:class:`~heimdall_lab.trigger.Trigger`, one per receiver and dwell)
+    says which frames to keep; the first kept frame of an event opens a capture of that
+    receiver (its store created, its row linked to the session), its frames stream into it
+    as any capture's do, and the event's end completes it and records the event.
+    """
+
+    def __init__(
+        self, runs: list[_Run], options: Mapping[str, Any], session_id: str | None
+    ) -> None:
+        self.runs, self.options, self.session_id = runs, dict(options), session_id
+        self.jobs: queue.Queue[tuple[str, int, IqFrame] | None] = queue.Queue(maxsize=256)
+        self.triggers: dict[tuple[str, int], Any] = {}
+        self.count: dict[tuple[str, int], int] = {}
+        self.recent: dict[tuple[str, int], dict[int, IqFrame]] = {}
+        self.open: dict[tuple[str, int, int], _Run] = {}
+        self.failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="heimdall-events", daemon=True)
+        self._thread.start()
+
+    def put(self, name: str, hop: int, frame: IqFrame) -> None:
+        """A receiver's frame of a dwell, in order."""
+        self.jobs.put((name, hop, frame))
+
+    def close(self) -> None:
+        """End every open event (the stream has ended) and wait for its capture."""
+        self.jobs.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                if job is None:
+                    for key, trig in self.triggers.items():
+                        self._handle(key, trig.flush())
+                    return
+                if self.failed is None:
+                    self._frame(*job)
+            except BaseException as exc:  # said by the dwell's capture, never lost silently
+                log.error("triggered recording failed: %s", exc)
+                self.failed = exc
+                if job is None:
+                    return
+
+    def _frame(self, name: str, hop: int, frame: IqFrame) -> None:
+        from heimdall_lab.trigger import Trigger
+
+        key = (name, hop)
+        if key not in self.triggers:
+            allowed = ("pfa", "bandwidth_hz", "center_hz", "pre_s", "post_s", "passband")
+            options = {k: v for k, v in self.options.items() if k in allowed}
+            if "passband" in options:
+                options["passband"] = tuple(options["passband"])
+            self.triggers[key] = Trigger(NOMINAL_RATE, **options)
+            self.count[key], self.recent[key] = 0, {}
+        index = self.count[key]
+        self.count[key] += 1
+        recent = self.recent[key]
+        recent[index] = frame
+        keep = self.triggers[key].buffer_capacity + 8
+        recent.pop(index - keep, None)
+        t = int(frame.gpssec) * 1_000_000_000 + int(frame.gpsnsec)
+        self._handle(key, self.triggers[key].feed(frame.samples, index, t))
+
+    def _handle(self, key: tuple[str, int], out: Any) -> None:
+        name, hop = key
+        for kept in out.frames:
+            run = self.open.get((name, hop, kept.event))
+            if run is None:
+                run = self._open_event(name, hop, kept.event)
+            iq = self.recent[key].get(kept.index)
+            if iq is not None:
+                run.stream.sink(name)(iq, hop)
+        for event in out.events:
+            self._close_event(name, hop, event)
+
+    def _open_event(self, name: str, hop: int, event: int) -> _Run:
+        dwell = self.runs[hop]
+        cap0 = dwell.cap
+        receiver = next(r for r in dwell.chosen if r.name == name)
+        longest = cap0.duration_s + float(self.options.get("pre_s", 1.0))
+        longest += float(self.options.get("post_s", 1.0)) + 1.0
+        parameters = {
+            **{k: v for k, v in cap0.parameters.items() if k not in ("sweep", "retune")},
+            "receivers": [name],
+            "duration_s": longest,
+            "event": {"of_capture": cap0.capture_id, "receiver": name, "number": event},
+        }
+        cap = Capture(new_capture_id(), cap0.frequency_hz, longest, parameters)
+        rec = _Recorder(cap, dwell.engine, None)
+        rec.db_down = dwell.rec.db_down
+        create = {"frequency_hz": cap.frequency_hz, "duration_s": longest, "parameters": parameters}
+        if dwell.engine is not None and not rec.db_down:
+            try:
+                db.create_capture(
+                    dwell.engine,
+                    capture_id=cap.capture_id,
+                    status="pending",
+                    session_id=self.session_id,
+                    **create,
+                )
+            except DatabaseError as exc:
+                if not exc.retryable:
+                    raise
+                rec.db_down = True
+        run = _Run(
+            cap,
+            rec,
+            [receiver],
+            dwell.store,
+            dwell.engine,
+            dwell.home,
+            dwell.target,
+            dwell.interval_s,
+        )
+        run.create = create
+        run.open(dwell.reference if dwell.reference is not dwell.start_utc else None)
+        run.rec.set("receiving", force=True)
+        self.open[(name, hop, event)] = run
+        log.info(
+            "%s: detection %d at %.0f Hz: recording %s",
+            name,
+            event,
+            cap.frequency_hz,
+            cap.capture_id,
+        )
+        return run
+
+    def _close_event(self, name: str, hop: int, event: Any) -> None:
+        run = self.open.pop((name, hop, event.event), None)
+        if run is None:
+            return
+        run.stream.close([])
+        frames = sum(run.stream.chunk_no.values())  # chunks; frames come from the store
+        outcome = ReceiverOutcome(run.chosen[0], "ok", None, frames=max(frames, 1))
+        acquisition = Acquisition(
+            run.cap.capture_id,
+            run.cap.frequency_hz,
+            run.cap.duration_s,
+            [outcome],
+            xr.Dataset(),
+        )
+        run.received(acquisition, None)
+        run.finish_store()
+        run.finish(run.create)
+        reference = self.runs[hop].reference
+        start = _tow_utc(event.start_time_ns, reference)
+        end = _tow_utc(event.end_time_ns, reference)
+        record = {
+            "capture_id": run.cap.capture_id,
+            "receiver": name,
+            "frequency_hz": run.cap.frequency_hz,
+            "start_utc": start,
+            "end_utc": end,
+            "statistic": float(event.peak_statistic),
+            "threshold": float(event.threshold),
+            "pfa": float(event.pfa),
+            "metadata": {
+                "dwell_capture": self.runs[hop].cap.capture_id,
+                "start_frame": int(event.start_frame),
+                "end_frame": int(event.end_frame),
+                "peak_snr_db": float(event.peak_snr_db),
+            },
+        }
+        self.runs[hop].cap.events.append(record)
+        if self.session_id is not None and run.engine is not None and not run.rec.db_down:
+            try:
+                db.write_events(run.engine, [{**record, "session_id": self.session_id}])
+            except DatabaseError as exc:
+                log.warning("%s: event not recorded: %s", name, exc)
+
+
+def _tow_utc(t_ns: int | None, reference: np.datetime64 | None) -> pd.Timestamp | None:
+    """A GNSS time of week (ns) as UTC, in the week of the reference."""
+    if t_ns is None:
+        return None
+    utc = gnss.tow_to_utc(t_ns // 1_000_000_000, t_ns % 1_000_000_000, reference)
+    return pd.Timestamp(utc).tz_localize("UTC")
 
 
 def _summary_metrics(intervals: pd.DataFrame) -> pd.DataFrame:

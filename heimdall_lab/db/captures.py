@@ -260,8 +260,9 @@ def update_capture(
     error: str | None = None,
     iq_url: str | None = None,
     start_time: datetime | pd.Timestamp | str | None = None,
+    parameters: Mapping[str, Any] | None = None,
 ) -> None:
-    """Change a capture's status, progress, error message, IQ location or start time.
+    """Change a capture's status, progress, error message, IQ location, start time or parameters.
 
     Parameters
     ----------
@@ -279,6 +280,8 @@ def update_capture(
         Where the IQ is kept.
     start_time : datetime-like, optional
         When acquisition started.
+    parameters : mapping, optional
+        Parameters to add to the capture's (JSON values; a key given replaces its value).
 
     Raises
     ------
@@ -300,6 +303,9 @@ def update_capture(
     if start_time is not None:
         values["start_time"] = _utc(start_time).to_pydatetime()
     sets = ", ".join(f"{c} = :{c}" for c in values) or "id = id"
+    if parameters is not None:
+        values["parameters"] = to_json(dict(parameters), "parameters")
+        sets += ", parameters = parameters || CAST(:parameters AS jsonb)"
     with engine.begin() as conn:
         n = conn.execute(
             sa.text(f"UPDATE captures SET {sets} WHERE id = :capture_id"),
