@@ -6,9 +6,11 @@ import json
 import re
 import signal
 import uuid
+from dataclasses import dataclass
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 from nbmake.nb_run import NotebookRun
 from papermill.iorw import load_notebook_node
@@ -28,7 +30,10 @@ SMALL = {
     "form": {},
     "localize": {"method": "envelope"},
     "plan": {"count": 4},
+    "session": {"bucket": "1s"},
 }
+#: Notebooks that show something recorded before: the fixture giving their parameters.
+RECORDED = {"session": "recorded_session"}
 
 
 def test_every_notebook_has_a_parameters_cell_and_small_parameters():
@@ -42,10 +47,13 @@ def test_every_notebook_has_a_parameters_cell_and_small_parameters():
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_under_nbmake(env, name):
+def test_notebook_runs_under_nbmake(env, name, request):
     nb = load_notebook_node(str(NOTEBOOK_DIR / f"{name}.ipynb"))
     path = env / f"{name}.ipynb"
-    nbformat.write(parameterize_notebook(nb, SMALL[name]), path)
+    params = dict(SMALL[name])
+    if name in RECORDED:
+        params.update(request.getfixturevalue(RECORDED[name]).parameters)
+    nbformat.write(parameterize_notebook(nb, params), path)
     result = NotebookRun(path, 600).execute()
     assert result.error is None, result.error and result.error.summary
 
@@ -224,3 +232,115 @@ def test_a_run_prints_no_kernel_noise(env, capfd, monkeypatch):
     assert signal.SIGINT not in signals
     err = capfd.readouterr().err
     assert "without encryption" not in err and "KeyboardInterrupt" not in err
+
+
+@dataclass(frozen=True)
+class RecordedSession:
+    """A session recorded from emulated receivers, with a detection event written for it."""
+
+    session_id: str
+    iq_url: str
+    receivers: list[str]
+    captures: list[str]
+    event: dict
+
+    @property
+    def parameters(self) -> dict:
+        return {"session_id": self.session_id, "iq_url": self.iq_url}
+
+
+@pytest.fixture(scope="module")
+def recorded_session(embedded_engine, tmp_path_factory) -> RecordedSession:
+    """Two sweeps over two frequencies from three emulated receivers on loopback, streamed in
+    real time (about 15 s), and one detection event on a capture of the second sweep."""
+    from heimdall_lab import session
+
+    folder = tmp_path_factory.mktemp("recorded-session")
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the per-test home is not set yet
+        mp.setenv("HEIMDALL_HOME", str(folder / "home"))
+        mp.setenv("XDG_DATA_HOME", str(folder / "xdg"))
+        run = session.start(
+            {
+                "frequencies": [10e6, 10.0015e6],
+                "dwell_s": 2,
+                "sweeps": 2,
+                "interval_s": 1,
+                "emulate": 3,
+                "name": "notebook test",
+            },
+            engine=embedded_engine,
+            iq_url=str(folder / "iq"),
+            home=str(folder / "home"),
+            progress=False,
+        )
+    assert run.status == "done", run.error
+    captures = db.session_captures(embedded_engine, run.session_id)
+    assert list(captures.step) == [0, 1, 2, 3] and set(captures.status) == {"done"}
+    rows = db.measurements_for_capture(
+        embedded_engine, captures.capture_id.iloc[2], include_psd=False
+    )
+    receivers = sorted(rows.receiver.unique())
+    assert len(receivers) == 3
+    start = rows.timestamp_utc.min()
+    event = {
+        "capture_id": captures.capture_id.iloc[2],
+        "receiver": receivers[1],
+        "start_utc": start,
+        "end_utc": start + pd.Timedelta("0.5s"),
+        "statistic": 40.0,
+        "threshold": 12.0,
+        "pfa": 1e-6,
+    }
+    assert db.write_events(embedded_engine, [event]) == 1
+    return RecordedSession(
+        run.session_id, str(folder / "iq"), receivers, list(captures.capture_id), event
+    )
+
+
+def test_session_notebook_under_papermill_shows_the_recorded_session(
+    env, embedded_engine, recorded_session
+):
+    rec = recorded_session
+    out = run_notebook(
+        "session",
+        {**rec.parameters, "bucket": "1s", "interval_s": [0.25, 1.25]},
+        output_dir=env / "reports",
+    )
+    executed = nbformat.read(out, as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert f"session {rec.session_id} (notebook test): done, 4 of 4 steps done" in text
+    assert "continuous, 10000.000, 10001.500 kHz, 2 s each, sweeps: 2" in text
+    assert f"4 of its 4 captures in {rec.iq_url}; showing {rec.captures[0]}" in text
+    tables = [o["data"]["text/plain"] for o in outputs if "text/plain" in o.get("data", {})]
+    steps = next(t for t in tables if "capture_id" in t and "step" in t)
+    assert all(c in steps for c in rec.captures)
+    # measurements per receiver (rows) and frequency (columns) over the heatmaps' grid
+    coverage = next(t for t in tables if t.startswith("frequency_hz"))
+    lines = coverage.splitlines()
+    assert "10000000.0" in lines[0] and "10001500.0" in lines[0]
+    counted = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in lines[2:]}
+    assert sorted(counted) == rec.receivers
+    stats = db.measurement_stats(embedded_engine, session_id=rec.session_id, bucket="1s")
+    for name, (at_first, at_second) in counted.items():
+        mine = stats[stats.receiver == name]
+        assert at_first == mine[mine.frequency_hz == 10e6].n.sum() > 0
+        assert at_second == mine[mine.frequency_hz == 10.0015e6].n.sum() > 0
+    events = next(t for t in tables if "start_utc" in t)
+    assert rec.event["receiver"] in events and rec.event["capture_id"] in events
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 4  # SNR and occupancy heatmaps, the interval's PSD and waterfalls
+
+
+def test_session_notebook_shows_the_newest_session_by_default(env, embedded_engine):
+    from heimdall_lab import session
+
+    plan = {"frequencies": [7.1e6], "dwell_s": 1, "emulate": 1}
+    pending = session.start(plan, engine=embedded_engine, run=False, progress=False)
+    out = run_notebook("session", {}, output_dir=env / "reports")
+    executed = nbformat.read(out, as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert f"session {pending.session_id}: pending, 0 of 1 steps done" in text
+    assert "0 bucket rows, 0 receivers, 0 events" in text
+    assert "0 of its 0 captures" in text and "image/png" not in text

@@ -427,3 +427,172 @@ def _two_receivers_one_short(short=400):
     ds = _keyed(n_rx=2, seconds=4.0)
     ds = ds.assign_coords(receiver=["long", "short"], n_samples=("receiver", [48_000, short]))
     return ds
+
+
+# -- session heatmaps ------------------------------------------------------------------------
+
+T0 = pd.Timestamp("2026-11-02T10:00:00Z")
+MINUTE = pd.Timedelta("1min")
+
+
+def _stats(rows):
+    """measurement_stats-shaped rows from (minute, receiver, frequency_hz, snr, occupancy)."""
+    return pd.DataFrame(
+        [
+            {
+                "bucket": T0 + k * MINUTE,
+                "receiver": rx,
+                "frequency_hz": f,
+                "n": 6,
+                "snr_db_mean": snr,
+                "occupancy": occ,
+            }
+            for k, rx, f, snr, occ in rows
+        ]
+    )
+
+
+def _session_stats():
+    # R0 at 10 MHz in minutes 0, 1 and 3 (minute 2 missing), at 14 MHz in minute 1;
+    # R1 at 10 MHz in minute 0 only.
+    return _stats(
+        [
+            (0, "R0", 10e6, 20.0, 1.0),
+            (1, "R0", 10e6, 21.0, 0.5),
+            (3, "R0", 10e6, 23.0, 0.0),
+            (1, "R0", 14e6, 5.0, 0.25),
+            (0, "R1", 10e6, 30.0, 1.0),
+        ]
+    )
+
+
+def test_session_grid_leaves_a_missing_bucket_nan_and_places_each_row():
+    grid = plots.session_grid(_session_stats(), bucket="1min")
+    assert grid.dims == ("receiver", "frequency_hz", "bucket")
+    assert list(grid.receiver.values) == ["R0", "R1"]
+    assert list(grid.frequency_hz.values) == [10e6, 14e6]
+    expected = pd.date_range("2026-11-02T10:00", periods=4, freq="1min").to_numpy()
+    np.testing.assert_array_equal(grid.bucket.values, expected)
+    np.testing.assert_array_equal(grid.sel(receiver="R0", frequency_hz=10e6), [20, 21, np.nan, 23])
+    np.testing.assert_array_equal(
+        grid.sel(receiver="R0", frequency_hz=14e6), [np.nan, 5, np.nan, np.nan]
+    )
+    np.testing.assert_array_equal(
+        grid.sel(receiver="R1", frequency_hz=10e6), [30, np.nan, np.nan, np.nan]
+    )
+    assert np.isnan(grid.sel(receiver="R1", frequency_hz=14e6)).all()
+    assert grid.attrs["bucket_s"] == 60.0
+
+
+def test_session_grid_spans_start_to_end_on_the_bucket_grid_and_keeps_plan_rows():
+    grid = plots.session_grid(
+        _session_stats(),
+        "occupancy",
+        bucket=60,
+        start="2026-11-02T09:57:30",  # floored to 09:57
+        end=T0 + pd.Timedelta("5min 10s"),  # ceiled to 10:06
+        receivers=["R1", "R0", "R9"],
+        frequencies=[10_000_000.3, 7e6],  # 10 MHz within 0.5 Hz is the stats' row
+    )
+    assert list(grid.receiver.values) == ["R1", "R0", "R9"]
+    assert list(grid.frequency_hz.values) == [7e6, 10_000_000.3, 14e6]
+    assert grid.bucket.values[0] == np.datetime64("2026-11-02T09:57")
+    assert grid.bucket.values[-1] == np.datetime64("2026-11-02T10:05")
+    assert grid.sizes["bucket"] == 9
+    r0 = grid.sel(receiver="R0", frequency_hz=10_000_000.3).values
+    np.testing.assert_array_equal(r0, [np.nan] * 3 + [1.0, 0.5, np.nan, 0.0] + [np.nan] * 2)
+    assert np.isnan(grid.sel(receiver="R9")).all()  # asked for, no rows: blank panel
+    assert np.isnan(grid.sel(frequency_hz=7e6)).all()  # planned, never measured: blank row
+
+
+def test_session_grid_merges_rows_within_half_a_hertz_weighted_by_their_counts():
+    stats = _stats([(0, "R0", 10e6, 10.0, 1.0), (0, "R0", 10e6 + 0.4, 20.0, 0.0)])
+    stats.loc[1, "n"] = 3
+    grid = plots.session_grid(stats, "snr_db_mean", bucket="1min")
+    assert grid.sizes["frequency_hz"] == 1
+    assert grid.values[0, 0, 0] == pytest.approx((6 * 10 + 3 * 20) / 9)
+    assert plots.session_grid(stats, "n", bucket="1min").values[0, 0, 0] == 9
+
+
+def test_session_heatmap_has_a_panel_per_receiver_blank_where_buckets_are_missing():
+    import matplotlib.dates as mdates
+
+    fig = plots.plot_session_heatmap(_session_stats(), bucket="1min", receivers=["R0", "R1", "R2"])
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert [ax.get_title(loc="left") for ax in panels] == ["R0", "R1", "R2"]
+    for ax in panels:
+        assert ax.get_xlim() == pytest.approx(
+            (
+                mdates.date2num(T0.tz_convert(None)),
+                mdates.date2num((T0 + 4 * MINUTE).tz_convert(None)),
+            )
+        )
+        assert ax.get_ylim() == (0, 2)
+        labels = [t.get_text() for t in ax.get_yticklabels()]
+        assert labels == ["10000.000 kHz", "14000.000 kHz"]
+    image = panels[0].collections[0].get_array()
+    assert image.shape == (2, 4)  # frequency rows x bucket columns
+    np.testing.assert_array_equal(np.ma.getmaskarray(image)[0], [False, False, True, False])
+    assert image[0, 3] == 23.0
+    coordinates = panels[0].collections[0].get_coordinates()  # cell edges, one per bucket
+    np.testing.assert_allclose(
+        coordinates[0, :, 0],
+        mdates.date2num(pd.date_range(T0.tz_convert(None), periods=5, freq="1min").to_numpy()),
+    )
+    assert np.ma.getmaskarray(panels[2].collections[0].get_array()).all()
+    assert "blank: no measurements (19 of 24 cells)" in fig.get_suptitle()
+
+
+def test_occupancy_heatmap_is_on_a_zero_to_one_scale():
+    fig = plots.plot_session_heatmap(_session_stats(), "occupancy", bucket="1min")
+    mesh = fig.axes[0].collections[0]
+    assert mesh.get_clim() == (0.0, 1.0)
+    assert "occupancy" in fig.get_suptitle()
+
+
+def test_session_heatmap_marks_each_event_on_its_receivers_panel_and_row():
+    import matplotlib.dates as mdates
+
+    events = pd.DataFrame(
+        {
+            "receiver": ["R0", "R0", "R5"],
+            "frequency_hz": [14e6, np.nan, 10e6],
+            "start_utc": [T0 + pd.Timedelta("70s"), T0 + pd.Timedelta("200s"), T0],
+            "end_utc": [T0 + pd.Timedelta("80s"), T0 + pd.Timedelta("200s"), T0],
+        }
+    )
+    grid = plots.session_grid(_session_stats(), bucket="1min")
+    fig = plots.plot_session_heatmap(grid, events=events)
+    r0, r1 = fig.axes[:2]
+    marks = [a for a in (*r0.patches, *r0.lines) if a.get_gid() == "event"]
+    assert len(marks) == 4  # an outline and a start line per event of R0
+    assert not [a for a in (*r1.patches, *r1.lines) if a.get_gid() == "event"]
+    first = next(a for a in r0.lines if a.get_gid() == "event")
+    x, y = first.get_data()
+    assert x[0] == pytest.approx(mdates.date2num((T0 + pd.Timedelta("70s")).tz_convert(None)))
+    assert list(y) == [0.5, 1.0]  # the 14 MHz row only (axes fraction)
+    assert "2 detection events" in fig.get_suptitle()
+
+
+def test_session_heatmap_refuses_bad_input():
+    stats = _session_stats()
+    with pytest.raises(ValidationError, match="not a whole number of 1 min buckets"):
+        plots.session_grid(
+            stats.assign(bucket=stats.bucket + pd.to_timedelta([0, 30, 0, 0, 0], unit="s"))
+        )
+    with pytest.raises(ValidationError, match="'cn0_dbhz_mean' is not in the frame"):
+        plots.session_grid(stats, "cn0_dbhz_mean")
+    with pytest.raises(ValidationError, match="not numeric"):
+        plots.session_grid(stats.assign(snr_db_mean="x"))
+    with pytest.raises(ValidationError, match="too many for one heatmap"):
+        plots.session_grid(stats, bucket="1s", end=T0 + pd.Timedelta("2D"))
+    with pytest.raises(ValidationError, match="no start and end"):
+        plots.session_grid(stats.iloc[:0])
+    with pytest.raises(ValidationError, match="positive duration"):
+        plots.session_grid(stats, bucket="-1min")
+    with pytest.raises(ValidationError, match="'end_utc' column"):
+        plots.plot_session_heatmap(stats, events=pd.DataFrame({"receiver": [], "start_utc": []}))
+    empty = plots.session_grid(
+        stats.iloc[:0], start=T0, end=T0 + MINUTE, receivers=["R0"], frequencies=[10e6]
+    )
+    assert empty.shape == (1, 1, 1) and np.isnan(empty).all()

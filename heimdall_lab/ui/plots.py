@@ -10,6 +10,10 @@ receiver's first sample when the Dataset carries each receiver's UTC ``start_tim
 receiver placed by its own), else every receiver's sample 0. Only the samples of the
 interval are read, so a capture opened lazily from the IQ store
 (:meth:`heimdall_lab.store.IQStore.open`) loads just those.
+
+A recording session's statistics (:func:`heimdall_lab.db.measurement_stats`) show as
+heatmaps over time and frequency per receiver (:func:`plot_session_heatmap`), on a full grid
+of buckets where a bucket without measurements stays blank (:func:`session_grid`).
 """
 
 from __future__ import annotations
@@ -884,6 +888,404 @@ def plot_metrics_over_time(
         )
     fig.suptitle("Measurements over time" + (f" by {by}" if by else ""), x=0.02, ha="left")
     return fig
+
+
+# ----------------------------------------------------------------------------- sessions
+
+#: Colour-bar labels of the columns of :func:`heimdall_lab.db.measurement_stats`.
+_STATS_LABELS = {
+    "n": "measurements per bucket",
+    "snr_db_mean": "mean SNR (dB)",
+    "snr_db_min": "lowest SNR (dB)",
+    "snr_db_max": "highest SNR (dB)",
+    "cn0_dbhz_mean": "mean C/N0 (dB-Hz)",
+    "noise_power_dbfs_mean": "mean noise power (dBFS)",
+    "signal_power_dbfs_mean": "mean signal power (dBFS)",
+    "occupancy": "occupancy (share of intervals with a signal)",
+}
+#: Frequencies this close (Hz) are one row of a heatmap, as the database matches them
+#: (:data:`heimdall_lab.db.filters.FREQUENCY_TOLERANCE_HZ`).
+_SAME_FREQUENCY_HZ = 0.5
+#: Most buckets a heatmap's time axis holds; a finer bucket over a longer span is refused.
+MAX_HEATMAP_BUCKETS = 50_000
+
+
+def _duration_ns(value: Any, what: str) -> int:
+    """A positive duration (seconds as a number, or text such as ``"5min"``) in ns."""
+    try:
+        delta = (
+            pd.Timedelta(float(value), unit="s")
+            if isinstance(value, int | float | np.integer | np.floating)
+            else pd.Timedelta(value)
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"{what} must be a duration such as 60 (seconds), '1min' or '1h', got {value!r}"
+        ) from exc
+    if pd.isna(delta) or delta <= pd.Timedelta(0):
+        raise ValidationError(f"{what} must be a positive duration, got {value!r}")
+    return int(delta.value)
+
+
+def _duration_text(ns: int) -> str:
+    for unit, size in (("h", 3_600_000_000_000), ("min", 60_000_000_000)):
+        if ns % size == 0:
+            return f"{ns // size} {unit}"
+    return f"{ns / 1e9:g} s"
+
+
+def _utc_ns(value: Any, what: str) -> int:
+    """A time (naive means UTC) as int64 ns since the epoch."""
+    try:
+        t = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{what} must be a time, got {value!r}") from exc
+    if pd.isna(t):
+        raise ValidationError(f"{what} must be a time, got {value!r}")
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return int(t.value)
+
+
+def _frequency_rows(given: Sequence[float] | None, seen: np.ndarray) -> np.ndarray:
+    """Rows of a heatmap: the given frequencies and any other seen, within 0.5 Hz as one."""
+    rows: list[float] = []
+    for f in [*(given or []), *np.unique(seen).tolist()]:
+        try:
+            f = float(f)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"frequencies must be numbers in Hz, got {f!r}") from exc
+        if not math.isfinite(f):
+            raise ValidationError(f"frequencies must be finite, got {f!r}")
+        if not any(abs(f - r) <= _SAME_FREQUENCY_HZ for r in rows):
+            rows.append(f)
+    return np.sort(np.asarray(rows, dtype=np.float64))
+
+
+def session_grid(
+    stats: pd.DataFrame,
+    value: str = "snr_db_mean",
+    *,
+    bucket: float | str | pd.Timedelta | np.timedelta64 = "1min",
+    start: Any = None,
+    end: Any = None,
+    receivers: Sequence[str] | None = None,
+    frequencies: Sequence[float] | None = None,
+) -> xr.DataArray:
+    """Put bucketed statistics on a full grid of receiver x frequency x time bucket.
+
+    Every bucket from the first to the last (or from ``start`` to ``end``) is a column,
+    whether or not it has rows: a bucket without a row is NaN, so a gap stays a gap (nothing
+    is interpolated, and no bucket is stretched over its missing neighbours).
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame
+        Rows of :func:`heimdall_lab.db.measurement_stats`: ``bucket`` (UTC start),
+        ``receiver``, ``frequency_hz`` and the ``value`` column.
+    value : str, default "snr_db_mean"
+        The numeric column to place, e.g. ``snr_db_mean`` or ``occupancy``.
+    bucket : float (seconds), str, Timedelta or timedelta64, default "1min"
+        The bucket width the statistics were asked for (the default of
+        ``measurement_stats``); every bucket start must lie on its grid.
+    start, end : datetime-like, optional
+        Extend the time axis to cover ``[start, end)`` (naive means UTC), e.g. the
+        session's start and end, so buckets before the first row and after the last show as
+        blank. Rows outside are kept (the axis covers them too).
+    receivers : sequence of str, optional
+        Receivers, in this order (rows of others are left out); a receiver without rows is
+        all NaN. Default: those with rows, by name.
+    frequencies : sequence of float, optional
+        Frequencies (Hz) to give a row even without data, e.g. the session plan's; others
+        with data are added. Frequencies within 0.5 Hz are one row.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(receiver, frequency_hz, bucket)``: ``bucket`` the UTC bucket starts
+        (datetime64, naive UTC), ``frequency_hz`` ascending. Attrs ``value``, ``label``
+        and ``bucket_s`` (the width in seconds). When two rows fall in one cell (two
+        frequencies within 0.5 Hz), ``n`` adds up, ``*_min`` and ``*_max`` take the extreme
+        and other values their mean, weighted by ``n`` when the frame has it.
+
+    Raises
+    ------
+    ValidationError
+        If ``stats`` is not such a frame, ``value`` is missing or not numeric, a bucket
+        start is not on the grid of ``bucket``, there is nothing to place (no receiver, or
+        no row and no ``start`` and ``end``), or the span holds more than
+        :data:`MAX_HEATMAP_BUCKETS` buckets.
+    """
+    if not isinstance(stats, pd.DataFrame):
+        raise ValidationError(f"expected a pandas DataFrame, got {type(stats).__name__}")
+    cols = list(stats.columns)
+    for col in ("bucket", "receiver", "frequency_hz", value):
+        if col not in cols:
+            raise ValidationError(
+                f"column {col!r} is not in the frame ({cols}); expected the rows of "
+                "heimdall_lab.db.measurement_stats"
+            )
+    if not pd.api.types.is_numeric_dtype(stats[value]) or pd.api.types.is_bool_dtype(stats[value]):
+        raise ValidationError(f"value {value!r} is not numeric")
+    width = _duration_ns(bucket, "bucket")
+    times = (
+        pd.to_datetime(stats["bucket"], utc=True)
+        .dt.tz_convert(None)
+        .to_numpy("M8[ns]")
+        .astype(np.int64)
+    )
+    ref = int(times[0]) if len(times) else 0
+    off_grid = (times - ref) % width != 0
+    if off_grid.any():
+        bad = stats["bucket"].iloc[int(np.argmax(off_grid))]
+        raise ValidationError(
+            f"bucket start {bad} is not a whole number of {_duration_text(width)} buckets "
+            f"after {stats['bucket'].iloc[0]}: give the bucket the statistics were asked for"
+        )
+    lows = [int(times.min())] if len(times) else []
+    highs = [int(times.max()) + width] if len(times) else []
+    if start is not None:
+        lows.append(_utc_ns(start, "start"))
+    if end is not None:
+        highs.append(_utc_ns(end, "end"))
+    if not lows or not highs:
+        raise ValidationError("nothing to place: no rows, and no start and end to span")
+    lo = ref + (min(lows) - ref) // width * width
+    hi = ref - (ref - max(highs)) // width * width  # ceiling onto the grid
+    n_buckets = max(1, (hi - lo) // width)
+    if n_buckets > MAX_HEATMAP_BUCKETS:
+        raise ValidationError(
+            f"{n_buckets} buckets of {_duration_text(width)} are too many for one heatmap "
+            f"(at most {MAX_HEATMAP_BUCKETS}): choose a coarser bucket or a shorter span"
+        )
+    names = (
+        sorted({str(r) for r in stats["receiver"]})
+        if receivers is None
+        else ([receivers] if isinstance(receivers, str) else [str(r) for r in receivers])
+    )
+    if not names:
+        raise ValidationError("nothing to place: no receiver (the frame has no rows)")
+    freqs = np.asarray(stats["frequency_hz"], dtype=np.float64)
+    rows = _frequency_rows(frequencies, freqs[np.isfinite(freqs)])
+    if not len(rows):
+        raise ValidationError("nothing to place: no frequency")
+    grid = np.full((len(names), len(rows), n_buckets), np.nan)
+    keep = stats["receiver"].astype(str).isin(names).to_numpy() & np.isfinite(freqs)
+    if keep.any():
+        cells = pd.DataFrame(
+            {
+                "r": pd.Categorical(stats["receiver"].astype(str)[keep], categories=names).codes,
+                "f": np.abs(freqs[keep, None] - rows[None, :]).argmin(axis=1),
+                "t": (times[keep] - lo) // width,
+                "v": stats[value].to_numpy(np.float64, na_value=np.nan)[keep],
+                "w": (
+                    stats["n"].to_numpy(np.float64, na_value=np.nan)[keep]
+                    if "n" in cols
+                    else np.ones(int(keep.sum()))
+                ),
+            }
+        )
+        groups = cells.groupby(["r", "f", "t"], sort=False)
+        if value == "n":
+            merged = groups["v"].sum(min_count=1)
+        elif value.endswith("_min"):
+            merged = groups["v"].min()
+        elif value.endswith("_max"):
+            merged = groups["v"].max()
+        else:
+            valid = cells["v"].notna() & (cells["w"] > 0)
+            cells = cells.assign(
+                vw=cells["v"].where(valid) * cells["w"], ww=cells["w"].where(valid)
+            )
+            sums = cells.groupby(["r", "f", "t"], sort=False)[["vw", "ww"]].sum(min_count=1)
+            merged = sums["vw"] / sums["ww"]
+        r, f, t = (np.asarray(merged.index.get_level_values(k)) for k in range(3))
+        grid[r, f, t] = merged.to_numpy(np.float64)
+    starts = (lo + width * np.arange(n_buckets, dtype=np.int64)).astype("M8[ns]")
+    return xr.DataArray(
+        grid,
+        dims=("receiver", "frequency_hz", "bucket"),
+        coords={"receiver": names, "frequency_hz": rows, "bucket": starts},
+        name=value,
+        attrs={
+            "value": value,
+            "label": _STATS_LABELS.get(value, value),
+            "bucket_s": width / 1e9,
+        },
+    )
+
+
+def _frequency_label(hz: float) -> str:
+    return f"{hz / 1e3:.3f} kHz"
+
+
+def plot_session_heatmap(
+    stats: pd.DataFrame | xr.DataArray,
+    value: str = "snr_db_mean",
+    *,
+    bucket: float | str | pd.Timedelta | np.timedelta64 = "1min",
+    start: Any = None,
+    end: Any = None,
+    receivers: Sequence[str] | None = None,
+    frequencies: Sequence[float] | None = None,
+    events: pd.DataFrame | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str | None = None,
+    fig: Figure | None = None,
+) -> Figure:
+    """Plot a statistic over time and frequency: one panel per receiver, gaps left blank.
+
+    Time runs across (UTC, one column per bucket), frequency up (one row per frequency),
+    colour is the value. A bucket without measurements is blank, not interpolated: the grid
+    is :func:`session_grid`'s.
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame or xarray.DataArray
+        Rows of :func:`heimdall_lab.db.measurement_stats` (e.g. with ``session_id=``), or a
+        grid made by :func:`session_grid` (``value``, ``bucket``, ``start``, ``end``,
+        ``receivers`` and ``frequencies`` are then its own, and not used).
+    value : str, default "snr_db_mean"
+        The column to colour by, e.g. ``snr_db_mean`` or ``occupancy``.
+    bucket : float (seconds), str, Timedelta or timedelta64, default "1min"
+        The bucket width the statistics were asked for.
+    start, end : datetime-like, optional
+        Span the time axis over ``[start, end)`` at least (e.g. the session's start and
+        end), so missing buckets at either end show too.
+    receivers : sequence of str, optional
+        Panels, in this order; default those with rows.
+    frequencies : sequence of float, optional
+        Frequencies (Hz) to give a row even without data (e.g. the session plan's).
+    events : pandas.DataFrame, optional
+        Detection events (:func:`heimdall_lab.db.session_events`: ``receiver``,
+        ``start_utc``, ``end_utc``, optionally ``frequency_hz``), each marked on its
+        receiver's panel: a red line at its start and a red outline to its end, over its
+        frequency's row (all rows when it has none or another).
+    vmin, vmax : float, optional
+        Colour scale, one for all panels; default the values' range (0 to 1 for
+        ``occupancy``).
+    cmap : str, optional
+        Colour map; default ``viridis`` (``cividis`` for ``occupancy``).
+    fig : matplotlib.figure.Figure, optional
+        Where to draw; a new figure when omitted.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The panels (titled by receiver), stacked on a shared UTC time axis whose limits are
+        the first bucket's start and the last bucket's end, with one colour bar.
+
+    Raises
+    ------
+    ValidationError
+        As for :func:`session_grid`; or if ``events`` lacks a column.
+    """
+    import matplotlib as mpl
+    import matplotlib.dates as mdates
+
+    if isinstance(stats, xr.DataArray):
+        grid = stats
+        if grid.dims != ("receiver", "frequency_hz", "bucket") or "bucket_s" not in grid.attrs:
+            raise ValidationError("expected a grid made by session_grid")
+    else:
+        grid = session_grid(
+            stats,
+            value,
+            bucket=bucket,
+            start=start,
+            end=end,
+            receivers=receivers,
+            frequencies=frequencies,
+        )
+    value = str(grid.attrs.get("value", grid.name or value))
+    width = round(float(grid.attrs["bucket_s"]) * 1e9)
+    names = [str(r) for r in grid["receiver"].values]
+    rows = np.asarray(grid["frequency_hz"].values, dtype=np.float64)
+    starts = np.asarray(grid["bucket"].values, dtype="M8[ns]")
+    edges = mdates.date2num(np.append(starts, starts[-1] + np.timedelta64(width, "ns")))
+    data = np.asarray(grid.values, dtype=np.float64)
+    finite = data[np.isfinite(data)]
+    occupancy = value == "occupancy"
+    if vmin is None:
+        vmin = 0.0 if occupancy or not finite.size else float(finite.min())
+    if vmax is None:
+        vmax = 1.0 if occupancy or not finite.size else float(finite.max())
+    if vmax <= vmin:
+        vmin, vmax = vmin - 0.5, vmin + 0.5  # one value: a scale around it
+    colours = mpl.colormaps[cmap or ("cividis" if occupancy else "viridis")].with_extremes(
+        bad=(0.0, 0.0, 0.0, 0.0)
+    )
+    fig = _figure(fig, (10, 1.2 + len(names) * (0.9 + 0.3 * len(rows))))
+    axes = _grid(fig, len(names), 1, sharex=True, sharey=True)
+    mesh = None
+    for ax, image in zip(axes, data, strict=True):
+        mesh = ax.pcolormesh(
+            edges,
+            np.arange(len(rows) + 1),
+            np.ma.masked_invalid(image),
+            shading="flat",
+            cmap=colours,
+            vmin=vmin,
+            vmax=vmax,
+        )
+    for ax, name in zip(axes, names, strict=True):
+        ax.set_yticks(np.arange(len(rows)) + 0.5, labels=[_frequency_label(f) for f in rows])
+        ax.set_xlim(edges[0], edges[-1])
+        ax.set_ylim(0, len(rows))
+        ax.set_facecolor("white")
+        ax.set_title(name, loc="left", fontsize=9)
+    marked = _mark_events(axes, names, rows, events) if events is not None else 0
+    locator = mdates.AutoDateLocator(tz="UTC")
+    axes[-1].xaxis.set_major_locator(locator)
+    axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz="UTC"))
+    axes[-1].set_xlabel("bucket start (UTC)")
+    fig.colorbar(mesh, ax=axes, label=str(grid.attrs.get("label", value)), shrink=0.9)
+    blank = int(np.isnan(data).sum())
+    title = (
+        f"{grid.attrs.get('label', value)} per {_duration_text(width)} bucket; "
+        f"blank: no measurements ({blank} of {data.size} cells)"
+    )
+    if marked:
+        title += f"; red: {marked} detection event{'s' if marked > 1 else ''}"
+    fig.suptitle(title, x=0.02, ha="left", fontsize=10)
+    return fig
+
+
+def _mark_events(axes: list[Axes], names: list[str], rows: np.ndarray, events: pd.DataFrame) -> int:
+    """Mark each event on its receiver's panel; the number marked."""
+    import matplotlib.dates as mdates
+
+    if not isinstance(events, pd.DataFrame):
+        raise ValidationError(f"events must be a DataFrame, got {type(events).__name__}")
+    for col in ("receiver", "start_utc", "end_utc"):
+        if col not in events.columns:
+            raise ValidationError(
+                f"events need a {col!r} column (see heimdall_lab.db.session_events)"
+            )
+    if events.empty:
+        return 0
+    t0 = mdates.date2num(
+        pd.to_datetime(events["start_utc"], utc=True).dt.tz_convert(None).to_numpy("M8[ns]")
+    )
+    t1 = mdates.date2num(
+        pd.to_datetime(events["end_utc"], utc=True).dt.tz_convert(None).to_numpy("M8[ns]")
+    )
+    freqs = (
+        events["frequency_hz"].to_numpy(np.float64, na_value=np.nan)
+        if "frequency_hz" in events.columns
+        else np.full(len(events), np.nan)
+    )
+    marked = 0
+    for name, a, b, f in zip(events["receiver"].astype(str), t0, t1, freqs, strict=True):
+        if name not in names:
+            continue
+        ax = axes[names.index(name)]
+        near = np.flatnonzero(np.abs(rows - f) <= _SAME_FREQUENCY_HZ) if math.isfinite(f) else []
+        lo, hi = (near[0] / len(rows), (near[0] + 1) / len(rows)) if len(near) else (0.0, 1.0)
+        ax.axvspan(a, max(a, b), lo, hi, facecolor="none", edgecolor="red", lw=1.2, gid="event")
+        ax.axvline(a, lo, hi, color="red", lw=1.5, gid="event")
+        marked += 1
+    return marked
 
 
 def plot_receivers_map(
