@@ -82,6 +82,8 @@ class Capture(Base):
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    session_id: Mapped[str | None] = mapped_column(sa.Text)
+    session_step: Mapped[int | None] = mapped_column(sa.Integer)
 
 
 class Measurement(Base):

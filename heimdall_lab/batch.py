@@ -72,8 +72,8 @@ from heimdall_lab.errors import DatabaseError, HeimdallError, ValidationError
 from heimdall_lab.ids import check_capture_id
 from heimdall_lab.measurement import ACQUISITION_METADATA
 from heimdall_lab.notebooks import notebook_parameters, notebook_path, run_notebook
-from heimdall_lab.processing import stored_measurement_rows
 from heimdall_lab.store import IQStore
+from heimdall_lab.store.stream import stored_interval_rows
 from heimdall_lab.urls import mask_url, mask_values
 from heimdall_lab.values import jsonable, positive, to_json
 
@@ -107,7 +107,6 @@ REPROCESS_COLUMNS = (
 RUN_COLUMNS = ("run_id", "parameters", "output", "status", "elapsed_s", "error")
 
 #: The capture variables a receiver's measurement needs (coordinates come along).
-_MEASURE_VARS = ["iq"]
 #: Most IQ bytes one task measures: receivers are grouped up to this, one receiver at least.
 _TASK_BYTES = 32 << 20
 #: Acquisition metadata kept from the rows a reprocess replaces.
@@ -253,8 +252,8 @@ def _measure_part(
     """
     part = IQStore(store_url, storage_options).open(capture_id, receivers=receivers)
     with dask.config.set(scheduler="synchronous"):  # inside the task: no nested scheduling
-        part = part[_MEASURE_VARS].load()
-    return stored_measurement_rows(part, iq_url)
+        part = part.load()  # the IQ and the small per-frame variables of these receivers
+    return stored_interval_rows(part, iq_url)
 
 
 def _receiver_groups(n_receivers: int, n_samples: int, task_bytes: int) -> list[slice]:

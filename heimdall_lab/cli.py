@@ -65,6 +65,7 @@ from heimdall_lab.receivers import (
     validate_capture_request,
 )
 from heimdall_lab.recording import Recording
+from heimdall_lab.store.stream import stored_recording
 from heimdall_lab.urls import mask_url
 from heimdall_lab.values import clip, positive, to_utc_ns
 from heimdall_lab.versions import __version__
@@ -516,7 +517,12 @@ def cmd_capture(args: argparse.Namespace) -> int:
     if args.wav_dir and cap.dataset is not None and cap.acquisition is not None:
         starts = cap.dataset["start_time"].values.astype("M8[ns]")
         starts = starts[~np.isnat(starts)]
-        recordings = [(o.receiver, o.recording) for o in cap.acquisition.outcomes if o.recording]
+        stored = set(cap.dataset["receiver"].values.tolist())
+        recordings = (  # one receiver's samples in memory at a time, read from the store
+            (o.receiver, stored_recording(cap.dataset, o.receiver.name))
+            for o in cap.acquisition.outcomes
+            if o.receiver.name in stored
+        )
         for path in write_kiwi_wavs(
             args.wav_dir,
             recordings,

@@ -60,7 +60,7 @@ from heimdall_lab.store.stream import (
     receiver_summary,
 )
 from heimdall_lab.urls import mask_url
-from heimdall_lab.values import to_utc_ns
+from heimdall_lab.values import NS_PER_S, to_utc_ns
 from heimdall_lab.versions import __version__
 
 log = logging.getLogger(__name__)
@@ -808,6 +808,9 @@ def _acquire_hops(
     except HeimdallError as exc:
         error = exc
     for i, run in enumerate(runs):
+        if len(runs) > 1 and router.arrived[i]:  # a dwell starts with its first frame
+            first = min(router.arrived[i].values()).astype("datetime64[us]").item()
+            run.cap.start_time = first.replace(tzinfo=UTC)
         share = None
         if acquisition is not None:
             share = replace(
@@ -1073,7 +1076,10 @@ class _Stream:
         if self.writer is not None:
             self._store(index, chunk, rec)
         start = interval_start(self.attrs, chunk, self.layout.frames_per_chunk)
-        one = interval_dataset(run.chosen[index], rec, self.attrs, chunk, run.reference)
+        whole = job.outcome is None or job.outcome.status == "ok"
+        one = interval_dataset(
+            run.chosen[index], rec, self.attrs, chunk, run.reference, complete=whole
+        )
         metrics, rows = interval_rows(
             one, interval=chunk, interval_start_utc=start, iq_url=cap.iq_url, status=status
         )
@@ -1361,7 +1367,7 @@ class _Events:
         recent[index] = frame
         keep = self.triggers[key].buffer_capacity + 8
         recent.pop(index - keep, None)
-        t = int(frame.gpssec) * 1_000_000_000 + int(frame.gpsnsec)
+        t = int(frame.gpssec) * NS_PER_S + int(frame.gpsnsec)
         self._handle(key, self.triggers[key].feed(frame.samples, index, t))
 
     def _handle(self, key: tuple[str, int], out: Any) -> None:
@@ -1476,7 +1482,7 @@ def _tow_utc(t_ns: int | None, reference: np.datetime64 | None) -> pd.Timestamp 
     """A GNSS time of week (ns) as UTC, in the week of the reference."""
     if t_ns is None:
         return None
-    utc = gnss.tow_to_utc(t_ns // 1_000_000_000, t_ns % 1_000_000_000, reference)
+    utc = gnss.tow_to_utc(t_ns // NS_PER_S, t_ns % NS_PER_S, reference)
     return pd.Timestamp(utc).tz_localize("UTC")
 
 

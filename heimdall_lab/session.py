@@ -30,7 +30,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -488,19 +488,29 @@ def _session(engine: Engine, session_id: str) -> dict[str, Any]:
 
 
 class _Beat:
-    """Beats for the session while it runs, and notices a stop request."""
+    """Beats for the session while it runs, and notices a stop request.
+
+    A stop request is seen in the database (within :data:`BEAT_S`), or as SIGTERM to this
+    process between sweeps (during a sweep SIGTERM cancels the acquisition, which keeps
+    what it received).
+    """
 
     def __init__(self, engine: Engine, session_id: str) -> None:
         self.engine, self.session_id = engine, session_id
         self.stop_asked = threading.Event()
+        self._previous: Any = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heimdall-session", daemon=True)
 
     def __enter__(self) -> _Beat:
         self._thread.start()
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: self.stop_asked.set())
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
         self._done.set()
         self._thread.join()
 
@@ -540,16 +550,19 @@ def _receivers(plan: SessionPlan, engine: Engine) -> list[Receiver]:
 
 @contextlib.contextmanager
 def _sources(plan: SessionPlan, receivers: list[Receiver]) -> Iterator[dict[str, Any]]:
-    """Where to record from: the receivers, or the emulator standing in for them."""
+    """Where one sweep records from: the receivers, or an emulator standing in for them.
+
+    An emulator is started per sweep, so that each sweep's streams start at its own time
+    (an emulator's streams all start at its start), as live receivers' do.
+    """
     if not plan.emulate:
         yield {"receivers": receivers}
         return
     scenario = Scenario.default(seed=plan.seed, receivers=receivers)
-    tx = scenario.transmitter
-    if tx is not None:
-        from dataclasses import replace
-
-        tx = replace(tx, frequency_hz=plan.frequencies[0], modulation=plan.modulation)
+    if scenario.transmitter is not None:
+        tx = replace(
+            scenario.transmitter, frequency_hz=plan.frequencies[0], modulation=plan.modulation
+        )
         scenario = replace(scenario, transmitter=tx)
     with emulated(scenario=scenario, receivers=receivers) as emu:
         yield emu.capture_options
@@ -601,7 +614,7 @@ def _run(
     bar = _bar(progress, plan, session_id)
     try:
         receivers = _receivers(plan, engine)
-        with _Beat(engine, session_id) as beat, _sources(plan, receivers) as source:
+        with _Beat(engine, session_id) as beat:
             while True:
                 captures = db.session_captures(engine, session_id)
                 first, skipped = _next_steps(plan, captures, started)
@@ -620,7 +633,8 @@ def _run(
                 if beat.stop_asked.is_set():
                     result.status = "stopped"
                     break
-                caps = _record_sweep(plan, session_id, first, source, store, engine, home)
+                with _sources(plan, receivers) as source:
+                    caps = _record_sweep(plan, session_id, first, source, store, engine, home)
                 result.captures += caps
                 if total:
                     db.update_session(
@@ -629,9 +643,13 @@ def _run(
                         progress_percent=min(100.0, 100.0 * (first + 1) * len(caps) / total),
                     )
     except KeyboardInterrupt:
+        # A stop asked for (session stop: SIGTERM cancels the sweep under way) ends the
+        # run; Ctrl-C goes on to the caller. Either way the session resumes later.
         result.status = "stopped"
-        _end(engine, session_id, result)
-        raise
+        if not _stop_was_asked(engine, session_id):
+            _end(engine, session_id, result)
+            raise
+        log.info("session %s: stopped as asked; resume continues with its next step", session_id)
     except HeimdallError as exc:
         result.status, result.error = "failed", str(exc)
         log.error("session %s failed: %s", session_id, exc)
@@ -640,6 +658,13 @@ def _run(
             bar.close()
     _end(engine, session_id, result)
     return result
+
+
+def _stop_was_asked(engine: Engine, session_id: str) -> bool:
+    try:
+        return db.stop_requested(engine, session_id)
+    except DatabaseError:
+        return False
 
 
 def _end(engine: Engine, session_id: str, result: SessionRun) -> None:

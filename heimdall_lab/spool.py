@@ -30,7 +30,6 @@ from heimdall_lab import db
 from heimdall_lab.errors import DatabaseError, HeimdallError, StorageError
 from heimdall_lab.home import confined_path, home_path
 from heimdall_lab.ids import check_capture_id
-from heimdall_lab.processing import stored_measurement_rows
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.store import IQStore, default_iq_url
 from heimdall_lab.store.iq import store_url_of
@@ -395,7 +394,7 @@ def _recover(engine: Engine, stale: db.StaleCapture) -> dict[str, Any]:
             return _recover_stream(engine, stale, store, note, previous)
         if store.exists(stale.id):
             ds = store.open(stale.id).load()
-            rows = stored_measurement_rows(ds, stale.iq_url)
+            rows = stored_interval_rows(ds, stale.iq_url)
             result.update(iq_url=stale.iq_url, rows=db.write_measurements(engine, stale.id, rows))
             complete = bool(ds["complete"].all()) if "complete" in ds.coords else True
             db.update_capture(

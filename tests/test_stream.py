@@ -65,8 +65,10 @@ def store(request, tmp_path) -> IQStore:
 
 def test_layout_for_duration_rounds_to_frames():
     layout = StreamLayout.for_duration(600, 10, rate=12000.0)
-    assert layout.frames_per_chunk == 234  # 10 s of 512-sample frames
     assert layout.capacity_frames == 14_065  # 600 s plus two frames
+    assert layout.frames_per_chunk == 235 and layout.chunks == 60  # 60 intervals of ~10 s
+    two = StreamLayout.for_duration(2, 1, rate=12001.0)
+    assert two.chunks == 2  # no sliver of a third interval for the last frame or two
     short = StreamLayout.for_duration(4, 10, rate=12000.0)
     assert short.frames_per_chunk == short.capacity_frames  # one interval
     with pytest.raises(ValidationError, match="chunk holds"):

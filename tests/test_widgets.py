@@ -126,9 +126,10 @@ def test_stage_failure_is_shown_in_the_form(embedded_engine, tmp_path, monkeypat
     assert "storing IQ" in form.error_html.value and cap.capture_id in form.error_html.value
     assert form.overall_progress.bar_style == "danger"
     assert "not stored" in form.summary_html.value
-    # What was received and measured is still shown.
-    assert "Hasenberg03" in form.results_html.value
-    assert form.psd_output.outputs
+    # What was received was measured, and the measurements are shown (the IQ itself could
+    # be kept nowhere, so there is no spectrum to draw).
+    assert "Hasenberg03" in form.results_html.value and "DK0TE" in form.results_html.value
+    assert cap.iq_url is None and sorted(cap.metrics.index) == ["DK0TE", "Hasenberg03"]
 
 
 def test_unexpected_errors_are_logged_and_shown(embedded_engine, tmp_path, monkeypatch, caplog):

@@ -47,7 +47,7 @@ from zarr.codecs import BloscCodec
 from heimdall_lab.dataset import _NAN_IQ, build_dataset, mean_db
 from heimdall_lab.errors import StorageError, ValidationError
 from heimdall_lab.ids import check_capture_id, check_receiver_name
-from heimdall_lab.processing import interval_rows
+from heimdall_lab.processing import interval_rows, stored_measurement_rows
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.recording import FRAME_SAMPLES, NOMINAL_RATE, Recording
 from heimdall_lab.urls import mask_url
@@ -125,8 +125,9 @@ class StreamLayout:
         duration_s : float
             Seconds of IQ asked from each receiver.
         interval_s : float
-            Seconds per chunk (and measurement interval), rounded to whole frames; a
-            duration shorter than one interval is one chunk.
+            Seconds per chunk (and measurement interval): the duration is cut into
+            ``round(duration_s / interval_s)`` intervals of whole frames (at least one), the
+            last a little shorter.
         rate : float, optional
             Nominal sample rate.
 
@@ -136,8 +137,11 @@ class StreamLayout:
             Room for the duration plus two frames (a server's last frame may run past it).
         """
         frames = math.ceil(duration_s * rate / FRAME_SAMPLES) + 2
-        per_chunk = max(1, round(interval_s * rate / FRAME_SAMPLES))
-        return cls(min(per_chunk, frames, MAX_FRAMES_PER_CHUNK), frames)
+        # Whole intervals of nearly equal length, the last taking the slack: no sliver of
+        # an interval at the end to measure on its own.
+        n = max(1, round(duration_s / interval_s))
+        per_chunk = math.ceil(frames / n)
+        return cls(min(per_chunk, MAX_FRAMES_PER_CHUNK), frames)
 
     @property
     def samples_per_chunk(self) -> int:
@@ -776,6 +780,28 @@ def trim_stream(ds: xr.Dataset, *, in_progress: bool, reference: Any = None) -> 
     return ds
 
 
+def stored_recording(ds: xr.Dataset, name: str) -> Recording:
+    """One receiver of a stored capture as a :class:`Recording`, its samples read now.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A stored capture as opened.
+    name : str
+        The receiver.
+
+    Returns
+    -------
+    Recording
+        Its frames and samples (what it delivered, no padding).
+    """
+    one = ds.sel(receiver=name)
+    n = stored_frames(one["frame_seq"].values)
+    rec = recording_of({k: one[k].values[:n] for k in FRAME_VARS}, float(one["nominal_rate"]))
+    rec.samples = np.asarray(one["iq"][: n * FRAME_SAMPLES].values, np.complex64)
+    return rec
+
+
 def interval_start(attrs: Mapping[str, Any], chunk: int, frames_per_chunk: int) -> np.datetime64:
     """The nominal start of an interval: the capture's start plus the intervals before it.
 
@@ -802,7 +828,7 @@ def interval_start(attrs: Mapping[str, Any], chunk: int, frames_per_chunk: int) 
 
 def stored_intervals(
     ds: xr.Dataset, frames_per_chunk: int
-) -> Iterator[tuple[Receiver, int, Recording]]:
+) -> Iterator[tuple[Receiver, int, Recording, bool]]:
     """Each receiver's stored intervals, as the live capture handed them to its measurements.
 
     Parameters
@@ -814,10 +840,11 @@ def stored_intervals(
 
     Yields
     ------
-    tuple of (Receiver, int, Recording)
-        The receiver (name, position and calibration as stored), the interval number, and
-        its frames and samples (``frame_start`` from the interval's start). One interval's
-        IQ is read at a time.
+    tuple of (Receiver, int, Recording, bool)
+        The receiver (name, position and calibration as stored), the interval number, its
+        frames and samples (``frame_start`` from the interval's start), and whether it is
+        whole (every interval but a receiver's last, and that one when the receiver
+        delivered the whole duration). One interval's IQ is read at a time.
     """
     frames = ds[list(FRAME_VARS)].load()
     for i, name in enumerate(str(n) for n in ds["receiver"].values):
@@ -830,7 +857,9 @@ def stored_intervals(
         )
         n = stored_frames(frames["frame_seq"].values[i])
         nominal = float(ds["nominal_rate"].values[i])
-        for c in range(math.ceil(n / frames_per_chunk)):
+        whole = bool(ds["complete"].values[i]) if "complete" in ds.coords else False
+        last = math.ceil(n / frames_per_chunk) - 1
+        for c in range(last + 1):
             f0, f1 = c * frames_per_chunk, min(n, (c + 1) * frames_per_chunk)
             mine = {k: frames[k].values[i, f0:f1] for k in FRAME_VARS}
             rec = recording_of(mine, nominal)
@@ -840,30 +869,36 @@ def stored_intervals(
                 if isinstance(ds["iq"].data, np.ndarray)
                 else ds["iq"].data[i, f0 * FRAME_SAMPLES : f1 * FRAME_SAMPLES].compute()
             )
-            yield receiver, c, rec
+            yield receiver, c, rec, c < last or whole
 
 
 def stored_interval_rows(ds: xr.Dataset, iq_url: str | None) -> pd.DataFrame:
-    """The measurement rows of a streamed capture's stored intervals, as the live capture wrote.
+    """The measurement rows of a stored capture, as the live capture wrote them.
+
+    A capture recorded interval by interval (its ``heimdall:frames_per_interval``
+    attribute) gets one row per receiver per stored interval
+    (:func:`heimdall_lab.processing.interval_rows`); any other stored capture (an import,
+    a file) one row per receiver (:func:`heimdall_lab.processing.stored_measurement_rows`).
 
     Parameters
     ----------
     ds : xarray.Dataset
-        The streamed capture as opened.
+        The stored capture as opened (its per-frame variables included).
     iq_url : str or None
         Where it is stored.
 
     Returns
     -------
     pandas.DataFrame
-        One row per receiver per stored interval (:func:`heimdall_lab.processing.
-        interval_rows`).
+        The rows, as :func:`heimdall_lab.db.write_measurements` takes them.
     """
+    if "heimdall:frames_per_interval" not in ds.attrs or "frame_seq" not in ds:
+        return stored_measurement_rows(ds, iq_url or "")
     fpc = int(ds.attrs["heimdall:frames_per_interval"])
     reference = ds.attrs.get("heimdall:gps_reference") or None
     parts = []
-    for receiver, c, rec in stored_intervals(ds, fpc):
-        one = interval_dataset(receiver, rec, ds.attrs, c, reference)
+    for receiver, c, rec, whole in stored_intervals(ds, fpc):
+        one = interval_dataset(receiver, rec, ds.attrs, c, reference, complete=whole)
         _, rows = interval_rows(
             one, interval=c, interval_start_utc=interval_start(ds.attrs, c, fpc), iq_url=iq_url
         )
@@ -873,9 +908,15 @@ def stored_interval_rows(ds: xr.Dataset, iq_url: str | None) -> pd.DataFrame:
 
 
 def interval_dataset(
-    receiver: Receiver, rec: Recording, attrs: Mapping[str, Any], chunk: int, reference: Any
+    receiver: Receiver,
+    rec: Recording,
+    attrs: Mapping[str, Any],
+    chunk: int,
+    reference: Any,
+    *,
+    complete: bool = True,
 ) -> xr.Dataset:
-    """One receiver's interval as a capture Dataset (complete when it holds all its frames).
+    """One receiver's interval as a capture Dataset.
 
     Parameters
     ----------
@@ -890,6 +931,9 @@ def interval_dataset(
         The interval's number (kept in the attributes).
     reference : datetime, numpy.datetime64, str or None
         To resolve the GPS week.
+    complete : bool, default True
+        Whether the interval is whole (False: a receiver's last, when its stream ended
+        early).
 
     Returns
     -------
@@ -897,7 +941,7 @@ def interval_dataset(
         As :func:`heimdall_lab.dataset.build_dataset` makes it.
     """
     ds = build_dataset(
-        [(receiver, rec, rec.n_frames == int(attrs["heimdall:frames_per_interval"]))],
+        [(receiver, rec, complete)],
         float(attrs["center_frequency_hz"]),
         float(attrs["requested_duration_s"]),
         capture_id=str(attrs["capture_id"]),
@@ -922,6 +966,7 @@ __all__ = [
     "stored_frames",
     "stored_interval_rows",
     "stored_intervals",
+    "stored_recording",
     "stored_summaries",
     "trim_stream",
 ]
