@@ -70,7 +70,8 @@ from sqlalchemy.engine import Engine
 
 from benchmarks import orm
 from heimdall_lab import db, dsp
-from heimdall_lab.emulate.scenario import DEFAULT_NOMINAL_RATE, Scenario, Site
+from heimdall_lab.emulate import fleet
+from heimdall_lab.emulate.scenario import DEFAULT_NOMINAL_RATE, Scenario
 from heimdall_lab.emulate.server import Emulator, emulated
 from heimdall_lab.errors import HeimdallError, ValidationError
 from heimdall_lab.kiwi.acquire import acquire
@@ -251,12 +252,13 @@ def _reset_peak_rss() -> bool:
 def emulated_scenario(receivers: int, seed: int = 1) -> Scenario:
     """The default scenario with as many sites as asked: the seven defaults, then more.
 
+    The sites are :func:`heimdall_lab.emulate.fleet.emulated_receivers` (what ``heimdall-lab
+    capture --emulate N`` records from), each with its own seeded clock errors and noise.
+
     Parameters
     ----------
     receivers : int
-        Sites wanted (1 or more). Beyond the seven defaults, sites ``EMU01``, ``EMU02``, ...
-        are placed at seeded random positions over Europe (37-62 N, 9 W-28 E), each with
-        its own clock errors and noise.
+        Sites wanted, 1 to :data:`heimdall_lab.emulate.fleet.MAX_EMULATED`.
     seed : int, default 1
         Scenario seed.
 
@@ -268,25 +270,9 @@ def emulated_scenario(receivers: int, seed: int = 1) -> Scenario:
     Raises
     ------
     ValidationError
-        If ``receivers`` is below 1.
+        If ``receivers`` is out of range.
     """
-    if receivers < 1:
-        raise ValidationError(f"receivers must be >= 1, got {receivers}")
-    base = Scenario.default(seed=seed)
-    extra = max(0, receivers - len(base.sites))
-    rng = np.random.default_rng([seed, 0xBE4C])
-    sites = [
-        Site(
-            f"EMU{i + 1:02d}",
-            round(float(rng.uniform(37.0, 62.0)), 4),
-            round(float(rng.uniform(-9.0, 28.0)), 4),
-            ppm=round(float(rng.uniform(-0.5, 0.5)), 4),
-            rate_error_ppm=round(float(rng.uniform(-2.0, 2.0)), 4),
-            noise_dbm_hz=round(-140.0 + float(rng.uniform(-3.0, 3.0)), 2),
-        )
-        for i in range(extra)
-    ]
-    return Scenario.default(seed=seed, sites=(*base.sites, *sites))
+    return Scenario.default(seed=seed, receivers=fleet.emulated_receivers(receivers))
 
 
 def emulated_receivers(scenario: Scenario, receivers: int) -> list[Receiver]:

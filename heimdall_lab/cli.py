@@ -1378,7 +1378,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("run", help="run a notebook headless through papermill")
-    p.add_argument("notebook", help="a notebook name (capture, explore, localize) or a path")
+    p.add_argument(
+        "notebook",
+        help="a notebook name (capture, explore, localize, plan, form, session) or a path",
+    )
     p.add_argument(
         "-p",
         "--parameter",

@@ -519,9 +519,10 @@ def capture(
     >>> with emulated(seed=0) as emu:  # doctest: +SKIP
     ...     cap = capture(10e6, 10, receivers=emu.receivers, metadata=emu.parameters)
     """
-    (cap,) = _record(
+    (cap,) = sweep(
         [(frequency_hz, duration_s)],
-        [capture_id],
+        capture_ids=[capture_id],
+        first_step=session_step,
         receivers=receivers,
         store=store,
         engine=engine,
@@ -537,7 +538,6 @@ def capture(
         metadata=metadata,
         interval_s=interval_s,
         session_id=session_id,
-        first_step=session_step,
     )
     return cap
 
@@ -606,52 +606,9 @@ gps_reference, on_progress, progress, home, metadata, interval_s, session_id
     """
     if not isinstance(hops, Sequence) or isinstance(hops, str) or not hops:
         raise ValidationError("hops must be a non-empty list of (frequency_hz, dwell_s)")
-    return _record(
-        [(float(f), float(d)) for f, d in hops],
-        list(capture_ids) if capture_ids is not None else [None] * len(hops),
-        receivers=receivers,
-        store=store,
-        engine=engine,
-        database_url=database_url,
-        iq_url=iq_url,
-        settings=settings,
-        deadline_s=deadline_s,
-        retries=retries,
-        gps_reference=gps_reference,
-        on_progress=on_progress,
-        progress=progress,
-        home=home,
-        metadata=metadata,
-        interval_s=interval_s,
-        session_id=session_id,
-        first_step=first_step,
-        trigger=trigger,
-    )
-
-
-def _record(
-    hops: list[tuple[float, float]],
-    capture_ids: list[str | None],
-    *,
-    receivers: Sequence[Receiver | str] | None,
-    store: IQStore | str | None,
-    engine: Engine | None,
-    database_url: str | None,
-    iq_url: str | None,
-    settings: StreamSettings | None,
-    deadline_s: float | None,
-    retries: int | None,
-    gps_reference: datetime | np.datetime64 | str | None,
-    on_progress: ProgressCallback | None,
-    progress: bool,
-    home: str | None,
-    metadata: Mapping[str, Any] | None,
-    interval_s: float,
-    session_id: str | None,
-    first_step: int | None,
-    trigger: Mapping[str, Any] | None = None,
-) -> list[Capture]:
-    """The one path of :func:`capture` (one hop) and :func:`sweep` (several)."""
+    # The one path of capture() (one hop) and of a sweep (several).
+    hops = [(float(f), float(d)) for f, d in hops]
+    capture_ids = list(capture_ids) if capture_ids is not None else [None] * len(hops)
     for f, d in hops:
         validate_capture_request(f, d)
     if len(capture_ids) != len(hops):

@@ -77,7 +77,7 @@ def fresh(tmp_path_factory, wheel) -> Path:
 def test_wheel_holds_the_sql_notebooks_and_recordings(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert sum(n.startswith("heimdall_lab/db/sql/") and n.endswith(".sql") for n in names) >= 5
-    for notebook in ("capture", "explore", "localize", "plan"):
+    for notebook in ("capture", "explore", "localize", "plan", "form", "session"):
         assert f"heimdall_lab/notebooks/{notebook}.ipynb" in names
     assert sum(n.endswith("_iq.wav") for n in names) == 3
     assert sum("/gnss_pos/" in n and n.endswith(".txt") for n in names) == 3
