@@ -12,6 +12,11 @@ from benchmarks import harness
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every benchmark and write the report; print the goals and the conclusion."""
+    # ``python -m benchmarks sessions [--quick]``: the sessions case (reports/sessions.md).
+    if list(sys.argv[1:] if argv is None else argv)[:1] == ["sessions"]:
+        from benchmarks import sessions
+
+        return sessions.main(list(sys.argv[1:] if argv is None else argv)[1:])
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Run every benchmark of heimdall_lab and write <output-dir>/benchmark.md "

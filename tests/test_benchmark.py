@@ -386,3 +386,37 @@ def test_orm_mapping_matches_schema(embedded_engine: Engine) -> None:
     got = db.measurements_for_capture(engine, capture_id)
     assert list(got["snr_db"]) == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert [m["k"] for m in got["metadata"]] == list(range(5))
+
+
+def test_sessions_benchmark_quick(fresh_database, tmp_path):
+    """``python -m benchmarks sessions --quick``'s work: hopping, stop/resume, triggering."""
+    from benchmarks import sessions
+
+    cfg = sessions.Settings.quick()
+    results = sessions.run(cfg, fresh_database, workdir=tmp_path / "work")
+    dwells, retunes = results["hopping"]["dwells"], results["hopping"]["retunes"]
+    assert len(dwells) == cfg["hop_sweeps"] * 3 * cfg["hop_receivers"]
+    assert set(dwells.stage) == {"done"} and dwells.measured_offset_hz.notna().all()
+    # Against the right truth (1 Hz: a sanity check; the goal is judged in the report).
+    assert dwells.offset_error_hz.abs().max() < 1.0
+    assert len(retunes) == cfg["hop_sweeps"] * 2 * cfg["hop_receivers"]
+    res = results["resume"]
+    assert res["status"] == "done", res["runs"]
+    assert not res["missing_steps"] and not res["duplicate_steps"] and res["unstepped"] == 0
+    assert sorted(res["captures"].step) == list(range(res["steps_total"]))
+    assert any("stop asked" in what for _, what in res["timeline"])
+    trig = results["trigger"]
+    bursts = trig["bursts"]
+    assert len(bursts) == 4 * cfg["bursts"] * cfg["trigger_receivers"]
+    offline = bursts[bursts.detector == "band, offline"]
+    assert offline[offline.p_burst > 0.999].detected.all()  # same frames every run
+    assert set(trig["false"].detector) >= {"band, triggered (online)", "S-meter, noise +3 dB"}
+    written = sessions.figures(results, tmp_path / "figures")
+    assert sorted(p.name for p in written.values()) == [
+        "sessions_hopping.png",
+        "sessions_trigger.png",
+    ]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written.values())
+    images = {k: f"figures/{p.name}" for k, p in written.items()}
+    text = sessions.report(results, tmp_path / "sessions.md", images)
+    assert "quick (smoke) run" in text and "Poisson" in text and "figures/sessions_" in text
