@@ -413,7 +413,8 @@ def stop(session_id: str, *, engine: Engine | None = None, database_url: str | N
 
     The request is recorded in the database, where the session sees it within
     :data:`BEAT_S` seconds; a session running on this machine is also sent SIGTERM, which
-    ends its sweep at once (what each receiver delivered is kept as incomplete).
+    ends its sweep at once (what each receiver delivered is kept as incomplete; captures of
+    the sweep that had not begun are marked cancelled).
 
     Parameters
     ----------
@@ -498,6 +499,7 @@ class _Beat:
     def __init__(self, engine: Engine, session_id: str) -> None:
         self.engine, self.session_id = engine, session_id
         self.stop_asked = threading.Event()
+        self.in_sweep = False
         self._previous: Any = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heimdall-session", daemon=True)
@@ -505,8 +507,14 @@ class _Beat:
     def __enter__(self) -> _Beat:
         self._thread.start()
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, lambda *_: self.stop_asked.set())
+            self._previous = signal.signal(signal.SIGTERM, self._terminated)
         return self
+
+    def _terminated(self, *_: object) -> None:
+        """SIGTERM: stop; a sweep being set up is cut short (as the acquisition's own is)."""
+        self.stop_asked.set()
+        if self.in_sweep:
+            raise KeyboardInterrupt("stop asked (SIGTERM)")
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
@@ -634,7 +642,11 @@ def _run(
                     result.status = "stopped"
                     break
                 with _sources(plan, receivers) as source:
-                    caps = _record_sweep(plan, session_id, first, source, store, engine, home)
+                    beat.in_sweep = True  # (an emulator starting or stopping is not cut)
+                    try:
+                        caps = _record_sweep(plan, session_id, first, source, store, engine, home)
+                    finally:
+                        beat.in_sweep = False
                 result.captures += caps
                 if total:
                     db.update_session(
@@ -646,6 +658,7 @@ def _run(
         # A stop asked for (session stop: SIGTERM cancels the sweep under way) ends the
         # run; Ctrl-C goes on to the caller. Either way the session resumes later.
         result.status = "stopped"
+        _cancel_unstarted(engine, session_id)
         if not _stop_was_asked(engine, session_id):
             _end(engine, session_id, result)
             raise
@@ -658,6 +671,18 @@ def _run(
             bar.close()
     _end(engine, session_id, result)
     return result
+
+
+def _cancel_unstarted(engine: Engine, session_id: str) -> None:
+    """Captures of the sweep cut short before they connected: cancelled, not left pending."""
+    try:
+        captures = db.session_captures(engine, session_id)
+        for capture_id in captures.loc[captures["status"] == "pending", "capture_id"]:
+            db.update_capture(
+                engine, capture_id, status="cancelled", error="the session stopped before it began"
+            )
+    except DatabaseError as exc:
+        log.warning("session %s: its unstarted captures not marked: %s", session_id, exc)
 
 
 def _stop_was_asked(engine: Engine, session_id: str) -> bool:
