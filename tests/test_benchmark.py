@@ -420,3 +420,26 @@ def test_sessions_benchmark_quick(fresh_database, tmp_path):
     images = {k: f"figures/{p.name}" for k, p in written.items()}
     text = sessions.report(results, tmp_path / "sessions.md", images)
     assert "quick (smoke) run" in text and "Poisson" in text and "figures/sessions_" in text
+
+
+def test_streaming_benchmark_quick(fresh_database, tmp_path):
+    """``python -m benchmarks streaming --quick``'s work, small: a memory curve and one kill."""
+    from benchmarks import streaming
+
+    cfg = streaming.Settings.quick()
+    results = streaming.run(cfg, fresh_database, tmp_path / "work")
+    (mem,) = results["memory"]
+    assert mem["exit_code"] == 0 and mem["status"] == "done" and mem["duplicates"] == 0
+    assert len(mem["curve"]["rss_mb"]) > 0 and mem["peak_rss_mb"] > 50
+    assert mem["complex64_bytes"] >= 2 * 10 * 12000 * 8 and mem["stored_bytes"] > 0
+    (kill,) = results["kills"]
+    assert "error" not in kill, kill
+    assert kill["sync_exit"] == 0 and kill["sync2_exit"] == 0, kill["sync_tail"]
+    assert kill["extent_is_frames"] and kill["whole_intervals"] and kill["every_written_interval"]
+    assert kill["lost"] == 0 and kill["duplicates"] == 0 and kill["match"], kill
+    assert kill["second_sync_unchanged"], kill["second_sync_changed"]
+    figure = tmp_path / "figures" / "streaming_memory.png"
+    streaming.figure(results["memory"], figure)
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+    text = streaming.report(results, tmp_path / "streaming.md", "figures/streaming_memory.png")
+    assert "quick (smoke) run" in text and "| 1 |" in text and "Projection" in text
