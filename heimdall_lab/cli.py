@@ -1455,6 +1455,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # a capture says what it kept
         _complain(f"interrupted: {exc}" if str(exc) else "interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (| head): nothing more to say
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except HeimdallError as exc:
         _complain(str(exc))
         return EXIT_USAGE if isinstance(exc, ValidationError) else EXIT_FAILED

@@ -1,18 +1,28 @@
-"""One capture call: fetch, metrics, IQ store, measurements; the one code path for all users.
+"""One capture call: fetch, measure and store as it arrives; the one code path for all users.
 
-:func:`capture` is what the notebooks, the ipywidgets form and the CLI call. Where it reads
-from and writes to is given to it: the receivers (from the database by name, or
+:func:`capture` is what the notebooks, the ipywidgets form and the CLI call; :func:`sweep`
+is the same path hopping through several frequencies on one connection per receiver (one
+capture per dwell), which recording sessions (:mod:`heimdall_lab.session`) run. Where it
+reads from and writes to is given to it: the receivers (from the database by name, or
 :class:`~heimdall_lab.receivers.Receiver` objects, e.g. those of an emulator from
 :func:`heimdall_lab.emulate.emulated`), an :class:`~heimdall_lab.store.IQStore` and a
-database engine. The metrics and measurement rows come from :mod:`heimdall_lab.processing`.
-It records the
-capture in the database before anything connects, moves it through the stages
-``connecting`` -> ``receiving`` -> ``processing`` -> ``storing`` -> ``done`` (or
+database engine.
+
+It records the capture in the database before anything connects, then streams: each
+receiver's frames are cut into intervals (``interval_s``); each full interval is appended to
+the IQ store (:class:`~heimdall_lab.store.stream.CaptureWriter`) and measured
+(:func:`heimdall_lab.processing.interval_rows`: one measurement row per receiver per
+interval) on a worker thread, so memory is bounded by receivers x interval whatever the
+duration, and a running capture can be read from the store. The capture moves through the
+stages ``connecting`` -> ``receiving`` -> ``storing`` (completing the store) -> ``done`` (or
 ``partial`` when some receivers failed, ``failed`` when a stage failed, ``cancelled`` on
-Ctrl-C) with a percentage, and beats (``captures.heartbeat_at``) while it runs,
-and returns a :class:`Capture` holding the Dataset, the metrics table and every receiver's
-status. A stage that fails is recorded with its reason; what earlier stages produced stays
-in the returned object and, where its own stage succeeded, in the stores.
+Ctrl-C) with a percentage, and beats (``captures.heartbeat_at``) while it runs; a capture
+whose process died is completed by :func:`heimdall_lab.spool.sync` as ``incomplete``. It
+returns a :class:`Capture` holding the Dataset (read lazily from the store), the metrics
+and every receiver's status. A stage that fails is recorded with its reason; what earlier
+stages produced stays in the returned object and, where its own stage succeeded, in the
+stores. With ``trigger`` (triggered recording) a dwell is measured but keeps IQ only around
+detections, each a capture of its own.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -87,8 +97,8 @@ class Capture:
     parameters : dict
         Every parameter needed to repeat the capture (stored with it).
     stage : str
-        ``pending``, ``connecting``, ``receiving``, ``processing``, ``storing``, ``done``,
-        ``partial``, ``failed`` or ``cancelled``; readable while the capture runs.
+        ``pending``, ``connecting``, ``receiving``, ``storing``, ``done``, ``partial``,
+        ``failed`` or ``cancelled``; readable while the capture runs.
     percent : float
         Progress, 0 to 100.
     errors : list of str
@@ -698,6 +708,9 @@ gps_reference, on_progress, progress, home, metadata, interval_s, session_id
             finally:
                 if events is not None:
                     events.close()
+                    if events.failed is not None:
+                        for run in runs:
+                            run.rec.fail("triggered recording", events.failed)
             for run in runs:
                 acquisition = run.cap.acquisition
                 if acquisition is not None and any(o.frames for o in acquisition.outcomes):
@@ -737,8 +750,8 @@ def _acquire_hops(
     events: _Events | None = None,
 ) -> None:
     """One acquisition for every hop: each receiver's frames go to its hop's capture."""
-    for run in runs:
-        run.open(gps_reference)
+    for i, run in enumerate(runs):
+        run.open(gps_reference, after_s=sum(d for _, d in hops[:i]))
     chosen = runs[0].chosen
     router = _Router(runs, hops, bars, events)
     kwargs: dict[str, Any] = {
@@ -865,20 +878,20 @@ class _Router:
         ends = np.cumsum([math.ceil(d * NOMINAL_RATE) for _, d in hops])
         self.bounds = list(zip([0, *ends[:-1].tolist()], ends.tolist(), strict=True))
 
-    def sink(self, name: str) -> Callable[[IqFrame, int], None]:
+    def sink(self, name: str) -> Callable[[IqFrame, int, float], None]:
         """The frame sink of one receiver."""
         sinks = [run.stream.sink(name) for run in self.runs]
 
-        def on_frame(frame: IqFrame, hop: int) -> None:
+        def on_frame(frame: IqFrame, hop: int, rate: float) -> None:
             last = self.current.setdefault(name, hop)
             if hop != last:
                 self.runs[last].stream.end_receiver(name)  # its dwell is over
                 self.current[name] = hop
             if name not in self.arrived[hop]:
                 self.arrived[hop][name] = np.datetime64(time.time_ns(), "ns")
-            sinks[hop](frame, hop)
+            sinks[hop](frame, hop, rate)
             if self.events is not None:
-                self.events.put(name, hop, frame)
+                self.events.put(name, hop, frame, rate)
 
         return on_frame
 
@@ -906,6 +919,7 @@ class _Job:
     chunk: int
     frames: list[IqFrame]
     arrived: np.datetime64
+    rate: float
     outcome: ReceiverOutcome | None = None
 
 
@@ -929,22 +943,25 @@ class _Stream:
         self.index = {r.name: i for i, r in enumerate(run.chosen)}
         self.buffers: dict[str, list[IqFrame]] = {r.name: [] for r in run.chosen}
         self.arrived: dict[str, int] = {}  # this computer's clock at each buffer's first frame
+        self.rates: dict[str, float] = {}  # the rate each receiver announced
         self.chunk_no = dict.fromkeys(self.buffers, 0)
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=2 * len(run.chosen) + 2)
-        self.metrics: list[pd.DataFrame] = []
+        self.metrics = _Intervals()
         self.failed: BaseException | None = None
+        self.receiver_failed: dict[str, BaseException] = {}
         self.spooled = False
         self.split = False
         self._thread = threading.Thread(target=self._work, name="heimdall-stream", daemon=True)
         self._thread.start()
 
-    def sink(self, name: str) -> Callable[[IqFrame, int], None]:
+    def sink(self, name: str) -> Callable[[IqFrame, int, float], None]:
         """The frame sink of one receiver."""
 
-        def on_frame(frame: IqFrame, hop: int) -> None:
+        def on_frame(frame: IqFrame, hop: int, rate: float) -> None:
             buffer = self.buffers[name]
             if not buffer:
                 self.arrived[name] = time.time_ns()
+                self.rates[name] = rate
             buffer.append(frame)
             if len(buffer) >= self.layout.frames_per_chunk:
                 self._submit(name)
@@ -955,7 +972,8 @@ class _Stream:
         frames, self.buffers[name] = self.buffers[name], []
         if frames:
             arrived = np.datetime64(self.arrived[name], "ns")
-            self.jobs.put(_Job(name, self.chunk_no[name], frames, arrived, outcome))
+            rate = self.rates.get(name, NOMINAL_RATE)
+            self.jobs.put(_Job(name, self.chunk_no[name], frames, arrived, rate, outcome))
             self.chunk_no[name] += 1
 
     def end_receiver(self, name: str) -> None:
@@ -982,19 +1000,23 @@ class _Stream:
             job = self.jobs.get()
             if job is None:
                 return
-            if self.failed is not None:
-                continue  # the store failed for good: what arrives is counted, not written
+            if self.failed is not None or job.name in self.receiver_failed:
+                continue  # failed for good: what arrives is counted, not written
             try:
                 self._write(job)
-            except BaseException as exc:  # reported by the capture, never lost silently
+            except StorageError as exc:  # the store and the spool both: every receiver
                 log.error("capture %s: writing failed: %s", self.run.cap.capture_id, exc)
                 self.failed = exc
+            except Exception as exc:  # this receiver's data: the others go on
+                log.error("capture %s: %s not written: %s", self.run.cap.capture_id, job.name, exc)
+                self.receiver_failed[job.name] = exc
 
-    def _store(self, index: int, chunk: int, rec: Recording) -> None:
+    def _store(self, index: int, chunk: int, rec: Recording, rate: float) -> None:
         """Append a chunk; when the store fails, go on in the spool (else measure only)."""
         assert self.writer is not None
         run, cap = self.run, self.run.cap
         try:
+            self.writer.set_rate(index, rate)
             self.writer.write_chunk(index, chunk, rec)
             return
         except StorageError as exc:
@@ -1014,13 +1036,14 @@ class _Stream:
                 f"storing IQ: {exc} -- the rest kept locally at {cap.iq_url}, pending upload; "
                 "run sync (heimdall-lab sync)"
             )
+        self.writer.set_rate(index, rate)
         self.writer.write_chunk(index, chunk, rec)
 
     def _write(self, job: _Job) -> None:
         run = self.run
         cap = run.cap
         index, chunk = self.index[job.name], job.chunk
-        rec = recording_from_frames(job.frames, run.nominal_rate)
+        rec = recording_from_frames(job.frames, job.rate)
         # The interval's timing is checked as the whole stream's is: against this
         # computer's clock when live, and with what the stream showed once it has ended.
         rec.arrival_utc = job.arrived if run.reference is run.start_utc else None
@@ -1031,7 +1054,7 @@ class _Stream:
             if job.outcome.status != "ok":
                 status = (job.outcome.status, job.outcome.reason)
         if self.writer is not None:
-            self._store(index, chunk, rec)
+            self._store(index, chunk, rec, job.rate)
         start = interval_start(self.attrs, chunk, self.layout.frames_per_chunk)
         whole = job.outcome is None or job.outcome.status == "ok"
         one = interval_dataset(
@@ -1042,7 +1065,7 @@ class _Stream:
         )
         if not rows.empty:
             run.store_measurements(rows)
-            self.metrics.append(metrics.assign(interval=chunk))
+            self.metrics.add(job.name, chunk, metrics)
 
 
 class _Run:
@@ -1068,10 +1091,14 @@ class _Run:
         self.start_utc = np.datetime64("NaT", "ns")
         self.reference: np.datetime64 | None = None
 
-    def open(self, gps_reference: np.datetime64 | None) -> None:
-        """Record the start, and create the capture's store (or spool) to stream into."""
+    def open(self, gps_reference: np.datetime64 | None, after_s: float = 0.0) -> None:
+        """Record the start, and create the capture's store (or spool) to stream into.
+
+        ``after_s``: seconds from now the capture is due to begin (a later dwell of a
+        sweep): its start, the time of any interval whose GNSS time is unusable.
+        """
         cap, rec = self.cap, self.rec
-        cap.start_time = datetime.now(UTC)
+        cap.start_time = datetime.now(UTC) + timedelta(seconds=after_s)
         self.start_utc = np.datetime64(cap.start_time.replace(tzinfo=None), "ns")
         # GPS weeks resolve against the replayed day, else against the capture's own start
         # (so a capture completed by sync days later reads the same times).
@@ -1129,6 +1156,8 @@ class _Run:
         assert acquisition is not None
         if self.stream.failed is not None:
             rec.fail("storing IQ", self.stream.failed)
+        for name, exc in self.stream.receiver_failed.items():
+            rec.fail(f"storing {name}", exc)
         served = [o for o in acquisition.outcomes if o.frames]
         if not served and not acquisition.cancelled:
             reasons = "; ".join(o.message for o in acquisition.outcomes)
@@ -1142,8 +1171,7 @@ class _Run:
         outcomes = cap.acquisition.outcomes
         writer = self.stream.writer
         complete = {o.receiver.name: o.status == "ok" for o in outcomes}
-        parts = [m for m in self.stream.metrics if not m.empty]
-        cap.intervals = pd.concat(parts) if parts else pd.DataFrame()
+        cap.intervals = self.stream.metrics.frame()
         cap.metrics = _summary_metrics(cap.intervals)
         if writer is None:
             return  # the IQ could be kept nowhere (the capture says so); the metrics stand
@@ -1174,15 +1202,18 @@ class _Run:
         """Each outcome's timing, from its stored frames; a failed check makes it incomplete."""
         assert self.cap.acquisition is not None
         names = [str(n) for n in stored["receiver"].values]
+        # Read once: every receiver's per-frame variables (small), not once per receiver.
+        table = stored[list(FRAME_VARS)].load()
+        rates = stored["nominal_rate"].values
         for o in self.cap.acquisition.outcomes:
             if o.receiver.name not in names:
                 continue
-            one = stored.sel(receiver=o.receiver.name)
+            i = names.index(o.receiver.name)
             n = int(marker["frames"].get(o.receiver.name, 0))
-            frames = {k: one[k].values[:n] for k in FRAME_VARS}
+            frames = {k: table[k].values[i, :n] for k in FRAME_VARS}
             _, timing = receiver_summary(
                 frames,
-                float(one["nominal_rate"]),
+                float(rates[i]),
                 self.reference,
                 complete=o.status == "ok",
                 arrival_utc=o.first_frame_utc if self.reference is self.start_utc else None,
@@ -1273,18 +1304,21 @@ class _Events:
         self, runs: list[_Run], options: Mapping[str, Any], session_id: str | None
     ) -> None:
         self.runs, self.options, self.session_id = runs, dict(options), session_id
-        self.jobs: queue.Queue[tuple[str, int, IqFrame] | None] = queue.Queue(maxsize=256)
+        self.jobs: queue.Queue[tuple[str, int, IqFrame, float] | None] = queue.Queue(maxsize=256)
         self.triggers: dict[tuple[str, int], Any] = {}
         self.count: dict[tuple[str, int], int] = {}
         self.recent: dict[tuple[str, int], dict[int, IqFrame]] = {}
         self.open: dict[tuple[str, int, int], _Run] = {}
+        self.rates: dict[tuple[str, int], float] = {}
+        self.anchor: dict[tuple[str, int], tuple[int, int]] = {}  # (frame, GNSS time of week)
+        self.first_arrival: dict[tuple[str, int], np.datetime64] = {}
         self.failed: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="heimdall-events", daemon=True)
         self._thread.start()
 
-    def put(self, name: str, hop: int, frame: IqFrame) -> None:
-        """A receiver's frame of a dwell, in order."""
-        self.jobs.put((name, hop, frame))
+    def put(self, name: str, hop: int, frame: IqFrame, rate: float) -> None:
+        """A receiver's frame of a dwell, in order, and the rate it announced."""
+        self.jobs.put((name, hop, frame, rate))
 
     def close(self) -> None:
         """End every open event (the stream has ended) and wait for its capture."""
@@ -1307,7 +1341,7 @@ class _Events:
                 if job is None:
                     return
 
-    def _frame(self, name: str, hop: int, frame: IqFrame) -> None:
+    def _frame(self, name: str, hop: int, frame: IqFrame, rate: float) -> None:
         from heimdall_lab.trigger import Trigger
 
         key = (name, hop)
@@ -1316,7 +1350,9 @@ class _Events:
             options = {k: v for k, v in self.options.items() if k in allowed}
             if "passband" in options:
                 options["passband"] = tuple(options["passband"])
-            self.triggers[key] = Trigger(NOMINAL_RATE, **options)
+            self.triggers[key] = Trigger(rate, **options)
+            self.rates[key] = rate
+            self.first_arrival[key] = np.datetime64(time.time_ns(), "ns")
             self.count[key], self.recent[key] = 0, {}
         index = self.count[key]
         self.count[key] += 1
@@ -1324,8 +1360,16 @@ class _Events:
         recent[index] = frame
         keep = self.triggers[key].buffer_capacity + 8
         recent.pop(index - keep, None)
-        t = int(frame.gpssec) * NS_PER_S + int(frame.gpsnsec)
-        self._handle(key, self.triggers[key].feed(frame.samples, index, t))
+        # Event times count frames from the first frame whose GNSS time is trusted (a
+        # stream's first frames carry a stale one; a retuned stream's do not).
+        stale = gnss.STALE_FRAMES if hop == 0 else 0
+        if (
+            key not in self.anchor
+            and index >= stale
+            and bool(gnss.has_fix(int(frame.last_gps_solution)))
+        ):
+            self.anchor[key] = (index, int(frame.gpssec) * NS_PER_S + int(frame.gpsnsec))
+        self._handle(key, self.triggers[key].feed(frame.samples, index))
 
     def _handle(self, key: tuple[str, int], out: Any) -> None:
         name, hop = key
@@ -1335,7 +1379,7 @@ class _Events:
                 run = self._open_event(name, hop, kept.event)
             iq = self.recent[key].get(kept.index)
             if iq is not None:
-                run.stream.sink(name)(iq, hop)
+                run.stream.sink(name)(iq, hop, self.rates[key])
         for event in out.events:
             self._close_event(name, hop, event)
 
@@ -1391,6 +1435,20 @@ class _Events:
         )
         return run
 
+    def _frame_utc(self, name: str, hop: int, index: int) -> pd.Timestamp:
+        """UTC time of a frame of a dwell: from its first trusted GNSS time, counted in frames.
+
+        Without any (no fix), from this computer's clock at the dwell's first frame.
+        """
+        run = self.runs[hop]
+        step_ns = FRAME_SAMPLES / self.rates[(name, hop)] * NS_PER_S
+        anchor = self.anchor.get((name, hop))
+        if anchor is not None:
+            t = anchor[1] + round((index - anchor[0]) * step_ns)
+            return _tow_utc(t % (gnss.WEEK_SECONDS * NS_PER_S), run.reference)
+        first = self.first_arrival.get((name, hop), run.start_utc)
+        return pd.Timestamp(first + np.timedelta64(round(index * step_ns), "ns")).tz_localize("UTC")
+
     def _close_event(self, name: str, hop: int, event: Any) -> None:
         run = self.open.pop((name, hop, event.event), None)
         if run is None:
@@ -1408,9 +1466,8 @@ class _Events:
         run.received(acquisition, None)
         run.finish_store()
         run.finish(run.create)
-        reference = self.runs[hop].reference
-        start = _tow_utc(event.start_time_ns, reference)
-        end = _tow_utc(event.end_time_ns, reference)
+        start = self._frame_utc(name, hop, event.start_frame)
+        end = self._frame_utc(name, hop, event.end_frame + 1)
         record = {
             "capture_id": run.cap.capture_id,
             "receiver": name,
@@ -1435,12 +1492,47 @@ class _Events:
                 log.warning("%s: event not recorded: %s", name, exc)
 
 
-def _tow_utc(t_ns: int | None, reference: np.datetime64 | None) -> pd.Timestamp | None:
+def _tow_utc(t_ns: int, reference: np.datetime64 | None) -> pd.Timestamp:
     """A GNSS time of week (ns) as UTC, in the week of the reference."""
-    if t_ns is None:
-        return None
     utc = gnss.tow_to_utc(t_ns // NS_PER_S, t_ns % NS_PER_S, reference)
     return pd.Timestamp(utc).tz_localize("UTC")
+
+
+class _Intervals:
+    """Every interval's metrics, kept compact (a row of floats each) until the capture ends.
+
+    A one-row DataFrame per interval would cost kilobytes each: an hour of 50 receivers in
+    10-s intervals is 18,000 of them.
+    """
+
+    def __init__(self) -> None:
+        self.columns: list[str] = []
+        self.dtypes: dict[str, Any] = {}
+        self.keys: list[tuple[str, int]] = []
+        self.values: list[np.ndarray] = []
+
+    def add(self, name: str, interval: int, metrics: pd.DataFrame) -> None:
+        """Keep one receiver's metrics of one interval (a one-row :func:`capture_metrics`)."""
+        if metrics.empty:
+            return
+        if not self.columns:
+            self.columns = [str(c) for c in metrics.columns]
+            self.dtypes = {str(c): metrics[c].dtype for c in metrics.columns}
+        row = metrics.iloc[0].reindex(self.columns)
+        self.keys.append((name, interval))
+        self.values.append(np.asarray(row.to_numpy(dtype=np.float64, na_value=np.nan)))
+
+    def frame(self) -> pd.DataFrame:
+        """All of them, indexed by receiver, with an ``interval`` column."""
+        if not self.keys:
+            return pd.DataFrame()
+        table = pd.DataFrame(np.vstack(self.values), columns=self.columns)
+        for column, dtype in self.dtypes.items():
+            if np.dtype(dtype).kind == "b":
+                table[column] = table[column].astype(bool)
+        table.index = pd.Index([k[0] for k in self.keys], name="receiver")
+        table["interval"] = [k[1] for k in self.keys]
+        return table
 
 
 def _summary_metrics(intervals: pd.DataFrame) -> pd.DataFrame:

@@ -642,9 +642,19 @@ def _run(
                     result.status = "stopped"
                     break
                 with _sources(plan, receivers) as source:
-                    beat.in_sweep = True  # (an emulator starting or stopping is not cut)
+                    # SIGTERM cuts the sweep short while it is set up (an emulator starting
+                    # or stopping is not cut); once it receives, the acquisition's own
+                    # handler does, and what comes after (completing the stores) is not cut.
+                    beat.in_sweep = True
+
+                    def started(cap: Capture) -> None:
+                        if cap.stage not in ("pending", "connecting"):
+                            beat.in_sweep = False
+
                     try:
-                        caps = _record_sweep(plan, session_id, first, source, store, engine, home)
+                        caps = _record_sweep(
+                            plan, session_id, first, source, store, engine, home, started
+                        )
                     finally:
                         beat.in_sweep = False
                 result.captures += caps
@@ -732,6 +742,7 @@ def _record_sweep(
     store: IQStore | None,
     engine: Engine,
     home: str | None,
+    on_progress: Any = None,
 ) -> list[Capture]:
     n = len(plan.frequencies)
     metadata = dict(source.get("metadata") or {})
@@ -739,6 +750,7 @@ def _record_sweep(
     options = {k: v for k, v in source.items() if k != "metadata"}
     return sweep(
         plan.hops,
+        on_progress=on_progress,
         engine=engine,
         store=store,
         home=home,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -45,7 +46,7 @@ from heimdall_lab.values import jsonable
 log = logging.getLogger(__name__)
 
 _CAPTURE = "capture.json"
-_MEASUREMENTS = "measurements.json"
+_MEASUREMENTS = "measurements.jsonl"
 _IQ = "iq.json"
 
 
@@ -255,11 +256,17 @@ def keep_measurements(capture_id: str, rows: pd.DataFrame, home: str | Path | No
     """
     path = _dir(capture_id, home) / _MEASUREMENTS
     added = path.exists()
-    if added:  # a streamed capture spools interval by interval: add to what is kept
-        rows = pd.concat([_read_measurements(path), rows], ignore_index=True)
-        rows = rows.drop_duplicates(["receiver", "timestamp_utc"], keep="last")
     records = jsonable(rows.to_dict(orient="records"))
-    _write_json(path, records)
+    text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
+    try:
+        # Appended, one row a line: a streamed capture spools interval by interval, and
+        # each interval costs the same however many came before.
+        with path.open("a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise StorageError(f"cannot keep work locally in {path.parent}: {exc}", str(path)) from exc
     log.log(
         logging.INFO if added else logging.WARNING,
         "capture %s: %d measurement rows spooled locally",
@@ -270,7 +277,16 @@ def keep_measurements(capture_id: str, rows: pd.DataFrame, home: str | Path | No
 
 
 def _read_measurements(path: Path) -> pd.DataFrame:
-    rows = pd.DataFrame(json.loads(path.read_text()))
+    """The rows kept, the last of any written twice; a line cut short by a crash is left."""
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            log.warning("%s: line %d is not a whole row (cut short?); left out", path, n)
+    rows = pd.DataFrame(records)
+    if {"receiver", "timestamp_utc"} <= set(rows.columns):
+        rows = rows.drop_duplicates(["receiver", "timestamp_utc"], keep="last")
     if "timestamp_utc" in rows:
         rows["timestamp_utc"] = pd.to_datetime(rows["timestamp_utc"], utc=True, format="ISO8601")
     if "psd" in rows:
@@ -426,7 +442,8 @@ def _recover_stream(
     interval are written: those the capture wrote already are written again unchanged (the
     same IQ gives the same row, keyed by capture, receiver and time), none is lost.
     """
-    marker = store._marker(stale.id) or finish_stream(store, stale.id)
+    finished = store._marker(stale.id)  # the capture completed its store, then died
+    marker = finished or finish_stream(store, stale.id)
     if not marker.get("receivers"):
         db.update_capture(
             engine,
@@ -441,10 +458,11 @@ def _recover_stream(
     written = db.write_measurements(engine, stale.id, rows) if not rows.empty else 0
     frames = marker.get("frames", {})
     extent = ", ".join(f"{name} {n:,} frames" for name, n in frames.items())
+    whole = finished is not None and not finished.get("incomplete")
     db.update_capture(
         engine,
         stale.id,
-        status="incomplete",
+        status="done" if whole and not previous else "incomplete",
         progress=100.0,
         error="\n".join(filter(None, [previous, f"{note}; stored: {extent}"])),
     )

@@ -70,7 +70,7 @@ def test_the_spool_refuses_ids_that_leave_it(tmp_path, bad):
 def test_the_spool_keeps_a_good_id_inside_it(tmp_path):
     rows = pd.DataFrame({"receiver": ["Hasenberg03"], "snr_db": [1.0]})
     path = spool.keep_measurements("run.1", rows, tmp_path)
-    assert path == spool.spool_root(tmp_path) / "run.1" / "measurements.json"
+    assert path == spool.spool_root(tmp_path) / "run.1" / "measurements.jsonl"
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", "x/../../y"])

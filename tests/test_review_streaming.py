@@ -1,10 +1,10 @@
-"""Streamed, hopping and triggered captures under awkward conditions: known failures.
+"""Streamed, hopping and triggered captures under awkward conditions.
 
-Each test here shows a defect of the streamed capture path and is marked ``xfail(strict=True)``
-until it is fixed: a legitimate wide-mode KiwiSDR overflowing the stream's layout, recovery
-resolving GNSS weeks against the wall clock instead of the capture's stored reference, a
-recovered capture's rows not matching the live ones (so they are written twice), dwells after
-the first stamped with the sweep's start, and a failure of triggered recording going unsaid.
+Each test here once showed a defect of the streamed capture path: a legitimate wide-mode
+KiwiSDR overflowing the stream's layout, recovery resolving GNSS weeks against the wall clock
+instead of the capture's stored reference, a recovered capture's rows not matching the live
+ones (so they were written twice), dwells after the first stamped with the sweep's start, and
+a failure of triggered recording going unsaid.
 """
 
 from __future__ import annotations
@@ -103,12 +103,6 @@ class WideKiwi:
                     await asyncio.sleep(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the stream's layout is sized at 12000 Hz (pipeline _Run.open / StreamLayout."
-    "for_duration); a 20250 Hz receiver overflows it, write_chunk raises, and _Stream.failed "
-    "stops writing every receiver's later intervals",
-)
 def test_a_wide_mode_receiver_costs_no_other_receiver_its_intervals(embedded_engine, tmp_path):
     store = IQStore(str(tmp_path / "iq"))
     with WideKiwi() as wide, emulated(seed=3, receivers=["DK0TE"], realtime=False) as emu:
@@ -132,12 +126,6 @@ def test_a_wide_mode_receiver_costs_no_other_receiver_its_intervals(embedded_eng
     assert cap.stage != "failed", cap.errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finish_stream / trim_stream resolve GPS weeks with reference=None (the wall "
-    "clock) when called by recovery (spool._recover_stream) and IQStore.open, ignoring the "
-    "capture's stored heimdall:gps_reference",
-)
 def test_recovery_resolves_gnss_weeks_with_the_stored_reference(tmp_path):
     reference = np.datetime64("2023-03-01T12:00:00", "ns")  # a replay of another day
     store = IQStore(str(tmp_path / "iq"))
@@ -156,12 +144,6 @@ def test_recovery_resolves_gnss_weeks_with_the_stored_reference(tmp_path):
     assert store.open("replayed")["start_time"].values[0] == truth
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stored_intervals rebuilds rows without the live clock check (arrival_utc) and "
-    "stream problems, so a receiver whose GNSS times the live capture rejected gets other "
-    "timestamps on recovery, and ON CONFLICT (capture, receiver, timestamp) keeps both",
-)
 def test_recovering_a_killed_capture_writes_no_row_twice(embedded_engine, tmp_path):
     store = IQStore(str(tmp_path / "iq"))
     with HostileServer("gnss_days_off") as bad:  # GNSS time 3 days off the clock
@@ -192,12 +174,6 @@ def test_recovering_a_killed_capture_writes_no_row_twice(embedded_engine, tmp_pa
     assert len(after) == len(live), after[["receiver", "timestamp_utc"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every dwell's core:datetime (the fallback time of its rows, interval_start) is "
-    "the sweep's start: a receiver without a GNSS fix gets later dwells' rows stamped at "
-    "the first dwell's time",
-)
 def test_each_dwell_of_a_receiver_without_gnss_is_stamped_at_its_own_time(
     embedded_engine, tmp_path
 ):
@@ -225,11 +201,6 @@ def test_each_dwell_of_a_receiver_without_gnss_is_stamped_at_its_own_time(
         assert abs((unfixed - fixed).total_seconds()) < 1.0, (cap.frequency_hz, fixed, unfixed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline._Events.failed is set on any error but never read: the dwell's capture "
-    "ends done with no error and no event, the detections silently lost",
-)
 def test_a_failure_of_triggered_recording_is_said_by_its_dwell(
     embedded_engine, tmp_path, monkeypatch
 ):

@@ -288,7 +288,7 @@ def test_no_secret_is_written_anywhere(
     assert "DEBUG" in done.stderr and f"{owner}:***@127.0.0.1" in done.stderr  # logged, masked
     (first,) = spool.pending()
     spooled = _files(spool.spool_root())
-    assert {Path(p).name for p in spooled} >= {"iq.json", "capture.json", "measurements.json"}
+    assert {Path(p).name for p in spooled} >= {"iq.json", "capture.json", "measurements.jsonl"}
     assert b"s3://***@" + bucket_1.encode() in spooled[str(spool.spool_root() / first / "iq.json")]
     seen.update({f"spool {k}": v for k, v in spooled.items()})
 

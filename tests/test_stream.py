@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -65,12 +66,14 @@ def store(request, tmp_path) -> IQStore:
 
 def test_layout_for_duration_rounds_to_frames():
     layout = StreamLayout.for_duration(600, 10, rate=12000.0)
-    assert layout.capacity_frames == 14_065  # 600 s plus two frames
-    assert layout.frames_per_chunk == 235 and layout.chunks == 60  # 60 intervals of ~10 s
+    assert layout.frames_per_chunk == 235  # 60 intervals of ~10 s at 12 kHz, the last shorter
+    assert 60 * 235 >= 14_065 > 59 * 235  # 600 s at 12 kHz plus two frames
+    assert layout.capacity_frames == 23_733  # room for a receiver in wide mode (20.25 kHz)
     two = StreamLayout.for_duration(2, 1, rate=12001.0)
-    assert two.chunks == 2  # no sliver of a third interval for the last frame or two
+    # 2 s at 12 kHz in two intervals: no sliver of a third for the last frame or two.
+    assert 2 * two.frames_per_chunk >= math.ceil(2 * 12001 / 512) + 2 > two.frames_per_chunk
     short = StreamLayout.for_duration(4, 10, rate=12000.0)
-    assert short.frames_per_chunk == short.capacity_frames  # one interval
+    assert short.frames_per_chunk == math.ceil(4 * 12000 / 512) + 2  # one interval at 12 kHz
     with pytest.raises(ValidationError, match="chunk holds"):
         StreamLayout(0, 10)
 

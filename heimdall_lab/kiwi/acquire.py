@@ -125,8 +125,9 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-#: Where a streaming receiver's frames go: called with each frame and its hop index.
-FrameSink = Callable[[IqFrame, int], None]
+#: Where a streaming receiver's frames go: called with each frame, its hop index and the
+#: sample rate the receiver announced.
+FrameSink = Callable[[IqFrame, int, float], None]
 
 
 #: Waits between connection attempts to a host, shared by every receiver at it (the number of
@@ -406,7 +407,7 @@ async def _acquire_one(
                         settings,
                         on_samples=lambda *_: report("receiving"),
                         ssl_context=ssl_context,
-                        on_frame=sink,
+                        on_frame=None if sink is None else _with_rate(sink, clients),
                         hops=hops,
                     )
                     clients.append(client)
@@ -495,6 +496,15 @@ async def _acquire_one(
     return outcome
 
 
+def _with_rate(sink: FrameSink, clients: list[KiwiClient]) -> Callable[[IqFrame, int], None]:
+    """The client's frame callback: the sink, told the rate the receiver announced."""
+
+    def on_frame(frame: IqFrame, hop: int) -> None:
+        sink(frame, hop, clients[-1].nominal_rate or NOMINAL_RATE)
+
+    return on_frame
+
+
 def _with_reason(error: ReceiverError, reason: str) -> ReceiverError:
     error.reason = reason
     return error
@@ -571,7 +581,8 @@ async def acquire_async(
         What is remembered of hosts (backoff, cool-downs) and the process's limit;
         :data:`heimdall_lab.kiwi.guest.MANNERS` by default.
     sinks : mapping of str to callable, optional
-        Per receiver name, where its frames go as they arrive (``sink(frame, hop)``): the
+        Per receiver name, where its frames go as they arrive (``sink(frame, hop, rate)``,
+        ``rate`` the sample rate the receiver announced): the
         acquisition then keeps none of them, so memory does not grow with the duration, and
         the Dataset is empty (the sinks hold the samples).
     hops : sequence of (float, float), optional

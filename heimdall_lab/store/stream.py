@@ -44,6 +44,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
+from heimdall_lab import gnss
 from heimdall_lab.dataset import _NAN_IQ, build_dataset, mean_db
 from heimdall_lab.errors import StorageError, ValidationError
 from heimdall_lab.ids import check_capture_id, check_receiver_name
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 STREAM_MANIFEST = "heimdall-stream.json"
 #: Largest chunk, in frames (about 87 s at 12 kS/s; 1.5 MiB of IQ per receiver in memory).
 MAX_FRAMES_PER_CHUNK = 2048
+#: The fastest IQ rate a KiwiSDR announces (its wide mode), Hz: a stream has room for it.
+WIDEST_RATE = 20250.0
 
 #: Per-frame variables: dtype and the fill of frames not (yet) received. ``frame_seq`` is last:
 #: it is written last, and a frame with a sequence number is stored.
@@ -134,14 +137,17 @@ class StreamLayout:
         Returns
         -------
         StreamLayout
-            Room for the duration plus two frames (a server's last frame may run past it).
+            Room for the duration at up to :data:`WIDEST_RATE`, plus two frames (a
+            server's last frame may run past it).
         """
         frames = math.ceil(duration_s * rate / FRAME_SAMPLES) + 2
         # Whole intervals of nearly equal length, the last taking the slack: no sliver of
         # an interval at the end to measure on its own.
         n = max(1, round(duration_s / interval_s))
         per_chunk = math.ceil(frames / n)
-        return cls(min(per_chunk, MAX_FRAMES_PER_CHUNK), frames)
+        # Room for a receiver in the KiwiSDR's wide mode too (its intervals are shorter).
+        widest = math.ceil(duration_s * max(rate, WIDEST_RATE) / FRAME_SAMPLES) + 2
+        return cls(min(per_chunk, MAX_FRAMES_PER_CHUNK), widest)
 
     @property
     def samples_per_chunk(self) -> int:
@@ -382,6 +388,8 @@ class CaptureWriter:
         self.reference = reference
         self.prefix = store._prefix(self.capture_id)
         self._meta: dict[str, Any] = {}
+        nominal = float(self.attrs.get("core:sample_rate", NOMINAL_RATE))
+        self._rates = [nominal] * len(self.receivers)
         self.chunks_written = 0
         self.bytes_written = 0
 
@@ -433,6 +441,31 @@ class CaptureWriter:
         self._put(objects, [*root, "zarr.json"])
         self._put({STREAM_MANIFEST: manifest})
         log.info("IQ store: streaming capture %s to %s", self.capture_id, self.url)
+
+    def set_rate(self, index: int, rate: float) -> None:
+        """Record the sample rate a receiver announced (its ``nominal_rate``), once known.
+
+        Parameters
+        ----------
+        index : int
+            The receiver's row.
+        rate : float
+            The rate, Hz.
+
+        Raises
+        ------
+        StorageError
+            If the store cannot be written.
+        """
+        if self._rates[index] == rate:
+            return
+        self._rates[index] = float(rate)
+        part = xr.Dataset(coords={"nominal_rate": ("receiver", np.array(self._rates))})
+        objects = dict(self._meta)
+        _quiet_to_zarr(
+            part, objects, mode="r+", region={"receiver": slice(None)}, consolidated=False
+        )
+        self._put(_new_objects(self._meta, objects))
 
     def write_chunk(self, index: int, chunk: int, rec: Recording) -> None:
         """Write one receiver's chunk.
@@ -593,24 +626,54 @@ def stored_summaries(
         Per receiver name: its :data:`SUMMARY_COORDS`, and its frame arrays (stored frames
         only, with ``frame_time`` and ``frame_trusted`` from the whole stream's timing).
     """
+    reference = _reference(ds, reference)
     frames_all = ds[list(FRAME_VARS)].load()
     summaries: dict[str, dict[str, Any]] = {}
     frames: dict[str, dict[str, np.ndarray]] = {}
     for i, name in enumerate(str(n) for n in ds["receiver"].values):
         n = stored_frames(frames_all["frame_seq"].values[i])
         mine = {k: frames_all[k].values[i, :n] for k in FRAME_VARS}
+        live = mine["frame_time"]  # as the live capture judged each interval's times
         summary, rec = receiver_summary(
             mine,
             float(ds["nominal_rate"].values[i]),
             reference,
             complete=bool((complete or {}).get(name, False)),
             arrival_utc=(arrival_utc or {}).get(name),
-            stream_problems=(stream_problems or {}).get(name, ()),
+            stream_problems=[*(stream_problems or {}).get(name, ()), *_rejected(mine)],
         )
-        mine["frame_time"] = rec.frame_times(reference).astype("M8[ns]")
-        mine["frame_trusted"] = rec.trusted.astype(bool)
+        # A frame whose time the live capture rejected keeps no time, whatever the whole says.
+        mine["frame_time"] = np.where(
+            np.isnat(live), np.datetime64("NaT", "ns"), rec.frame_times(reference)
+        ).astype("M8[ns]")
+        mine["frame_trusted"] = rec.trusted.astype(bool) & ~np.isnat(live)
         summaries[name], frames[name] = summary, mine
     return summaries, frames
+
+
+def _reference(ds: xr.Dataset, reference: Any) -> Any:
+    """The GPS-week reference given, else the one the capture stored (not the wall clock)."""
+    if reference is not None:
+        return reference
+    stored = ds.attrs.get("heimdall:gps_reference")
+    return np.datetime64(str(stored), "ns") if stored else None
+
+
+#: What a recording rebuilt from the store says when the live capture rejected its times.
+REJECTED_LIVE = "its GNSS times were rejected when it was received"
+
+
+def _rejected(frames: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+    """:data:`REJECTED_LIVE` when frames with a fix were stored without a time, else nothing.
+
+    The live capture writes each interval's frame times only when its timing passed every
+    check (the computer's clock included, which a rebuilt recording cannot repeat).
+    """
+    fixed = gnss.has_fix(np.asarray(frames["frame_gps_solution"]).astype(np.uint8))
+    times = np.asarray(frames["frame_time"])
+    if fixed.any() and np.isnat(times[fixed]).all():
+        return (REJECTED_LIVE,)
+    return ()
 
 
 def finish_stream(
@@ -660,6 +723,7 @@ def finish_stream(
     if manifest is None:
         raise StorageError(f"capture {capture_id} at {url} was not streamed there", url=url)
     ds = store._call("read", store._open_zarr, capture_id)
+    reference = _reference(ds, reference)
     summaries, frames = stored_summaries(ds, reference, complete, arrival_utc, stream_problems)
     names = [str(n) for n in ds["receiver"].values]
     width = ds.sizes["frame"]
@@ -863,6 +927,7 @@ def stored_intervals(
             f0, f1 = c * frames_per_chunk, min(n, (c + 1) * frames_per_chunk)
             mine = {k: frames[k].values[i, f0:f1] for k in FRAME_VARS}
             rec = recording_of(mine, nominal)
+            rec.stream_problems = _rejected(mine)
             rec.frame_start = rec.frame_start - f0 * FRAME_SAMPLES
             rec.samples = np.asarray(
                 ds["iq"].values[i, f0 * FRAME_SAMPLES : f1 * FRAME_SAMPLES]
