@@ -597,9 +597,20 @@ def cmd_session(args: argparse.Namespace) -> int:
         return EXIT_OK
     row, captures = session.status(args.id, database_url=args.database_url)
     total = row["steps_total"] if row["steps_total"] is not None else "?"
+    state = row["status"]
+    beat = row["heartbeat_at"]
+    if state in ("running", "stopping") and beat is not None:
+        silent = (pd.Timestamp.now(tz="UTC") - beat).total_seconds()
+        if silent > db.STALE_AFTER_S:
+            state += f" (no heartbeat for {silent:.0f} s: its process has ended; resume it)"
+    cut = 0
+    if not captures.empty:
+        cut = int(captures["status"].isin(["cancelled", "incomplete", "failed"]).sum())
     print(
-        f"session {row['id']} ({row['name'] or 'no name'}): {row['status']}, "
-        f"{row['steps_done']}/{total} steps, {row['progress_percent']:.0f} %"
+        f"session {row['id']} ({row['name'] or 'no name'}): {state}, "
+        f"{row['steps_done']}/{total} steps recorded"
+        + (f" ({cut} cut short or failed: gaps, not recorded again)" if cut else "")
+        + f", {row['progress_percent']:.0f} %"
     )
     if row["error_message"]:
         print(f"error: {row['error_message']}")
