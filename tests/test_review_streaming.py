@@ -16,7 +16,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 import sqlalchemy as sa
 from hostile import HostileServer
 from test_stream import RECEIVERS, T0_NS, chunk
