@@ -779,8 +779,10 @@ TIMING_MODES = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def good_receiver():
+    """A fresh emulator per test: its streams start now, so their GNSS time agrees with the clock
+    however long the module has run."""
     with emulated(seed=1, receivers=["Purmerend"], realtime=False) as emu:
         yield emu.receivers[0]
 
