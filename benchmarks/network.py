@@ -114,7 +114,7 @@ def select_part(snap: directory.Directory) -> dict:
     )
     # The nearest six of the same candidates, for comparison.
     cands = chosen.candidates
-    near = sorted(cands, key=lambda e: geo.great_circle_m(*DCF77, e.latitude, e.longitude))
+    near = sorted(cands, key=lambda e: geo.distance_m(*DCF77, e.latitude, e.longitude))
     nearest = near[:COUNT]
     nearest_err = planning.predicted_error(
         [(e.latitude, e.longitude) for e in nearest], *DCF77
@@ -238,7 +238,7 @@ def calibrate(runs: list[dict]) -> float:
         tx = run["tx"]
         scale = {}
         for name, pos in run["positions"].items():
-            d_km = geo.great_circle_m(*tx, *pos) / 1e3
+            d_km = geo.distance_m(*tx, *pos) / 1e3
             scale[name] = max(d_km, planning.MIN_DISTANCE_KM) / planning.REFERENCE_DISTANCE_KM
         for a, b, err in run["pairs"]:
             ratios.append(err**2 / (scale[a] ** 2 + scale[b] ** 2))

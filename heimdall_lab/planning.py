@@ -36,7 +36,7 @@ first), so their covariance is :math:`C = A\,\mathrm{diag}(\sigma^2)\,A^T`. Movi
 transmitter by a small :math:`(e, n)` km in the local tangent plane at the point changes
 arrival ``i`` by :math:`u_i \cdot (e, n) / c`, where :math:`u_i` is the unit vector (east,
 north) pointing from receiver ``i`` towards the point, along the great circle (the opposite
-of the azimuth from the point to the receiver, :func:`heimdall_lab.geo.initial_bearing_deg`).
+of the azimuth from the point to the receiver, :func:`heimdall_lab.geo.azimuth_deg`).
 With :math:`H = A\,U / c` the position covariance is
 :math:`P = (H^T C^{-1} H)^{-1}` (km\ :sup:`2`, east/north). It does not depend on which
 receiver is the reference; it equals :math:`J^{-1}` with
@@ -209,7 +209,7 @@ def _distinct_places(entries: list[Entry], same_place_km: float) -> list[Entry]:
         return list(entries)
     lat = np.array([e.latitude for e in entries])
     lon = np.array([e.longitude for e in entries])
-    dist = np.asarray(geo.great_circle_m(lat[:, None], lon[:, None], lat, lon)) * _KM_PER_M
+    dist = np.asarray(geo.distance_m(lat[:, None], lon[:, None], lat, lon)) * _KM_PER_M
     order = sorted(
         range(len(entries)),
         key=lambda i: (-entries[i].free_channels, -entries[i].gps_good, entries[i].name),
@@ -348,8 +348,8 @@ def _terms(
     gradient (s/km, east, north) of the arrival time with respect to the point.
     """
     a, b = tlat[:, None], tlon[:, None]
-    d_km = np.asarray(geo.great_circle_m(a, b, rlat[None, :], rlon[None, :])) * _KM_PER_M
-    az = np.radians(np.asarray(geo.initial_bearing_deg(a, b, rlat[None, :], rlon[None, :])))
+    d_km = np.asarray(geo.distance_m(a, b, rlat[None, :], rlon[None, :])) * _KM_PER_M
+    az = np.radians(np.asarray(geo.azimuth_deg(a, b, rlat[None, :], rlon[None, :])))
     v_km_s = geo.SPEED_OF_LIGHT * velocity_factor * _KM_PER_M
     gx = -np.sin(az) / v_km_s  # from the receiver towards the point: away from the receiver
     gy = -np.cos(az) / v_km_s
@@ -363,7 +363,10 @@ def _information(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The information matrix ``[[a, b], [b, c]]`` (1/km^2) from summed terms (6, ...)."""
     s0, sx, sy, sxx, sxy, syy = sums
     with np.errstate(invalid="ignore", divide="ignore"):
-        return sxx - sx * sx / s0, sxy - sx * sy / s0, syy - sy * sy / s0
+        out = (sxx - sx * sx / s0, sxy - sx * sy / s0, syy - sy * sy / s0)
+    # What is left of a complete cancellation (a direction nothing constrains) is rounding.
+    tiny = 1e-12 * (np.abs(sxx) + np.abs(syy))
+    return tuple(np.where(np.abs(x) <= tiny, 0.0, x) for x in out)
 
 
 def _eigen(
@@ -593,8 +596,8 @@ def azimuth_gap_deg(target: Sequence[float], positions: Sequence[Any] | ArrayLik
     if len(positions) == 0:
         return 360.0
     rlat, rlon = _positions(positions)
-    far = np.asarray(geo.great_circle_m(tlat, tlon, rlat, rlon)) > 1.0
-    az = np.sort(np.asarray(geo.initial_bearing_deg(tlat, tlon, rlat[far], rlon[far])))
+    far = np.asarray(geo.distance_m(tlat, tlon, rlat, rlon)) > 1.0
+    az = np.sort(np.asarray(geo.azimuth_deg(tlat, tlon, rlat[far], rlon[far])))
     if len(az) < 2:
         return 360.0
     gaps = np.diff(np.concatenate([az, [az[0] + 360.0]]))
@@ -758,10 +761,10 @@ class Selection:
                     "tls": e.tls,
                     "latitude": e.latitude,
                     "longitude": e.longitude,
-                    "distance_km": float(geo.great_circle_m(lat, lon, e.latitude, e.longitude))
+                    "distance_km": float(geo.distance_m(lat, lon, e.latitude, e.longitude))
                     * _KM_PER_M,
                     "azimuth_deg": float(
-                        geo.initial_bearing_deg(lat, lon, e.latitude, e.longitude)
+                        geo.azimuth_deg(lat, lon, e.latitude, e.longitude)
                     ),
                     "free_channels": e.free_channels,
                     "gps_good": e.gps_good,
@@ -1056,7 +1059,7 @@ def select(
     if cands:
         clat = np.array([e.latitude for e in cands])
         clon = np.array([e.longitude for e in cands])
-        dist = np.asarray(geo.great_circle_m(target[0], target[1], clat, clon)) * _KM_PER_M
+        dist = np.asarray(geo.distance_m(target[0], target[1], clat, clon)) * _KM_PER_M
     else:
         dist = np.zeros(0)
     near_enough = dist <= max_km
@@ -1082,7 +1085,7 @@ def select(
     else:
         clat = np.array([e.latitude for e in considered])
         clon = np.array([e.longitude for e in considered])
-        az = np.asarray(geo.initial_bearing_deg(target[0], target[1], clat, clon))
+        az = np.asarray(geo.azimuth_deg(target[0], target[1], clat, clon))
         idx = _pool(dist, az, max(n_pool, count), 3)
         sub = idx[_pool(dist[idx], az[idx], n_triple, 1)]
         # The triple pool first, in distance order, then the rest of the exchange pool.

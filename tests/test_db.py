@@ -30,7 +30,7 @@ from support import make_home
 
 from heimdall_lab import db
 from heimdall_lab.errors import DatabaseError, ValidationError
-from heimdall_lab.geo import great_circle_m
+from heimdall_lab.geo import distance_m
 from heimdall_lab.localize import Localization, ReceiverTiming, solve_tdoa
 from heimdall_lab.measurement import MEASUREMENT_TYPES
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
@@ -793,7 +793,7 @@ def test_write_localization_maps_a_result(backend: tuple[str, Engine]) -> None:
     sites = {"F4JOY": (43.5, 1.4), "Purmerend": (52.5, 4.8), "OE3AKB": (48.2, 16.3)}
     names = list(sites)
     tx = (50.0, 8.5)
-    dist = {n: great_circle_m(*tx, *sites[n]) / 299_792_458.0 for n in names}
+    dist = {n: distance_m(*tx, *sites[n]) / 299_792_458.0 for n in names}
     pairs = [(0, 1), (0, 2), (1, 2)]
     result = solve_tdoa(
         [sites[n][0] for n in names],

@@ -398,8 +398,8 @@ def _dcf77_localization() -> Localization:
     rx = [ReceiverTiming(n, la, lo, used=True) for n, (la, lo) in tutorial.DCF77_POSITIONS.items()]
     pairs = []
     for a, b in itertools.combinations(rx, 2):
-        da = geo.great_circle_m(tx_lat, tx_lon, a.latitude, a.longitude)
-        db = geo.great_circle_m(tx_lat, tx_lon, b.latitude, b.longitude)
+        da = geo.distance_m(tx_lat, tx_lon, a.latitude, a.longitude)
+        db = geo.distance_m(tx_lat, tx_lon, b.latitude, b.longitude)
         pairs.append(PairDelay(a.name, b.name, float(da - db) / geo.SPEED_OF_LIGHT, 2e-6))
     return Localization(
         tx_lat,

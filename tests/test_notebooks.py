@@ -172,9 +172,9 @@ def test_localize_notebook_under_papermill_locates_a_stored_capture(env, embedde
     assert len(stored) == 1
     row = stored.iloc[0]
     assert row.method == "tdoa" and row.n_receivers == 7
-    from heimdall_lab.geo import great_circle_m
+    from heimdall_lab.geo import distance_m
 
-    assert great_circle_m(row.latitude, row.longitude, *truth) < 10_000
+    assert distance_m(row.latitude, row.longitude, *truth) < 10_000
 
 
 def test_every_packaged_notebook_takes_its_urls_from_the_environment_when_none():

@@ -50,29 +50,28 @@ def at(name: str, azimuth: float, distance_km: float, target=TARGET, **kw) -> En
 
 
 def test_initial_bearing_cardinal_and_against_finite_differences():
-    assert geo.initial_bearing_deg(0.0, 0.0, 0.0, 10.0) == pytest.approx(90.0)
-    assert geo.initial_bearing_deg(0.0, 0.0, 10.0, 0.0) == pytest.approx(0.0)
-    assert geo.initial_bearing_deg(0.0, 0.0, 0.0, -10.0) == pytest.approx(270.0)
-    assert geo.initial_bearing_deg(10.0, 0.0, 0.0, 0.0) == pytest.approx(180.0)
+    assert geo.azimuth_deg(0.0, 0.0, 0.0, 10.0) == pytest.approx(90.0)
+    assert geo.azimuth_deg(0.0, 0.0, 10.0, 0.0) == pytest.approx(0.0)
+    assert geo.azimuth_deg(0.0, 0.0, 0.0, -10.0) == pytest.approx(270.0)
+    assert geo.azimuth_deg(10.0, 0.0, 0.0, 0.0) == pytest.approx(180.0)
     # The bearing is the direction in which the distance to the far point falls fastest.
     rng = np.random.default_rng(1)
     for _ in range(20):
         lat1, lat2 = rng.uniform(-70, 70, 2)
         lon1, lon2 = rng.uniform(-180, 180, 2)
         h = 1e-4  # km
-        km_per_deg = geo.EARTH_RADIUS_M * math.pi / 180 / 1e3
-        de = h / (km_per_deg * math.cos(math.radians(lat1)))
-        dn = h / km_per_deg
+        east, north = km_per_degree(lat1, lon1)
+        de, dn = h / east, h / north
         grad_e = (
-            geo.great_circle_m(lat1, lon1 + de, lat2, lon2)
-            - geo.great_circle_m(lat1, lon1 - de, lat2, lon2)
+            geo.distance_m(lat1, lon1 + de, lat2, lon2)
+            - geo.distance_m(lat1, lon1 - de, lat2, lon2)
         ) / (2e3 * h)
         grad_n = (
-            geo.great_circle_m(lat1 + dn, lon1, lat2, lon2)
-            - geo.great_circle_m(lat1 - dn, lon1, lat2, lon2)
+            geo.distance_m(lat1 + dn, lon1, lat2, lon2)
+            - geo.distance_m(lat1 - dn, lon1, lat2, lon2)
         ) / (2e3 * h)
         expected = math.degrees(math.atan2(-grad_e, -grad_n)) % 360
-        got = geo.initial_bearing_deg(lat1, lon1, lat2, lon2)
+        got = geo.azimuth_deg(lat1, lon1, lat2, lon2)
         assert abs((got - expected + 180) % 360 - 180) < 1e-4
 
 
@@ -83,13 +82,13 @@ def test_destination_point_round_trip():
     az = rng.uniform(0, 360, 50)
     dist = rng.uniform(1e3, 5e6, 50)
     lat, lon = geo.destination_point(lat0, lon0, az, dist)
-    np.testing.assert_allclose(geo.great_circle_m(lat0, lon0, lat, lon), dist, rtol=1e-9)
-    back = np.asarray(geo.initial_bearing_deg(lat0, lon0, lat, lon))
+    np.testing.assert_allclose(geo.distance_m(lat0, lon0, lat, lon), dist, rtol=1e-9)
+    back = np.asarray(geo.azimuth_deg(lat0, lon0, lat, lon))
     np.testing.assert_allclose((back - az + 180) % 360 - 180, 0, atol=1e-7)
     with pytest.raises(ValidationError):
         geo.destination_point(0.0, 0.0, 10.0, -1.0)
     with pytest.raises(ValidationError):
-        geo.initial_bearing_deg(91.0, 0.0, 0.0, 0.0)
+        geo.azimuth_deg(91.0, 0.0, 0.0, 0.0)
 
 
 # ============================================================================================
@@ -191,19 +190,25 @@ def test_candidates_validation():
 # The error model
 
 
+def km_per_degree(lat, lon):
+    """Local (east, north) km per degree on the ellipsoid, from geodesics 2e-6 degrees long."""
+    e = geo.distance_m(lat, lon - 1e-6, lat, lon + 1e-6) / 2e-6 / 1e3
+    n = geo.distance_m(lat - 1e-6, lon, lat + 1e-6, lon) / 2e-6 / 1e3
+    return e, n
+
+
 def independent_covariance(positions, target, sigma_ref, ref_km, min_km):
     """P = (H^T C^-1 H)^-1 with pair differences against the first receiver, unit vectors
     from finite differences of great-circle distances (no bearings)."""
     lat0, lon0 = target
-    km_per_deg = geo.EARTH_RADIUS_M * math.pi / 180 / 1e3
     h = 1e-3  # km
-    de = h / (km_per_deg * math.cos(math.radians(lat0)))
-    dn = h / km_per_deg
+    east, north = km_per_degree(lat0, lon0)
+    de, dn = h / east, h / north
     rows, sig = [], []
     for lat, lon in positions:
 
         def d(la, lo, lat=lat, lon=lon):
-            return geo.great_circle_m(la, lo, lat, lon) / 1e3
+            return geo.distance_m(la, lo, lat, lon) / 1e3
 
         rows.append(
             [
@@ -458,7 +463,7 @@ def test_select_surrounds_rather_than_nearest_cluster():
     network = lopsided_network()
     sel = planning.select(network, 77.5e3, near=TARGET, count=6)
     kept, _ = planning.candidates(network, 77.5e3)
-    nearest = sorted(kept, key=lambda e: geo.great_circle_m(*TARGET, e.latitude, e.longitude))[:6]
+    nearest = sorted(kept, key=lambda e: geo.distance_m(*TARGET, e.latitude, e.longitude))[:6]
     baseline = planning.predicted_error(nearest, *TARGET).error_km
     assert planning.azimuth_gap_deg(TARGET, nearest) > 180.0
     assert sel.azimuth_gap_deg < 180.0
@@ -472,7 +477,7 @@ def test_select_surrounds_rather_than_nearest_cluster():
     assert {e.name for e in sel.entries} & {"south", "west", "southwest", "northwest"}
     assert sel.warnings == ()
     # Nearest first.
-    d = [geo.great_circle_m(*TARGET, e.latitude, e.longitude) for e in sel.entries]
+    d = [geo.distance_m(*TARGET, e.latitude, e.longitude) for e in sel.entries]
     assert d == sorted(d)
     print(
         f"\nnearest 6: {baseline:.3f} km; selected {[e.name for e in sel.entries]}: "
@@ -591,10 +596,10 @@ def test_selection_outputs():
         assert keys <= set(row)
         assert row["host"] == e.host and row["port"] == e.port and row["free_channels"] == 3
         assert row["distance_km"] == pytest.approx(
-            geo.great_circle_m(*TARGET, e.latitude, e.longitude) / 1e3
+            geo.distance_m(*TARGET, e.latitude, e.longitude) / 1e3
         )
         assert row["azimuth_deg"] == pytest.approx(
-            geo.initial_bearing_deg(*TARGET, e.latitude, e.longitude)
+            geo.azimuth_deg(*TARGET, e.latitude, e.longitude)
         )
     assert d["predicted_error_km"] == pytest.approx(sel.predicted_error_km)
     assert d["predicted_error_max_km"] == pytest.approx(sel.predicted_error_max_km)
@@ -645,7 +650,7 @@ def test_select_on_the_real_snapshot():
         assert e.covers(77500) and e.fresh_gnss and e.free_channels > 0 and e.allows_tdoa
         assert not (e.offline or e.password or not e.ext_api)
     for a, b in itertools.combinations(sel.entries, 2):
-        assert geo.great_circle_m(a.latitude, a.longitude, b.latitude, b.longitude) > 1e3
+        assert geo.distance_m(a.latitude, a.longitude, b.latitude, b.longitude) > 1e3
     assert sel.azimuth_gap_deg < 180.0
     assert math.isfinite(sel.predicted_error_km)
     frame = sel.frame()

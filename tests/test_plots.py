@@ -203,7 +203,7 @@ def _network():
     entries = []
     for k, (name, (lat, lon)) in enumerate(sites.items()):
         rng = np.random.default_rng(k)
-        delay = float(geo.propagation_delay_s(*tx, lat, lon))
+        delay = float(geo.distance_m(*tx, lat, lon)) / geo.SPEED_OF_LIGHT
         n = int(4.0 * rate) // 512 * 512
         t = 0.1 + np.arange(n) / rate
         te = t - delay

@@ -205,7 +205,7 @@ def test_cli_wav_dir_reads_back_and_locates(env, capsys) -> None:
     # The same folder located: the keyed emulated transmitter, from the files alone.
     result = heimdall_lab.locate(out)
     tx = scenario.transmitter
-    assert geo.great_circle_m(tx.latitude, tx.longitude, result.latitude, result.longitude) < 5e3
+    assert geo.distance_m(tx.latitude, tx.longitude, result.latitude, result.longitude) < 5e3
 
 
 def test_receivers_follow_the_name_and_number_rules() -> None:

@@ -15,7 +15,7 @@ from heimdall_lab.emulate.scenario import (
     Transmitter,
 )
 from heimdall_lab.errors import ValidationError
-from heimdall_lab.geo import great_circle_m
+from heimdall_lab.geo import distance_m
 from heimdall_lab.kiwi.protocol import smeter_to_dbm
 from heimdall_lab.receivers import DEFAULT_RECEIVERS
 from heimdall_lab.recording import FRAME_SAMPLES
@@ -206,7 +206,7 @@ def test_signal_power_noise_density_and_smeter():
     assert truth["sample_rate"] == pytest.approx(rate, rel=1e-15)
 
     # the documented law, evaluated independently: free space referenced to 1 km
-    d_km = great_circle_m(50.0, 8.5, 47.3, 8.5) / 1e3
+    d_km = distance_m(50.0, 8.5, 47.3, 8.5) / 1e3
     expected_dbm = -20.0 - 20 * math.log10(d_km)
     assert truth["received_power_dbm"] == pytest.approx(expected_dbm, abs=1e-9)
     assert truth["received_power_dbfs"] == pytest.approx(expected_dbm + 25.0, abs=1e-9)
@@ -310,7 +310,7 @@ def test_truth_delay_is_great_circle_over_c():
     sc = two_site_scenario()
     for site in sc.sites:
         truth = sc.truth(site.name, 10e6)
-        d = great_circle_m(50.0, 8.5, site.latitude, site.longitude)
+        d = distance_m(50.0, 8.5, site.latitude, site.longitude)
         assert truth["distance_m"] == d
         assert truth["delay_s"] == pytest.approx(d / C, rel=1e-15)
 

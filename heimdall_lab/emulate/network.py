@@ -78,11 +78,11 @@ def network_receivers(
         raise ValidationError(f"count must be a whole number >= 1, got {count!r}")
     geo.check_position(*near, "near")
     entries = [e for e in source if e.fresh_gnss]
-    entries.sort(key=lambda e: (geo.great_circle_m(*near, e.latitude, e.longitude), e.name))
+    entries.sort(key=lambda e: (geo.distance_m(*near, e.latitude, e.longitude), e.name))
     chosen: list[directory.Entry] = []
     for e in entries:
         if all(
-            geo.great_circle_m(e.latitude, e.longitude, c.latitude, c.longitude) > 1e3
+            geo.distance_m(e.latitude, e.longitude, c.latitude, c.longitude) > 1e3
             for c in chosen
         ):
             chosen.append(e)

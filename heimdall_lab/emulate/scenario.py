@@ -28,7 +28,7 @@ the last fix, or is :data:`NO_FIX_SOLUTION` (254) on every frame of a site witho
 Signal
 ------
 A site at great-circle distance ``d`` from the transmitter
-(:func:`heimdall_lab.geo.great_circle_m`) hears it with delay ``tau = d / c``. Tuned to
+(:func:`heimdall_lab.geo.distance_m`) hears it with delay ``tau = d / c``. Tuned to
 ``frequency_hz``, its baseband signal is
 
 .. math:: s(t) = A\, a(t-\tau)\, \exp\!\big(j 2\pi [f_\mathrm{tx} (t-\tau) + \mu(t-\tau)]
@@ -801,7 +801,7 @@ class Scenario:
         heard = False
         if tx is not None:
             distance = float(
-                geo.great_circle_m(tx.latitude, tx.longitude, site.latitude, site.longitude)
+                geo.distance_m(tx.latitude, tx.longitude, site.latitude, site.longitude)
             )
             delay = distance / geo.SPEED_OF_LIGHT
             offset = tx.frequency_hz - f_lo

@@ -64,7 +64,7 @@ Quality and rejection
     physically possible ``|tau| <= baseline / v + lag_margin_s``.
 Position
     A receiver at great-circle distance ``d_i`` (spherical Earth,
-    :func:`heimdall_lab.geo.great_circle_m`) hears the transmitter after ``d_i / v`` with
+    :func:`heimdall_lab.geo.distance_m`) hears the transmitter after ``d_i / v`` with
     ``v = velocity_factor * c`` (ground wave; HF sky-wave paths are longer and are not
     modelled). ``chi2(p) = sum_pairs ((tau_ab - (d_a(p) - d_b(p)) / v) / sigma_ab)^2`` is
     evaluated on a latitude/longitude grid over the receivers' bounding box plus a margin;

@@ -324,7 +324,7 @@ class Localization:
         ValidationError
             If the position is not on the Earth.
         """
-        return float(geo.great_circle_m(self.latitude, self.longitude, latitude, longitude)) / 1e3
+        return float(geo.distance_m(self.latitude, self.longitude, latitude, longitude)) / 1e3
 
     def compare(self, latitude: float, longitude: float) -> list[PairDelay]:
         """Fill each pair's ``truth_delay_s`` from a known transmitter position.
@@ -348,8 +348,8 @@ class Localization:
         pos = {r.name: (r.latitude, r.longitude) for r in self.receivers}
         v = geo.SPEED_OF_LIGHT * self.velocity_factor
         for p in self.pairs:
-            da = geo.great_circle_m(latitude, longitude, *pos[p.receiver_a])
-            db = geo.great_circle_m(latitude, longitude, *pos[p.receiver_b])
+            da = geo.distance_m(latitude, longitude, *pos[p.receiver_a])
+            db = geo.distance_m(latitude, longitude, *pos[p.receiver_b])
             p.truth_delay_s = float(da - db) / v
         return self.pairs
 

@@ -154,7 +154,7 @@ def locate_rssi(
 
     def loss(la: Any, lo: Any) -> np.ndarray:
         d = np.stack(
-            [np.asarray(geo.great_circle_m(la, lo, a, b)) for a, b in zip(lat, lon, strict=True)]
+            [np.asarray(geo.distance_m(la, lo, a, b)) for a, b in zip(lat, lon, strict=True)]
         )
         return 10.0 * n_exp * np.log10(np.maximum(d, 1000.0) / 1000.0)
 

@@ -88,7 +88,7 @@ def _model(
     lat = np.asarray(lat, dtype=np.float64)
     lon = np.asarray(lon, dtype=np.float64)
     d = np.stack(
-        [np.asarray(geo.great_circle_m(lat, lon, a, b)) for a, b in zip(rlat, rlon, strict=True)]
+        [np.asarray(geo.distance_m(lat, lon, a, b)) for a, b in zip(rlat, rlon, strict=True)]
     )
     return (d[ia] - d[ib]) / v
 
@@ -176,20 +176,20 @@ def _solve(
     solutions.sort(key=lambda s: s[2])
     distinct: list[tuple[float, float, float, bool]] = []
     for s in solutions:
-        if all(float(geo.great_circle_m(s[0], s[1], d[0], d[1])) > 1000.0 for d in distinct):
+        if all(float(geo.distance_m(s[0], s[1], d[0], d[1])) > 1000.0 for d in distinct):
             distinct.append(s)
     threshold = float(stats.chi2.ppf(confidence, 2))
     best = distinct[0]
     close = [s for s in distinct if s[2] - best[2] < 1e-9 * max(1.0, best[2]) + 1e-9]
     if len(close) > 1:  # exact ties (e.g. two crossings of two hyperbolae): nearest the centre
         cl, co = float(np.mean(rlat)), float(np.mean(rlon))
-        best = min(close, key=lambda s: float(geo.great_circle_m(s[0], s[1], cl, co)))
+        best = min(close, key=lambda s: float(geo.distance_m(s[0], s[1], cl, co)))
     alternatives = [
         {
             "latitude": s[0],
             "longitude": s[1],
             "chi2": s[2],
-            "distance_km": float(geo.great_circle_m(s[0], s[1], best[0], best[1])) / 1e3,
+            "distance_km": float(geo.distance_m(s[0], s[1], best[0], best[1])) / 1e3,
         }
         for s in distinct
         if s is not best
@@ -377,7 +377,7 @@ def solve_tdoa(
     v = geo.SPEED_OF_LIGHT * vf
     pair_out = []
     for k, (a, b) in enumerate(pr):
-        baseline = float(geo.great_circle_m(lat[a], lon[a], lat[b], lon[b]))
+        baseline = float(geo.distance_m(lat[a], lon[a], lat[b], lon[b]))
         pair_out.append(
             PairDelay(
                 names[a],

@@ -63,7 +63,7 @@ class _PairCheck:
 
 def _max_delay(a: ReceiverTiming, b: ReceiverTiming, v: float) -> float:
     """Largest physically possible ``|delay|`` of a pair: baseline over propagation speed."""
-    return float(geo.great_circle_m(a.latitude, a.longitude, b.latitude, b.longitude)) / v
+    return float(geo.distance_m(a.latitude, a.longitude, b.latitude, b.longitude)) / v
 
 
 def _common_grid(

@@ -110,8 +110,8 @@ def plot_localization(
     pairs = result.used_pairs if result.kind == "tdoa" else []
     mismatch = []  # per used pair: predicted minus measured delay on the map grid
     for p in pairs:
-        da = np.asarray(geo.great_circle_m(la_g, lo_g, *pos[p.receiver_a]))
-        db = np.asarray(geo.great_circle_m(la_g, lo_g, *pos[p.receiver_b]))
+        da = np.asarray(geo.distance_m(la_g, lo_g, *pos[p.receiver_a]))
+        db = np.asarray(geo.distance_m(la_g, lo_g, *pos[p.receiver_b]))
         mismatch.append((da - db) / v - p.delay_s)
     if pairs:  # chi-square recomputed at the map's resolution
         chi = sum((m / p.sigma_s) ** 2 for m, p in zip(mismatch, pairs, strict=True))
