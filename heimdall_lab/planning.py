@@ -763,9 +763,7 @@ class Selection:
                     "longitude": e.longitude,
                     "distance_km": float(geo.distance_m(lat, lon, e.latitude, e.longitude))
                     * _KM_PER_M,
-                    "azimuth_deg": float(
-                        geo.azimuth_deg(lat, lon, e.latitude, e.longitude)
-                    ),
+                    "azimuth_deg": float(geo.azimuth_deg(lat, lon, e.latitude, e.longitude)),
                     "free_channels": e.free_channels,
                     "gps_good": e.gps_good,
                     "fixes_min": e.fixes_min,

@@ -82,8 +82,7 @@ def network_receivers(
     chosen: list[directory.Entry] = []
     for e in entries:
         if all(
-            geo.distance_m(e.latitude, e.longitude, c.latitude, c.longitude) > 1e3
-            for c in chosen
+            geo.distance_m(e.latitude, e.longitude, c.latitude, c.longitude) > 1e3 for c in chosen
         ):
             chosen.append(e)
         if len(chosen) == count:
