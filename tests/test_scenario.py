@@ -80,7 +80,9 @@ def test_default_scenario():
         snr = sc.truth(site.name, 10e6)["snr_db"]
         assert 15.0 < snr < 55.0
     tx = sc.transmitter
-    assert tx is not None and tx.modulation == "carrier" and tx.frequency_hz == 10e6
+    # keyed like DCF77, so that TDoA can locate it
+    assert tx is not None and tx.modulation == "ook" and tx.frequency_hz == 10e6
+    assert all(s.timing_bias_ns == 0 and s.sky_amplitude == 0 for s in sc.sites)
     assert 47.0 < tx.latitude < 53.0 and 5.0 < tx.longitude < 12.0
     # seeded: reproducible, and another seed gives other clock errors
     assert Scenario.default(seed=5) == sc

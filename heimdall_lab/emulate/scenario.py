@@ -18,8 +18,11 @@ where ``r_nom`` is the scenario's :attr:`Scenario.nominal_rate` (the rate the em
 announces) and ``epsilon_r`` the site's :attr:`Site.rate_error_ppm`. Frame ``k`` holds samples
 ``512 k ... 512 k + 511`` and its GNSS timestamp (``gpssec``/``gpsnsec`` of the GPS week, via
 :func:`heimdall_lab.gnss.utc_to_tow`, so leap seconds are applied) is the true time of its
-first sample rounded to the ns, plus optional uniform jitter within
-+-:attr:`Site.timestamp_jitter_ns` drawn from the seed. Like a real KiwiSDR, the first
+first sample plus the site's GNSS bias :attr:`Site.timing_bias_ns`, rounded to the ns, plus
+optional uniform jitter within +-:attr:`Site.timestamp_jitter_ns` drawn from the seed. **Bias
+sign**: a site with a positive bias stamps each frame later than its first sample was taken,
+so everything it hears appears ``timing_bias_ns`` late: the delay a localizer measures at
+this site is too large by ``timing_bias_ns``. Like a real KiwiSDR, the first
 :data:`STALE_FRAMES` frame(s) of a stream carry a stale timestamp, :data:`STALE_OFFSET_S`
 seconds early. ``last_gps_solution`` counts ``0 .. GPS_FIX_INTERVAL_S - 1`` seconds since
 the last fix, or is :data:`NO_FIX_SOLUTION` (254) on every frame of a site without a fix
@@ -27,12 +30,15 @@ the last fix, or is :data:`NO_FIX_SOLUTION` (254) on every frame of a site witho
 
 Signal
 ------
-A site at great-circle distance ``d`` from the transmitter
-(:func:`heimdall_lab.geo.distance_m`) hears it with delay ``tau = d / c``. Tuned to
-``frequency_hz``, its baseband signal is
+A site at WGS84 geodesic distance ``d`` from the transmitter
+(:func:`heimdall_lab.geo.distance_m`) hears its ground wave with delay
+``tau_g = Propagation(velocity_factor=v).ground_delay_s(d)`` (:mod:`heimdall_lab.propagation`;
+``d / c`` at the default :attr:`Site.velocity_factor` ``v = 1``), and the signal goes through
+the receiver's filters, which delay it by :attr:`Site.filter_delay_ns` ``D`` more, so
+``tau = tau_g + D``. Tuned to ``frequency_hz``, its baseband signal is
 
 .. math:: s(t) = A\, a(t-\tau)\, \exp\!\big(j 2\pi [f_\mathrm{tx} (t-\tau) + \mu(t-\tau)]
-          - j 2\pi f_\mathrm{LO}\, t\big) + w(t),
+          - j 2\pi f_\mathrm{LO}\, t\big) + s_\mathrm{sky}(t) + w(t),
           \qquad f_\mathrm{LO} = f_\mathrm{tuned} (1 + \mathrm{ppm}\cdot 10^{-6})
 
 with ``t`` absolute time in seconds. So the **ppm sign convention** is: a positive
@@ -44,6 +50,23 @@ cycles) is a function of absolute emission time ``t - tau``: keying edges reach 
 delayed by its ``tau``, which is exactly what TDoA measures. Note that a real KiwiSDR derives
 its LO and its sample clock from one oscillator; here :attr:`Site.ppm` and
 :attr:`Site.rate_error_ppm` are independent.
+
+The filter delay moves the whole received signal (carrier phase and modulation, as if the
+path were ``c D`` longer), not the noise and not the timestamps.
+
+A site with :attr:`Site.sky_amplitude` ``g > 0`` also hears a one-hop sky wave: the same
+emission over the delay ``tau_s = Propagation(mode="sky",
+layer_height_km=h).sky_delay_s(d) + D`` (:attr:`Site.sky_layer_height_km` ``h``), i.e. with
+the modulation and carrier of the earlier emission time ``t - tau_s``, times
+``g exp(j (phi_0 + 2 pi f_d t))`` (:attr:`Site.sky_phase_deg` ``phi_0``,
+:attr:`Site.sky_drift_hz` ``f_d``, ``t`` absolute time):
+
+.. math:: s_\mathrm{sky}(t) = g A\, a(t-\tau_s)\, \exp\!\big(j 2\pi [f_\mathrm{tx}
+          (t-\tau_s) + \mu(t-\tau_s) + f_d t + \phi_0 / 360] - j 2\pi f_\mathrm{LO}\,
+          t\big)
+
+Its carrier is therefore at ``phi_0 + 2 pi f_d t - 2 pi f_tx (tau_s - tau_g)`` relative to
+the ground wave's.
 
 Phases are computed without precision loss over any stream length: the phase at each
 frame's first sample and the emission time are evaluated in exact rational arithmetic
@@ -78,6 +101,23 @@ Modulations (:attr:`Transmitter.modulation`):
 If ``|f_tx - f_LO| > PASSBAND_FRACTION * nominal_rate`` (0.45) the transmitter is outside the
 passband and nothing of it is heard (``A = 0``).
 
+Passband
+--------
+A stream asked for with a passband ``(low_cut, high_cut)`` (Hz relative to the tuned
+frequency: what a client sends in ``SET mod=iq low_cut=.. high_cut=..``, and what the
+emulator passes on) band-limits signal and noise to it before quantisation, with a
+zero-phase FIR (:func:`passband_taps`: :data:`PASSBAND_TAPS` taps, about
+:data:`PASSBAND_STOPBAND_DB` dB stopband, a transition about 150 Hz wide centred on each cut)
+run by overlap-save over consecutive frames, its state carried from frame to frame (the
+stream synthesises one frame ahead). Outside the passband only the int16 quantisation floor
+remains: rounding alone gives ``1/6`` count squared per complex sample, ``10 log10(1/6 /
+32768^2 / r)``, -138.9 dBFS/Hz at 12001 Hz. The noise density slopes across the passband by
+:attr:`Site.noise_slope_db`, linearly in dB from ``-slope / 2`` at ``low_cut`` to
+``+slope / 2`` at ``high_cut`` around :attr:`Site.noise_dbm_hz`; the signal's passband is
+flat. Without a passband, or with one as wide as the band (edges beyond
++-:data:`OPEN_CUT_FRACTION` of the rate, such as a client's default +-6 kHz) and no slope,
+nothing is filtered and the frames are those of the unfiltered synthesis, bit for bit.
+
 Power and noise
 ---------------
 Path loss is free-space-like, referenced to 1 km:
@@ -86,7 +126,9 @@ Path loss is free-space-like, referenced to 1 km:
           1\,\mathrm{km})
 
 where ``P_tx`` is :attr:`Transmitter.power_dbm` (the power received 1 km away). For OOK this
-is the key-up (un-keyed) power. Sample values are in full-scale units (int16 full scale
+is the key-up (un-keyed) power; the signal metrics measure the mean power, which
+:meth:`Scenario.truth` gives as ``mean_power_dbm`` (over the long run, or exactly over a
+window of samples). Sample values are in full-scale units (int16 full scale
 32768 = 1.0); a site's :attr:`Site.calibration_db` converts: ``dBm = dBFS + calibration_db``.
 So ``A = 10 ** ((P_rx - calibration_db) / 20)``.
 
@@ -125,6 +167,7 @@ import numpy as np
 from heimdall_lab import geo, gnss
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.kiwi.protocol import dbm_to_smeter, to_int16_pairs
+from heimdall_lab.propagation import Propagation
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver
 from heimdall_lab.recording import FRAME_SAMPLES, FULL_SCALE
 from heimdall_lab.values import NS_PER_S
@@ -139,7 +182,10 @@ __all__ = [
     "MODULATIONS",
     "NO_FIX_SOLUTION",
     "OOK_DURATIONS_S",
+    "OPEN_CUT_FRACTION",
     "PASSBAND_FRACTION",
+    "PASSBAND_STOPBAND_DB",
+    "PASSBAND_TAPS",
     "REFERENCE_DISTANCE_M",
     "STALE_FRAMES",
     "STALE_OFFSET_S",
@@ -150,6 +196,7 @@ __all__ = [
     "SourceFrame",
     "SynthStream",
     "Transmitter",
+    "passband_taps",
 ]
 
 #: Modulations a :class:`Transmitter` can have.
@@ -178,12 +225,31 @@ GPS_FIX_INTERVAL_S = 6
 FSK_MESSAGE_BITS = 4096
 #: OOK key-down durations for bits 0 and 1, seconds.
 OOK_DURATIONS_S = (0.1, 0.2)
+#: Length of the receiver's passband filter (odd: centred, zero-phase), taps.
+PASSBAND_TAPS = 513
+#: Stopband attenuation the passband filter is designed for, dB.
+PASSBAND_STOPBAND_DB = 100.0
+#: A passband edge at or beyond this fraction of the nominal rate is the band's edge (a
+#: KiwiSDR's widest IQ passband, +-6 kHz at 12001 Hz, cuts nothing).
+OPEN_CUT_FRACTION = 0.495
 
 _MASK64 = (1 << 64) - 1
 _FSK_TAG = 0xF5C
 _OOK_TAG = 0x00C
 _DEFAULT_TAG = 0xDEF
 _MAX_CLOCK_PPM = 1000.0
+_SYSTEMATICS_TAG = 0x5E5
+#: The systematic effects of a :class:`Site`: allowed range (low, high, low end open).
+_SYSTEMATICS: dict[str, tuple[float, float, bool]] = {
+    "velocity_factor": (0.9, 1.0, True),
+    "sky_amplitude": (0.0, 10.0, False),
+    "sky_layer_height_km": (0.0, 1000.0, True),
+    "sky_phase_deg": (-math.inf, math.inf, True),
+    "sky_drift_hz": (-10.0, 10.0, False),
+    "filter_delay_ns": (0.0, 1e6, False),
+    "timing_bias_ns": (-1e7, 1e7, False),
+    "noise_slope_db": (-20.0, 20.0, False),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,6 +563,32 @@ class Site:
         Whether the site has a GNSS fix; without, every frame says ``last_gps_solution=254``.
     timestamp_jitter_ns : float
         Half-width of the uniform jitter added to frame timestamps, ns (>= 0).
+    velocity_factor : float
+        Ground-wave speed as a fraction of ``c``, in (0.9, 1]: the delay is
+        ``Propagation(velocity_factor=...).ground_delay_s(d)`` (1.0: ``d / c``).
+    sky_amplitude : float
+        Amplitude (linear, not dB) of a one-hop sky wave relative to the ground wave, in
+        [0, 10]; 0 (default): none.
+    sky_layer_height_km : float
+        Virtual height of the layer that reflects the sky wave, km, in (0, 1000].
+    sky_phase_deg : float
+        Phase (degrees) added to the sky wave's carrier at ``t = 0`` (1970-01-01 UTC).
+    sky_drift_hz : float
+        Rate (Hz) at which that phase drifts, within +-10 Hz: the sky wave's carrier is
+        offset by this much.
+    filter_delay_ns : float
+        Group delay of the receiver's filters, ns, in [0, 1e6]: the received signal (not the
+        noise) is delayed by this much more before it is sampled.
+    timing_bias_ns : float
+        GNSS timestamp bias, ns, within +-1e7: every frame is stamped this much *later* than
+        the true time of its first sample, so every sample was taken ``timing_bias_ns``
+        before the time its stamp gives it, and a signal appears to arrive
+        ``timing_bias_ns`` later than it does. The delay a localizer measures at this site
+        is too large by ``timing_bias_ns`` (negative: too small).
+    noise_slope_db : float
+        Slope of the noise density across the receiver's passband, dB, within +-20: from
+        ``-slope / 2`` at ``low_cut`` to ``+slope / 2`` at ``high_cut`` around
+        :attr:`noise_dbm_hz` (which is the density at the passband's centre), linear in dB.
 
     Raises
     ------
@@ -513,6 +605,14 @@ class Site:
     calibration_db: float = DEFAULT_CALIBRATION_DB
     gps_fix: bool = True
     timestamp_jitter_ns: float = 0.0
+    velocity_factor: float = 1.0
+    sky_amplitude: float = 0.0
+    sky_layer_height_km: float = 70.0
+    sky_phase_deg: float = 0.0
+    sky_drift_hz: float = 0.0
+    filter_delay_ns: float = 0.0
+    timing_bias_ns: float = 0.0
+    noise_slope_db: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -525,8 +625,16 @@ class Site:
             "noise_dbm_hz",
             "calibration_db",
             "timestamp_jitter_ns",
+            *_SYSTEMATICS,
         ):
             _set(self, name, _number(getattr(self, name), f"site {self.name} {name}"))
+        for name, (lo, hi, open_lo) in _SYSTEMATICS.items():
+            value = getattr(self, name)
+            if not (lo < value <= hi if open_lo else lo <= value <= hi):
+                bracket = "(" if open_lo else "["
+                raise ValidationError(
+                    f"site {self.name}: {name} must be in {bracket}{lo:g}, {hi:g}], got {value}"
+                )
         geo.check_position(self.latitude, self.longitude, f"site {self.name}")
         for name in ("ppm", "rate_error_ppm"):
             if abs(getattr(self, name)) > _MAX_CLOCK_PPM:
@@ -572,6 +680,16 @@ class Site:
             ``nominal_rate * (1 + rate_error_ppm * 1e-6)`` in samples per second.
         """
         return nominal_rate * (1.0 + self.rate_error_ppm * 1e-6)
+
+    @property
+    def ground_wave(self) -> Propagation:
+        """The site's ground-wave model (its :attr:`velocity_factor`)."""
+        return Propagation(velocity_factor=self.velocity_factor)
+
+    @property
+    def sky_wave(self) -> Propagation:
+        """The site's one-hop sky-wave model (its :attr:`sky_layer_height_km`)."""
+        return Propagation(mode="sky", layer_height_km=self.sky_layer_height_km)
 
 
 _FORMAT = "heimdall_lab.emulate.scenario"
@@ -634,14 +752,18 @@ class Scenario:
     def default(
         cls, seed: int = 0, *, receivers: Sequence[Receiver] | None = None, **overrides: object
     ) -> Scenario:
-        """The seven default receivers listening to a 10 MHz carrier near Frankfurt.
+        """The seven default receivers listening to a keyed 10 MHz carrier near Frankfurt.
 
         Each :data:`~heimdall_lab.receivers.DEFAULT_RECEIVERS` entry (or each of
         ``receivers``) becomes a site with
         seeded clock errors (``|ppm| <= 0.5``, ``|rate_error_ppm| <= 2``) and noise density
-        ``-140 +- 3`` dBm/Hz. The transmitter is a carrier at 50.0 N 8.5 E, 10 MHz,
-        :data:`DEFAULT_POWER_DBM`, which gives SNRs of about 22-45 dB in the full passband
-        (about 62-85 dB in 1 Hz).
+        ``-140 +- 3`` dBm/Hz, and no systematic errors (:meth:`with_systematics` adds them).
+        The transmitter is at 50.0 N 8.5 E, 10 MHz, :data:`DEFAULT_POWER_DBM`, keyed like
+        DCF77 (``"ook"``: down to 15 % amplitude for 0.1 or 0.2 s at every UTC second), so
+        that TDoA can locate it (a plain carrier has no timing structure); its key-up SNRs
+        are about 22-45 dB in the full passband (about 62-85 dB in 1 Hz), and the signal
+        metrics measure its mean power, about 0.7 dB less (``mean_power_dbfs`` and
+        ``mean_cn0_dbhz`` of :meth:`truth`).
 
         Parameters
         ----------
@@ -686,11 +808,122 @@ class Scenario:
                 )
             )
         base = cls(
-            transmitter=Transmitter(50.0, 8.5, 10e6),
+            transmitter=Transmitter(50.0, 8.5, 10e6, modulation="ook"),
             sites=tuple(sites),
             seed=int(seed),
         )
         return replace(base, **overrides) if overrides else base
+
+    def with_systematics(
+        self,
+        seed: int | None = None,
+        *,
+        sky: bool = True,
+        filter_delay: bool = True,
+        gnss: bool = True,
+        ground_slowdown: bool = True,
+        passband: bool = True,
+    ) -> Scenario:
+        """A copy in which every site has seeded, realistic systematic errors.
+
+        Each effect is drawn per site from its own generator (the seed, the site's name and
+        the effect), so turning one off, or adding a site, leaves the others' draws as they
+        were. The magnitudes are those of LF by day (DCF77 at 77.5 kHz over 300-800 km
+        baselines); at HF the sky wave is usually the stronger one and its delay varies.
+
+        Parameters
+        ----------
+        seed : int, optional
+            Seed of the draws; the scenario's :attr:`seed` when omitted.
+        sky : bool, default True
+            A one-hop sky wave: :attr:`~Site.sky_amplitude` 0.05-0.3, layer height 65-80 km,
+            phase uniform in [0, 360) degrees, drift 0.005-0.05 Hz of either sign.
+        filter_delay : bool, default True
+            :attr:`~Site.filter_delay_ns` 0-3000 ns (0-3 us).
+        gnss : bool, default True
+            :attr:`~Site.timing_bias_ns` within +-500 ns and
+            :attr:`~Site.timestamp_jitter_ns` 50 ns.
+        ground_slowdown : bool, default True
+            :attr:`~Site.velocity_factor` 0.9990-0.9999.
+        passband : bool, default True
+            :attr:`~Site.noise_slope_db` 0-10 dB across the passband.
+
+        Returns
+        -------
+        Scenario
+            The new scenario (this one is unchanged); effects not chosen keep their values.
+
+        Raises
+        ------
+        ValidationError
+            On a bad seed.
+        """
+        seed = self.seed if seed is None else seed
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValidationError(f"seed must be an int >= 0, got {seed!r}")
+
+        def draw(site: Site, effect: int, low: object, high: object) -> np.ndarray:
+            rng = np.random.default_rng([int(seed), _SYSTEMATICS_TAG, _site_tag(site.name), effect])
+            return rng.uniform(low, high)
+
+        sites = []
+        for s in self.sites:
+            changes: dict[str, float] = {}
+            if sky:
+                g, h, phase, drift, sign = draw(
+                    s, 0, [0.05, 65.0, 0.0, 0.005, -1], [0.3, 80.0, 360.0, 0.05, 1]
+                )
+                changes.update(
+                    sky_amplitude=round(float(g), 4),
+                    sky_layer_height_km=round(float(h), 3),
+                    sky_phase_deg=round(float(phase), 3),
+                    sky_drift_hz=round(float(math.copysign(drift, sign)), 5),
+                )
+            if filter_delay:
+                changes["filter_delay_ns"] = round(float(draw(s, 1, 0.0, 3000.0)), 1)
+            if gnss:
+                changes["timing_bias_ns"] = round(float(draw(s, 2, -500.0, 500.0)), 1)
+                changes["timestamp_jitter_ns"] = 50.0
+            if ground_slowdown:
+                changes["velocity_factor"] = round(float(draw(s, 3, 0.9990, 0.9999)), 6)
+            if passband:
+                changes["noise_slope_db"] = round(float(draw(s, 4, 0.0, 10.0)), 3)
+            sites.append(replace(s, **changes))
+        return replace(self, sites=tuple(sites))
+
+    def with_timing_biases(self, biases: typing.Mapping[str, float]) -> Scenario:
+        """A copy with GNSS timestamp biases at some sites (:attr:`Site.timing_bias_ns`).
+
+        A site with a bias ``b`` stamps its frames ``b`` later than the true time of their
+        first samples, so the delay a localizer measures there is too large by ``b``.
+
+        Parameters
+        ----------
+        biases : mapping of str to float
+            Bias in **seconds** by site name (for example ``{"DK0TE": 20e-6}``); other sites
+            keep theirs.
+
+        Returns
+        -------
+        Scenario
+            The new scenario (this one is unchanged).
+
+        Raises
+        ------
+        ValidationError
+            On an unknown site or a bias out of range (+-10 ms).
+        """
+        if not isinstance(biases, typing.Mapping):
+            raise ValidationError(f"biases must map site names to seconds, got {biases!r}")
+        for name in biases:
+            self.site(name)
+        sites = tuple(
+            replace(s, timing_bias_ns=_number(biases[s.name], f"{s.name} bias") * NS_PER_S)
+            if s.name in biases
+            else s
+            for s in self.sites
+        )
+        return replace(self, sites=sites)
 
     # ---- lookup ------------------------------------------------------------------------
 
@@ -731,6 +964,8 @@ class Scenario:
         site_name: str,
         frequency_hz: float,
         start_utc: np.datetime64 | datetime | str | None = None,
+        *,
+        passband: tuple[float, float] | None = None,
     ) -> SynthStream:
         """What one site hears when tuned to ``frequency_hz``, from ``start_utc`` on.
 
@@ -743,6 +978,10 @@ class Scenario:
         start_utc : numpy.datetime64, datetime or str, optional
             UTC time of the stream's first sample (ns resolution); the wall clock rounded up
             to the next whole millisecond when omitted.
+        passband : (float, float), optional
+            The receiver's passband ``(low_cut, high_cut)`` in Hz relative to the tuned
+            frequency, as a client asks for it (``SET mod=iq low_cut= high_cut=``); None or
+            one as wide as the band: no band limit (see :func:`passband_taps`).
 
         Returns
         -------
@@ -752,11 +991,21 @@ class Scenario:
         Raises
         ------
         ValidationError
-            On an unknown site, a bad frequency or a bad start time.
+            On an unknown site, a bad frequency, start time or passband.
         """
-        return SynthStream(self, self.site(site_name), frequency_hz, _utc_ns(start_utc))
+        return SynthStream(
+            self, self.site(site_name), frequency_hz, _utc_ns(start_utc), passband=passband
+        )
 
-    def truth(self, site_name: str, frequency_hz: float) -> dict[str, typing.Any]:
+    def truth(
+        self,
+        site_name: str,
+        frequency_hz: float,
+        *,
+        passband: tuple[float, float] | None = None,
+        start_utc: np.datetime64 | datetime | str | None = None,
+        duration_s: float | None = None,
+    ) -> dict[str, typing.Any]:
         """Ground truth of what a site hears tuned to ``frequency_hz``.
 
         Parameters
@@ -765,45 +1014,72 @@ class Scenario:
             Which site.
         frequency_hz : float
             Tuned frequency in Hz.
+        passband : (float, float), optional
+            The receiver's passband ``(low_cut, high_cut)``, Hz, as for :meth:`stream`.
+        start_utc, duration_s : optional
+            A window of the site's samples (true UTC time of the first, and seconds): the
+            ``mean_*`` figures are then the signal's exact mean over it, as the synthesis
+            makes it (keying, bursts, a sky wave beating with the ground wave), rather than
+            the long-run mean.
 
         Returns
         -------
         dict
-            ``site``, ``frequency_hz``, ``modulation``, ``distance_m``, ``delay_s`` (NaN
-            without transmitter); ``lo_frequency_hz``; ``frequency_offset_hz`` (``f_tx - f_LO``,
+            ``site``, ``frequency_hz``, ``modulation``, ``distance_m`` (WGS84 geodesic),
+            ``delay_s`` (the ground-wave delay, NaN without transmitter; also
+            ``ground_delay_s``) at ``velocity_factor``; the sky wave: ``sky_delay_s``,
+            ``sky_excess_s`` (sky minus ground delay), ``sky_amplitude``,
+            ``sky_layer_height_km``, ``sky_phase_deg``, ``sky_drift_hz``; the receiver:
+            ``filter_delay_s``, ``timing_bias_s``, and ``apparent_delay_s`` (ground delay +
+            filter delay + timing bias: the arrival time of the ground wave's modulation a
+            perfect estimator reads from the stamped samples, minus the emission time);
+            ``lo_frequency_hz``; ``frequency_offset_hz`` (``f_tx - f_LO``,
             the carrier's baseband frequency in true time; NaN without transmitter);
             ``frequency_offset_at_nominal_rate_hz`` (the same as an analysis that assumes the
             nominal rate sees it: ``offset * nominal / true``); ``in_passband``;
             ``antenna_power_dbm`` (path-loss power at the antenna, key-up for OOK, at
             ``level_db`` 0 for bursts);
             ``received_power_dbm`` / ``received_power_dbfs`` (the same, ``-inf`` when not heard);
-            ``signal_amplitude_fs`` (``A``); ``noise_density_dbm_hz``,
-            ``noise_density_dbfs_hz``, ``noise_power_dbfs`` (per complex sample, over the true
-            rate); ``snr_db_in_1hz`` (C/N0), ``snr_db`` (in a bandwidth equal to the true
-            rate); ``rssi_dbm`` (expected S-meter power, signal + noise);
-            ``sample_rate`` (true), ``nominal_rate``, ``ppm``, ``rate_error_ppm``.
+            ``signal_amplitude_fs`` (``A``); ``passband_hz`` (the ``(low_cut, high_cut)``
+            given, or None), ``passband_gain_db`` (the passband filter's gain at the
+            carrier, 0 without filter), ``noise_slope_db``; ``mean_power_dbm`` /
+            ``mean_power_dbfs`` / ``mean_cn0_dbhz``: the mean power the signal metrics
+            measure (:func:`heimdall_lab.dsp.measure`'s ``signal_power``, ``cn0_dbhz``):
+            the received power times the mean keying power (OOK: ``1 - L (1 - d^2) -
+            (1 - d)^2 w / 4`` for key-down time ``L`` per second, 0.15 s in the long run,
+            depth ``d`` and edge width ``w``), plus a sky wave's (``g^2``; with no drift the
+            two beat at a fixed phase instead), times the passband gain, or the exact mean
+            over the window when one is given; ``noise_density_dbm_hz``,
+            ``noise_density_dbfs_hz`` (at the passband's centre), ``noise_power_dbfs`` (per
+            complex sample, over the true rate, through the passband filter);
+            ``snr_db_in_1hz`` (C/N0, key-up), ``snr_db`` (in a bandwidth equal to the true
+            rate); ``rssi_dbm`` (expected S-meter power: mean signal + noise);
+            ``sample_rate`` (true), ``nominal_rate``, ``ppm``, ``rate_error_ppm``,
+            ``velocity_factor``.
 
         Raises
         ------
         ValidationError
-            On an unknown site or a bad frequency.
+            On an unknown site, a bad frequency, passband or window.
         """
         site = self.site(site_name)
         f_tuned = _number(frequency_hz, "frequency_hz")
         if f_tuned <= 0:
             raise ValidationError(f"frequency_hz must be > 0, got {f_tuned}")
+        band = _check_passband(passband)
         true_rate = site.true_rate(self.nominal_rate)
         f_lo = f_tuned * (1.0 + site.ppm * 1e-6)
         tx = self.transmitter
         nan = float("nan")
-        distance = delay = offset = nan
+        distance = delay = sky_delay = offset = nan
         antenna = -math.inf
         heard = False
         if tx is not None:
             distance = float(
                 geo.distance_m(tx.latitude, tx.longitude, site.latitude, site.longitude)
             )
-            delay = distance / geo.SPEED_OF_LIGHT
+            delay = float(site.ground_wave.ground_delay_s(distance))
+            sky_delay = float(site.sky_wave.sky_delay_s(distance))
             offset = tx.frequency_hz - f_lo
             antenna = tx.power_dbm - 20.0 * math.log10(
                 max(distance, REFERENCE_DISTANCE_M) / REFERENCE_DISTANCE_M
@@ -811,28 +1087,66 @@ class Scenario:
             heard = abs(offset) <= PASSBAND_FRACTION * self.nominal_rate
         received = antenna if heard else -math.inf
         amplitude = 10.0 ** ((received - site.calibration_db) / 20.0) if heard else 0.0
+        filter_delay = site.filter_delay_ns / NS_PER_S
+        bias = site.timing_bias_ns / NS_PER_S
+
+        signal_taps = passband_taps(band, self.nominal_rate)
+        noise_taps = passband_taps(band, self.nominal_rate, site.noise_slope_db)
+        offset_nominal = offset * self.nominal_rate / true_rate
+        gain_db = _gain_db(signal_taps, offset_nominal, self.nominal_rate) if heard else 0.0
+        noise_gain = 1.0 if noise_taps is None else float(np.sum(np.abs(noise_taps) ** 2))
+        if (start_utc is None) != (duration_s is None):
+            raise ValidationError("give both start_utc and duration_s for a window, or neither")
+        if not heard:
+            mean_db = -math.inf
+        elif start_utc is not None:
+            factor = self._mean_power_factor(site, f_tuned, _utc_ns(start_utc), duration_s)
+            mean_db = received + 10.0 * math.log10(factor) if factor > 0 else -math.inf
+        else:
+            mean_db = received + 10.0 * math.log10(self._long_run_power_factor(site, f_tuned))
+        mean_db += gain_db
+
         noise_dbfs_hz = site.noise_dbm_hz - site.calibration_db
         bw_db = 10.0 * math.log10(true_rate)
         noise_total_dbm = site.noise_dbm_hz + bw_db
+        if noise_gain != 1.0:
+            noise_total_dbm += 10.0 * math.log10(noise_gain)
         snr_1hz = received - site.noise_dbm_hz
-        rssi = 10.0 * math.log10(10.0 ** (received / 10.0) + 10.0 ** (noise_total_dbm / 10.0))
+        rssi = 10.0 * math.log10(10.0 ** (mean_db / 10.0) + 10.0 ** (noise_total_dbm / 10.0))
         return {
             "site": site.name,
             "frequency_hz": f_tuned,
             "modulation": tx.modulation if tx is not None else None,
             "distance_m": distance,
             "delay_s": delay,
+            "ground_delay_s": delay,
+            "velocity_factor": site.velocity_factor,
+            "sky_delay_s": sky_delay,
+            "sky_excess_s": sky_delay - delay,
+            "sky_amplitude": site.sky_amplitude,
+            "sky_layer_height_km": site.sky_layer_height_km,
+            "sky_phase_deg": site.sky_phase_deg,
+            "sky_drift_hz": site.sky_drift_hz,
+            "filter_delay_s": filter_delay,
+            "timing_bias_s": bias,
+            "apparent_delay_s": delay + filter_delay + bias,
             "lo_frequency_hz": f_lo,
             "frequency_offset_hz": offset,
-            "frequency_offset_at_nominal_rate_hz": offset * self.nominal_rate / true_rate,
+            "frequency_offset_at_nominal_rate_hz": offset_nominal,
             "in_passband": heard,
             "antenna_power_dbm": antenna,
             "received_power_dbm": received,
             "received_power_dbfs": received - site.calibration_db,
             "signal_amplitude_fs": amplitude,
+            "passband_hz": band,
+            "passband_gain_db": gain_db,
+            "noise_slope_db": site.noise_slope_db,
+            "mean_power_dbm": mean_db,
+            "mean_power_dbfs": mean_db - site.calibration_db,
+            "mean_cn0_dbhz": mean_db - site.noise_dbm_hz,
             "noise_density_dbm_hz": site.noise_dbm_hz,
             "noise_density_dbfs_hz": noise_dbfs_hz,
-            "noise_power_dbfs": noise_dbfs_hz + bw_db,
+            "noise_power_dbfs": noise_total_dbm - site.calibration_db,
             "snr_db_in_1hz": snr_1hz,
             "snr_db": snr_1hz - bw_db,
             "rssi_dbm": rssi,
@@ -841,6 +1155,42 @@ class Scenario:
             "ppm": site.ppm,
             "rate_error_ppm": site.rate_error_ppm,
         }
+
+    def _long_run_power_factor(self, site: Site, frequency_hz: float) -> float:
+        """Mean signal power over a long time relative to the (key-up) received power."""
+        tx = self.transmitter
+        assert tx is not None
+        factor = 1.0
+        if tx.modulation == "ook":
+            d, w = tx.keying_depth, tx.keying_edge_s
+            key_down = sum(OOK_DURATIONS_S) / len(OOK_DURATIONS_S)
+            factor = 1.0 - key_down * (1.0 - d * d) - (1.0 - d) ** 2 * w / 4.0
+        g = site.sky_amplitude
+        if g == 0.0:
+            return factor
+        if site.sky_drift_hz != 0.0:
+            return factor * (1.0 + g * g)
+        distance = geo.distance_m(tx.latitude, tx.longitude, site.latitude, site.longitude)
+        excess = site.sky_wave.sky_delay_s(distance) - site.ground_wave.ground_delay_s(distance)
+        theta = math.radians(site.sky_phase_deg) - 2.0 * math.pi * tx.frequency_hz * excess
+        return factor * (1.0 + g * g + 2.0 * g * math.cos(theta))
+
+    def _mean_power_factor(
+        self, site: Site, frequency_hz: float, start_ns: int, duration_s: object
+    ) -> float:
+        """Exact mean signal power over a window of samples, relative to the received power."""
+        duration = _number(duration_s, "duration_s")
+        if duration <= 0:
+            raise ValidationError(f"duration_s must be > 0, got {duration}")
+        stream = SynthStream(self, site, frequency_hz, start_ns)
+        n = max(1, round(duration * stream.true_rate))
+        if stream._amplitude == 0.0:
+            return 0.0
+        total = 0.0
+        for k in range(-(-n // FRAME_SAMPLES)):
+            x = stream._signal(k)[: n - k * FRAME_SAMPLES]
+            total += float(np.vdot(x, x).real)
+        return total / n / stream._amplitude**2
 
     def ook_key_durations(self, first_utc_second: int, count: int) -> np.ndarray:
         """OOK ground truth: how long the carrier is keyed down in each UTC second.
@@ -1012,8 +1362,10 @@ class Scenario:
         list of dict
             One per burst, in order: ``index``, ``start_s``, ``duration_s``, ``level_db``;
             ``emission_start_ns`` / ``emission_end_ns`` (the mid-edges at the transmitter,
-            ns since 1970 UTC); ``arrival_start_ns`` / ``arrival_end_ns`` (the same at the
-            site, later by its propagation delay, rounded to the ns); ``delay_s``;
+            ns since 1970 UTC); ``arrival_start_ns`` / ``arrival_end_ns`` (the same in the
+            site's samples, true UTC time: later by its ground-wave delay and its
+            :attr:`~Site.filter_delay_ns`, rounded to the ns; the stamped times are later
+            still by its :attr:`~Site.timing_bias_ns`); ``delay_s`` (ground wave);
             ``received_power_dbm`` (``-inf`` when not heard); ``cn0_dbhz`` (C/N0) and
             ``snr_db`` (in ``bandwidth_hz``). Empty unless the transmitter's modulation
             is ``"burst"``.
@@ -1032,7 +1384,7 @@ class Scenario:
         tx = self.transmitter
         if tx is None or tx.modulation != "burst":
             return []
-        tau = Fraction(truth["delay_s"])
+        tau = Fraction(truth["delay_s"]) + Fraction(self.site(site_name).filter_delay_ns) / NS_PER_S
         epoch = Fraction(tx.burst_epoch_ns)
         out = []
         for i, b in enumerate(tx.bursts):
@@ -1139,6 +1491,92 @@ def _plain(value: typing.Any) -> typing.Any:
     return value
 
 
+def passband_taps(
+    passband: tuple[float, float] | None, nominal_rate: float, slope_db: float = 0.0
+) -> np.ndarray | None:
+    """The receiver's passband filter: taps of a zero-phase FIR, or None for no filter.
+
+    The filter passes ``[low_cut, high_cut]`` (Hz, relative to the tuned frequency, at the
+    nominal rate) with gain ``10 ** (g(f) / 20)``, ``g`` rising linearly from
+    ``-slope_db / 2`` at ``low_cut`` to ``+slope_db / 2`` at ``high_cut`` (0 dB at the
+    centre), and stops everything else. It is the ideal response times a Kaiser window
+    (:data:`PASSBAND_TAPS` taps, centred on tap 0, so it has no delay), with about
+    :data:`PASSBAND_STOPBAND_DB` dB of stopband attenuation and a transition about 150 Hz
+    wide at 12 kHz, centred on each cut. Edges at or beyond ``+-OPEN_CUT_FRACTION *
+    nominal_rate`` are the band's edges (nothing is cut there); when both are and the slope
+    is 0 there is nothing to filter.
+
+    Parameters
+    ----------
+    passband : (float, float) or None
+        ``(low_cut, high_cut)`` in Hz; None: the whole band.
+    nominal_rate : float
+        The sample rate, samples per second.
+    slope_db : float, optional
+        The gain's slope across the passband, dB.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        Complex taps ``h[m]``, ``m = -(PASSBAND_TAPS // 2) .. PASSBAND_TAPS // 2``; None when
+        the filter would pass everything unchanged.
+
+    Raises
+    ------
+    ValidationError
+        On a passband that is not two finite numbers with ``low_cut < high_cut``.
+    """
+    band = _check_passband(passband)
+    half = 0.5 * nominal_rate
+    edge = OPEN_CUT_FRACTION * nominal_rate
+    if band is None:
+        low, high = -half, half
+    else:
+        low, high = band
+        low = -half if low <= -edge else max(low, -half)
+        high = half if high >= edge else min(high, half)
+    if slope_db == 0.0 and low == -half and high == half:
+        return None
+    if high <= low:
+        raise ValidationError(f"passband {passband} lies outside the band +-{half:g} Hz")
+    a, b = low / nominal_rate, high / nominal_rate  # cycles per sample
+    # Gain exp(alpha (nu - centre)): the ideal response's inverse DTFT in closed form.
+    alpha = slope_db * math.log(10.0) / 20.0 / (b - a)
+    centre = 0.5 * (a + b)
+    m = np.arange(-(PASSBAND_TAPS // 2), PASSBAND_TAPS // 2 + 1, dtype=np.float64)
+    k = alpha + 2j * np.pi * m
+    ideal = np.empty(PASSBAND_TAPS, np.complex128)
+    nz = k != 0
+    ideal[nz] = (
+        np.exp(alpha * (b - centre) + 2j * np.pi * m[nz] * b)
+        - np.exp(alpha * (a - centre) + 2j * np.pi * m[nz] * a)
+    ) / k[nz]
+    ideal[~nz] = b - a
+    beta = 0.1102 * (PASSBAND_STOPBAND_DB - 8.7)
+    return ideal * np.kaiser(PASSBAND_TAPS, beta)
+
+
+def _check_passband(passband: object) -> tuple[float, float] | None:
+    if passband is None:
+        return None
+    if isinstance(passband, str) or not isinstance(passband, Sequence) or len(passband) != 2:
+        raise ValidationError(f"passband must be (low_cut, high_cut) in Hz, got {passband!r}")
+    low = _number(passband[0], "passband low_cut")
+    high = _number(passband[1], "passband high_cut")
+    if not low < high:
+        raise ValidationError(f"passband low_cut {low:g} must be below high_cut {high:g}")
+    return low, high
+
+
+def _gain_db(taps: np.ndarray | None, frequency_hz: float, nominal_rate: float) -> float:
+    """A filter's gain at one frequency, dB (0 without a filter)."""
+    if taps is None:
+        return 0.0
+    m = np.arange(-(len(taps) // 2), len(taps) // 2 + 1)
+    h = complex(np.sum(taps * np.exp(-2j * np.pi * m * frequency_hz / nominal_rate)))
+    return 10.0 * math.log10(max(abs(h) ** 2, 1e-30))
+
+
 class _Affine:
     """Exact ``x(k) = x0 + k * dx`` for rational x0, dx, evaluated with integers."""
 
@@ -1154,6 +1592,54 @@ class _Affine:
         """``floor(x(k))`` and ``x(k) - floor(x(k))`` (the latter as a float in [0, 1))."""
         whole, rest = divmod(self._a + k * self._b, self._q)
         return whole, rest / self._q
+
+
+class _Path:
+    """One way the transmitter reaches a site (ground or sky wave): its exact clocks.
+
+    ``delay`` is the whole delay from emission to sampling (propagation plus the receiver's
+    filter delay); ``extra_cycles`` a constant phase (cycles) and ``drift_hz`` a frequency
+    offset of the carrier; ``amplitude`` scales it.
+    """
+
+    __slots__ = (
+        "amplitude",
+        "burst_clock",
+        "carrier",
+        "carrier_cycles",
+        "emission",
+        "symbol",
+    )
+
+    def __init__(
+        self,
+        stream: SynthStream,
+        amplitude: float,
+        delay: Fraction,
+        extra_cycles: Fraction = Fraction(0),
+        drift_hz: Fraction = Fraction(0),
+    ) -> None:
+        tx = stream._tx
+        t0, step = stream._t0, stream._step
+        f_tx = Fraction(tx.frequency_hz)
+        f_lo = Fraction(stream._truth["lo_frequency_hz"])
+        f_bb = f_tx - f_lo + drift_hz
+        self.amplitude = amplitude
+        # Carrier phase in cycles: f_tx (t - tau) - f_LO t (+ drift t + extra) at each
+        # frame's first sample.
+        self.carrier = _Affine(f_bb * t0 - f_tx * delay + extra_cycles, f_bb * step)
+        self.carrier_cycles = float(f_bb) * stream._u
+        # Emission time t - tau of each frame's first sample.
+        self.emission = _Affine(t0 - delay, step)
+        self.symbol: _Affine | None = None
+        self.burst_clock: _Affine | None = None
+        if tx.modulation == "fsk":
+            baud = Fraction(tx.fsk_baud)
+            self.symbol = _Affine((t0 - delay) * baud, step * baud)
+        elif tx.modulation == "burst":
+            # Emission time relative to the burst epoch, per frame.
+            epoch = Fraction(tx.burst_epoch_ns, NS_PER_S)
+            self.burst_clock = _Affine(t0 - delay - epoch, step)
 
 
 class SynthStream:
@@ -1174,6 +1660,11 @@ class SynthStream:
     stale_frames : int, optional
         How many first frames carry a stale timestamp (:data:`STALE_FRAMES`); 0 for a stream
         that continues another on the same receiver (a retune keeps the GNSS clock).
+    passband : (float, float), optional
+        The receiver's passband ``(low_cut, high_cut)``, Hz; None: none (see
+        :func:`passband_taps`). The filter runs over the stream continuously: its state
+        carries from frame to frame, and it looks half its length (256 samples) ahead, so
+        it delays nothing.
 
     Attributes
     ----------
@@ -1183,11 +1674,13 @@ class SynthStream:
         The rate at which samples are really taken.
     frames_emitted : int
         Frames produced so far.
+    passband : (float, float) or None
+        The passband asked for.
 
     Raises
     ------
     ValidationError
-        On a bad frequency.
+        On a bad frequency or passband.
     """
 
     def __init__(
@@ -1198,6 +1691,7 @@ class SynthStream:
         start_ns: int,
         *,
         stale_frames: int = STALE_FRAMES,
+        passband: tuple[float, float] | None = None,
     ) -> None:
         f_tuned = _number(frequency_hz, "frequency_hz")
         if f_tuned <= 0:
@@ -1210,7 +1704,8 @@ class SynthStream:
         self.true_rate = site.true_rate(scenario.nominal_rate)
         self.frames_emitted = 0
         self.stale_frames = int(stale_frames)
-        self._truth = scenario.truth(site.name, f_tuned)
+        self.passband = _check_passband(passband)
+        self._truth = scenario.truth(site.name, f_tuned, passband=self.passband)
 
         tag = _site_tag(site.name)
         entropy = [scenario.seed, tag, round(f_tuned * 1000), self.start_ns & _MASK64]
@@ -1224,36 +1719,54 @@ class SynthStream:
         rate = Fraction(self.true_rate)
         step = FRAME_SAMPLES / rate  # seconds per frame, exact
         t0 = Fraction(self.start_ns, NS_PER_S)
+        self._t0, self._step = t0, step
         self._frame_ns = _Affine(Fraction(self.start_ns) + Fraction(1, 2), step * NS_PER_S)
+        # The GNSS stamps: the true times, later by the timing bias.
+        bias = Fraction(site.timing_bias_ns)
+        self._stamp_ns = _Affine(Fraction(self.start_ns) + bias + Fraction(1, 2), step * NS_PER_S)
         self._u = np.arange(FRAME_SAMPLES, dtype=np.float64) / self.true_rate
+
+        self._signal_fir: np.ndarray | None = None
+        self._noise_fir: np.ndarray | None = None
+        self._window: list[tuple[np.ndarray, np.ndarray]] = []
+        signal_taps = passband_taps(self.passband, self.nominal_rate)
+        noise_taps = passband_taps(self.passband, self.nominal_rate, site.noise_slope_db)
+        if noise_taps is not None:  # the signal's filter is never needed without the noise's
+            self._noise_fir = _fir_spectrum(noise_taps)
+            if signal_taps is not None:
+                self._signal_fir = _fir_spectrum(signal_taps)
 
         tx = scenario.transmitter
         self._amplitude = float(self._truth["signal_amplitude_fs"])
         self._modulation = tx.modulation if tx is not None else "carrier"
+        self._paths: list[_Path] = []
         if tx is None or self._amplitude == 0.0:
             self._amplitude = 0.0
             return
         self._tx = tx
-        tau = Fraction(self._truth["delay_s"])
-        f_tx = Fraction(tx.frequency_hz)
-        f_lo = Fraction(self._truth["lo_frequency_hz"])
-        # Carrier phase in cycles: f_tx (t - tau) - f_LO t at each frame's first sample.
-        self._carrier = _Affine((f_tx - f_lo) * t0 - f_tx * tau, (f_tx - f_lo) * step)
-        self._carrier_cycles = float(f_tx - f_lo) * self._u
-        # Emission time t - tau of each frame's first sample.
-        self._emission = _Affine(t0 - tau, step)
+        filter_delay = Fraction(site.filter_delay_ns) / NS_PER_S
+        tau = Fraction(self._truth["delay_s"]) + filter_delay
+        self._paths.append(_Path(self, self._amplitude, tau))
+        if site.sky_amplitude > 0:
+            tau_sky = Fraction(self._truth["sky_delay_s"]) + filter_delay
+            self._paths.append(
+                _Path(
+                    self,
+                    self._amplitude * site.sky_amplitude,
+                    tau_sky,
+                    extra_cycles=Fraction(site.sky_phase_deg) / 360,
+                    drift_hz=Fraction(site.sky_drift_hz),
+                )
+            )
         if self._modulation == "fsk":
-            baud = Fraction(tx.fsk_baud)
-            self._symbol = _Affine((t0 - tau) * baud, step * baud)
             self._u_symbols = self._u * tx.fsk_baud
-            self._half_shift = Fraction(tx.fsk_shift_hz) / (2 * baud)  # cycles per symbol
+            self._half_shift = Fraction(tx.fsk_shift_hz) / (2 * Fraction(tx.fsk_baud))
             msg = _fsk_message(scenario.seed)
             self._msg = msg
             self._prefix = np.concatenate([[0], np.cumsum(msg)]).astype(np.int64)
         elif self._modulation == "burst":
-            # Emission time relative to the burst epoch, per frame; each burst's edges as
-            # whole + fraction seconds, so frame-relative times stay exact over any epoch.
-            self._burst_clock = _Affine(t0 - tau - Fraction(tx.burst_epoch_ns, NS_PER_S), step)
+            # Each burst's edges as whole + fraction seconds, so frame-relative times stay
+            # exact over any epoch.
             edges = [(Fraction(b.start_s), b.duration_s, b.level_db) for b in tx.bursts]
             self._bursts = [
                 (math.floor(s), float(s - math.floor(s)), d, 10.0 ** (g / 20.0))
@@ -1281,7 +1794,8 @@ class SynthStream:
         Returns
         -------
         int
-            ``start + 512 k / true_rate`` in ns, rounded to the nearest ns.
+            ``start + 512 k / true_rate`` in ns, rounded to the nearest ns. The frame's GNSS
+            stamp is this plus the site's :attr:`Site.timing_bias_ns` (and jitter).
         """
         return self._frame_ns.split(int(k))[0]
 
@@ -1305,15 +1819,18 @@ class SynthStream:
         """
         k = self.frames_emitted
         self.frames_emitted = k + 1
-        noise = self._noise_rng.standard_normal(2 * FRAME_SAMPLES).view(np.complex128)
-        x = noise * self._noise_sigma
-        if self._amplitude:
-            x += self._signal(k)
+        if self._noise_fir is None:
+            noise = self._noise_rng.standard_normal(2 * FRAME_SAMPLES).view(np.complex128)
+            x = noise * self._noise_sigma
+            if self._amplitude:
+                x += self._signal(k)
+        else:
+            x = self._filtered(k)
         pairs = to_int16_pairs(x)
         p = pairs.astype(np.float64)
         power_fs = float(np.einsum("ij,ij->", p, p)) / (FRAME_SAMPLES * FULL_SCALE**2)
         rssi = 10.0 * math.log10(max(power_fs, 1e-30)) + self.site.calibration_db
-        t_ns = self.frame_start_ns(k)
+        t_ns = self._stamp_ns.split(k)[0]
         if self.site.timestamp_jitter_ns > 0:
             j = self.site.timestamp_jitter_ns
             t_ns += round(float(self._jitter_rng.uniform(-j, j)))
@@ -1334,24 +1851,57 @@ class SynthStream:
 
     # ---- internals ---------------------------------------------------------------------
 
+    def _synthesise(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``k``'s signal and noise, before the passband filter."""
+        noise = self._noise_rng.standard_normal(2 * FRAME_SAMPLES).view(np.complex128)
+        noise = noise * self._noise_sigma
+        signal = self._signal(k) if self._amplitude else np.zeros(FRAME_SAMPLES, np.complex128)
+        return signal, noise
+
+    def _filtered(self, k: int) -> np.ndarray:
+        """Frame ``k`` through the passband filter: overlap-save over frames k-1, k, k+1."""
+        if not self._window:  # the first frame: the frame before it and the one after
+            self._window = [self._synthesise(k - 1), self._synthesise(k)]
+        else:
+            self._window.pop(0)
+        self._window.append(self._synthesise(k + 1))
+        half = FRAME_SAMPLES // 2
+        (s0, n0), (s1, n1), (s2, n2) = self._window
+        noise = np.concatenate([n0[half:], n1, n2[:half]])
+        assert self._noise_fir is not None
+        spectrum = np.fft.fft(noise) * self._noise_fir
+        if self._signal_fir is not None:
+            signal = np.concatenate([s0[half:], s1, s2[:half]])
+            spectrum += np.fft.fft(signal) * self._signal_fir
+            return np.fft.ifft(spectrum)[half : half + FRAME_SAMPLES]
+        return np.fft.ifft(spectrum)[half : half + FRAME_SAMPLES] + s1
+
     def _signal(self, k: int) -> np.ndarray:
         """The transmitter's contribution to frame ``k`` (complex, full-scale units)."""
-        cycles = self._carrier.split(k)[1] + self._carrier_cycles
-        amplitude: float | np.ndarray = self._amplitude
+        out = self._path_signal(self._paths[0], k)
+        for path in self._paths[1:]:
+            out = out + self._path_signal(path, k)
+        return out
+
+    def _path_signal(self, path: _Path, k: int) -> np.ndarray:
+        """One path's contribution to frame ``k``."""
+        cycles = path.carrier.split(k)[1] + path.carrier_cycles
+        amplitude: float | np.ndarray = path.amplitude
         if self._modulation == "ook":
-            amplitude = self._amplitude * self._ook_envelope(k)
+            amplitude = path.amplitude * self._ook_envelope(path, k)
         elif self._modulation == "fsk":
-            cycles = cycles + self._fsk_cycles(k)
+            cycles = cycles + self._fsk_cycles(path, k)
         elif self._modulation == "burst":
-            envelope = self._burst_envelope(k)
+            envelope = self._burst_envelope(path, k)
             if envelope is None:
                 return np.zeros(FRAME_SAMPLES, np.complex128)
-            amplitude = self._amplitude * envelope
+            amplitude = path.amplitude * envelope
         return amplitude * np.exp(2j * np.pi * cycles)
 
-    def _burst_envelope(self, k: int) -> np.ndarray | None:
+    def _burst_envelope(self, path: _Path, k: int) -> np.ndarray | None:
         """Amplitude of the bursts in frame ``k`` (relative to ``A``); None when silent."""
-        whole, frac = self._burst_clock.split(k)
+        assert path.burst_clock is not None
+        whole, frac = path.burst_clock.split(k)
         t0 = whole + frac  # approximate, only to pick the bursts that may touch the frame
         margin = self._tx.keying_edge_s + 1e-6
         first = int(np.searchsorted(self._burst_ends, t0 - margin, side="left"))
@@ -1365,9 +1915,9 @@ class SynthStream:
             envelope += gain * (_ramp(x, w) - _ramp(x - duration, w))
         return envelope
 
-    def _ook_envelope(self, k: int) -> np.ndarray:
+    def _ook_envelope(self, path: _Path, k: int) -> np.ndarray:
         tx = self._tx
-        second, frac = self._emission.split(k)
+        second, frac = path.emission.split(k)
         r = frac + self._u  # emission time relative to `second`, in [0, 1.05)
         w = tx.keying_edge_s
         keyed = np.zeros_like(r)
@@ -1377,9 +1927,10 @@ class SynthStream:
             keyed += _ramp(x, w) - _ramp(x - length, w)
         return 1.0 - (1.0 - tx.keying_depth) * keyed
 
-    def _fsk_cycles(self, k: int) -> np.ndarray:
+    def _fsk_cycles(self, path: _Path, k: int) -> np.ndarray:
         """Modulation phase (cycles) for frame ``k``: half_shift * (P(s) + d_s * frac)."""
-        k0, frac0 = self._symbol.split(k)
+        assert path.symbol is not None
+        k0, frac0 = path.symbol.split(k)
         pos = frac0 + self._u_symbols
         ds = np.floor(pos).astype(np.int64)
         within = pos - ds
@@ -1390,6 +1941,16 @@ class SynthStream:
         h = self._half_shift
         base = (h.numerator * p0 % h.denominator) / h.denominator  # frac(h * P(k0)), exact
         return base + float(h) * ((prefix - p0) + self._msg[sym % n] * within)
+
+
+def _fir_spectrum(taps: np.ndarray) -> np.ndarray:
+    """The FFT, over two frames, of zero-phase taps centred on sample 0 (wrapped around)."""
+    size = 2 * FRAME_SAMPLES
+    half = len(taps) // 2
+    circular = np.zeros(size, np.complex128)
+    circular[: half + 1] = taps[half:]
+    circular[size - half :] = taps[:half]
+    return np.fft.fft(circular)
 
 
 def _ramp(x: np.ndarray, width: float) -> np.ndarray:

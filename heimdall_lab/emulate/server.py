@@ -14,10 +14,17 @@ A ``SET mod=iq ... freq=`` received while streaming retunes the channel as a Kiw
 the next frame on, a synthetic receiver sends what it hears at the new frequency, on the same
 time axis (the next frame's GNSS time is where the old stream's next frame would have been:
 the receiver keeps its GNSS clock, so no stale timestamp), with the same sequence numbers and
-pacing. Like a KiwiSDR (``SND_FLAG_NEW_FREQ`` in its ``rx_sound.cpp``), the first frame after
+pacing, and with the passband the command gives (the one before when it gives none). Like a
+KiwiSDR (``SND_FLAG_NEW_FREQ`` in its ``rx_sound.cpp``), the first frame after
 the initial tuning and after each change of frequency carries the flag
 :data:`~heimdall_lab.kiwi.client.FLAG_NEW_FREQ`. A receiver replaying a recording cannot
 change frequency: it ignores the retune (logged at INFO) and sets no flag.
+
+Like a KiwiSDR, a synthetic receiver band-limits its IQ to the passband ``low_cut ..
+high_cut`` of the client's ``SET mod=iq`` (:func:`~heimdall_lab.emulate.scenario.passband_taps`;
+the client's default +-6 kHz is the whole band and cuts nothing): outside it only the int16
+quantisation floor remains, about -139 dBFS/Hz at 12 kHz. A replayed recording is sent as it
+was recorded.
 """
 
 from __future__ import annotations
@@ -184,7 +191,9 @@ class ReplaySource:
         )
 
 
-SourceFactory = Callable[[float], FrameSource]
+#: Makes the frame source of a new stream: called with the tuned frequency (Hz) and the
+#: passband ``(low_cut, high_cut)`` (Hz) the client asked for, or None.
+SourceFactory = Callable[[float, tuple[float, float] | None], FrameSource]
 
 
 @dataclass
@@ -196,7 +205,8 @@ class EmulatedReceiver:
     receiver : Receiver
         Name and position (the address is filled in when the emulator starts).
     source : callable
-        Called with the tuned frequency in Hz for each new stream; returns a frame source.
+        Called with the tuned frequency in Hz and the passband ``(low_cut, high_cut)`` in Hz
+        (None when not given) for each new stream; returns a frame source.
     fault : Fault or None
         Fault to inject.
     password : str
@@ -313,9 +323,11 @@ class Emulator:
         for r in receivers:
             if r.name in replay:
                 rec = replay[r.name]
-                factory: SourceFactory = lambda _f, rec=rec: ReplaySource(rec)  # noqa: E731
+                factory: SourceFactory = lambda _f, _band, rec=rec: ReplaySource(rec)  # noqa: E731
             elif r.name in self._site_names:
-                factory = lambda f, n=r.name: self.scenario.stream(n, f, self.start_utc)  # noqa: E731
+                factory = lambda f, band, n=r.name: self.scenario.stream(  # noqa: E731
+                    n, f, self.start_utc, passband=band
+                )
             else:
                 raise ValidationError(
                     f"receiver {r.name} is neither a site of the scenario nor a replay"
@@ -481,8 +493,9 @@ class Emulator:
             if params is None:
                 return
             freq_hz = float(params["freq"]) * 1e3
-            source = unit.source(freq_hz)
-            await self._stream(unit, ws, source, _Tuning(freq_hz))
+            band = _passband(unit, params)
+            source = unit.source(freq_hz, band)
+            await self._stream(unit, ws, source, _Tuning(freq_hz, band))
         except ConnectionClosed:
             log.debug("%s: client went away", name)
         except (TimeoutError, KeyError, ValueError) as exc:
@@ -634,10 +647,38 @@ class Emulator:
 
 @dataclass
 class _Tuning:
-    """The frequency a sound channel streams, and a retune its sender has yet to apply."""
+    """The frequency and passband a sound channel streams, and a retune yet to be applied."""
 
     frequency_hz: float
+    passband: tuple[float, float] | None = None
     pending_hz: float | None = None
+
+
+def _passband(
+    unit: EmulatedReceiver,
+    params: dict[str, str],
+    current: tuple[float, float] | None = None,
+) -> tuple[float, float] | None:
+    """The passband ``(low_cut, high_cut)`` of a ``SET mod``, Hz; ``current`` without one.
+
+    A KiwiSDR band-limits its IQ to the cuts the client sends; the emulator does the same
+    (:func:`heimdall_lab.emulate.scenario.passband_taps`). Cuts it cannot use (missing,
+    not numbers, not ``low < high``) leave the passband as it was (logged at INFO).
+    """
+    if "low_cut" not in params and "high_cut" not in params:
+        return current
+    try:
+        low, high = float(params["low_cut"]), float(params["high_cut"])
+    except (KeyError, ValueError):
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        log.info(
+            "%s: ignoring a passband it cannot use: %s",
+            unit.receiver.name,
+            protocol.shown(params, 80),
+        )
+        return current
+    return low, high
 
 
 def _on_retune(unit: EmulatedReceiver, params: dict[str, str], tuning: _Tuning) -> None:
@@ -652,6 +693,7 @@ def _on_retune(unit: EmulatedReceiver, params: dict[str, str], tuning: _Tuning) 
         return
     unit.retunes.append((time.monotonic(), freq_hz))
     tuning.pending_hz = freq_hz
+    tuning.passband = _passband(unit, params, tuning.passband)
 
 
 def _retuned(unit: EmulatedReceiver, source: FrameSource, tuning: _Tuning) -> FrameSource:
@@ -681,7 +723,14 @@ def _retuned(unit: EmulatedReceiver, source: FrameSource, tuning: _Tuning) -> Fr
     start_ns = source.frame_start_ns(source.frames_emitted - 1)
     tuning.frequency_hz = freq_hz
     log.debug("%s: retuned to %.3f kHz", name, freq_hz / 1e3)
-    return SynthStream(source.scenario, source.site, freq_hz, start_ns, stale_frames=0)
+    return SynthStream(
+        source.scenario,
+        source.site,
+        freq_hz,
+        start_ns,
+        stale_frames=0,
+        passband=tuning.passband,
+    )
 
 
 def _refusal_msg(fault: Fault, ws: ServerConnection) -> dict[str, object]:
