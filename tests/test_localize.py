@@ -23,6 +23,7 @@ from heimdall_lab.localize.solver import solve_tdoa
 from heimdall_lab.localize.tdoa import _judge as judge_pair
 from heimdall_lab.localize.tdoa import _PairCheck as PairCheck
 from heimdall_lab.localize.tdoa import locate_dataset, locate_files, locate_recordings
+from heimdall_lab.propagation import Propagation
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.recording import Recording
 from heimdall_lab.ui.localization_plot import plot_localization
@@ -259,7 +260,7 @@ def test_pairs_frame_is_the_pairs_as_a_table():
     assert empty.empty and list(empty.columns) == list(frame.columns)
 
 
-def test_solver_takes_the_velocity_factor():
+def test_solver_takes_the_propagation_model():
     names = list(SITES)
     v = 0.98
     d = {n: x / v for n, x in delays_for(TX, SITES).items()}
@@ -267,7 +268,8 @@ def test_solver_takes_the_velocity_factor():
     delays = [d[names[i]] - d[names[j]] for i, j in pairs]
     lat = [SITES[n][0] for n in names]
     lon = [SITES[n][1] for n in names]
-    assert solve_tdoa(lat, lon, pairs, delays, 1e-6, velocity_factor=v).error_km(*TX) < 0.1
+    slow = Propagation(velocity_factor=v)
+    assert solve_tdoa(lat, lon, pairs, delays, 1e-6, propagation=slow).error_km(*TX) < 0.1
     assert solve_tdoa(lat, lon, pairs, delays, 1e-6).error_km(*TX) > 1.0
 
 
@@ -288,7 +290,7 @@ def test_solver_rejects_bad_input():
     with pytest.raises(ValidationError, match="different receivers"):
         solve_tdoa(lat, lon, [(0, 0), (0, 2)], [1e-3, 1e-3])
     with pytest.raises(ValidationError, match="velocity_factor"):
-        solve_tdoa(lat, lon, [(0, 1), (0, 2)], [1e-3, 1e-3], velocity_factor=1.5)
+        solve_tdoa(lat, lon, [(0, 1), (0, 2)], [1e-3, 1e-3], propagation={"velocity_factor": 1.5})
 
 
 # ------------------------------------------------------------------------------ alignment

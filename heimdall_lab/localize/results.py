@@ -15,6 +15,8 @@ import pandas as pd
 import xarray as xr
 
 from heimdall_lab import geo
+from heimdall_lab.localize.model import DelayModel, chi2, whitener
+from heimdall_lab.propagation import Propagation
 from heimdall_lab.values import jsonable
 
 log = logging.getLogger(__name__)
@@ -162,6 +164,14 @@ class PairDelay:
         ``delay_s - model_delay_s``.
     truth_delay_s : float
         Delay a known position predicts, when one is given (:meth:`Localization.compare`).
+    sigma_stat_s, sigma_sys_s : float
+        The two parts of ``sigma_s``: statistical (the chunk spread) and systematic (from
+        the data and what was stated; :mod:`heimdall_lab.localize.budget`).
+    estimator_spread_s, subband_spread_s : float
+        The systematic error implied by the estimators' disagreement and by the spread of
+        the sub-band delays (NaN where not measured).
+    other_delay_s : float
+        The other estimator's delay (``method="auto"``), when it gave a good one.
     """
 
     receiver_a: str
@@ -177,6 +187,11 @@ class PairDelay:
     model_delay_s: float = float("nan")
     residual_s: float = float("nan")
     truth_delay_s: float = float("nan")
+    sigma_stat_s: float = float("nan")
+    sigma_sys_s: float = float("nan")
+    estimator_spread_s: float = float("nan")
+    subband_spread_s: float = float("nan")
+    other_delay_s: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (NaN as None).
@@ -227,8 +242,21 @@ class Localization:
         ``exp(-(chi2 - min chi2) / 2)`` on the search grid, dims ``(latitude, longitude)``.
     chi2_grid : xarray.DataArray or None
         ``chi2`` on the same grid (better for plotting when the likelihood is very peaked).
-    velocity_factor : float
-        Propagation speed as a fraction of the speed of light.
+    propagation : dict
+        The path model (:class:`heimdall_lab.propagation.Propagation` fields).
+    region : xarray.DataArray or None
+        The likelihood region: ``(chi2 - chi2 at the estimate) / scale`` on a local grid
+        around the estimate, dims ``(latitude, longitude)``; the region is where it is at
+        most ``attrs["threshold"]`` (chi-square with 2 dof at ``confidence``). Unlike the
+        ellipse it keeps the shape of the likelihood (a banana, two lobes).
+    pair_covariance_s2 : numpy.ndarray
+        Covariance of the used pairs' delays (s^2, in the order of :attr:`used_pairs`), the
+        independent and the per-receiver parts: what the fit weighed them with.
+    error_budget : dict
+        Which errors the uncertainty includes and how large each is (:meth:`summary` lists
+        them): ``includes`` (a list of sentences) and the per-pair and per-receiver parts.
+    dropped : list of dict
+        Receivers the robust fit left out, with the chi-square before and after and why.
     span_s : float
         Length of the common time span correlated, seconds.
     start_time : str
@@ -261,7 +289,11 @@ class Localization:
     alternatives: list[dict[str, float]] = field(default_factory=list)
     likelihood: xr.DataArray | None = None
     chi2_grid: xr.DataArray | None = None
-    velocity_factor: float = 1.0
+    propagation: dict[str, Any] = field(default_factory=lambda: Propagation().to_dict())
+    region: xr.DataArray | None = None
+    pair_covariance_s2: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    error_budget: dict[str, Any] = field(default_factory=dict)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
     span_s: float = float("nan")
     start_time: str = ""
     run_time_s: float = float("nan")
@@ -337,7 +369,7 @@ class Localization:
         Returns
         -------
         list of PairDelay
-            The pairs, with ``truth_delay_s`` set (ground wave at ``velocity_factor``).
+            The pairs, with ``truth_delay_s`` set (by the result's propagation model).
 
         Raises
         ------
@@ -345,13 +377,75 @@ class Localization:
             If the position is not on the Earth.
         """
         geo.check_position(latitude, longitude, "known position")
-        pos = {r.name: (r.latitude, r.longitude) for r in self.receivers}
-        v = geo.SPEED_OF_LIGHT * self.velocity_factor
-        for p in self.pairs:
-            da = geo.distance_m(latitude, longitude, *pos[p.receiver_a])
-            db = geo.distance_m(latitude, longitude, *pos[p.receiver_b])
-            p.truth_delay_s = float(da - db) / v
+        if self.pairs:
+            model = self._model(self.pairs)
+            for p, t in zip(self.pairs, model(latitude, longitude), strict=True):
+                p.truth_delay_s = float(t)
         return self.pairs
+
+    def _model(self, pairs: list[PairDelay]) -> DelayModel:
+        index = {r.name: k for k, r in enumerate(self.receivers)}
+        return DelayModel(
+            np.array([r.latitude for r in self.receivers]),
+            np.array([r.longitude for r in self.receivers]),
+            np.array([index[p.receiver_a] for p in pairs]),
+            np.array([index[p.receiver_b] for p in pairs]),
+            Propagation.of(self.propagation),
+            self.settings.get("frequency_hz"),
+        )
+
+    def delta_chi2(self, latitude: Any, longitude: Any) -> np.ndarray | float:
+        """``(chi2 - chi2 at the estimate) / scale`` at position(s): the region's measure.
+
+        Parameters
+        ----------
+        latitude, longitude : float or array_like
+            Position(s), degrees.
+
+        Returns
+        -------
+        float or numpy.ndarray
+            Exact (no grid); the region is where it is at most the threshold
+            (``region.attrs["threshold"]``).
+        """
+        geo.check_position(latitude, longitude, "position")
+        used = self.used_pairs
+        if self.kind != "tdoa" or len(used) != len(self.pair_covariance_s2) or not used:
+            raise ValueError("this localization has no likelihood region")
+        model = self._model(used)
+        delays = np.array([p.delay_s for p in used])
+        value = chi2(whitener(self.pair_covariance_s2), delays, model(latitude, longitude))
+        value = (value - self.chi2) / float(self.settings.get("scale", 1.0))
+        return float(value) if np.ndim(value) == 0 else value
+
+    def contains(self, latitude: float, longitude: float) -> bool:
+        """Whether a position lies inside the likelihood region at :attr:`confidence`.
+
+        Parameters
+        ----------
+        latitude, longitude : float
+            The position, degrees.
+
+        Returns
+        -------
+        bool
+            ``delta_chi2(latitude, longitude) <= chi2.ppf(confidence, 2)``, evaluated
+            exactly; for an RSSI result, whether it lies inside the ellipse.
+        """
+        from scipy import stats
+
+        threshold = float(stats.chi2.ppf(self.confidence, 2))
+        if self.kind == "tdoa" and len(self.pair_covariance_s2):
+            return bool(self.delta_chi2(latitude, longitude) <= threshold)
+        lat0 = math.radians(self.latitude)
+        north = (latitude - self.latitude) * _KM_PER_DEG
+        east = ((longitude - self.longitude + 180) % 360 - 180) * _KM_PER_DEG * math.cos(lat0)
+        x = np.array([east, north])
+        try:
+            m = float(x @ np.linalg.solve(self.covariance_km2, x))
+        except np.linalg.LinAlgError:
+            return False
+        return bool(m <= threshold)
 
     def to_dict(self, include_grid: bool = False) -> dict[str, Any]:
         """A JSON-able description, for a database row or a file.
@@ -371,7 +465,7 @@ class Localization:
         """
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name in ("likelihood", "chi2_grid", "receivers", "pairs"):
+            if f.name in ("likelihood", "chi2_grid", "region", "receivers", "pairs"):
                 continue
             out[f.name] = getattr(self, f.name)
         out["receivers"] = [r.to_dict() for r in self.receivers]
@@ -400,4 +494,10 @@ class Localization:
             f"at {self.orientation_deg:.0f} deg, chi2 {self.chi2:.2f} ({self.dof} dof), "
             f"{len(self.used_receivers)} receivers, {len(self.used_pairs)} pairs"
             + (", AMBIGUOUS" if self.ambiguous else "")
+            + "".join(f"; dropped {x['receiver']}" for x in self.dropped)
+            + (
+                f"; errors included: {', '.join(self.error_budget['parts'])}"
+                if self.error_budget.get("parts")
+                else ""
+            )
         )

@@ -1,6 +1,11 @@
 """The position from pair delays.
 
-Grid search, least squares, uncertainty ellipse and likelihood map.
+A generalised least-squares fit. The covariance of the pair delays (an independent part per
+pair, a part per receiver; :mod:`heimdall_lab.localize.model`) whitens the residuals. The
+lowest minima of chi-square on a latitude/longitude grid start ``scipy.optimize.least_squares``;
+with four or more receivers a receiver whose pairs disagree with the rest is found and
+dropped (:func:`solve_tdoa`'s ``robust``); the ellipse comes from the Jacobian and the region
+is the likelihood contour itself, on a local grid around the estimate.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +24,7 @@ from scipy import ndimage, optimize, stats
 from heimdall_lab import geo
 from heimdall_lab.errors import HeimdallError, LocalizationError, ValidationError
 from heimdall_lab.localize.checks import _check_receiver_position
+from heimdall_lab.localize.model import DelayModel, chi2, pair_covariance, whitener
 from heimdall_lab.localize.results import (
     _KM_PER_DEG,
     _MAX_STARTS,
@@ -26,9 +32,15 @@ from heimdall_lab.localize.results import (
     PairDelay,
     ReceiverTiming,
 )
+from heimdall_lab.propagation import Propagation
 from heimdall_lab.values import positive
 
 log = logging.getLogger(__name__)
+
+#: Points per side of the local grid the likelihood region is drawn on.
+REGION_POINTS = 121
+#: Default significance below which the robust fit looks for a receiver to drop.
+ROBUST_ALPHA = 0.01
 
 
 # ============================================================================================
@@ -74,44 +86,91 @@ class _Fit:
     chi2: float
     cov_km2: np.ndarray
     converged: bool
-    model: np.ndarray
     ambiguous: bool
     alternatives: list[dict[str, float]]
-    chi2_grid: xr.DataArray
-    dof: int
-    notes: list[str]
+    chi2_grid: xr.DataArray | None
+    notes: list[str] = field(default_factory=list)
 
 
-def _model(
-    lat: Any, lon: Any, rlat: np.ndarray, rlon: np.ndarray, ia: np.ndarray, ib: np.ndarray, v: float
-) -> np.ndarray:
-    lat = np.asarray(lat, dtype=np.float64)
-    lon = np.asarray(lon, dtype=np.float64)
-    d = np.stack(
-        [np.asarray(geo.distance_m(lat, lon, a, b)) for a, b in zip(rlat, rlon, strict=True)]
+@dataclass
+class _Problem:
+    """The delays to fit, their model and their whitening."""
+
+    model: DelayModel
+    delays: np.ndarray
+    cov: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.w = whitener(self.cov)
+
+    def residuals(self, lat: float, lon: float) -> np.ndarray:
+        return self.w @ (self.delays - self.model(lat, lon))
+
+    def chi2(self, lat: Any, lon: Any) -> np.ndarray:
+        return chi2(self.w, self.delays, self.model(lat, lon))
+
+    def subset(self, keep: np.ndarray) -> _Problem:
+        return _Problem(self.model.subset(keep), self.delays[keep], self.cov[np.ix_(keep, keep)])
+
+
+def _least_squares(
+    prob: _Problem, lat0: float, lon0: float, box: tuple[float, float, float, float] | None
+) -> tuple[float, float, float, bool]:
+    """Refine from (lat0, lon0) in a local north/east frame (km), within ``box`` if given."""
+
+    def fun(p: np.ndarray) -> np.ndarray:
+        return prob.residuals(*_local_to_ll(lat0, lon0, p[0], p[1]))
+
+    if box is None:
+        lower, upper = [-np.inf, -np.inf], [np.inf, np.inf]
+    else:
+        east_scale = _KM_PER_DEG * max(math.cos(math.radians(lat0)), 1e-6)
+        lower = [(box[0] - lat0) * _KM_PER_DEG, (box[2] - lon0) * east_scale]
+        upper = [(box[1] - lat0) * _KM_PER_DEG, (box[3] - lon0) * east_scale]
+    r = optimize.least_squares(
+        fun,
+        np.zeros(2),
+        bounds=(lower, upper),
+        method="trf",
+        x_scale=np.array([10.0, 10.0]),
+        xtol=1e-12,
+        ftol=1e-12,
+        gtol=1e-12,
     )
-    return (d[ia] - d[ib]) / v
+    lat, lon = _local_to_ll(lat0, lon0, float(r.x[0]), float(r.x[1]))
+    edge = bool(np.any(np.isclose(r.x, lower, atol=1e-6) | np.isclose(r.x, upper, atol=1e-6)))
+    return lat, lon, float(np.sum(r.fun**2)), bool(r.success) and not edge
+
+
+def _covariance(prob: _Problem, lat: float, lon: float) -> np.ndarray:
+    """(east, north) covariance in km^2 from the Jacobian of the whitened residuals."""
+    h = 0.01  # km
+    m = len(prob.delays)
+    jac = np.empty((m, 2))
+    for col, (dn, de) in enumerate(((h, 0.0), (0.0, h))):
+        plus = prob.residuals(*_local_to_ll(lat, lon, dn, de))
+        minus = prob.residuals(*_local_to_ll(lat, lon, -dn, -de))
+        jac[:, col] = (plus - minus) / (2 * h)
+    jac = jac[:, ::-1]  # columns: east, north
+    jtj = jac.T @ jac
+    try:
+        return np.linalg.inv(jtj) if np.linalg.cond(jtj) < 1e12 else np.full((2, 2), np.inf)
+    except np.linalg.LinAlgError:  # pragma: no cover - defensive
+        return np.full((2, 2), np.inf)
 
 
 def _solve(
-    rlat: np.ndarray,
-    rlon: np.ndarray,
-    ia: np.ndarray,
-    ib: np.ndarray,
-    delays: np.ndarray,
-    sigmas: np.ndarray,
+    prob: _Problem,
     *,
-    velocity_factor: float,
     bounds: Sequence[float] | None,
     margin_deg: float | None,
     grid_step_deg: float | None,
     confidence: float,
-    inflate: float,
 ) -> _Fit:
-    v = geo.SPEED_OF_LIGHT * velocity_factor
+    rlat, rlon = prob.model.rlat, prob.model.rlon
     la0, la1, lo0, lo1 = _bounds(rlat, rlon, bounds, margin_deg)
     step = (
-        max(la1 - la0, lo1 - lo0) / 240.0
+        max(la1 - la0, lo1 - lo0) / 160.0
         if grid_step_deg is None
         else positive(grid_step_deg, "grid_step_deg")
     )
@@ -120,59 +179,35 @@ def _solve(
     if len(glat) * len(glon) > 4_000_000:
         raise ValidationError("the search grid would exceed 4 million points; raise grid_step_deg")
     la_g, lo_g = np.meshgrid(glat, glon, indexing="ij")
-    model = _model(la_g, lo_g, rlat, rlon, ia, ib, v)
-    chi = np.sum(((delays[:, None, None] - model) / sigmas[:, None, None]) ** 2, axis=0)
+    chi = prob.chi2(la_g, lo_g)
     chi2_grid = xr.DataArray(
         chi,
         dims=("latitude", "longitude"),
         coords={"latitude": glat, "longitude": glon},
         name="chi2",
-        attrs={"long_name": "sum of squared normalised TDoA residuals", "units": "1"},
+        attrs={"long_name": "sum of squared whitened TDoA residuals", "units": "1"},
     )
-    # Starts: the lowest local minima of the grid.
     minima = (chi == ndimage.minimum_filter(chi, size=5, mode="nearest")) & np.isfinite(chi)
     cand = np.argwhere(minima)
     order = np.argsort(chi[minima])
     starts = [tuple(cand[k]) for k in order[:_MAX_STARTS]]
-
-    def residuals_at(lat0: float, lon0: float) -> Any:
-        def fun(p: np.ndarray) -> np.ndarray:
-            la, lo = _local_to_ll(lat0, lon0, p[0], p[1])
-            return (delays - _model(la, lo, rlat, rlon, ia, ib, v)) / sigmas
-
-        return fun
-
-    solutions: list[tuple[float, float, float, bool]] = []
     # Least squares from each start, kept within the grid plus 10 % (a local minimum could
     # otherwise run off to the antipodes).
     pad_lat, pad_lon = 0.1 * (la1 - la0), 0.1 * (lo1 - lo0)
-    box_lat = (max(-90.0, la0 - pad_lat), min(90.0, la1 + pad_lat))
-    box_lon = (max(-180.0, lo0 - pad_lon), min(180.0, lo1 + pad_lon))
+    box = (
+        max(-90.0, la0 - pad_lat),
+        min(90.0, la1 + pad_lat),
+        max(-180.0, lo0 - pad_lon),
+        min(180.0, lo1 + pad_lon),
+    )
+    solutions: list[tuple[float, float, float, bool]] = []
     for i, j in starts:
-        lat0, lon0 = float(glat[i]), float(glon[j])
-        east_scale = _KM_PER_DEG * max(math.cos(math.radians(lat0)), 1e-6)
-        lower = [(box_lat[0] - lat0) * _KM_PER_DEG, (box_lon[0] - lon0) * east_scale]
-        upper = [(box_lat[1] - lat0) * _KM_PER_DEG, (box_lon[1] - lon0) * east_scale]
         try:
-            r = optimize.least_squares(
-                residuals_at(lat0, lon0),
-                np.zeros(2),
-                bounds=(lower, upper),
-                method="trf",
-                x_scale=np.array([10.0, 10.0]),
-                xtol=1e-12,
-                ftol=1e-12,
-                gtol=1e-12,
-            )
+            solutions.append(_least_squares(prob, float(glat[i]), float(glon[j]), box))
         except (ValueError, HeimdallError) as exc:  # pragma: no cover - defensive
-            log.debug("least squares from %.3f, %.3f failed: %s", lat0, lon0, exc)
-            continue
-        lat, lon = _local_to_ll(lat0, lon0, float(r.x[0]), float(r.x[1]))
-        edge = bool(np.any(np.isclose(r.x, lower, atol=1e-6) | np.isclose(r.x, upper, atol=1e-6)))
-        solutions.append((lat, lon, float(np.sum(r.fun**2)), bool(r.success) and not edge))
+            log.debug("least squares from %.3f, %.3f failed: %s", glat[i], glon[j], exc)
     if not solutions:  # pragma: no cover - defensive
         raise LocalizationError("the position fit failed from every starting point")
-    # Distinct solutions (> 1 km apart), best first.
     solutions.sort(key=lambda s: s[2])
     distinct: list[tuple[float, float, float, bool]] = []
     for s in solutions:
@@ -196,43 +231,88 @@ def _solve(
     ][:3]
     ambiguous = any(a["chi2"] - best[2] < threshold for a in alternatives)
     lat, lon, chi2_best, converged = best
-    # Covariance from the Jacobian at the estimate, in a local (east, north) frame in km.
-    fun = residuals_at(lat, lon)
-    h = 0.01  # km
-    jac = np.empty((len(delays), 2))
-    for col, (dn, de) in enumerate(((h, 0.0), (0.0, h))):
-        jac[:, col] = (fun(np.array([dn, de])) - fun(np.array([-dn, -de]))) / (2 * h)
-    jac = jac[:, ::-1]  # columns: east, north
-    jtj = jac.T @ jac
-    try:
-        cov = np.linalg.inv(jtj) if np.linalg.cond(jtj) < 1e12 else np.full((2, 2), np.inf)
-    except np.linalg.LinAlgError:  # pragma: no cover - defensive
-        cov = np.full((2, 2), np.inf)
-    dof = len(delays) - 2
-    scale = inflate
-    if dof > 0 and chi2_best / dof > 1.0:
-        scale *= chi2_best / dof
-    cov = cov * scale
-    notes: list[str] = []
+    notes = []
     if not converged:
         notes.append(
             "the fit did not converge inside the search area (it stopped at its edge); the "
             "transmitter may lie outside it: widen bounds"
         )
-    model_best = _model(lat, lon, rlat, rlon, ia, ib, v)
     return _Fit(
         lat,
         lon,
         chi2_best,
-        cov,
+        _covariance(prob, lat, lon),
         converged,
-        model_best,
         ambiguous,
         alternatives,
         chi2_grid,
-        dof,
         notes,
     )
+
+
+def _refit(prob: _Problem, lat: float, lon: float) -> tuple[float, float, float]:
+    """A quick fit from a known nearby position (no grid): (lat, lon, chi2)."""
+    la, lo, c, _ = _least_squares(prob, lat, lon, None)
+    return la, lo, c
+
+
+def _robust(
+    prob: _Problem,
+    fit: _Fit,
+    names: list[str],
+    alpha: float,
+    solve: Any,
+) -> tuple[np.ndarray, _Fit, list[dict[str, Any]]]:
+    """Drop, one at a time, the receiver whose pairs disagree with the rest.
+
+    While the fit is inconsistent (chi-square's p-value under ``alpha``) and at least four
+    receivers remain, every receiver is left out in turn (a quick refit from the estimate);
+    the one whose removal gives the most consistent fit is dropped if the fall in
+    chi-square is itself significant at ``alpha``. Returns the pairs kept (mask), the fit
+    on them, and what was dropped and why.
+    """
+    keep = np.ones(len(prob.delays), dtype=bool)
+    dropped: list[dict[str, Any]] = []
+    while True:
+        sub = prob.subset(keep)
+        dof = int(keep.sum()) - 2
+        active = sorted(set(sub.model.ia) | set(sub.model.ib))
+        p_now = float(stats.chi2.sf(fit.chi2, dof)) if dof > 0 else 1.0
+        if p_now >= alpha or len(active) < 4:
+            return keep, fit, dropped
+        trials = []
+        for k in active:
+            trial = keep & (prob.model.ia != k) & (prob.model.ib != k)
+            left = set(prob.model.ia[trial]) | set(prob.model.ib[trial])
+            if trial.sum() < 2 or len(left) < 3:
+                continue
+            _, _, c = _refit(prob.subset(trial), fit.lat, fit.lon)
+            d = int(trial.sum()) - 2
+            p = float(stats.chi2.sf(c, d)) if d > 0 else 1.0
+            trials.append((p, -c, k, trial))
+        if not trials:
+            return keep, fit, dropped
+        p_best, neg_c, k, trial = max(trials, key=lambda t: (t[0], t[1]))
+        gain, dof_gain = fit.chi2 + neg_c, dof - (int(trial.sum()) - 2)
+        p_gain = float(stats.chi2.sf(gain, max(dof_gain, 1)))
+        if p_gain >= alpha:
+            return keep, fit, dropped
+        dropped.append(
+            {
+                "receiver": names[k],
+                "chi2_before": fit.chi2,
+                "dof_before": dof,
+                "chi2_after": -neg_c,
+                "dof_after": int(trial.sum()) - 2,
+                "reason": (
+                    f"its pairs disagree with the others: chi2 {fit.chi2:.1f} on {dof} dof "
+                    f"(p = {p_now:.1g}) with it, {-neg_c:.1f} on {int(trial.sum()) - 2} dof "
+                    f"(p = {p_best:.2g}) without it"
+                ),
+            }
+        )
+        keep = trial
+        fit = solve(prob.subset(keep))
 
 
 def _ellipse(cov: np.ndarray, confidence: float) -> tuple[float, float, float]:
@@ -244,6 +324,44 @@ def _ellipse(cov: np.ndarray, confidence: float) -> tuple[float, float, float]:
     major = vecs[:, 1]  # (east, north) of the largest eigenvalue
     azimuth = math.degrees(math.atan2(major[0], major[1])) % 180.0
     return math.sqrt(vals[1] * k), math.sqrt(vals[0] * k), azimuth
+
+
+def _region(
+    prob: _Problem, fit: _Fit, scale: float, threshold: float, major_km: float
+) -> xr.DataArray:
+    """``(chi2 - chi2_min) / scale`` on a local grid that holds the region.
+
+    The grid is centred on the estimate, 4 semi-major axes (at least 2 km, at most 3000 km)
+    each way, and stretched to take in any alternative solution inside the region.
+    """
+    half = float(np.clip(4.0 * major_km if math.isfinite(major_km) else 3000.0, 2.0, 3000.0))
+    north = [-half, half]
+    east = [-half, half]
+    east_scale = _KM_PER_DEG * max(math.cos(math.radians(fit.lat)), 1e-6)
+    for alt in fit.alternatives:
+        if (alt["chi2"] - fit.chi2) / scale <= threshold:
+            dn = (alt["latitude"] - fit.lat) * _KM_PER_DEG
+            de = ((alt["longitude"] - fit.lon + 180.0) % 360.0 - 180.0) * east_scale
+            north = [min(north[0], dn - half / 4), max(north[1], dn + half / 4)]
+            east = [min(east[0], de - half / 4), max(east[1], de + half / 4)]
+    lat = np.clip(
+        fit.lat + np.linspace(north[0], north[1], REGION_POINTS) / _KM_PER_DEG, -90.0, 90.0
+    )
+    lon = fit.lon + np.linspace(east[0], east[1], REGION_POINTS) / east_scale
+    lon = (lon + 180.0) % 360.0 - 180.0
+    la_g, lo_g = np.meshgrid(lat, lon, indexing="ij")
+    delta = (prob.chi2(la_g, lo_g) - fit.chi2) / scale
+    return xr.DataArray(
+        np.maximum(delta, 0.0),
+        dims=("latitude", "longitude"),
+        coords={"latitude": lat, "longitude": lon},
+        name="delta_chi2",
+        attrs={
+            "long_name": "(chi2 - chi2 at the estimate) / scale",
+            "units": "1",
+            "threshold": threshold,
+        },
+    )
 
 
 def _likelihood(chi2_grid: xr.DataArray) -> xr.DataArray:
@@ -262,11 +380,20 @@ def _check_confidence(confidence: Any) -> float:
     return c
 
 
-def _check_velocity(velocity_factor: Any) -> float:
-    v = positive(velocity_factor, "velocity_factor")
-    if v > 1.0:
-        raise ValidationError(f"velocity_factor must be in (0, 1], got {velocity_factor}")
-    return v
+def _receiver_cov(value: Any, n: int) -> np.ndarray:
+    """Per-receiver timing covariance (n, n), s^2, from a sigma, n sigmas or a matrix."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("receiver_sigma_s must be a number, n numbers or n x n") from exc
+    if arr.ndim == 0 or arr.shape == (n,):
+        sig = np.broadcast_to(arr, (n,))
+        if not np.all(np.isfinite(sig) & (sig >= 0)):
+            raise ValidationError("receiver_sigma_s must be finite and >= 0")
+        return np.diag(np.square(sig))
+    if arr.shape == (n, n) and np.all(np.isfinite(arr)) and np.allclose(arr, arr.T):
+        return arr
+    raise ValidationError(f"receiver_sigma_s must be a number, {n} numbers or {n} x {n}")
 
 
 def solve_tdoa(
@@ -277,12 +404,16 @@ def solve_tdoa(
     sigmas_s: Sequence[float] | float = 1e-6,
     *,
     names: Sequence[str] | None = None,
-    velocity_factor: float = 1.0,
+    propagation: Propagation | str | dict | None = None,
+    frequency_hz: float | None = None,
+    receiver_sigma_s: float | Sequence[float] | np.ndarray = 0.0,
     bounds: Sequence[float] | None = None,
     margin_deg: float | None = None,
     grid_step_deg: float | None = None,
     confidence: float = 0.95,
     inflate: bool = True,
+    robust: bool = True,
+    robust_alpha: float = ROBUST_ALPHA,
 ) -> Localization:
     """Position from measured pair delays: grid search of chi-square, then least squares.
 
@@ -295,28 +426,40 @@ def solve_tdoa(
     delays_s : sequence of float
         For each pair, arrival at ``a`` minus arrival at ``b``, seconds.
     sigmas_s : float or sequence of float, default 1e-6
-        Standard error of each delay, seconds.
+        Independent standard error of each delay, seconds.
     names : sequence of str, optional
         Receiver names (default ``rx0``, ``rx1``, ...).
-    velocity_factor : float, default 1.0
-        Propagation speed as a fraction of the speed of light, in (0, 1].
+    propagation : Propagation, str or dict, optional
+        The path model (:class:`heimdall_lab.propagation.Propagation`); default the ground
+        wave at the speed of light.
+    frequency_hz : float, optional
+        The frequency, for the ``"auto"`` propagation mode's ground range.
+    receiver_sigma_s : float, n floats or (n, n) array, default 0
+        Timing error per receiver (standard deviation, seconds; or their covariance, s^2):
+        it enters every pair the receiver is in, so the pairs' errors are correlated.
     bounds : (lat_min, lat_max, lon_min, lon_max), optional
         Search grid; default the receivers' bounding box plus ``margin_deg``.
     margin_deg : float, optional
         Margin around the receivers, degrees; default ``max(2, half the box's larger side)``.
     grid_step_deg : float, optional
-        Grid spacing, degrees; default 1/240 of the box's larger side.
+        Grid spacing, degrees; default 1/160 of the box's larger side.
     confidence : float, default 0.95
-        Probability content of the ellipse.
+        Probability content of the ellipse and the region.
     inflate : bool, default True
-        Multiply the covariance by ``n_receivers / 2`` when the pairs share receivers (all
-        pairs of ``n`` receivers are not independent measurements).
+        Multiply the independent variances by ``n_receivers / 2`` when the pairs are all
+        pairs of their receivers (they share receivers, so they are not independent).
+    robust : bool, default True
+        With four or more receivers, drop a receiver whose pairs disagree with the rest
+        (chi-square p-value under ``robust_alpha``, and a significant fall without it); the
+        result's ``dropped`` says which and why.
+    robust_alpha : float, default 0.01
+        Significance of the robust fit's tests.
 
     Returns
     -------
     Localization
-        The estimate with ellipse, per-pair residuals, chi-square and likelihood grids
-        (``receivers`` carry only names and positions here).
+        The estimate with ellipse, likelihood region, per-pair residuals, chi-square and
+        likelihood grids (``receivers`` carry only names and positions here).
 
     Raises
     ------
@@ -350,8 +493,10 @@ def solve_tdoa(
         raise ValidationError("delays must be finite")
     if not np.all(np.isfinite(s) & (s > 0)):
         raise ValidationError("sigmas must be finite and > 0")
-    vf = _check_velocity(velocity_factor)
+    prop = Propagation.of(propagation)
     conf = _check_confidence(confidence)
+    alpha = _check_confidence(robust_alpha)
+    rcov = _receiver_cov(receiver_sigma_s, len(lat))
     involved = np.unique(pr)
     if len(pr) < 2 or len(involved) < 3:
         raise LocalizationError(
@@ -359,40 +504,73 @@ def solve_tdoa(
             "least two pairs over three receivers"
         )
     factor = len(involved) / 2.0 if inflate and len(pr) > len(involved) - 1 else 1.0
-    fit = _solve(
-        lat,
-        lon,
-        pr[:, 0],
-        pr[:, 1],
-        d,
-        s,
-        velocity_factor=vf,
-        bounds=bounds,
-        margin_deg=margin_deg,
-        grid_step_deg=grid_step_deg,
-        confidence=conf,
-        inflate=factor,
+    model = DelayModel(lat, lon, pr[:, 0], pr[:, 1], prop, frequency_hz)
+    prob = _Problem(
+        model, d, pair_covariance(pr[:, 0], pr[:, 1], len(lat), s * math.sqrt(factor), rcov)
     )
-    major, minor, azimuth = _ellipse(fit.cov_km2, conf)
-    v = geo.SPEED_OF_LIGHT * vf
+
+    def solve(p: _Problem) -> _Fit:
+        return _solve(
+            p, bounds=bounds, margin_deg=margin_deg, grid_step_deg=grid_step_deg, confidence=conf
+        )
+
+    fit = solve(prob)
+    keep = np.ones(len(d), dtype=bool)
+    dropped: list[dict[str, Any]] = []
+    if robust:
+        keep, fit, dropped = _robust(prob, fit, names, alpha, solve)
+    final = prob.subset(keep)
+    dof = int(keep.sum()) - 2
+    scale = fit.chi2 / dof if dof > 0 and fit.chi2 / dof > 1.0 else 1.0
+    cov = fit.cov_km2 * scale
+    major, minor, azimuth = _ellipse(cov, conf)
+    threshold = float(stats.chi2.ppf(conf, 2))
+    region = _region(final, fit, scale, threshold, major)
+    notes = list(fit.notes)
+    edge = np.concatenate(
+        [region.values[0], region.values[-1], region.values[:, 0], region.values[:, -1]]
+    )
+    if np.any(edge <= threshold):
+        notes.append(
+            "the likelihood region reaches the edge of the grid it was drawn on (it is open or "
+            "very long): the ellipse understates it"
+        )
+    model_all = model(fit.lat, fit.lon)
+    gone = {x["receiver"] for x in dropped}
     pair_out = []
     for k, (a, b) in enumerate(pr):
         baseline = float(geo.distance_m(lat[a], lon[a], lat[b], lon[b]))
-        pair_out.append(
-            PairDelay(
-                names[a],
-                names[b],
-                float(d[k]),
-                float(s[k]),
-                max_delay_s=baseline / v,
-                model_delay_s=float(fit.model[k]),
-                residual_s=float(d[k] - fit.model[k]),
-            )
+        p = PairDelay(
+            names[a],
+            names[b],
+            float(d[k]),
+            float(s[k]),
+            max_delay_s=baseline / (geo.SPEED_OF_LIGHT * prop.velocity_factor),
+            model_delay_s=float(model_all[k]),
+            residual_s=float(d[k] - model_all[k]),
         )
+        if not keep[k]:
+            p.used = False
+            who = [n for n in (names[a], names[b]) if n in gone]
+            p.reason = f"receiver {who[0]} dropped by the robust fit" if who else "dropped"
+        pair_out.append(p)
+    kept_rx = set(pr[keep].ravel().tolist())
     receivers = [
-        ReceiverTiming(n, float(a), float(b), used=i in involved)
+        ReceiverTiming(
+            n,
+            float(a),
+            float(b),
+            used=i in kept_rx,
+            reason=(
+                next((x["reason"] for x in dropped if x["receiver"] == n), "")
+                if i in involved and i not in kept_rx
+                else ""
+            ),
+        )
         for i, (n, a, b) in enumerate(zip(names, lat, lon, strict=True))
     ]
+    for x in dropped:
+        notes.append(f"robust fit: dropped {x['receiver']}: {x['reason']}")
     return Localization(
         latitude=fit.lat,
         longitude=fit.lon,
@@ -402,18 +580,26 @@ def solve_tdoa(
         semi_minor_km=minor,
         orientation_deg=azimuth,
         confidence=conf,
-        covariance_km2=fit.cov_km2,
+        covariance_km2=cov,
         receivers=receivers,
         pairs=pair_out,
         chi2=fit.chi2,
-        dof=fit.dof,
+        dof=dof,
         converged=fit.converged,
         ambiguous=fit.ambiguous,
         alternatives=fit.alternatives,
-        likelihood=_likelihood(fit.chi2_grid),
+        likelihood=_likelihood(fit.chi2_grid) if fit.chi2_grid is not None else None,
         chi2_grid=fit.chi2_grid,
-        velocity_factor=vf,
+        propagation=prop.to_dict(),
+        region=region,
+        pair_covariance_s2=final.cov,
+        dropped=dropped,
         run_time_s=time.perf_counter() - t_start,
-        settings={"inflate": factor},
-        notes=fit.notes,
+        settings={
+            "inflate": factor,
+            "scale": scale,
+            "frequency_hz": frequency_hz,
+            "robust": bool(robust),
+        },
+        notes=notes,
     )

@@ -26,6 +26,8 @@ from heimdall_lab.localize.align import (
     _resample,
     _Track,
 )
+from heimdall_lab.localize.budget import closure_sigma, estimator_spread, subband_spread
+from heimdall_lab.localize.calibration import Calibration
 from heimdall_lab.localize.checks import (
     _check_band,
     _check_method,
@@ -39,7 +41,8 @@ from heimdall_lab.localize.results import (
     ReceiverTiming,
 )
 from heimdall_lab.localize.rssi import locate_rssi_dataset
-from heimdall_lab.localize.solver import _check_confidence, _check_velocity, _model, solve_tdoa
+from heimdall_lab.localize.solver import _check_confidence, solve_tdoa
+from heimdall_lab.propagation import Propagation
 from heimdall_lab.receivers import Receiver
 from heimdall_lab.recording import Recording
 from heimdall_lab.values import NS_PER_S, positive
@@ -100,15 +103,16 @@ def _measure_pairs(
     extra: float,
     chunk: float,
     check: _PairCheck,
-) -> tuple[list[PairDelay], list[tuple[int, int]], list[float]]:
+) -> tuple[list[PairDelay], list[tuple[int, int]], list[float], list[DelayEstimate]]:
     """Correlate and judge every pair.
 
-    Returns the pairs, the indices of the good ones, and each pair's raw (chunk-spread)
-    standard error.
+    Returns the pairs, the indices of the good ones, each pair's raw (chunk-spread)
+    standard error, and the estimates.
     """
     pairs: list[PairDelay] = []
     index: list[tuple[int, int]] = []
     raw: list[float] = []
+    ests: list[DelayEstimate] = []
     for i in range(len(tracks)):
         for j in range(i + 1, len(tracks)):
             ri, rj = tracks[i].timing, tracks[j].timing
@@ -122,13 +126,15 @@ def _measure_pairs(
                 search_s=max_delay + check.margin + extra,
                 chunk_s=chunk,
             ).estimate
+            ests.append(est)
             raw.append(est.sigma_s if math.isfinite(est.sigma_s) else math.inf)
-            sigma = math.sqrt(max(est.sigma_s, check.floor) ** 2 + check.systematic**2)
+            sigma = max(est.sigma_s, check.floor)
             p = PairDelay(
                 ri.name,
                 rj.name,
                 est.delay_s,
                 sigma,
+                sigma_stat_s=sigma,
                 coefficient=est.coefficient,
                 psr_db=est.psr_db,
                 max_delay_s=max_delay,
@@ -142,7 +148,7 @@ def _measure_pairs(
             else:
                 index.append((i, j))
             pairs.append(p)
-    return pairs, index, raw
+    return pairs, index, raw, ests
 
 
 def _judge(est: DelayEstimate, max_delay: float, check: _PairCheck) -> list[str]:
@@ -167,12 +173,19 @@ def _judge(est: DelayEstimate, max_delay: float, check: _PairCheck) -> list[str]
     return reasons
 
 
+#: Stated timing error per receiver that no measurement on the delays can see (GNSS timing,
+#: filter delay, a path slower than the model), seconds: the default ``receiver_sigma_s``.
+DEFAULT_RECEIVER_SIGMA_S = 1e-6
+#: Relative uncertainty of the sky wave's layer height, where the sky wave is modelled.
+LAYER_HEIGHT_UNCERTAINTY = 0.2
+
+
 def locate_dataset(
     ds: xr.Dataset,
     *,
     method: Literal["auto", "envelope", "complex"] = "auto",
     band: tuple[float, float] | None = None,
-    velocity_factor: float = 1.0,
+    propagation: Propagation | str | dict | None = None,
     chunk_s: float = 1.0,
     lag_margin_s: float = 2e-4,
     search_extra_s: float = 5e-3,
@@ -181,6 +194,9 @@ def locate_dataset(
     max_sigma_s: float = 1e-4,
     sigma_floor_s: float = 1e-8,
     systematic_sigma_s: float = 0.0,
+    receiver_sigma_s: float = DEFAULT_RECEIVER_SIGMA_S,
+    calibration: Calibration | None = None,
+    robust: bool = True,
     max_timestamp_error_s: float = 1e-5,
     min_duration_s: float = 2.0,
     receivers: Sequence[str] | None = None,
@@ -195,7 +211,7 @@ def locate_dataset(
 
     The method is described in the module docstring: GNSS alignment of every receiver,
     resampling onto a common grid, pairwise correlation with sub-sample peaks, quality
-    checks, and a grid-plus-least-squares fit on a spherical Earth.
+    checks, the error budget, and a generalised least-squares fit over WGS84 geodesics.
 
     Parameters
     ----------
@@ -209,15 +225,17 @@ def locate_dataset(
         What to correlate: the envelope (amplitude keying) or the complex signal after the
         carrier offset and phase are removed (sees phase and frequency modulation too).
         ``"auto"`` correlates both and keeps the one with more good pairs, then the smaller
-        median standard error (the envelope wins on a plain keyed carrier, the complex
-        signal on the real DCF77 recordings, whose phase keying is far sharper than its
-        amplitude edges; see ``reports/localize.md``). ``Localization.method`` says which.
+        median standard error; their disagreement enters the error budget.
+        ``Localization.method`` says which was used.
     band : (float, float), optional
         ``(low_hz, high_hz)`` around the carrier kept for the correlation (for the envelope:
         the band-limit before the magnitude, and the envelope's own bandwidth);
         :data:`DEFAULT_BANDS` by default.
-    velocity_factor : float, default 1.0
-        Propagation speed as a fraction of the speed of light (ground wave: about 1).
+    propagation : Propagation, str or dict, optional
+        The path model (:class:`heimdall_lab.propagation.Propagation`): ``"ground"`` (the
+        default, at the speed of light), ``"sky"``, ``"auto"`` (sky wave beyond the ground
+        range at the capture's frequency), or a Propagation with a velocity factor or layer
+        height.
     chunk_s : float, default 1.0
         Chunk length of the correlations (the spread of the chunks gives each sigma).
     lag_margin_s : float, default 2e-4
@@ -232,10 +250,19 @@ def locate_dataset(
     max_sigma_s : float, default 1e-4
         Pairs whose chunk estimates scatter more (standard error) are rejected.
     sigma_floor_s : float, default 1e-8
-        Smallest standard error given to a pair.
+        Smallest statistical error given to a pair.
     systematic_sigma_s : float, default 0.0
-        Added in quadrature to every pair's sigma, for errors the chunk spread cannot see
-        (propagation, receiver delays). It widens the ellipse, nothing else.
+        A further systematic error per pair that you know of, added in quadrature to what
+        the data show (:mod:`heimdall_lab.localize.budget`).
+    receiver_sigma_s : float, default 1e-6
+        Stated timing error of each receiver that the delays cannot reveal (GNSS timing,
+        filter delay); it enters every pair of the receiver.
+    calibration : Calibration, optional
+        Per-receiver biases from a reference transmitter (:func:`calibrate`): removed from
+        the delays, their uncertainty added to the budget.
+    robust : bool, default True
+        With four or more receivers, drop a receiver whose pairs disagree with the rest
+        (:func:`solve_tdoa`); ``Localization.dropped`` says which and why.
     max_timestamp_error_s : float, default 1e-5
         Frames whose timestamp is further off their segment's line are rejected.
     min_duration_s : float, default 2.0
@@ -254,8 +281,9 @@ def locate_dataset(
     Returns
     -------
     Localization
-        Estimate, ellipse, per-receiver timing, per-pair delays with qualities and
-        residuals, and the chi-square / likelihood grids.
+        Estimate, ellipse and likelihood region, per-receiver timing, per-pair delays with
+        qualities, error parts and residuals, the error budget, and the chi-square /
+        likelihood grids.
 
     Raises
     ------
@@ -265,11 +293,12 @@ def locate_dataset(
     LocalizationError
         If fewer than three receivers have usable GNSS timestamps, their captures do not
         overlap for ``min_duration_s``, or fewer than two good pairs over three receivers
-        remain (unless ``fallback="rssi"``).
+        remain (unless ``fallback="rssi"``). Its message is one line; its ``pairs`` and
+        ``receivers`` attributes hold the details.
     """
     t_start = time.perf_counter()
     method = _check_method(method, auto=True)
-    vf = _check_velocity(velocity_factor)
+    prop = Propagation.of(propagation)
     conf = _check_confidence(confidence)
     chunk = positive(chunk_s, "chunk_s")
     margin = positive(lag_margin_s, "lag_margin_s", allow_zero=True)
@@ -280,10 +309,13 @@ def locate_dataset(
     max_sigma = positive(max_sigma_s, "max_sigma_s")
     floor = positive(sigma_floor_s, "sigma_floor_s")
     systematic = positive(systematic_sigma_s, "systematic_sigma_s", allow_zero=True)
+    rx_sigma = positive(receiver_sigma_s, "receiver_sigma_s", allow_zero=True)
     ts_err = positive(max_timestamp_error_s, "max_timestamp_error_s")
     min_dur = positive(min_duration_s, "min_duration_s")
     if fallback not in ("none", "rssi"):
         raise ValidationError(f"fallback must be 'none' or 'rssi', got {fallback!r}")
+    if calibration is not None and not isinstance(calibration, Calibration):
+        raise ValidationError("calibration must be a Calibration (heimdall_lab.localize.calibrate)")
     if receivers is not None:
         if isinstance(receivers, str):
             receivers = [receivers]
@@ -292,9 +324,10 @@ def locate_dataset(
         if unknown:
             raise ValidationError(f"unknown receiver(s) {', '.join(unknown)}; have {have}")
         ds = ds.sel(receiver=list(receivers))
-    settings = {
+    frequency = _frequency(ds)
+    settings: dict[str, Any] = {
         "method": method,
-        "velocity_factor": vf,
+        "propagation": prop.to_dict(),
         "chunk_s": chunk,
         "lag_margin_s": margin,
         "search_extra_s": extra,
@@ -303,26 +336,36 @@ def locate_dataset(
         "max_sigma_s": max_sigma,
         "sigma_floor_s": floor,
         "systematic_sigma_s": systematic,
+        "receiver_sigma_s": rx_sigma,
+        "robust": bool(robust),
         "max_timestamp_error_s": ts_err,
         "min_duration_s": min_dur,
         "confidence": conf,
     }
     capture_id = str(ds.attrs.get("capture_id", "")) if isinstance(ds, xr.Dataset) else ""
 
-    def give_up(message: str) -> Localization:
+    def give_up(
+        message: str, pairs: list[PairDelay] | None = None, timings: list | None = None
+    ) -> Localization:
         if fallback == "rssi":
             log.warning("TDoA impossible (%s); falling back to the crude RSSI estimate", message)
             out = locate_rssi_dataset(ds, confidence=conf)
             out.notes.insert(0, f"TDoA impossible: {message}; this is the RSSI fallback")
             return out
-        raise LocalizationError(message)
+        err = LocalizationError(message)
+        err.pairs = list(pairs or [])  # type: ignore[attr-defined]
+        err.receivers = list(timings or [])  # type: ignore[attr-defined]
+        raise err
 
     timings, tracks, epoch = _dataset_tracks(ds, ts_err, min_dur)
     if len(tracks) < 3:
-        why = "; ".join(f"{t.name}: {t.reason}" for t in timings if not t.used) or "none"
+        left = [t for t in timings if not t.used]
+        why = f" ({left[0].name}: {left[0].reason}" if left else ""
+        why += (f"; and {len(left) - 1} more)" if len(left) > 1 else ")") if left else ""
         return give_up(
-            f"{len(tracks)} receiver(s) with usable GNSS timestamps, TDoA needs at least 3 "
-            f"(left out: {why}); locate_rssi_dataset gives a far cruder estimate without them"
+            f"{len(tracks)} receiver(s) with usable GNSS timestamps, TDoA needs 3{why}; "
+            "locate_rssi_dataset gives a far cruder estimate without them",
+            timings=timings,
         )
     rate = float(np.median([tr.rate for tr in tracks]))
     for m in ("envelope", "complex") if method == "auto" else (method,):
@@ -330,70 +373,104 @@ def locate_dataset(
     t0 = max(tr.t[0] for tr in tracks)
     t1 = min(tr.t[-1] for tr in tracks)
     if t1 - t0 < min_dur:
-        spans = ", ".join(f"{tr.timing.name} {tr.t[0]:.2f}..{tr.t[-1]:.2f} s" for tr in tracks)
         return give_up(
-            f"the receivers' captures overlap for {max(t1 - t0, 0):.2f} s, need {min_dur:g} s "
-            f"({spans})"
+            f"the receivers' captures overlap for {max(t1 - t0, 0):.2f} s, need {min_dur:g} s",
+            timings=timings,
         )
     resampled = _common_grid(tracks, carrier_offsets_hz, t0, t1, rate)
-    v = geo.SPEED_OF_LIGHT * vf
+    v = geo.SPEED_OF_LIGHT * prop.velocity_factor
     check = _PairCheck(margin, min_coef, float(min_psr_db), max_sigma, floor, systematic)
     candidates = []
     for m in ("envelope", "complex") if method == "auto" else (method,):
         band_m = _check_band(band, m, rate)
         signals = [_Signal(_prepare(y, valid, m, rate, band_m), valid) for y, valid in resampled]
-        pairs, index, raw = _measure_pairs(tracks, signals, rate, m, band_m, v, extra, chunk, check)
-        used_sigma = [r for r, p in zip(raw, pairs, strict=True) if p.used]
+        measured = _measure_pairs(tracks, signals, rate, m, band_m, v, extra, chunk, check)
+        pairs_m, index_m, raw, ests = measured
+        used_sigma = [r for r, p in zip(raw, pairs_m, strict=True) if p.used]
         median = float(np.median(used_sigma)) if used_sigma else math.inf
-        candidates.append((-len(index), median, m, band_m, pairs, index))
+        candidates.append((-len(index_m), median, m, band_m, pairs_m, index_m, ests))
     notes: list[str] = []
     if method == "auto":
         for c in candidates:
             notes.append(
                 f"auto: {c[2]} gave {-c[0]} good pair(s), median sigma {c[1] * 1e6:.2f} us"
             )
-    _, _, method_used, band_used, pairs, index = min(candidates, key=lambda c: (c[0], c[1]))
+    chosen = min(candidates, key=lambda c: (c[0], c[1]))
+    _, _, method_used, band_used, pairs, index, ests = chosen
     settings["method_used"] = method_used
     settings["band_hz"] = list(band_used)
+    settings["frequency_hz"] = frequency
     used_rx = {k for pr in index for k in pr}
     if len(index) < 2 or len(used_rx) < 3:
-        bad = "; ".join(f"{p.receiver_a}-{p.receiver_b}: {p.reason}" for p in pairs if not p.used)
-        return give_up(
-            f"{len(index)} good pair(s) over {len(used_rx)} receiver(s), need two pairs over "
-            f"three receivers (rejected: {bad or 'none'})"
-        )
-    good = [p for p in pairs if p.used]
+        return give_up(_too_few(pairs, len(index), len(used_rx)), pairs, timings)
     names = [tr.timing.name for tr in tracks]
+    others = [c for c in candidates if c is not chosen]
+    budget = _budget(pairs, index, ests, others[0][4] if others else None, systematic)
+    good = [p for p in pairs if p.used]
+    delays = np.array([p.delay_s for p in good])
+    rcov = np.eye(len(names)) * rx_sigma**2
+    parts = list(budget["parts"])
+    if rx_sigma > 0:
+        parts.append(f"receiver timing prior {rx_sigma * 1e6:g} us per receiver (stated)")
+    if calibration is not None:
+        delays, rcov = _calibrate(good, delays, names, rcov, calibration, notes)
+        parts.append("reference-emitter calibration (its uncertainty)")
     sol = solve_tdoa(
         [tr.timing.latitude for tr in tracks],
         [tr.timing.longitude for tr in tracks],
         index,
-        [p.delay_s for p in good],
+        delays,
         [p.sigma_s for p in good],
         names=names,
-        velocity_factor=vf,
+        propagation=prop,
+        frequency_hz=frequency,
+        receiver_sigma_s=rcov,
         bounds=bounds,
         margin_deg=margin_deg,
         grid_step_deg=grid_step_deg,
         confidence=conf,
+        robust=robust,
     )
-    for p, q in zip(good, sol.pairs, strict=True):
-        p.model_delay_s, p.residual_s = q.model_delay_s, q.residual_s
-    rlat = np.array([tr.timing.latitude for tr in tracks])
-    rlon = np.array([tr.timing.longitude for tr in tracks])
-    by_name = {n: k for k, n in enumerate(names)}
-    for p in pairs:
-        if not p.used:
-            ia, ib = by_name[p.receiver_a], by_name[p.receiver_b]
-            model = _model(
-                sol.latitude, sol.longitude, rlat, rlon, np.array([ia]), np.array([ib]), v
-            )
-            p.model_delay_s = float(model[0])
+    sky_cov = _sky_receivers(sol, prop, frequency, names, notes)
+    if sky_cov is not None:
+        parts.append(
+            f"sky-wave layer height +-{LAYER_HEIGHT_UNCERTAINTY:.0%} (receivers beyond the "
+            "ground range)"
+        )
+        sol = solve_tdoa(
+            [tr.timing.latitude for tr in tracks],
+            [tr.timing.longitude for tr in tracks],
+            index,
+            delays,
+            [p.sigma_s for p in good],
+            names=names,
+            propagation=prop,
+            frequency_hz=frequency,
+            receiver_sigma_s=rcov + sky_cov,
+            bounds=bounds,
+            margin_deg=margin_deg,
+            grid_step_deg=grid_step_deg,
+            confidence=conf,
+            robust=robust,
+        )
+    for p, q, d in zip(good, sol.pairs, delays, strict=True):
+        p.model_delay_s, p.residual_s = q.model_delay_s, d - q.model_delay_s
+        p.used, p.reason = q.used, q.reason
+    model = sol._model(pairs)
+    for p, m in zip(pairs, model(sol.latitude, sol.longitude), strict=True):
+        if math.isnan(p.model_delay_s):
+            p.model_delay_s = float(m)
             p.residual_s = p.delay_s - p.model_delay_s
+    kept = {r.name for r in sol.receivers if r.used}
     for t in timings:
-        if t.used and t.name not in {names[k] for k in used_rx}:
+        if t.used and t.name not in kept:
             t.used = False
-            t.reason = "all its pairs were rejected"
+            dropped = next((x for x in sol.dropped if x["receiver"] == t.name), None)
+            t.reason = (
+                f"dropped by the robust fit: {dropped['reason']}"
+                if dropped
+                else "all its pairs were rejected"
+            )
     start_time = ""
     if epoch is not None:
         start_time = str(
@@ -402,10 +479,15 @@ def locate_dataset(
         start_time += "Z"
     settings.update(sol.settings)
     notes.extend(sol.notes)
-    if len(used_rx) == 3:
+    scale = float(sol.settings.get("scale", 1.0))
+    if scale > 1.0:
+        parts.append(f"scaled by the fit's reduced chi-square ({scale:.2f})")
+    budget["parts"] = parts
+    budget["receiver_sigma_s"] = rx_sigma
+    if len(kept) == 3:
         notes.append(
-            "three receivers: two independent delays fix the position exactly, so the "
-            "ellipse comes from the timing uncertainty alone"
+            "three receivers: two independent delays fix the position exactly, so nothing "
+            "checks the per-receiver errors but the stated prior and a calibration"
         )
     if sol.ambiguous:
         notes.append("another position fits about as well (see alternatives)")
@@ -415,14 +497,167 @@ def locate_dataset(
         confidence=conf,
         receivers=timings,
         pairs=pairs,
-        velocity_factor=vf,
         span_s=float(t1 - t0),
         start_time=start_time,
         run_time_s=time.perf_counter() - t_start,
         settings=settings,
         notes=notes,
+        error_budget=budget,
         capture_id=capture_id,
     )
+
+
+def _frequency(ds: xr.Dataset) -> float | None:
+    """The capture's tuned frequency, Hz, when it says."""
+    for key in ("center_frequency_hz", "frequency_hz", "core:frequency"):
+        value = ds.attrs.get(key) if isinstance(ds, xr.Dataset) else None
+        try:
+            f = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f) and f > 0:
+            return f
+    return None
+
+
+def _too_few(pairs: list[PairDelay], n_good: int, n_rx: int) -> str:
+    """One line: too few good pairs, and the commonest reason the others were rejected."""
+    reasons: dict[str, int] = {}
+    for p in pairs:
+        if not p.used:
+            key = p.reason.split(";")[0].split("(")[0].strip()
+            reasons[key] = reasons.get(key, 0) + 1
+    common = max(reasons.items(), key=lambda kv: kv[1]) if reasons else None
+    why = f"; {common[1]} of {len(pairs)} rejected for {common[0]}" if common else ""
+    return f"{n_good} good pair(s) over {n_rx} receiver(s), need 2 over 3{why}"
+
+
+def _budget(
+    pairs: list[PairDelay],
+    index: list[tuple[int, int]],
+    ests: list[DelayEstimate],
+    other: list[PairDelay] | None,
+    stated: float,
+) -> dict[str, Any]:
+    """Fill each good pair's systematic error from the data; the budget's description."""
+    good = [(p, e) for p, e in zip(pairs, ests, strict=True) if p.used]
+    for k, (p, est) in enumerate(zip(pairs, ests, strict=True)):
+        if not p.used:
+            continue
+        q = other[k] if other is not None else None
+        if q is not None and q.used:
+            p.other_delay_s = q.delay_s
+            p.estimator_spread_s = estimator_spread(
+                p.delay_s, p.sigma_stat_s, q.delay_s, q.sigma_stat_s
+            )
+        sub = getattr(est, "subband_delays_s", np.zeros(0))
+        if len(sub):
+            p.subband_spread_s = subband_spread(sub, p.sigma_stat_s)
+    base = [
+        math.hypot(
+            p.sigma_stat_s,
+            max(np.nan_to_num(p.estimator_spread_s), np.nan_to_num(p.subband_spread_s)),
+        )
+        for p, _ in good
+    ]
+    closure, closures = closure_sigma(index, [p.delay_s for p, _ in good], base)
+    for p, _ in good:
+        per_pair = max(np.nan_to_num(p.estimator_spread_s), np.nan_to_num(p.subband_spread_s))
+        p.sigma_sys_s = math.sqrt(closure**2 + per_pair**2 + stated**2)
+        p.sigma_s = math.hypot(p.sigma_stat_s, p.sigma_sys_s)
+    parts = ["statistical (spread of the chunk delays)"]
+    if other is not None:
+        parts.append("estimator disagreement (envelope vs complex)")
+    if any(len(getattr(e, "subband_delays_s", ())) for _, e in good):
+        parts.append("sub-band spread")
+    if closures:
+        parts.append(f"triangle closure ({closure * 1e6:.2f} us per pair)")
+    if stated > 0:
+        parts.append(f"stated systematic {stated * 1e6:g} us per pair")
+    return {
+        "parts": parts,
+        "closure_sigma_s": closure,
+        "closures_s": closures,
+        "pairs": [
+            {
+                "pair": f"{p.receiver_a}-{p.receiver_b}",
+                "statistical_s": p.sigma_stat_s,
+                "estimators_s": p.estimator_spread_s,
+                "subbands_s": p.subband_spread_s,
+                "systematic_s": p.sigma_sys_s,
+                "total_s": p.sigma_s,
+            }
+            for p, _ in good
+        ],
+    }
+
+
+def _calibrate(
+    good: list[PairDelay],
+    delays: np.ndarray,
+    names: list[str],
+    rcov: np.ndarray,
+    cal: Calibration,
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The delays with the calibration's biases removed, and the receiver covariance."""
+    out = delays.copy()
+    missing = sorted({n for n in names if n not in cal.bias_s})
+    for k, p in enumerate(good):
+        if p.receiver_a in cal.bias_s and p.receiver_b in cal.bias_s:
+            out[k] = delays[k] - cal.pair_bias(p.receiver_a, p.receiver_b)
+    notes.append(cal.summary())
+    if missing:
+        notes.append(f"not calibrated: {', '.join(missing)} (their pairs keep their bias)")
+    return out, rcov + cal.covariance_for(names)
+
+
+def _sky_receivers(
+    sol: Localization,
+    prop: Propagation,
+    frequency: float | None,
+    names: list[str],
+    notes: list[str],
+) -> np.ndarray | None:
+    """Report the receivers beyond the ground range.
+
+    Where the sky wave is modelled, returns the per-receiver covariance of the layer
+    height's uncertainty (None when there is none).
+    """
+    rx = [r for r in sol.receivers if r.used]
+    if not rx:
+        return None
+    dist = np.array(
+        [float(geo.distance_m(sol.latitude, sol.longitude, r.latitude, r.longitude)) for r in rx]
+    )
+    far = (
+        prop.uses_sky(dist, frequency)
+        if prop.mode != "ground"
+        else dist > prop.ground_range_m(frequency)
+    )
+    reach = prop.ground_range_m(frequency) / 1e3
+    if not far.any():
+        return None
+    listed = ", ".join(
+        f"{r.name} ({d / 1e3:.0f} km)" for r, d, f in zip(rx, dist, far, strict=True) if f
+    )
+    if prop.mode == "ground":
+        notes.append(
+            f"beyond the ground wave's range ({reach:g} km at this frequency) the sky wave "
+            f"dominates: {listed}; this ground-wave model does not describe them "
+            "(propagation='auto' models them)"
+        )
+        return None
+    hi = replace(prop, layer_height_km=prop.layer_height_km * (1 + LAYER_HEIGHT_UNCERTAINTY))
+    sig = np.zeros(len(names))
+    for r, d, f in zip(rx, dist, far, strict=True):
+        if f:
+            sig[names.index(r.name)] = abs(hi.sky_delay_s(d) - prop.sky_delay_s(d))
+    notes.append(
+        f"modelled by the one-hop sky wave at {prop.layer_height_km:g} km "
+        f"(+-{LAYER_HEIGHT_UNCERTAINTY:.0%}): {listed}"
+    )
+    return np.diag(sig**2)
 
 
 def pair_correlations(
@@ -495,7 +730,7 @@ def pair_correlations(
     method = str(cfg["method_used"])
     band = _check_band(cfg["band_hz"], method, rate)
     signals = [_Signal(_prepare(y, valid, method, rate, band), valid) for y, valid in resampled]
-    v = geo.SPEED_OF_LIGHT * result.velocity_factor
+    v = geo.SPEED_OF_LIGHT * Propagation.of(result.propagation).velocity_factor
     extra = float(cfg["lag_margin_s"]) + float(cfg["search_extra_s"])
     out: dict[tuple[str, str], PairCorrelation] = {}
     for p in result.pairs:

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from heimdall_lab import geo
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.localize.results import _KM_PER_DEG, _LEGEND_PAIRS, Localization
 from heimdall_lab.localize.solver import _bounds
@@ -105,14 +104,10 @@ def plot_localization(
     glat = np.arange(la0, la1 + step / 2, step)
     glon = np.arange(lo0, lo1 + step / 2, step)
     la_g, lo_g = np.meshgrid(glat, glon, indexing="ij")
-    pos = {r.name: (r.latitude, r.longitude) for r in result.receivers}
-    v = geo.SPEED_OF_LIGHT * result.velocity_factor
     pairs = result.used_pairs if result.kind == "tdoa" else []
-    mismatch = []  # per used pair: predicted minus measured delay on the map grid
-    for p in pairs:
-        da = np.asarray(geo.distance_m(la_g, lo_g, *pos[p.receiver_a]))
-        db = np.asarray(geo.distance_m(la_g, lo_g, *pos[p.receiver_b]))
-        mismatch.append((da - db) / v - p.delay_s)
+    # per used pair: predicted minus measured delay on the map grid
+    predicted = result._model(pairs)(la_g, lo_g) if pairs else []
+    mismatch = [pred - p.delay_s for pred, p in zip(predicted, pairs, strict=True)]
     if pairs:  # chi-square recomputed at the map's resolution
         chi = sum((m / p.sigma_s) ** 2 for m, p in zip(mismatch, pairs, strict=True))
         mesh = ax.pcolormesh(
