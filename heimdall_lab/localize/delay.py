@@ -5,9 +5,10 @@ Chunked cross-correlation with sub-sample refinement and its spread.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import fft as sfft
@@ -25,61 +26,155 @@ log = logging.getLogger(__name__)
 # ============================================================================================
 # Pair delay
 
-
-def _parabolic(ym: float, y0: float, yp: float) -> float:
-    den = ym - 2.0 * y0 + yp
-    if den >= 0 or not math.isfinite(den):
-        return 0.0
-    return float(np.clip(0.5 * (ym - yp) / den, -0.5, 0.5))
-
-
-def _rows_dot(m: np.ndarray, v: np.ndarray) -> np.ndarray:
-    # einsum, not BLAS: a complex matrix-vector product in a multithreaded BLAS is many
-    # times slower here when the cores are busy.
-    return np.einsum("kn,n->k", m, v)
-
-
-def _newton(
-    spec: np.ndarray, omega: np.ndarray, tau0: float, coherent: bool, iterations: int = 8
-) -> float:
-    """Maximise the band-limited correlation near ``tau0`` (samples).
-
-    ``spec`` is (K, bins): ``c_k(tau) = sum spec_k e^{j omega tau}``. Coherent: maximise
-    ``Re sum_k c_k``; else ``sum_k |c_k|``. Falls back to ``tau0`` if the iteration leaves
-    +-1 sample of it.
-    """
-    tau = tau0
-    for _ in range(iterations):
-        e = np.exp(1j * omega * tau)
-        oe = omega * e
-        c = _rows_dot(spec, e)
-        c1 = 1j * _rows_dot(spec, oe)
-        c2 = -_rows_dot(spec, omega * oe)
-        if coherent:
-            f1 = float(np.sum(c1).real)
-            f2 = float(np.sum(c2).real)
-        else:
-            mag = np.maximum(np.abs(c), 1e-300)
-            g = (np.conj(c) * c1).real
-            f1 = float(np.sum(g / mag))
-            f2 = float(np.sum((np.abs(c1) ** 2 + (np.conj(c) * c2).real) / mag - g**2 / mag**3))
-        if not (f2 < 0 and math.isfinite(f1)):
-            break
-        step = float(np.clip(-f1 / f2, -0.5, 0.5))
-        tau += step
-        if abs(tau - tau0) > 1.0:
-            return tau0
-        if abs(step) < 1e-6:
-            break
-    return tau
+# Chunks transformed at once: bounds the temporary arrays of long captures.
+_BLOCK = 32
+# Threads of the batched transforms.
+_WORKERS = -1
 
 
 @dataclass
 class _Signal:
-    """A prepared signal on the common grid (envelope or complex), with its validity."""
+    """A prepared signal on the common grid (envelope or complex), with its validity.
+
+    ``cache`` keeps what every pair of this signal reuses (the zero-filled samples in single
+    precision, the whole-capture spectrum of the peak-to-sidelobe ratio); it is filled
+    lazily and never changes the result.
+    """
 
     z: np.ndarray
     valid: np.ndarray
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def real(self) -> bool:
+        return not np.iscomplexobj(self.z)
+
+    def filled(self) -> np.ndarray:
+        """The samples, zero where invalid (double precision)."""
+        out = self.cache.get("filled")
+        if out is None:
+            out = np.where(self.valid, self.z, 0)
+            self.cache["filled"] = out
+        return out
+
+    def single(self) -> np.ndarray:
+        """The zero-filled samples in single precision, for the chunk transforms."""
+        out = self.cache.get("single")
+        if out is None:
+            out = self.filled().astype(np.float32 if self.real else np.complex64)
+            self.cache["single"] = out
+        return out
+
+
+@dataclass(frozen=True)
+class _Bins:
+    """The in-band bins of an ``nfft``-point transform, in increasing frequency.
+
+    ``index`` are their positions in the full transform, ``q`` their signed frequencies in
+    bins and ``omega`` in radians per sample; ``half`` their positions in a real transform,
+    ``neg`` whether the bin is a negative frequency (the conjugate of ``half``).
+    """
+
+    nfft: int
+    index: np.ndarray
+    q: np.ndarray
+    omega: np.ndarray
+    half: np.ndarray
+    neg: np.ndarray
+
+    @classmethod
+    def of(cls, nfft: int, fs: float, band: tuple[float, float]) -> _Bins:
+        return _bins(int(nfft), float(fs), (float(band[0]), float(band[1])))
+
+    @classmethod
+    def _make(cls, nfft: int, fs: float, band: tuple[float, float]) -> _Bins:
+        mask = _band_mask(nfft, fs, *band)
+        index = np.flatnonzero(mask)
+        q = np.where(index > (nfft - 1) // 2, index - nfft, index)
+        order = np.argsort(q, kind="stable")
+        omega = 2 * np.pi * sfft.fftfreq(nfft)[mask]
+        return cls(nfft, index[order], q[order], omega[order], np.abs(q[order]), q[order] < 0)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def real_half(self) -> np.ndarray:
+        """The bins a real inverse transform takes: non-negative frequencies and Nyquist."""
+        return ~self.neg | (2 * self.half == self.nfft)
+
+    def hz(self, fs: float) -> np.ndarray:
+        """``|f|`` of each bin, Hz."""
+        return np.abs(self.q) * (fs / self.nfft)
+
+    def subset(self, keep: np.ndarray) -> _Bins:
+        return _Bins(
+            self.nfft,
+            self.index[keep],
+            self.q[keep],
+            self.omega[keep],
+            self.half[keep],
+            self.neg[keep],
+        )
+
+    def phasors(self, tau: np.ndarray) -> np.ndarray:
+        """``e^{j omega tau}`` for each ``tau`` (samples): (len(tau), bins).
+
+        Each run of consecutive bins is an outer product of two short tables of complex
+        exponentials (the same numbers to rounding, at a fraction of the cost).
+        """
+        tau = np.asarray(tau, np.float64)[:, None]
+        step = 2 * np.pi / self.nfft
+        cuts = np.flatnonzero(np.diff(self.q) != 1) + 1
+        parts = []
+        for run in np.split(self.q, cuts):
+            n = len(run)
+            m = max(1, math.isqrt(n))
+            p = -(-n // m)
+            coarse = np.exp(1j * (step * (run[0] + m * np.arange(p))) * tau)
+            fine = np.exp(1j * (step * np.arange(m)) * tau)
+            parts.append((coarse[:, :, None] * fine[:, None, :]).reshape(len(tau), -1)[:, :n])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+@functools.lru_cache(maxsize=16)
+def _bins(nfft: int, fs: float, band: tuple[float, float]) -> _Bins:
+    return _Bins._make(nfft, fs, band)
+
+
+def _transform(
+    z: np.ndarray, starts: np.ndarray, length: int, bins: _Bins, taper: np.ndarray | None
+) -> np.ndarray:
+    """In-band spectra (chunks x bins) of ``z[s0 : s0 + length]`` (times ``taper``).
+
+    Single precision (``z`` is); a real ``z`` takes a real transform and the negative
+    frequencies as conjugates.
+    """
+    real = not np.iscomplexobj(z)
+    out = np.empty((len(starts), len(bins)), np.complex64)
+    for k0 in range(0, len(starts), _BLOCK):
+        seg = _segments(z, starts[k0 : k0 + _BLOCK], length)
+        if taper is not None:
+            seg = seg * taper
+        if real:
+            f = sfft.rfft(seg, bins.nfft, axis=1, workers=_WORKERS)[:, bins.half]
+            f[:, bins.neg] = np.conj(f[:, bins.neg])
+        else:
+            f = sfft.fft(seg, bins.nfft, axis=1, workers=_WORKERS)[:, bins.index]
+        out[k0 : k0 + _BLOCK] = f
+    return out
+
+
+def _segments(z: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """``z[s0 : s0 + length]`` for each start, as rows (a view when evenly spaced)."""
+    if len(starts) > 1 and np.all(np.diff(starts) == starts[1] - starts[0]) and starts[1] > 0:
+        step = int(starts[1] - starts[0])
+        return np.lib.stride_tricks.as_strided(
+            z[starts[0] :],
+            shape=(len(starts), length),
+            strides=(step * z.strides[0], z.strides[0]),
+            writeable=False,
+        )
+    return z[starts[:, None] + np.arange(length)]
 
 
 @dataclass
@@ -89,76 +184,149 @@ class _Chunks:
     ``spec[k]`` holds, for the in-band bins, ``X_k conj(Y_k) e^{-j omega w} / nfft``, so
     that chunk ``k``'s correlation is ``c_k(tau) = sum spec[k] e^{j omega tau}`` (``tau``
     in samples); ``pxx``/``pyy`` are the chunks' in-band periodograms of ``x`` and of ``y``
-    over the same samples (``|X|^2 / nfft``).
+    over the same samples (``|X|^2 / nfft``), when asked for.
     """
 
     spec: np.ndarray
-    pxx: np.ndarray
-    pyy: np.ndarray
+    pxx: np.ndarray | None = None
+    pyy: np.ndarray | None = None
 
 
 def _chunk_spectra(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: _Signal,
+    y: _Signal,
     starts: np.ndarray,
     length: int,
     w: int,
-    nfft: int,
-    mask: np.ndarray,
+    bins: _Bins,
+    periodograms: bool,
 ) -> _Chunks:
-    omega = 2 * np.pi * sfft.fftfreq(nfft)[mask]
-    shift = np.exp(-1j * omega * w) / nfft
+    shift = np.exp(-1j * bins.omega * w) / bins.nfft
     # Cosine tapers at the chunk's ends: a hard cut rings through the band limit and biases
     # the delay by up to a microsecond (1 s chunks, 1 kHz band); tapered, by nanoseconds.
-    taper = windows.tukey(length, _TAPER)
-    k_chunks, nb = len(starts), int(mask.sum())
-    spec = np.zeros((k_chunks, nb), np.complex128)
-    pxx = np.zeros((k_chunks, nb))
-    pyy = np.zeros((k_chunks, nb))
-    for k, s0 in enumerate(starts):
-        fx = sfft.fft(x[s0 : s0 + length] * taper, nfft)[mask]
-        fy = sfft.fft(y[s0 - w : s0 + length + w], nfft)[mask]
-        fy_same = sfft.fft(y[s0 : s0 + length] * taper, nfft)[mask]
-        spec[k] = fx * np.conj(fy) * shift
-        pxx[k] = np.abs(fx) ** 2 / nfft
-        pyy[k] = np.abs(fy_same) ** 2 / nfft
+    taper = windows.tukey(length, _TAPER).astype(np.float32)
+    xs, ys = x.single(), y.single()
+    fx = _transform(xs, starts, length, bins, taper)
+    fy = _transform(ys, starts - w, length + 2 * w, bins, None)
+    spec = fx.astype(np.complex128) * np.conj(fy) * shift
+    if not periodograms:
+        return _Chunks(spec)
+    fy_same = _transform(ys, starts, length, bins, taper)
+    pxx = (fx.real.astype(np.float64) ** 2 + fx.imag.astype(np.float64) ** 2) / bins.nfft
+    pyy = (fy_same.real.astype(np.float64) ** 2 + fy_same.imag.astype(np.float64) ** 2) / bins.nfft
     return _Chunks(spec, pxx, pyy)
 
 
-def _integer_curves(
-    spec: np.ndarray, mask: np.ndarray, lags: np.ndarray, coherent: bool
+def _integer_curves(spec: np.ndarray, bins: _Bins, lags: np.ndarray, coherent: bool, real: bool):
+    """Correlation at integer ``lags`` of each row of in-band cross-spectra.
+
+    ``real``: the spectra are those of real signals (conjugate-symmetric), so a real inverse
+    transform of the non-negative frequencies gives the correlation.
+    """
+    nfft = bins.nfft
+    out = np.empty((spec.shape[0], len(lags)))
+    at = lags % nfft
+    pos = bins.real_half()
+    for k0 in range(0, spec.shape[0], _BLOCK):
+        rows = spec[k0 : k0 + _BLOCK]
+        if real:
+            half = np.zeros((len(rows), nfft // 2 + 1), np.complex64)
+            half[:, bins.half[pos]] = rows[:, pos]
+            vals = sfft.irfft(half, nfft, axis=1, workers=_WORKERS)[:, at] * nfft
+            out[k0 : k0 + _BLOCK] = vals if coherent else np.abs(vals)
+        else:
+            full = np.zeros((len(rows), nfft), np.complex64)
+            full[:, bins.index] = rows
+            vals = sfft.ifft(full, axis=1, workers=_WORKERS)[:, at] * nfft
+            out[k0 : k0 + _BLOCK] = vals.real if coherent else np.abs(vals)
+    return out
+
+
+def _parabolic(ym: np.ndarray, y0: np.ndarray, yp: np.ndarray) -> np.ndarray:
+    den = ym - 2.0 * y0 + yp
+    ok = (den < 0) & np.isfinite(den)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.clip(0.5 * (ym - yp) / np.where(ok, den, -1.0), -0.5, 0.5)
+    return np.where(ok, off, 0.0)
+
+
+def _newton(
+    spec: np.ndarray,
+    bins: _Bins,
+    tau0: np.ndarray,
+    coherent: bool,
+    iterations: int = 8,
 ) -> np.ndarray:
-    """Correlation at integer ``lags`` of each row of in-band cross-spectra."""
-    nfft = len(mask)
-    full = np.zeros((spec.shape[0], nfft), np.complex128)
-    full[:, mask] = spec
-    r = sfft.ifft(full, axis=1) * nfft
-    vals = r[:, lags % nfft]
-    return vals.real if coherent else np.abs(vals)
+    """Maximise band-limited correlations near ``tau0`` (samples), one per group.
+
+    ``spec`` is (groups, K, bins): ``c_gk(tau) = sum spec_gk e^{j omega tau}``. Coherent:
+    maximise ``Re sum_k c_gk``; else ``sum_k |c_gk|``. A group whose iteration leaves +-1
+    sample of its start falls back to ``tau0``.
+    """
+    omega = bins.omega
+    tau0 = np.asarray(tau0, np.float64)
+    tau = tau0.copy()
+    g = np.arange(len(tau))  # the groups still iterating, and their spectra
+    spec_g = spec
+    for _ in range(iterations):
+        if len(g) == 0:
+            break
+        e = bins.phasors(tau[g])
+        oe = omega * e
+        c = np.einsum("gkn,gn->gk", spec_g, e)
+        c1 = 1j * np.einsum("gkn,gn->gk", spec_g, oe)
+        c2 = -np.einsum("gkn,gn->gk", spec_g, omega * oe)
+        if coherent:
+            f1 = c1.sum(axis=1).real
+            f2 = c2.sum(axis=1).real
+        else:
+            mag = np.maximum(np.abs(c), 1e-300)
+            gg = (np.conj(c) * c1).real
+            f1 = np.sum(gg / mag, axis=1)
+            f2 = np.sum((np.abs(c1) ** 2 + (np.conj(c) * c2).real) / mag - gg**2 / mag**3, axis=1)
+        ok = (f2 < 0) & np.isfinite(f1)
+        step = np.clip(-f1[ok] / f2[ok], -0.5, 0.5)
+        moved = g[ok]
+        tau[moved] += step
+        away = np.abs(tau[moved] - tau0[moved]) > 1.0
+        tau[moved[away]] = tau0[moved[away]]
+        go_on = np.zeros(len(g), bool)
+        go_on[np.flatnonzero(ok)[~away & (np.abs(step) >= 1e-6)]] = True
+        if not go_on.all():
+            g, spec_g = g[go_on], spec_g[go_on]
+    return tau
 
 
-def _peak(
-    curve: np.ndarray,
+def _peaks(
+    curves: np.ndarray,
     lags: np.ndarray,
     spec: np.ndarray,
-    omega: np.ndarray,
+    bins: _Bins,
     coherent: bool,
     around: int,
     reach: int,
     iterations: int = 8,
-) -> float:
-    """Sub-sample peak (samples) of a correlation near lag ``around`` (within ``reach``)."""
-    idx = np.flatnonzero(np.abs(lags - around) <= reach)
-    i = int(idx[np.argmax(curve[idx])])
-    i = int(np.clip(i, 1, len(lags) - 2))
-    tau0 = lags[i] + _parabolic(curve[i - 1], curve[i], curve[i + 1])
-    return _newton(spec, omega, tau0, coherent, iterations)
+) -> np.ndarray:
+    """Sub-sample peak (samples) of each correlation near lag ``around`` (within ``reach``).
+
+    ``curves`` (groups x lags) at integer lags, ``spec`` (groups, K, bins) their spectra.
+    """
+    near = np.abs(lags - around) <= reach
+    i = np.argmax(np.where(near, curves, -np.inf), axis=1)
+    i = np.clip(i, 1, len(lags) - 2)
+    g = np.arange(len(curves))
+    tau0 = lags[i] + _parabolic(curves[g, i - 1], curves[g, i], curves[g, i + 1])
+    out = np.empty(len(tau0))
+    for g0 in range(0, len(tau0), _BLOCK):
+        sl = slice(g0, g0 + _BLOCK)
+        out[sl] = _newton(spec[sl], bins, tau0[sl], coherent, iterations)
+    return out
 
 
-def _value(spec: np.ndarray, omega: np.ndarray, tau: float, coherent: bool) -> float:
-    e = np.exp(1j * omega * tau)
-    c = _rows_dot(spec, e)
-    return float(c.sum().real) if coherent else float(np.abs(c).sum())
+def _values(spec: np.ndarray, bins: _Bins, taus: np.ndarray, coherent: bool) -> np.ndarray:
+    """The combined correlation ``spec`` (K x bins) at each of ``taus`` (samples)."""
+    c = np.einsum("kn,tn->tk", spec, bins.phasors(taus))
+    return c.sum(axis=1).real if coherent else np.abs(c).sum(axis=1)
 
 
 @dataclass
@@ -192,6 +360,13 @@ class PairCorrelation:
     estimate: DelayEstimate
 
 
+def _near_gap(bad: np.ndarray, guard: int) -> np.ndarray:
+    """Whether each sample lies within ``guard`` samples of a ``bad`` one."""
+    c = np.concatenate([[0], np.cumsum(bad, dtype=np.int64)])
+    i = np.arange(len(bad))
+    return c[np.minimum(i + guard + 1, len(bad))] - c[np.maximum(i - guard, 0)] > 0
+
+
 def _correlation(
     a: _Signal,
     b: _Signal,
@@ -222,8 +397,6 @@ def _correlation(
     n = len(a.z)
     w_search = math.ceil(search_s * fs) + 2
     w = w_search + 2
-    za = np.where(a.valid, a.z, 0)
-    zb = np.where(b.valid, b.z, 0)
     usable = n - 4 * w
     if usable < max(16, 4 * w_search):
         return failed(DelayEstimate(nan, nan, nan, nan, 0))
@@ -231,10 +404,10 @@ def _correlation(
     k_chunks = max(1, usable // max(length, 1))
     length = usable // k_chunks
     nfft = sfft.next_fast_len(2 * length + 2 * w)
-    mask = _band_mask(nfft, fs, *band)
-    if mask.sum() < 4:
+    bins = _Bins.of(nfft, fs, band)
+    if len(bins) < 4:
         return failed(DelayEstimate(nan, nan, nan, nan, 0))
-    omega = 2 * np.pi * sfft.fftfreq(nfft)[mask]
+    real = a.real and b.real
     lags = np.arange(-w_search, w_search + 1)
     starts = 2 * w + length * np.arange(k_chunks)
     # Chunks that reach a gap in either receiver (or the filter's ringing next to it) are
@@ -242,49 +415,48 @@ def _correlation(
     bad = ~(a.valid & b.valid)
     if bad.any():
         guard = 2 * w + round(_GAP_GUARD_S * fs)
-        near_gap = np.convolve(bad.astype(np.float64), np.ones(2 * guard + 1), "same") > 0.5
-        starts = np.array([s0 for s0 in starts if not near_gap[s0 : s0 + length].any()])
+        near_gap = np.concatenate([[0], np.cumsum(_near_gap(bad, guard), dtype=np.int64)])
+        starts = starts[near_gap[starts + length] - near_gap[starts] == 0]
         k_chunks = len(starts)
         if k_chunks == 0:
             return failed(DelayEstimate(nan, nan, nan, nan, 0))
-    fwd = _chunk_spectra(za, zb, starts, length, w, nfft, mask)
-    curves_f = _integer_curves(fwd.spec, mask, lags, coherent)
+    fwd = _chunk_spectra(a, b, starts, length, w, bins, periodograms=True)
+    curves_f = _integer_curves(fwd.spec, bins, lags, coherent, real)
     total_f = curves_f.sum(axis=0)
     if not np.any(total_f > 0):
         return failed(DelayEstimate(nan, nan, 0.0, nan, k_chunks), lags, total_f)
     m0 = int(lags[np.argmax(total_f)])
-    bwd = _chunk_spectra(zb, za, starts - m0, length, w, nfft, mask)
-    curves_b = _integer_curves(bwd.spec, mask, lags, coherent)
+    bwd = _chunk_spectra(b, a, starts - m0, length, w, bins, periodograms=False)
+    curves_b = _integer_curves(bwd.spec, bins, lags, coherent, real)
     reach = 3
     spec_f = fwd.spec.sum(axis=0, keepdims=True) if coherent else fwd.spec
     spec_b = bwd.spec.sum(axis=0, keepdims=True) if coherent else bwd.spec
-    tau_f = _peak(total_f, lags, spec_f, omega, coherent, m0, reach)
-    tau_b = _peak(curves_b.sum(axis=0), lags, spec_b, omega, coherent, -m0, reach)
+    tau_f = _peaks(total_f[None], lags, spec_f[None], bins, coherent, m0, reach)[0]
+    total_b = curves_b.sum(axis=0)
+    tau_b = _peaks(total_b[None], lags, spec_b[None], bins, coherent, -m0, reach)[0]
     tau = 0.5 * (tau_f - tau_b)
     # Quality: the normalised correlation at the estimated delay.
     if coherent:
         denom = math.sqrt(max(fwd.pxx.sum() * fwd.pyy.sum(), 1e-300))
     else:
         denom = max(float(np.sum(np.sqrt(fwd.pxx.sum(axis=1) * fwd.pyy.sum(axis=1)))), 1e-300)
-    coefficient = _value(spec_f, omega, tau, coherent) / denom
-    chunk_delays = np.full(k_chunks, nan)
-    for k in range(k_chunks):
-        # Chunk delays only give the spread: three Newton steps are plenty.
-        tf = _peak(curves_f[k], lags, fwd.spec[k : k + 1], omega, coherent, m0, w_search, 3)
-        tb = _peak(curves_b[k], lags, bwd.spec[k : k + 1], omega, coherent, -m0, w_search, 3)
-        chunk_delays[k] = 0.5 * (tf - tb) / fs
-    psr = _psr(za, zb, fs, band, coherent, m0, w_search)
+    coefficient = float(_values(spec_f, bins, np.array([tau]), coherent)[0]) / denom
+    # Chunk delays only give the spread: three Newton steps are plenty.
+    tf = _peaks(curves_f, lags, fwd.spec[:, None], bins, coherent, m0, w_search, 3)
+    tb = _peaks(curves_b, lags, bwd.spec[:, None], bins, coherent, -m0, w_search, 3)
+    chunk_delays = 0.5 * (tf - tb) / fs
+    psr = _psr(a, b, fs, band, coherent, m0, w_search)
     estimate = DelayEstimate(
         tau / fs, _chunk_sigma(chunk_delays), coefficient, psr, k_chunks, chunk_delays
     )
     fine_lags = tau + np.arange(-32, 33) / 16 if fine else none
-    fine_curve = np.array([_value(spec_f, omega, t, coherent) / denom for t in fine_lags])
+    fine_curve = _values(spec_f, bins, fine_lags, coherent) / denom if fine else none
     return PairCorrelation(lags / fs, total_f / denom, fine_lags / fs, fine_curve, estimate)
 
 
 def _psr(
-    za: np.ndarray,
-    zb: np.ndarray,
+    a: _Signal,
+    b: _Signal,
     fs: float,
     band: tuple[float, float],
     coherent: bool,
@@ -293,30 +465,49 @@ def _psr(
 ) -> float:
     """Peak over the highest sidelobe of the whole-capture correlation, dB.
 
-    Sidelobes are searched within +-0.5 s, outside twice the main lobe's half width.
+    Sidelobes are searched within +-0.5 s, outside twice the main lobe's half width. Each
+    signal's in-band spectrum is kept (``_Signal.cache``), so a signal in many pairs is
+    transformed once.
     """
-    n = len(za)
+    n = len(a.z)
     window = max(w_search, int(min(_PSR_WINDOW_S * fs, n // 4)))
     nfft = sfft.next_fast_len(n + window + 1)
-    mask = _band_mask(nfft, fs, *band)
-    spec = np.zeros(nfft, np.complex128)
-    spec[mask] = sfft.fft(za, nfft)[mask] * np.conj(sfft.fft(zb, nfft)[mask])
-    r = sfft.ifft(spec)
+    real = a.real and b.real
+    key = ("psr", nfft, band, real)
+    spectra = []
+    for s in (a, b):
+        cached = s.cache.get(key)
+        if cached is None:
+            bins = _Bins.of(nfft, fs, band)
+            if real:
+                pos = bins.half[bins.real_half()]
+                cached = (pos, sfft.rfft(s.single(), nfft, workers=_WORKERS)[pos])
+            else:
+                cached = (bins.index, sfft.fft(s.single(), nfft, workers=_WORKERS)[bins.index])
+            s.cache[key] = cached
+        spectra.append(cached)
+    (at, fa), (_, fb) = spectra
     lags = np.arange(-window, window + 1)
-    vals = r[lags % nfft]
-    c = vals.real if coherent else np.abs(vals)
+    if real:
+        half = np.zeros(nfft // 2 + 1, np.complex64)
+        half[at] = fa * np.conj(fb)
+        vals = sfft.irfft(half, nfft, workers=_WORKERS)[lags % nfft].astype(np.float64)
+        c = vals if coherent else np.abs(vals)
+    else:
+        spec = np.zeros(nfft, np.complex64)
+        spec[at] = fa * np.conj(fb)
+        vals = sfft.ifft(spec, workers=_WORKERS)[lags % nfft].astype(np.complex128)
+        c = vals.real if coherent else np.abs(vals)
     near = np.flatnonzero(np.abs(lags - peak_lag) <= 3)
     p = int(near[np.argmax(c[near])])
     peak = c[p]
     if peak <= 0:
         return float("nan")
-    half = 0.5 * peak
-    lo = p
-    while lo > 0 and c[lo] > half:
-        lo -= 1
-    hi = p
-    while hi < len(c) - 1 and c[hi] > half:
-        hi += 1
+    half_peak = 0.5 * peak
+    below = np.flatnonzero(c[: p + 1] <= half_peak)
+    lo = int(below[-1]) if len(below) else 0
+    below = np.flatnonzero(c[p:] <= half_peak)
+    hi = p + int(below[0]) if len(below) else len(c) - 1
     width = max(hi - p, p - lo, 2)
     side = np.abs(lags - lags[p]) > 2 * width
     if not side.any():
