@@ -29,12 +29,34 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Track:
-    """One receiver's usable samples with their GNSS times (s from the common reference)."""
+    """One receiver's usable samples with their GNSS times (s from the common reference).
+
+    ``frames``, when known, is how ``t`` was built: each frame's time and sample count, so
+    that ``t = repeat(frame_t, frame_len) + (index within the frame) / rate``.
+    """
 
     timing: ReceiverTiming
     t: np.ndarray
     x: np.ndarray
     rate: float
+    frames: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _phasor(track: _Track, f0: float) -> np.ndarray:
+    """``exp(-2j pi f0 t)`` at every sample time of a track.
+
+    Built from the frames when known: a table per frame and one per position within a
+    frame (the same numbers to rounding, without a complex exponential per sample).
+    """
+    if track.frames is None:
+        return np.exp(-2j * np.pi * f0 * track.t)
+    frame_t, frame_len = track.frames
+    within = np.arange(int(frame_len.max())) / track.rate
+    per_frame = np.exp(-2j * np.pi * f0 * frame_t)
+    per_sample = np.exp(-2j * np.pi * f0 * within)
+    offs = np.cumsum(frame_len) - frame_len
+    pos = np.arange(len(track.t)) - np.repeat(offs, frame_len)
+    return np.repeat(per_frame, frame_len) * per_sample[pos]
 
 
 def _wrap_ns(ns: np.ndarray) -> np.ndarray:
@@ -144,8 +166,10 @@ def _track_from_arrays(
     times = np.repeat(t[used], f_len) + within / rate
     x = np.asarray(iq[idx], dtype=np.complex128)
     finite = np.isfinite(x)
+    frames: tuple[np.ndarray, np.ndarray] | None = (t[used], f_len)
     if not finite.all():
         times, x = times[finite], x[finite]
+        frames = None
     if len(times) < 2 or times[-1] - times[0] < min_duration_s:
         timing.reason = (
             f"only {0 if len(times) < 2 else times[-1] - times[0]:.2f} s of GNSS-timed samples "
@@ -154,7 +178,7 @@ def _track_from_arrays(
         return None
     timing.start_s, timing.end_s = float(times[0]), float(times[-1])
     timing.used = True
-    return _Track(timing, times, x, rate)
+    return _Track(timing, times, x, rate, frames)
 
 
 def _dataset_tracks(
@@ -261,7 +285,7 @@ def _carrier_offset(track: _Track) -> float:
         f0 = float(np.fft.fftfreq(len(x), 1.0 / track.rate)[int(np.argmax(spec))])
     # Refine: phase of 0.1 s block sums of the mixed-down signal, weighted linear fit.
     for _ in range(2):
-        y = x * np.exp(-2j * np.pi * f0 * t)
+        y = x * _phasor(track, f0)
         edges = np.arange(t[0], t[-1] - 0.1, 0.1)
         if len(edges) < 4:
             break
@@ -285,7 +309,7 @@ def _carrier_offset(track: _Track) -> float:
 def _resample(track: _Track, grid: np.ndarray, f0: float) -> tuple[np.ndarray, np.ndarray]:
     """Mix a track to 0 Hz and interpolate it linearly onto ``grid``; invalid in gaps."""
     t, x = track.t, track.x
-    y = x * np.exp(-2j * np.pi * f0 * t)
+    y = x * _phasor(track, f0)
     idx = np.searchsorted(t, grid, side="right")
     inside = (idx > 0) & (idx < len(t))
     i1 = np.clip(idx, 1, len(t) - 1)
@@ -324,9 +348,9 @@ def envelope(y: np.ndarray, fs: float, band_hz: float) -> np.ndarray:
         ``|y|`` after the band limit, as long as ``y``.
     """
     n = sfft.next_fast_len(len(y))
-    spec = sfft.fft(y, n)
+    spec = sfft.fft(y, n, workers=-1)
     spec[~_band_mask(n, fs, 0.0, band_hz)] = 0.0
-    return np.abs(sfft.ifft(spec)[: len(y)])
+    return np.abs(sfft.ifft(spec, workers=-1, overwrite_x=True)[: len(y)])
 
 
 def _prepare(y: np.ndarray, valid: np.ndarray, method: str, fs: float, band: tuple) -> np.ndarray:
