@@ -38,7 +38,9 @@ from heimdall_lab.values import positive
 log = logging.getLogger(__name__)
 
 #: Points per side of the local grid the likelihood region is drawn on.
-REGION_POINTS = 121
+REGION_POINTS = 81
+#: The search grid's default step: this fraction of the search area's larger side.
+GRID_DIVISIONS = 100
 #: Default significance below which the robust fit looks for a receiver to drop.
 ROBUST_ALPHA = 0.01
 
@@ -170,7 +172,7 @@ def _solve(
     rlat, rlon = prob.model.rlat, prob.model.rlon
     la0, la1, lo0, lo1 = _bounds(rlat, rlon, bounds, margin_deg)
     step = (
-        max(la1 - la0, lo1 - lo0) / 160.0
+        max(la1 - la0, lo1 - lo0) / GRID_DIVISIONS
         if grid_step_deg is None
         else positive(grid_step_deg, "grid_step_deg")
     )
@@ -442,7 +444,7 @@ def solve_tdoa(
     margin_deg : float, optional
         Margin around the receivers, degrees; default ``max(2, half the box's larger side)``.
     grid_step_deg : float, optional
-        Grid spacing, degrees; default 1/160 of the box's larger side.
+        Grid spacing, degrees; default 1/100 of the box's larger side.
     confidence : float, default 0.95
         Probability content of the ellipse and the region.
     inflate : bool, default True

@@ -1,0 +1,218 @@
+"""The honest uncertainty: error budget, likelihood region, robust fit and calibration.
+
+Delays are synthesised from the same WGS84 model the solver uses, with noise and biases of
+known size, so each claim can be checked against the truth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from heimdall_lab import geo
+from heimdall_lab.errors import LocalizationError, ValidationError
+from heimdall_lab.localize.budget import closure_sigma, estimator_spread, subband_spread
+from heimdall_lab.localize.calibration import Calibration, calibrate
+from heimdall_lab.localize.solver import solve_tdoa
+from heimdall_lab.localize.tdoa import locate_recordings
+from heimdall_lab.receivers import DEFAULT_RECEIVERS
+
+TX = (50.0, 8.5)
+#: A search area around the network (a coarser grid keeps the many fits quick).
+BOX = (40.0, 58.0, -6.0, 20.0)
+#: Seven receivers around central Europe (the default receivers' positions).
+SEVEN = [(r.name, r.latitude, r.longitude) for r in DEFAULT_RECEIVERS[:7]]
+
+
+def arrivals(tx, sites, bias=None):
+    bias = bias or {}
+    return np.array(
+        [float(geo.distance_m(*tx, la, lo)) / geo.SPEED_OF_LIGHT + bias.get(n, 0.0)
+         for n, la, lo in sites]
+    )  # fmt: skip
+
+
+def all_pairs(n):
+    return [(i, j) for i in range(n) for j in range(i + 1, n)]
+
+
+def solve(sites, tx, *, sigma=1e-6, bias=None, rng=None, **kw):
+    """Pair delays of every pair from per-receiver arrivals (noise per receiver), solved."""
+    t = arrivals(tx, sites, bias)
+    if rng is not None:
+        t = t + rng.normal(0.0, sigma / math.sqrt(2), len(t))
+    pairs = all_pairs(len(sites))
+    delays = [t[i] - t[j] for i, j in pairs]
+    return solve_tdoa(
+        [s[1] for s in sites],
+        [s[2] for s in sites],
+        pairs,
+        delays,
+        sigma,
+        names=[s[0] for s in sites],
+        **kw,
+    )
+
+
+# ------------------------------------------------------------------------------ budget
+
+
+def test_closure_of_consistent_delays_is_zero_and_of_pair_errors_is_not():
+    t = np.array([0.0, 100e-6, 250e-6, 400e-6])
+    pairs = all_pairs(4)
+    consistent = [t[i] - t[j] for i, j in pairs]
+    sig, closures = closure_sigma(pairs, consistent, [1e-6] * len(pairs))
+    assert sig == 0.0 and len(closures) == 4 and max(map(abs, closures)) < 1e-18
+    # per-receiver biases cancel around every triangle: closure cannot see them
+    biased = [t[i] + 30e-6 * (i == 2) - t[j] - 30e-6 * (j == 2) for i, j in pairs]
+    assert closure_sigma(pairs, biased, [1e-6] * len(pairs))[0] == 0.0
+    # errors that belong to pairs do not cancel
+    rng = np.random.default_rng(0)
+    noisy = [d + rng.normal(0, 10e-6) for d in consistent]
+    sig, _ = closure_sigma(pairs, noisy, [1e-6] * len(pairs))
+    assert 3e-6 < sig < 30e-6
+
+
+def test_estimator_and_subband_spreads():
+    assert estimator_spread(10e-6, 1e-6, 10e-6, 1e-6) == 0.0
+    assert estimator_spread(0.0, 1e-6, 40e-6, 1e-6) == pytest.approx(
+        math.sqrt(40e-6**2 - 2e-12) / 2
+    )
+    assert estimator_spread(0.0, 1e-6, math.nan, 1e-6) == 0.0
+    assert subband_spread(np.array([5e-6, 5e-6, 5e-6, 5e-6]), 1e-7) == 0.0
+    spread = subband_spread(np.array([0.0, 20e-6, -20e-6, np.nan]), 1e-6)
+    assert spread == pytest.approx(math.sqrt(np.var([0.0, 20e-6, -20e-6], ddof=1) - 3e-12))
+    assert subband_spread(np.array([1e-6]), 1e-7) == 0.0
+
+
+# ------------------------------------------------------------------------------ region
+
+
+def test_the_region_is_the_likelihood_contour_and_contains_is_exact():
+    # Outside the receivers' hull the likelihood is a long curved banana, not an ellipse.
+    sites = SEVEN[:3]
+    far = (55.5, 20.0)
+    loc = solve(sites, far, sigma=50e-6)
+    region = loc.region
+    thr = region.attrs["threshold"]
+    assert thr == pytest.approx(stats.chi2.ppf(0.95, 2))
+    assert loc.contains(loc.latitude, loc.longitude)
+    inside = region.values <= thr
+    assert inside.any() and not inside.all()
+    # the exact measure agrees with the grid, point by point
+    la, lo = np.meshgrid(region["latitude"].values, region["longitude"].values, indexing="ij")
+    np.testing.assert_allclose(loc.delta_chi2(la, lo), region.values, atol=1e-6)
+    # points inside the region but far outside the ellipse: the region is not elliptical
+    lat0 = math.radians(loc.latitude)
+    north = (la - loc.latitude) * geo.EARTH_RADIUS_M * math.pi / 180 / 1e3
+    east = (lo - loc.longitude) * geo.EARTH_RADIUS_M * math.pi / 180 / 1e3 * math.cos(lat0)
+    x = np.stack([east, north], axis=-1)
+    maha = np.einsum("...i,ij,...j->...", x, np.linalg.inv(loc.covariance_km2), x)
+    assert np.any(inside & (maha > 1.5 * thr))
+    assert not loc.contains(loc.latitude + 5.0, loc.longitude)
+
+
+def test_the_region_covers_the_truth_at_its_stated_rate():
+    """Timing errors per receiver of the stated size: the 95 % region holds the truth in
+    about 95 % of the draws (150 draws: binomial, 2.5 sigma is 90.5-99.5 %), whether the errors
+    are given per receiver or as pair sigmas inflated for the shared receivers."""
+    rng = np.random.default_rng(1)
+    sites = SEVEN[:4]
+    pairs = all_pairs(len(sites))
+    lat, lon, names = [s[1] for s in sites], [s[2] for s in sites], [s[0] for s in sites]
+    sigma_rx = 2e-6
+    per_receiver, inflated = [], []
+    for _ in range(150):
+        t = arrivals(TX, sites) + rng.normal(0.0, sigma_rx, len(sites))
+        d = [t[i] - t[j] for i, j in pairs]
+        kw = {"names": names, "robust": False, "bounds": BOX, "grid_step_deg": 0.25}
+        a = solve_tdoa(lat, lon, pairs, d, 1e-9, receiver_sigma_s=sigma_rx, inflate=False, **kw)
+        b = solve_tdoa(lat, lon, pairs, d, sigma_rx * math.sqrt(2), **kw)
+        per_receiver.append(a.contains(*TX))
+        inflated.append(b.contains(*TX))
+    for hits in (per_receiver, inflated):
+        assert 0.88 <= float(np.mean(hits)) <= 0.99, np.mean(hits)
+    # stated too small, the region is too small: it misses the truth far more often
+    t = [arrivals(TX, sites) + rng.normal(0.0, sigma_rx, len(sites)) for _ in range(60)]
+    tight = [
+        solve_tdoa(lat, lon, pairs, [x[i] - x[j] for i, j in pairs], 0.2e-6, names=names,
+                   robust=False, bounds=BOX, grid_step_deg=0.25).contains(*TX)
+        for x in t
+    ]  # fmt: skip
+    assert float(np.mean(tight)) < 0.8
+
+
+# ------------------------------------------------------------------------------ robust
+
+
+def test_the_robust_fit_names_a_biased_receiver_and_recovers_the_clean_result():
+    rng = np.random.default_rng(2)
+    bad = SEVEN[3][0]
+    biased = solve(SEVEN, TX, sigma=2e-6, bias={bad: 50e-6}, rng=rng)
+    assert [x["receiver"] for x in biased.dropped] == [bad]
+    assert "disagree" in biased.dropped[0]["reason"]
+    assert bad not in biased.used_receivers and len(biased.used_receivers) == 6
+    assert all(not p.used for p in biased.pairs if bad in (p.receiver_a, p.receiver_b))
+    assert any(bad in n for n in biased.notes)
+    clean6 = solve([s for s in SEVEN if s[0] != bad], TX, sigma=2e-6, rng=rng)
+    naive = solve(SEVEN, TX, sigma=2e-6, bias={bad: 50e-6}, rng=rng, robust=False)
+    assert biased.error_km(*TX) <= 1.5 * max(clean6.error_km(*TX), 0.5)
+    assert naive.error_km(*TX) > biased.error_km(*TX)
+    # a consistent network loses nobody
+    assert solve(SEVEN, TX, sigma=2e-6, rng=rng).dropped == []
+
+
+def test_the_robust_fit_needs_four_receivers():
+    loc = solve(SEVEN[:3], TX, sigma=1e-6, bias={SEVEN[0][0]: 50e-6})
+    assert loc.dropped == [] and len(loc.used_receivers) == 3
+
+
+# ------------------------------------------------------------------------------ calibration
+
+
+def test_calibration_recovers_the_bias_differences():
+    rng = np.random.default_rng(3)
+    bias = {n: b for (n, _, _), b in zip(SEVEN[:5], [12e-6, -5e-6, 28e-6, 0.0, 17e-6], strict=True)}
+    ref_pos = (48.9, 2.3)  # a known transmitter elsewhere
+    reference = solve(SEVEN[:5], ref_pos, sigma=0.5e-6, bias=bias, rng=rng, robust=False)
+    cal = calibrate(reference, *ref_pos)
+    assert cal.receivers == [s[0] for s in SEVEN[:5]]
+    assert abs(sum(cal.bias_s.values())) < 1e-9  # zero mean: only differences are defined
+    for a in cal.receivers:
+        for b in cal.receivers:
+            want = bias[a] - bias[b]
+            assert cal.pair_bias(a, b) == pytest.approx(want, abs=3e-6)
+    assert cal.dof == 10 - 4 and math.isfinite(cal.chi2)
+    again = Calibration.from_dict(cal.to_dict())
+    assert again.bias_s == pytest.approx(cal.bias_s) and again.receivers == cal.receivers
+    assert "calibrated on a reference" in cal.summary()
+    with pytest.raises(ValidationError):
+        Calibration.from_dict({"receivers": ["a"]})
+    with pytest.raises(ValidationError):
+        calibrate("not a capture", *ref_pos)
+
+
+# ------------------------------------------------------------------------------ failure
+
+
+def test_a_failure_to_locate_is_one_short_line_with_the_details_attached(synthetic_noise):
+    with pytest.raises(LocalizationError) as info:
+        locate_recordings(*synthetic_noise, method="envelope")
+    msg = str(info.value)
+    assert "\n" not in msg and len(msg) < 200, msg
+    assert "good pair" in msg
+    pairs = info.value.pairs
+    assert len(pairs) == 3 and all(not p.used and p.reason for p in pairs)
+
+
+@pytest.fixture
+def synthetic_noise():
+    """Three receivers that hear only noise (the recordings of test_localize)."""
+    from test_localize import SITES, synthetic_recording
+
+    names = list(SITES)[:3]
+    recs = {n: synthetic_recording(0.0, seed=20 + k, signal=False) for k, n in enumerate(names)}
+    return recs, {n: SITES[n] for n in names}
