@@ -8,7 +8,7 @@ curve (an isochrone) on the Earth. Three receivers give two independent delays a
 
 The method follows the public KiwiSDR TDoA method (hcab14/TDoA, Octave): GNSS-timed samples,
 pairwise cross-correlation, ground-wave propagation along great circles, and a likelihood
-map searched on a latitude/longitude grid. The steps:
+map searched on a latitude/longitude grid, over WGS84 geodesics. The steps:
 
 Alignment on GNSS time
     Only *trusted* frames are used: a GNSS fix and not one of the first, stale, frames
@@ -63,33 +63,53 @@ Quality and rejection
     PSR under ``min_psr_db``, its sigma over ``max_sigma_s``, or its delay outside the
     physically possible ``|tau| <= baseline / v + lag_margin_s``.
 Position
-    A receiver at great-circle distance ``d_i`` (spherical Earth,
-    :func:`heimdall_lab.geo.distance_m`) hears the transmitter after ``d_i / v`` with
-    ``v = velocity_factor * c`` (ground wave; HF sky-wave paths are longer and are not
-    modelled). ``chi2(p) = sum_pairs ((tau_ab - (d_a(p) - d_b(p)) / v) / sigma_ab)^2`` is
-    evaluated on a latitude/longitude grid over the receivers' bounding box plus a margin;
-    the lowest local minima of the grid are refined by ``scipy.optimize.least_squares`` in
-    a local north/east frame (km), kept within the grid plus 10 % (a fit stopped at that
-    edge is reported as not converged), and the best is the estimate. Other local solutions
-    within the confidence level's chi-square of it are reported and flag the result
-    ``ambiguous`` (three receivers can have two exact solutions where the hyperbolae cross
-    twice).
+    A receiver at WGS84 geodesic distance ``d_i`` (:func:`heimdall_lab.geo.distance_m`)
+    hears the transmitter after the delay of the stated path model
+    (:class:`heimdall_lab.propagation.Propagation`, argument ``propagation``): the ground
+    wave at ``velocity_factor * c`` by default; a one-hop sky wave by a mirror at a layer
+    height (``"sky"``); or each receiver by the ground wave within the ground range at the
+    capture's frequency and by the sky wave beyond it (``"auto"``; the layer height's
+    uncertainty, 20 %, enters those receivers' errors). With ``"ground"``, receivers beyond
+    the ground range are named in the notes. The fit is generalised least squares:
+    ``chi2(p) = |W (tau - model(p))|^2`` with ``W`` whitening the covariance of the pair
+    delays (:mod:`heimdall_lab.localize.model`), evaluated on a latitude/longitude grid over
+    the receivers' bounding box plus a margin; the lowest local minima are refined by
+    ``scipy.optimize.least_squares`` in a local north/east frame (km), kept within the grid
+    plus 10 % (a fit stopped at that edge is reported as not converged). Other local
+    solutions within the confidence level's chi-square of the best flag the result
+    ``ambiguous``.
+Error budget
+    Each pair's error has a statistical part (the chunk spread) and a systematic part
+    measured from the data (:mod:`heimdall_lab.localize.budget`): the disagreement of the
+    envelope and complex estimates, the spread of the delays over sub-bands of the
+    correlation band, and the closure of the delays around triangles of receivers, plus
+    ``systematic_sigma_s`` if stated. What the delays cannot reveal, a timing error common
+    to all pairs of one receiver, is a stated prior per receiver (``receiver_sigma_s``,
+    1 us by default) that enters every pair of the receiver (so the pairs' errors are
+    correlated), or is measured on a transmitter at a known position and removed
+    (reference-emitter calibration, :func:`calibrate`). When all pairs of ``n`` receivers
+    are used, the independent parts are inflated by ``n / 2`` (the pairs share receivers).
+    ``Localization.error_budget["parts"]`` says which errors a result includes.
+Robust fit
+    With four or more receivers, while the fit is inconsistent (chi-square p-value under
+    0.01) a receiver whose pairs disagree with the rest is found by leaving each out in
+    turn and dropped if the fall in chi-square is significant; ``Localization.dropped``
+    says which and why.
 Uncertainty
     The covariance of (east, north) in km is ``(J^T J)^-1`` with ``J`` the Jacobian of the
-    normalised residuals at the estimate. It is multiplied by ``n_receivers / 2`` when all
-    pairs are used (the pairs share receivers, so they are not independent: were the timing
-    errors purely per receiver, the naive covariance would be too small by exactly that
-    factor) and, when the
-    fit has degrees of freedom, by the reduced chi-square if that exceeds 1. The ellipse's
-    semi-axes are ``sqrt(eigenvalue * chi2.ppf(confidence, 2))``; its orientation is the
-    major axis' azimuth, degrees clockwise from north. It reflects the measured timing noise
-    only: systematic errors (propagation other than a ground wave at ``v``, receiver
-    delays) are not in it unless ``systematic_sigma_s`` says how large they are.
+    whitened residuals at the estimate, multiplied by the reduced chi-square when the fit
+    has degrees of freedom and that exceeds 1. The ellipse's semi-axes are
+    ``sqrt(eigenvalue * chi2.ppf(confidence, 2))``; its orientation is the major axis'
+    azimuth, degrees clockwise from north. The ellipse is a summary: the stated region is
+    the likelihood contour itself, ``(chi2 - chi2_min) / scale <= chi2.ppf(confidence, 2)``
+    (``Localization.region`` on a local grid, ``Localization.contains`` exactly), which
+    keeps a banana or two lobes where the geometry makes them.
 
 Receivers without GNSS timestamps cannot take part; :func:`locate_rssi` /
 :func:`locate_rssi_dataset` give a far cruder estimate from received power alone.
 
 Entry points: :func:`locate_dataset` (a capture Dataset, the common input),
+:func:`calibrate` (per-receiver biases from a known transmitter),
 :func:`locate_recordings` (recordings plus positions), :func:`locate_files` (kiwi IQ WAV
 files), and the pieces :func:`estimate_delay` and :func:`solve_tdoa`. Results are
 :class:`Localization` objects (``to_dict()`` for storage);
@@ -98,6 +118,7 @@ files), and the pieces :func:`estimate_delay` and :func:`solve_tdoa`. Results ar
 
 from __future__ import annotations
 
+from heimdall_lab.localize.calibration import Calibration, calibrate
 from heimdall_lab.localize.checks import DEFAULT_BANDS, METHODS
 from heimdall_lab.localize.delay import estimate_delay
 from heimdall_lab.localize.results import DelayEstimate, Localization, PairDelay, ReceiverTiming
@@ -108,10 +129,12 @@ from heimdall_lab.localize.tdoa import locate_dataset, locate_files, locate_reco
 __all__ = [
     "DEFAULT_BANDS",
     "METHODS",
+    "Calibration",
     "DelayEstimate",
     "Localization",
     "PairDelay",
     "ReceiverTiming",
+    "calibrate",
     "estimate_delay",
     "locate_dataset",
     "locate_files",
