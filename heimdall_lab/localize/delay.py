@@ -264,18 +264,26 @@ def _newton(
     sample of its start falls back to ``tau0``.
     """
     omega = bins.omega
+    n_groups, k = spec.shape[:2]
+    # c and its first two derivatives are sums of spec (j omega)^p e^{j omega tau}, p = 0..2:
+    # with one row per group the spectra are weighted once, else the phasors each time.
+    weighted = np.concatenate([spec, spec * omega, spec * omega**2], axis=1) if k == 1 else None
     tau0 = np.asarray(tau0, np.float64)
     tau = tau0.copy()
-    g = np.arange(len(tau))  # the groups still iterating, and their spectra
-    spec_g = spec
+    active = np.ones(n_groups, bool)
     for _ in range(iterations):
-        if len(g) == 0:
+        if not active.any():
             break
-        e = bins.phasors(tau[g])
-        oe = omega * e
-        c = np.einsum("gkn,gn->gk", spec_g, e)
-        c1 = 1j * np.einsum("gkn,gn->gk", spec_g, oe)
-        c2 = -np.einsum("gkn,gn->gk", spec_g, omega * oe)
+        e = bins.phasors(tau)
+        if weighted is not None:
+            prod = np.einsum("gpn,gn->gp", weighted, e)[:, None, :]
+        else:
+            ew = np.empty((n_groups, 3, len(omega)), np.complex128)
+            ew[:, 0] = e
+            np.multiply(ew[:, 0], omega, out=ew[:, 1])
+            np.multiply(ew[:, 1], omega, out=ew[:, 2])
+            prod = np.einsum("gkn,gpn->gkp", spec, ew)
+        c, c1, c2 = prod[..., 0], 1j * prod[..., 1], -prod[..., 2]
         if coherent:
             f1 = c1.sum(axis=1).real
             f2 = c2.sum(axis=1).real
@@ -284,16 +292,14 @@ def _newton(
             gg = (np.conj(c) * c1).real
             f1 = np.sum(gg / mag, axis=1)
             f2 = np.sum((np.abs(c1) ** 2 + (np.conj(c) * c2).real) / mag - gg**2 / mag**3, axis=1)
-        ok = (f2 < 0) & np.isfinite(f1)
-        step = np.clip(-f1[ok] / f2[ok], -0.5, 0.5)
-        moved = g[ok]
-        tau[moved] += step
-        away = np.abs(tau[moved] - tau0[moved]) > 1.0
-        tau[moved[away]] = tau0[moved[away]]
-        go_on = np.zeros(len(g), bool)
-        go_on[np.flatnonzero(ok)[~away & (np.abs(step) >= 1e-6)]] = True
-        if not go_on.all():
-            g, spec_g = g[go_on], spec_g[go_on]
+        ok = active & (f2 < 0) & np.isfinite(f1)
+        active &= ok
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(ok, np.clip(-f1 / np.where(ok, f2, -1.0), -0.5, 0.5), 0.0)
+        tau += step
+        away = ok & (np.abs(tau - tau0) > 1.0)
+        tau[away] = tau0[away]
+        active &= ~away & (np.abs(step) >= 1e-6)
     return tau
 
 
