@@ -216,3 +216,63 @@ def synthetic_noise():
     names = list(SITES)[:3]
     recs = {n: synthetic_recording(0.0, seed=20 + k, signal=False) for k, n in enumerate(names)}
     return recs, {n: SITES[n] for n in names}
+
+
+# ------------------------------------------------------------------------------ emulated
+
+
+def emulated_dataset(tx, frequency_hz, biases, seed=5, seconds=8.0):
+    """A keyed carrier heard by the seven default receivers with timing biases, over
+    loopback through the emulator and the client."""
+    from heimdall_lab.emulate.scenario import Scenario, Transmitter
+    from heimdall_lab.emulate.server import Emulator
+    from heimdall_lab.kiwi.acquire import acquire
+
+    scenario = Scenario.default(
+        seed=seed, transmitter=Transmitter(*tx, frequency_hz, modulation="ook")
+    ).with_timing_biases(biases)
+    with Emulator(scenario, realtime=False).running() as emu:
+        return acquire(emu.receivers, frequency_hz, seconds).dataset
+
+
+def test_calibration_on_a_reference_emitter_removes_receiver_biases():
+    """Biases of 10-30 us: a reference transmitter on another frequency at a known place
+    measures them, and the unknown one is then located as if they were not there."""
+    from heimdall_lab.localize import calibrate, locate_dataset
+
+    names = [r.name for r in DEFAULT_RECEIVERS[:7]]
+    rng = np.random.default_rng(7)
+    biases = dict(zip(names, rng.uniform(10e-6, 30e-6, len(names)), strict=True))
+    reference = (48.85, 2.35)
+    ref = emulated_dataset(reference, 60_000.0, biases)
+    target = emulated_dataset(TX, 77_500.0, biases)
+    cal = calibrate(ref, *reference)
+    k0 = cal.receivers.index(names[0])
+    for a in names[1:]:
+        k = cal.receivers.index(a)
+        c = cal.covariance_s2
+        stated = math.sqrt(c[k, k] + c[k0, k0] - 2 * c[k, k0])
+        error = cal.pair_bias(a, names[0]) - (biases[a] - biases[names[0]])
+        print(f"{a}: bias error {error * 1e6:+.2f} us, stated {stated * 1e6:.2f} us")
+        assert abs(error) < max(4 * stated, 1e-6) and abs(error) < 8e-6
+    plain = locate_dataset(target, robust=False)
+    fixed = locate_dataset(target, calibration=cal)
+    # one seed: at least halved (the benchmark reports the median over many seeds)
+    assert fixed.error_km(*TX) < plain.error_km(*TX) / 2
+    assert fixed.contains(*TX)
+    assert any("calibrated on a reference" in n for n in fixed.notes)
+    assert any("calibration" in part for part in fixed.error_budget["parts"])
+
+
+def test_a_receiver_biased_by_50_us_is_named_and_dropped():
+    from heimdall_lab.localize import locate_dataset
+
+    bad = DEFAULT_RECEIVERS[2].name
+    ds = emulated_dataset(TX, 77_500.0, {bad: 50e-6}, seed=6)
+    loc = locate_dataset(ds)
+    assert [x["receiver"] for x in loc.dropped] == [bad]
+    timing = {r.name: r for r in loc.receivers}[bad]
+    assert not timing.used and "robust fit" in timing.reason
+    clean = locate_dataset(ds, receivers=[r.name for r in DEFAULT_RECEIVERS[:7] if r.name != bad])
+    assert loc.error_km(*TX) <= 1.5 * max(clean.error_km(*TX), 0.3)
+    assert loc.contains(*TX)
