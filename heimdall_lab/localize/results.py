@@ -128,6 +128,18 @@ class DelayEstimate:
         Chunks correlated.
     chunk_delays_s : numpy.ndarray
         Each chunk's own delay estimate, seconds.
+    subband_delays_s : numpy.ndarray
+        The delay measured in each slice of the correlation band (``subbands``), seconds:
+        NaN for a slice with too little signal. Empty unless asked for.
+    subband_bands_hz : numpy.ndarray
+        The slices, ``(K, 2)`` rows of ``(low_hz, high_hz)`` on ``|f|``.
+    subband_sigmas_s : numpy.ndarray
+        Each slice's standard error from the spread of its chunk delays, seconds.
+    subband_coefficients : numpy.ndarray
+        Each slice's normalised correlation at its delay.
+    leading_edge_s : float
+        The earliest-arrival delay (``leading_edge``), seconds; NaN unless asked for or
+        when none is found.
     """
 
     delay_s: float
@@ -136,6 +148,11 @@ class DelayEstimate:
     psr_db: float
     n_chunks: int
     chunk_delays_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    subband_delays_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    subband_bands_hz: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    subband_sigmas_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    subband_coefficients: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    leading_edge_s: float = float("nan")
 
 
 @dataclass
