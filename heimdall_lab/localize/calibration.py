@@ -150,6 +150,10 @@ def _biases(
     normal = a.T @ w @ a
     cov = np.linalg.pinv(normal, rcond=1e-12, hermitian=True)
     b = cov @ a.T @ w @ errors
+    # All pairs of n receivers share the receivers' noise: weighed as independent, their
+    # errors look n / 2 times smaller than they are (the same inflation as the fit's).
+    if len(pairs) > len(receivers) - 1:
+        cov = cov * (len(receivers) / 2.0)
     return receivers, b, cov, errors - a @ b
 
 

@@ -189,6 +189,9 @@ class PairDelay:
         the sub-band delays (NaN where not measured).
     other_delay_s : float
         The other estimator's delay (``method="auto"``), when it gave a good one.
+    calibration_s : float
+        What a reference-emitter calibration removed (``bias(a) - bias(b)``): the
+        correlation measured ``delay_s + calibration_s``.
     """
 
     receiver_a: str
@@ -209,6 +212,7 @@ class PairDelay:
     estimator_spread_s: float = float("nan")
     subband_spread_s: float = float("nan")
     other_delay_s: float = float("nan")
+    calibration_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (NaN as None).

@@ -605,7 +605,8 @@ def _calibrate(
     missing = sorted({n for n in names if n not in cal.bias_s})
     for k, p in enumerate(good):
         if p.receiver_a in cal.bias_s and p.receiver_b in cal.bias_s:
-            out[k] = delays[k] - cal.pair_bias(p.receiver_a, p.receiver_b)
+            p.calibration_s = cal.pair_bias(p.receiver_a, p.receiver_b)
+            out[k] = p.delay_s = delays[k] - p.calibration_s
     notes.append(cal.summary())
     if missing:
         notes.append(f"not calibrated: {', '.join(missing)} (their pairs keep their bias)")
@@ -746,10 +747,11 @@ def pair_correlations(
             fine=True,
         )
         got = corr.estimate.delay_s
-        if not (got == p.delay_s or (math.isnan(got) and math.isnan(p.delay_s))):
+        measured = p.delay_s + p.calibration_s
+        if not (got == measured or (math.isnan(got) and math.isnan(measured))):
             raise ValidationError(
                 f"pair {p.receiver_a}-{p.receiver_b}: the capture gives a delay of "
-                f"{got * 1e6:.3f} us, the localization {p.delay_s * 1e6:.3f} us: it is not the "
+                f"{got * 1e6:.3f} us, the localization {measured * 1e6:.3f} us: it is not the "
                 "capture the localization was computed from"
             )
         out[(p.receiver_a, p.receiver_b)] = corr
