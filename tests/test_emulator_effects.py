@@ -536,6 +536,24 @@ async def test_passband_over_loopback_follows_the_clients_cut_and_retunes():
         assert np.median(db[(f > -800) & (f < 1300)]) > QUANTISATION_FLOOR_DBFS_HZ + 20
 
 
+def test_the_server_reads_the_cut_of_a_set_mod():
+    from heimdall_lab.emulate.server import EmulatedReceiver, _passband
+    from heimdall_lab.kiwi.protocol import cmd_mod, decode_params
+    from heimdall_lab.receivers import Receiver
+
+    unit = EmulatedReceiver(Receiver("S", "127.0.0.1", 8073, 48.8, 8.2), lambda f, band: None)
+
+    def cut(command, current=None):
+        return _passband(unit, decode_params(command[4:]), RATE, current)
+
+    assert cut(cmd_mod(77_500.0, -3000, 3000)) == (-3000.0, 3000.0)
+    assert cut(cmd_mod(77_500.0, -1000, 1500)) == (-1000.0, 1500.0)
+    assert cut("SET mod=iq freq=77.500", (-1, 1)) == (-1, 1)  # none given: kept
+    for bad in ("low_cut=3000 high_cut=-3000", "low_cut=x high_cut=1", "low_cut=-3000"):
+        assert cut(f"SET mod=iq {bad} freq=77.500", (-1, 1)) == (-1, 1)
+    assert cut("SET mod=iq low_cut=7000 high_cut=8000 freq=77.500") is None  # off the band
+
+
 async def test_default_cut_over_loopback_gives_the_unfiltered_frames():
     sc = Scenario.default(seed=8)
     name = sc.sites[2].name

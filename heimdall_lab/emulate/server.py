@@ -493,7 +493,7 @@ class Emulator:
             if params is None:
                 return
             freq_hz = float(params["freq"]) * 1e3
-            band = _passband(unit, params)
+            band = _passband(unit, params, self.scenario.nominal_rate)
             source = unit.source(freq_hz, band)
             await self._stream(unit, ws, source, _Tuning(freq_hz, band))
         except ConnectionClosed:
@@ -642,7 +642,8 @@ class Emulator:
             text = message if isinstance(message, str) else message.decode("utf-8", "replace")
             unit.commands.append((time.monotonic(), text))
             if text.startswith("SET mod="):
-                _on_retune(unit, protocol.decode_params(text[4:]), tuning)
+                params = protocol.decode_params(text[4:])
+                _on_retune(unit, params, tuning, self.scenario.nominal_rate)
 
 
 @dataclass
@@ -657,13 +658,15 @@ class _Tuning:
 def _passband(
     unit: EmulatedReceiver,
     params: dict[str, str],
+    rate: float,
     current: tuple[float, float] | None = None,
 ) -> tuple[float, float] | None:
     """The passband ``(low_cut, high_cut)`` of a ``SET mod``, Hz; ``current`` without one.
 
     A KiwiSDR band-limits its IQ to the cuts the client sends; the emulator does the same
     (:func:`heimdall_lab.emulate.scenario.passband_taps`). Cuts it cannot use (missing,
-    not numbers, not ``low < high``) leave the passband as it was (logged at INFO).
+    not numbers, not ``low < high``, or nothing of them within ``+-rate / 2``) leave the
+    passband as it was (logged at INFO).
     """
     if "low_cut" not in params and "high_cut" not in params:
         return current
@@ -671,7 +674,8 @@ def _passband(
         low, high = float(params["low_cut"]), float(params["high_cut"])
     except (KeyError, ValueError):
         low = high = math.nan
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+    usable = math.isfinite(low) and math.isfinite(high) and low < high
+    if not (usable and low < rate / 2 and high > -rate / 2):
         log.info(
             "%s: ignoring a passband it cannot use: %s",
             unit.receiver.name,
@@ -681,7 +685,9 @@ def _passband(
     return low, high
 
 
-def _on_retune(unit: EmulatedReceiver, params: dict[str, str], tuning: _Tuning) -> None:
+def _on_retune(
+    unit: EmulatedReceiver, params: dict[str, str], tuning: _Tuning, rate: float
+) -> None:
     """Note a ``SET mod`` received while streaming; the sender applies it at the next frame."""
     name = unit.receiver.name
     try:
@@ -693,7 +699,7 @@ def _on_retune(unit: EmulatedReceiver, params: dict[str, str], tuning: _Tuning) 
         return
     unit.retunes.append((time.monotonic(), freq_hz))
     tuning.pending_hz = freq_hz
-    tuning.passband = _passband(unit, params, tuning.passband)
+    tuning.passband = _passband(unit, params, rate, tuning.passband)
 
 
 def _retuned(unit: EmulatedReceiver, source: FrameSource, tuning: _Tuning) -> FrameSource:
