@@ -111,12 +111,25 @@ zero-phase FIR (:func:`passband_taps`: :data:`PASSBAND_TAPS` taps, about
 run by overlap-save over consecutive frames, its state carried from frame to frame (the
 stream synthesises one frame ahead). Outside the passband only the int16 quantisation floor
 remains: rounding alone gives ``1/6`` count squared per complex sample, ``10 log10(1/6 /
-32768^2 / r)``, -138.9 dBFS/Hz at 12001 Hz. The noise density slopes across the passband by
-:attr:`Site.noise_slope_db`, linearly in dB from ``-slope / 2`` at ``low_cut`` to
-``+slope / 2`` at ``high_cut`` around :attr:`Site.noise_dbm_hz`; the signal's passband is
-flat. Without a passband, or with one as wide as the band (edges beyond
+32768^2 / r)``, -138.9 dBFS/Hz at 12001 Hz (when the band holds enough noise, a few counts,
+to make the rounding error white, as the default noise does). The noise density slopes
+across the passband by :attr:`Site.noise_slope_db`, linearly in dB from ``-slope / 2`` at
+``low_cut`` to ``+slope / 2`` at ``high_cut`` around :attr:`Site.noise_dbm_hz`; the signal's
+passband is flat. Without a passband, or with one as wide as the band (edges beyond
 +-:data:`OPEN_CUT_FRACTION` of the rate, such as a client's default +-6 kHz) and no slope,
 nothing is filtered and the frames are those of the unfiltered synthesis, bit for bit.
+
+Systematic errors
+-----------------
+Each is a :class:`Site` field, off by default, and stated per site by :meth:`Scenario.truth`:
+the ground wave's :attr:`~Site.velocity_factor`, a one-hop sky wave
+(:attr:`~Site.sky_amplitude` and its layer height, phase and drift), the receiver's
+:attr:`~Site.filter_delay_ns`, a GNSS :attr:`~Site.timing_bias_ns` (with the existing
+:attr:`~Site.timestamp_jitter_ns`) and a :attr:`~Site.noise_slope_db` across the passband.
+:meth:`Scenario.with_systematics` draws realistic (LF daytime) values for every site from a
+seed; :meth:`Scenario.with_timing_biases` sets biases by site. A perfect estimator of the
+ground wave's arrival reads ``apparent_delay_s = ground delay + filter delay + timing bias``
+from the stamped samples.
 
 Power and noise
 ---------------
