@@ -83,9 +83,11 @@ def test_estimator_and_subband_spreads():
     )
     assert estimator_spread(0.0, 1e-6, math.nan, 1e-6) == 0.0
     assert subband_spread(np.array([5e-6, 5e-6, 5e-6, 5e-6]), 1e-7) == 0.0
-    spread = subband_spread(np.array([0.0, 20e-6, -20e-6, np.nan]), 1e-6)
-    assert spread == pytest.approx(math.sqrt(np.var([0.0, 20e-6, -20e-6], ddof=1) - 3e-12))
-    assert subband_spread(np.array([1e-6]), 1e-7) == 0.0
+    spread = subband_spread(np.array([0.0, 20e-6, -20e-6, np.nan]), np.full(4, 1e-6))
+    assert spread == pytest.approx(math.sqrt(np.var([0.0, 20e-6, -20e-6], ddof=1) - 1e-12))
+    assert subband_spread(np.array([1e-6]), np.array([1e-7])) == 0.0
+    # a spread the statistical errors explain is no systematic error
+    assert subband_spread(np.array([0.0, 2e-6, -2e-6]), np.full(3, 5e-6)) == 0.0
 
 
 # ------------------------------------------------------------------------------ region

@@ -13,8 +13,7 @@ Sub-band spread
     The same pair measured in slices of the correlation band: a single path delays every
     frequency alike, while a mixture of paths (a sky wave under the ground wave) or a
     receiver's filter gives each slice its own delay. The spread of the slices beyond what
-    their statistical errors explain: ``sqrt(max(0, var - K s^2))``, ``K`` slices each with
-    about 1/K of the signal.
+    their statistical errors explain: ``sqrt(max(0, var - mean(s_k^2)))``.
 Closure
     Around a triangle of receivers the three delays add up to zero
     (``tau_ab + tau_bc - tau_ac = 0``) whatever the position; what is left measures errors
@@ -49,21 +48,22 @@ def estimator_spread(d1: float, s1: float, d2: float, s2: float) -> float:
     return math.sqrt(max(0.0, (d1 - d2) ** 2 - s1**2 - s2**2)) / 2.0
 
 
-def subband_spread(delays: np.ndarray, sigma: float) -> float:
+def subband_spread(delays: np.ndarray, sigmas: np.ndarray) -> float:
     """Systematic error implied by the spread of a pair's sub-band delays, seconds.
 
     Parameters
     ----------
     delays : numpy.ndarray
         The sub-band delays (NaN for a slice without signal).
-    sigma : float
-        The pair's statistical error over the whole band.
+    sigmas : numpy.ndarray
+        Their statistical errors.
     """
     d = np.asarray(delays, dtype=np.float64)
-    d = d[np.isfinite(d)]
-    if len(d) < 2 or not math.isfinite(sigma):
+    s = np.broadcast_to(np.asarray(sigmas, dtype=np.float64), d.shape)
+    ok = np.isfinite(d) & np.isfinite(s)
+    if ok.sum() < 2:
         return 0.0
-    return math.sqrt(max(0.0, float(np.var(d, ddof=1)) - len(d) * sigma**2))
+    return math.sqrt(max(0.0, float(np.var(d[ok], ddof=1)) - float(np.mean(s[ok] ** 2))))
 
 
 def closure_sigma(

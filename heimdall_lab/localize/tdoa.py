@@ -125,6 +125,7 @@ def _measure_pairs(
                 band=band,
                 search_s=max_delay + check.margin + extra,
                 chunk_s=chunk,
+                subbands=SUBBANDS,
             ).estimate
             ests.append(est)
             raw.append(est.sigma_s if math.isfinite(est.sigma_s) else math.inf)
@@ -176,6 +177,9 @@ def _judge(est: DelayEstimate, max_delay: float, check: _PairCheck) -> list[str]
 #: Stated timing error per receiver that no measurement on the delays can see (GNSS timing,
 #: filter delay, a path slower than the model), seconds: the default ``receiver_sigma_s``.
 DEFAULT_RECEIVER_SIGMA_S = 1e-6
+#: Slices of the correlation band each pair is also measured in (their spread is a
+#: systematic error indicator, :mod:`heimdall_lab.localize.budget`).
+SUBBANDS = 4
 #: Relative uncertainty of the sky wave's layer height, where the sky wave is modelled.
 LAYER_HEIGHT_UNCERTAINTY = 0.2
 
@@ -550,9 +554,8 @@ def _budget(
             p.estimator_spread_s = estimator_spread(
                 p.delay_s, p.sigma_stat_s, q.delay_s, q.sigma_stat_s
             )
-        sub = getattr(est, "subband_delays_s", np.zeros(0))
-        if len(sub):
-            p.subband_spread_s = subband_spread(sub, p.sigma_stat_s)
+        if len(est.subband_delays_s):
+            p.subband_spread_s = subband_spread(est.subband_delays_s, est.subband_sigmas_s)
     base = [
         math.hypot(
             p.sigma_stat_s,
@@ -568,7 +571,7 @@ def _budget(
     parts = ["statistical (spread of the chunk delays)"]
     if other is not None:
         parts.append("estimator disagreement (envelope vs complex)")
-    if any(len(getattr(e, "subband_delays_s", ())) for _, e in good):
+    if any(len(e.subband_delays_s) for _, e in good):
         parts.append("sub-band spread")
     if closures:
         parts.append(f"triangle closure ({closure * 1e6:.2f} us per pair)")
