@@ -411,6 +411,7 @@ def locate_dataset(
     others = [c for c in candidates if c is not chosen]
     budget = _budget(pairs, index, ests, others[0][4] if others else None, systematic)
     good = [p for p in pairs if p.used]
+    notes.extend(_down_weighted(good))
     delays = np.array([p.delay_s for p in good])
     rcov = np.eye(len(names)) * rx_sigma**2
     parts = list(budget["parts"])
@@ -593,6 +594,27 @@ def _budget(
             for p, _ in good
         ],
     }
+
+
+def _down_weighted(good: list[PairDelay]) -> list[str]:
+    """Notes naming the pairs whose systematic error dominates, and what it points to."""
+    out = []
+    for p in good:
+        if not p.sigma_sys_s > 2.0 * p.sigma_stat_s:
+            continue
+        sb = float(np.nan_to_num(p.subband_spread_s))
+        est = float(np.nan_to_num(p.estimator_spread_s))
+        why = (
+            "its delay differs between slices of the band (paths mixed, such as a sky wave "
+            "under the ground wave, or a receiver filter)"
+            if sb >= est
+            else "the envelope and the complex signal give different delays"
+        )
+        out.append(
+            f"{p.receiver_a}-{p.receiver_b} down-weighted to {p.sigma_s * 1e6:.1f} us "
+            f"(statistical {p.sigma_stat_s * 1e6:.1f} us): {why}"
+        )
+    return out
 
 
 def _calibrate(
