@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -256,22 +257,31 @@ def _newton(
     tau0: np.ndarray,
     coherent: bool,
     iterations: int = 8,
+    failed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Maximise band-limited correlations near ``tau0`` (samples), one per group.
 
     ``spec`` is (groups, K, bins): ``c_gk(tau) = sum spec_gk e^{j omega tau}``. Coherent:
     maximise ``Re sum_k c_gk``; else ``sum_k |c_gk|``. A group whose iteration leaves +-1
-    sample of its start falls back to ``tau0``.
+    sample of its start falls back to ``tau0``; ``failed``, if given, is set where that
+    happened or where the start was not on a peak (not concave).
     """
     omega = bins.omega
     n_groups, k = spec.shape[:2]
     # c and its first two derivatives are sums of spec (j omega)^p e^{j omega tau}, p = 0..2:
     # with one row per group the spectra are weighted once, else the phasors each time.
-    weighted = np.concatenate([spec, spec * omega, spec * omega**2], axis=1) if k == 1 else None
+    weighted = None
+    if k == 1:
+        weighted = np.empty((n_groups, 3, len(omega)), np.complex128)
+        weighted[:, 0] = spec[:, 0]
+        np.multiply(weighted[:, 0], omega, out=weighted[:, 1])
+        np.multiply(weighted[:, 1], omega, out=weighted[:, 2])
     tau0 = np.asarray(tau0, np.float64)
     tau = tau0.copy()
     active = np.ones(n_groups, bool)
-    for _ in range(iterations):
+    if failed is not None:
+        failed[:] = False
+    for it in range(iterations):
         if not active.any():
             break
         e = bins.phasors(tau)
@@ -299,6 +309,8 @@ def _newton(
         tau += step
         away = ok & (np.abs(tau - tau0) > 1.0)
         tau[away] = tau0[away]
+        if failed is not None:
+            failed |= away | (~ok if it == 0 else False)
         active &= ~away & (np.abs(step) >= 1e-6)
     return tau
 
@@ -383,6 +395,8 @@ def _correlation(
     search_s: float,
     chunk_s: float,
     fine: bool = False,
+    subbands: int | Sequence[tuple[float, float]] = 0,
+    leading_edge: bool = False,
 ) -> PairCorrelation:
     """Delay of ``a`` relative to ``b`` (both on the same grid), with the correlation searched.
 
@@ -391,13 +405,24 @@ def _correlation(
     a chunk biases its peak by an amount that depends on the signal at the cut; the same
     samples are cut in both directions, so half the difference of the two delays cancels
     the bias. ``fine`` also evaluates the exact correlation around the delay (for display).
+
+    ``subbands`` (a count ``K`` of equal slices of ``band``, or the slices as ``(low_hz,
+    high_hz)`` pairs) also measures the delay in each slice from the same chunk spectra
+    (:func:`_subband_delays`); ``leading_edge`` also gives the earliest-arrival delay
+    (:func:`_leading_edge`).
     """
     nan = float("nan")
     none = np.zeros(0)
+    edges = _subband_edges(band, subbands) if _subband_count(subbands) else None
 
     def failed(
         estimate: DelayEstimate, lags: np.ndarray = none, curve: np.ndarray = none
     ) -> PairCorrelation:
+        if edges is not None:
+            estimate.subband_bands_hz = edges
+            estimate.subband_delays_s = np.full(len(edges), nan)
+            estimate.subband_sigmas_s = np.full(len(edges), nan)
+            estimate.subband_coefficients = np.full(len(edges), nan)
         return PairCorrelation(lags / fs, curve, none, none, estimate)
 
     n = len(a.z)
@@ -455,6 +480,10 @@ def _correlation(
     estimate = DelayEstimate(
         tau / fs, _chunk_sigma(chunk_delays), coefficient, psr, k_chunks, chunk_delays
     )
+    if edges is not None:
+        sub = _subband_delays(fwd, bwd, bins, fs, edges, coherent, tau_f, tau_b, w_search)
+        estimate.subband_bands_hz = edges
+        estimate.subband_delays_s, estimate.subband_sigmas_s, estimate.subband_coefficients = sub
     fine_lags = tau + np.arange(-32, 33) / 16 if fine else none
     fine_curve = _values(spec_f, bins, fine_lags, coherent) / denom if fine else none
     return PairCorrelation(lags / fs, total_f / denom, fine_lags / fs, fine_curve, estimate)
@@ -524,6 +553,137 @@ def _psr(
     return float(20.0 * math.log10(peak / top))
 
 
+# ============================================================================================
+# Sub-band delays
+
+#: A slice whose normalised correlation at its delay is lower has too little signal.
+SUBBAND_MIN_COEFFICIENT = 0.05
+
+
+def _subband_count(subbands: int | Sequence[tuple[float, float]] | None) -> int:
+    if subbands is None or isinstance(subbands, bool):
+        return 0
+    if isinstance(subbands, int | np.integer):
+        if subbands < 0:
+            raise ValidationError(
+                f"subbands must be a count >= 0 or (low, high) pairs, got {subbands}"
+            )
+        return int(subbands)
+    return len(subbands)
+
+
+def _subband_edges(
+    band: tuple[float, float], subbands: int | Sequence[tuple[float, float]]
+) -> np.ndarray:
+    """The slices, ``(K, 2)``: ``K`` equal slices of ``band``, or the pairs given."""
+    if isinstance(subbands, int | np.integer):
+        e = np.linspace(band[0], band[1], int(subbands) + 1)
+        return np.stack([e[:-1], e[1:]], axis=1)
+    try:
+        edges = np.asarray(subbands, dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"subbands must be (low_hz, high_hz) pairs, got {subbands!r}"
+        ) from exc
+    if not (
+        np.all(np.isfinite(edges))
+        and np.all(edges[:, 0] >= 0)
+        and np.all(edges[:, 1] > edges[:, 0])
+    ):
+        raise ValidationError(f"each sub-band must satisfy 0 <= low < high (Hz), got {subbands!r}")
+    return edges
+
+
+def _local_peak(spec: np.ndarray, bins: _Bins, center: float, half: float, coherent: bool) -> float:
+    """The peak (samples) of the combined correlation ``spec`` nearest ``center``.
+
+    Newton steps from ``center`` when it lies on the peak (concave there, and the peak
+    within a sample); else the highest of 9 points within ``+-half`` samples, narrowed by
+    grids of 5 points a quarter as far apart, then Newton steps. NaN when the highest point
+    of the first grid is at its edge (no peak within reach).
+    """
+    failed = np.zeros(1, bool)
+    tau = float(_newton(spec[None], bins, np.array([center]), coherent, failed=failed)[0])
+    if not failed[0]:
+        return tau
+    step = half / 4.0
+    taus = center + step * np.arange(-4, 5)
+    vals = _values(spec, bins, taus, coherent)
+    i = int(np.argmax(vals))
+    if i in (0, len(taus) - 1) or not np.isfinite(vals[i]):
+        return float("nan")
+    while step > 0.5:
+        step /= 4.0
+        taus = taus[i] + step * np.arange(-2, 3)
+        vals = _values(spec, bins, taus, coherent)
+        i = int(np.clip(np.argmax(vals), 1, len(taus) - 2))
+    tau0 = taus[i] + float(_parabolic(vals[i - 1], vals[i], vals[i + 1])) * step
+    return float(_newton(spec[None], bins, np.array([tau0]), coherent)[0])
+
+
+def _subband_delays(
+    fwd: _Chunks,
+    bwd: _Chunks,
+    bins: _Bins,
+    fs: float,
+    edges: np.ndarray,
+    coherent: bool,
+    tau_f: float,
+    tau_b: float,
+    w_search: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each slice's delay (s), standard error (s) and normalised correlation.
+
+    The chunk spectra are those of the whole band, only the bins differ. In a slice
+    ``[lo, hi]`` the correlation oscillates at about the slice's centre frequency ``fc``
+    (twice that in magnitude), so its delay is the peak nearest the whole band's, forwards
+    and backwards as for the whole band, searched within half a period (``1 / (2 fc)``
+    coherently, ``1 / (4 fc)`` in magnitude): further away the slice cannot tell which
+    period is the right one. A slice gives NaN with fewer than 4 bins, no peak in reach, or
+    a normalised correlation under :data:`SUBBAND_MIN_COEFFICIENT`. The standard error is
+    the spread of the chunks' own peaks in the slice (started at the slice's delay).
+    """
+    n_sub = len(edges)
+    delays = np.full(n_sub, np.nan)
+    sigmas = np.full(n_sub, np.nan)
+    coefs = np.full(n_sub, np.nan)
+    f_hz = bins.hz(fs)
+    top = float(np.max(edges[:, 1]))
+    for k, (lo, hi) in enumerate(edges):
+        m = (f_hz >= lo) & ((f_hz < hi) | ((f_hz <= hi) & (hi >= top)))
+        if m.sum() < 4:
+            continue
+        sb = bins.subset(m)
+        sf = np.ascontiguousarray(fwd.spec[:, m])
+        sbk = np.ascontiguousarray(bwd.spec[:, m])
+        comb_f = sf.sum(axis=0, keepdims=True) if coherent else sf
+        comb_b = sbk.sum(axis=0, keepdims=True) if coherent else sbk
+        fc = max(0.5 * (lo + hi), 1e-9)
+        half = min((0.5 if coherent else 0.25) / fc * fs, float(w_search))
+        tf = _local_peak(comb_f, sb, tau_f, half, coherent)
+        tb = _local_peak(comb_b, sb, tau_b, half, coherent)
+        if not (math.isfinite(tf) and math.isfinite(tb)):
+            continue
+        pxx, pyy = fwd.pxx[:, m], fwd.pyy[:, m]
+        if coherent:
+            denom = math.sqrt(max(pxx.sum() * pyy.sum(), 1e-300))
+        else:
+            denom = max(float(np.sum(np.sqrt(pxx.sum(axis=1) * pyy.sum(axis=1)))), 1e-300)
+        tau = 0.5 * (tf - tb)
+        coef = float(_values(comb_f, sb, np.array([tau]), coherent)[0]) / denom
+        coefs[k] = coef
+        if not coef >= SUBBAND_MIN_COEFFICIENT:
+            continue
+        delays[k] = tau / fs
+        bad_f = np.zeros(len(sf), bool)
+        bad_b = np.zeros(len(sf), bool)
+        cf = _newton(sf[:, None], sb, np.full(len(sf), tf), coherent, 2, bad_f)
+        cb = _newton(sbk[:, None], sb, np.full(len(sf), tb), coherent, 2, bad_b)
+        chunk = np.where(bad_f | bad_b, np.nan, 0.5 * (cf - cb) / fs)
+        sigmas[k] = _chunk_sigma(chunk)
+    return delays, sigmas, coefs
+
+
 def _chunk_sigma(d: np.ndarray) -> float:
     d = d[np.isfinite(d)]
     k = len(d)
@@ -546,6 +706,8 @@ def estimate_delay(
     chunk_s: float = 1.0,
     valid_x: np.ndarray | None = None,
     valid_y: np.ndarray | None = None,
+    subbands: int | Sequence[tuple[float, float]] = 0,
+    leading_edge: bool = False,
 ) -> DelayEstimate:
     """Delay between two complex baseband signals sampled on the same time grid.
 
@@ -570,6 +732,13 @@ def estimate_delay(
         Chunk length for the per-chunk estimates that give ``sigma_s``.
     valid_x, valid_y : numpy.ndarray of bool, optional
         Samples to use (default: the finite ones).
+    subbands : int or sequence of (float, float), default 0
+        Also measure the delay in slices of ``band``: ``K`` equal slices (4 is a good
+        choice), or the slices as ``(low_hz, high_hz)`` pairs; the estimate's
+        ``subband_*`` fields hold them (a slice with too little signal gives NaN). A single
+        path delays every slice alike; several paths or a receiver's filter do not.
+    leading_edge : bool, default False
+        Also give the earliest-arrival delay, ``leading_edge_s`` (:func:`_leading_edge`).
 
     Returns
     -------
@@ -602,4 +771,6 @@ def estimate_delay(
         band=lo_hi,
         search_s=max_delay,
         chunk_s=chunk,
+        subbands=subbands,
+        leading_edge=leading_edge,
     ).estimate
