@@ -50,6 +50,7 @@ from heimdall_lab.io.kiwi_wav import (
 )
 from heimdall_lab.kiwi.client import StreamSettings
 from heimdall_lab.notebooks import (
+    NotebookError,
     copy_notebooks,
     notebook_parameters,
     notebook_path,
@@ -990,13 +991,79 @@ def _batch_summary(action: str, table: pd.DataFrame, elapsed_s: float) -> str:
     return f"{line} in {elapsed_s:.1f} s"
 
 
+#: The parameter ``run --pairs`` sets: the localize notebook's pair table on failure.
+SHOW_PAIRS = "show_pairs"
+#: Characters kept of a localization's failure message in the one line ``run`` prints.
+MAX_CAUSE_CHARS = 150
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run a notebook headless through papermill; print where it went."""
+    """Run a notebook headless through papermill; print where it went.
+
+    A notebook that raised exits 3 with one line naming the cell and the error. A
+    localization that cannot be made (``LocalizationError``) says so in one line with its
+    cause; with ``--pairs`` (``-p show_pairs True``) the notebook's table of every pair and
+    why it was rejected is printed first, on stdout.
+    """
     params = {name: _parameter_value(name, text) for name, text in args.parameter or []}
+    if args.pairs:
+        if SHOW_PAIRS not in notebook_parameters(notebook_path(args.notebook)):
+            raise ValidationError(
+                f"--pairs is for a notebook with a {SHOW_PAIRS} parameter (localize); "
+                f"{notebook_path(args.notebook).name} has none"
+            )
+        params[SHOW_PAIRS] = True
     _check_parameter_types(args.notebook, {name: [value] for name, value in params.items()})
-    out = run_notebook(args.notebook, params, output_dir=args.output_dir, progress=not args.quiet)
+    try:
+        out = run_notebook(
+            args.notebook, params, output_dir=args.output_dir, progress=not args.quiet
+        )
+    except NotebookError as exc:
+        failure = _localization_failure(exc)
+        if failure is None:
+            raise  # any other failure: the cell, the error and the report, as it is
+        cause, report, printed = failure
+        shown = bool(params.get(SHOW_PAIRS))
+        if shown and printed:
+            print(printed.rstrip("\n"))
+        hint = "" if shown else "; --pairs shows each pair"
+        _complain(f"cannot locate: {clip(cause, MAX_CAUSE_CHARS)}; report {report}{hint}")
+        return EXIT_FAILED
     print(out)
     return EXIT_OK
+
+
+def _localization_failure(exc: NotebookError) -> tuple[str, Path, str] | None:
+    """What a notebook failure says, when it is a ``LocalizationError``.
+
+    Returns its message, the report and what the failing cell printed; None for any other
+    failure, or when the report cannot be read.
+    """
+    import nbformat
+
+    report = Path(str(exc).rpartition("; see ")[2])
+    if not report.is_file():
+        return None
+    try:
+        nb = nbformat.read(report, as_version=4)
+    except (OSError, ValueError) as err:
+        log.debug("cannot read the report %s: %s", report, err)
+        return None
+    for cell in nb.cells:
+        outputs = cell.get("outputs", []) if cell.cell_type == "code" else []
+        error = next((o for o in outputs if o.get("output_type") == "error"), None)
+        if error is None:
+            continue
+        if error.get("ename") != "LocalizationError":
+            return None
+        printed = "".join(
+            o.get("text", "")
+            for o in outputs
+            if o.get("output_type") == "stream" and o.get("name") == "stdout"
+        )
+        cause = " ".join(str(error.get("evalue", "")).split()) or "LocalizationError"
+        return cause, report, printed
+    return None
 
 
 def lab_command(folder: Path, *, port: int | None = None, browser: bool = True) -> list[str]:
@@ -1408,6 +1475,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="reports folder (default reports)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--pairs",
+        action="store_true",
+        help="localize: when it cannot locate, print every receiver pair and why it was "
+        "rejected (the same as -p show_pairs True)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("lab", help="open JupyterLab on the notebooks (copied to the data home)")

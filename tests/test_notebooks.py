@@ -156,18 +156,35 @@ def test_localize_notebook_under_papermill_locates_a_stored_capture(env, embedde
     from heimdall_lab.pipeline import capture
 
     truth = (49.0, 9.5)  # inside the seven default receivers' hull
-    scenario = Scenario.default(seed=21, transmitter=Transmitter(*truth, 10e6, modulation="ook"))
-    with emulated(scenario=scenario, realtime=False) as emu:
-        cap = capture(10e6, 6.0, engine=embedded_engine, **emu.capture_options)
-    assert cap.stage == "done"
+    reference = (48.5, 7.0)  # a second transmitter at a known place, for the calibration
+    captures = {}
+    for name, where in (("unknown", truth), ("reference", reference)):
+        tx = Transmitter(*where, 10e6, modulation="ook")
+        with emulated(scenario=Scenario.default(seed=21, transmitter=tx), realtime=False) as emu:
+            captures[name] = capture(10e6, 6.0, engine=embedded_engine, **emu.capture_options)
+        assert captures[name].stage == "done"
+    cap = captures["unknown"]
     out = run_notebook(
         "localize",
-        {"capture_id": cap.capture_id, "truth": list(truth), "method": "auto"},
+        {
+            "capture_id": cap.capture_id,
+            "truth": list(truth),
+            "method": "auto",
+            "propagation": "ground",
+            "reference_capture_id": captures["reference"].capture_id,
+            "reference_latitude": reference[0],
+            "reference_longitude": reference[1],
+        },
         output_dir=env / "reports",
     )
     executed = nbformat.read(out, as_version=4)
     text = json.dumps([c.get("outputs", []) for c in executed.cells])
-    assert "image/png" in text
+    assert text.count("image/png") >= 3  # envelopes, correlations, the map
+    assert "calibrated on a reference at 48.5000 N 7.0000 E" in text
+    assert "region includes: statistical" in text and "calibration" in text
+    assert "weighted_us" in text  # the error budget table
+    assert "no receiver dropped by the robust fit" in text
+    assert "from the known position, inside the 95% region" in text
     stored = db.list_localizations(embedded_engine, cap.capture_id)
     assert len(stored) == 1
     row = stored.iloc[0]
