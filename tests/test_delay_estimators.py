@@ -194,3 +194,32 @@ def test_subbands_can_be_given_and_are_checked(source):
     for bad in (-1, [(3000.0, 1000.0)], [(0.0, math.inf)], "x"):
         with pytest.raises(ValidationError):
             estimate_delay(x, source, FS, method="complex", subbands=bad)
+
+
+# ------------------------------------------------------------------------------ earliest arrival
+
+
+def test_leading_edge_of_a_pure_delay_is_the_delay(source):
+    x = delayed(source, DELAY) + noise(source, 2, 0.1)
+    y = source + noise(source, 3, 0.1)
+    for method in ("complex", "envelope"):
+        est = estimate_delay(x, y, FS, method=method, max_delay_s=0.005, leading_edge=True)
+        assert abs(est.leading_edge_s * FS - DELAY) < 0.05, method
+
+
+@pytest.mark.parametrize("echo_at", ["a", "b"])
+def test_leading_edge_sees_through_a_later_echo_at_either_receiver(source, echo_at):
+    # The direct path plus an echo at half the amplitude 4 samples (333 us) later, at the
+    # first receiver or at the second. An echo at the second puts an *earlier* copy into the
+    # pair's cross-correlation; the earliest arrival must still be the direct path.
+    echo = 0.5 * delayed(source, 4.0)
+    x = delayed(source, DELAY) + (delayed(echo, DELAY) if echo_at == "a" else 0.0)
+    y = source + (echo if echo_at == "b" else 0.0)
+    x = x + noise(source, 2, 0.1)
+    y = y + noise(source, 3, 0.1)
+    est = estimate_delay(x, y, FS, method="complex", max_delay_s=0.005, leading_edge=True)
+    peak_error = est.delay_s * FS - DELAY
+    edge_error = est.leading_edge_s * FS - DELAY
+    print(f"\necho at {echo_at}: peak {peak_error:+.3f}, leading edge {edge_error:+.3f} samples")
+    assert abs(edge_error) < abs(peak_error)
+    assert abs(edge_error) < 0.05

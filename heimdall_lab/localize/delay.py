@@ -480,6 +480,10 @@ def _correlation(
     estimate = DelayEstimate(
         tau / fs, _chunk_sigma(chunk_delays), coefficient, psr, k_chunks, chunk_delays
     )
+    if leading_edge:
+        le_f = _leading_edge(fwd.spec, fwd.pyy, bins, fs, coherent, real, tau_f)
+        le_b = _leading_edge(bwd.spec, fwd.pxx, bins, fs, coherent, real, tau_b)
+        estimate.leading_edge_s = 0.5 * (le_f - le_b) / fs
     if edges is not None:
         sub = _subband_delays(fwd, bwd, bins, fs, edges, coherent, tau_f, tau_b, w_search)
         estimate.subband_bands_hz = edges
@@ -551,6 +555,105 @@ def _psr(
     if top <= 0:
         return float("inf")
     return float(20.0 * math.log10(peak / top))
+
+
+# ============================================================================================
+# Earliest arrival
+
+#: The leading edge is where the relative impulse response first reaches this fraction of
+#: its peak.
+LEADING_EDGE_FRACTION = 0.5
+#: Regularisation of the reference's spectrum in the deconvolution, as a fraction of its
+#: mean over the band.
+_DECONVOLUTION_FLOOR = 0.1
+
+
+def _crossing(
+    spec: np.ndarray, bins: _Bins, coherent: bool, level: float, lo: float, hi: float
+) -> float:
+    """Where the combined correlation ``spec`` crosses ``level``, samples, by bisection.
+
+    ``lo`` is below the level, ``hi`` above it.
+    """
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        if _values(spec, bins, np.array([mid]), coherent)[0] < level:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-5:
+            break
+    return 0.5 * (lo + hi)
+
+
+def _leading_edge(
+    spec: np.ndarray,
+    reference: np.ndarray,
+    bins: _Bins,
+    fs: float,
+    coherent: bool,
+    real: bool,
+    around: float,
+) -> float:
+    """The earliest arrival (samples) in chunk cross-spectra ``spec`` against a reference.
+
+    A pair's cross-correlation is the transmitted signal's autocorrelation convolved with
+    the first receiver's channel and the time-reversed channel of the second: an echo at
+    the first receiver adds a later copy, an echo at the second an *earlier* one, so the
+    first rise of the correlation is not the first arrival. Dividing the cross-spectrum by
+    the reference's own spectrum (``reference``, its chunk periodograms) instead estimates
+    the first channel relative to the second, ``H_a / H_b``: when the reference's direct
+    path is its strongest (a minimum-phase channel), every echo of either receiver then
+    lies *after* the direct-path delay. That relative impulse response, band-limited by a
+    Hann window over the band (low sidelobes: a sidelobe must not pass for an earlier
+    arrival) and with the division regularised (``_DECONVOLUTION_FLOOR``), is searched for
+    its peak near ``around``; the leading edge is where it first reaches
+    ``LEADING_EDGE_FRACTION`` of that peak, moved on by the same distance in the response a
+    pure delay gives (computed from the reference's periodograms, so exact for a single
+    path). Chunks combine as in the correlation (coherently, or in magnitude). NaN when no
+    peak or no crossing is found. An echo much closer than the band's resolution (about
+    ``1 / band``) shifts every such estimate alike; only a partly resolved one is told apart.
+    """
+    nan = float("nan")
+    power = reference.mean(axis=0)
+    hz = bins.hz(fs)
+    window = 0.5 * (1.0 + np.cos(np.pi * hz / max(float(hz.max()), 1e-9)))
+    gain = window / (power + _DECONVOLUTION_FLOOR * max(float(power.mean()), 1e-300))
+    response = spec * gain
+    kernel = reference * gain
+    comb = response.sum(axis=0, keepdims=True) if coherent else response
+    kern = kernel.sum(axis=0, keepdims=True) if coherent else kernel
+    # The pure-delay response: its peak at 0, its crossing at -offset.
+    k0 = float(_values(kern, bins, np.array([0.0]), coherent)[0])
+    if not k0 > 0:
+        return nan
+    level = LEADING_EDGE_FRACTION * k0
+    lags = -np.arange(64 + 8 * math.ceil(bins.nfft / len(bins)))
+    vals = _integer_curves(kern, bins, lags, coherent, real).sum(axis=0)
+    below = np.flatnonzero(vals < level)
+    if len(below) == 0 or below[0] == 0:
+        return nan
+    j = int(below[0])
+    offset = -_crossing(kern, bins, coherent, level, float(lags[j]), float(lags[j - 1]))
+    # The response near ``around``: its peak, within twice the pure-delay width at the level.
+    reach = max(2, math.ceil(2 * offset) + 1)
+    centre = round(around)
+    lags = np.arange(centre - reach - math.ceil(4 * offset) - 4, centre + reach + 1)
+    curve = _integer_curves(response, bins, lags, coherent, real).sum(axis=0)
+    near = np.abs(lags - centre) <= reach
+    i = int(np.flatnonzero(near)[np.argmax(curve[near])])
+    fine = lags[i] + np.arange(-8, 9) / 8.0
+    fvals = _values(comb, bins, fine, coherent)
+    peak = float(np.max(fvals))
+    if not peak > 0:
+        return nan
+    level = LEADING_EDGE_FRACTION * peak
+    # Walk left from the peak to the first whole lag under the level, then bisect.
+    left = np.flatnonzero(curve[: i + 1] < level)
+    if len(left) == 0:
+        return nan
+    m = int(left[-1])
+    return _crossing(comb, bins, coherent, level, float(lags[m]), float(lags[m + 1])) + offset
 
 
 # ============================================================================================
