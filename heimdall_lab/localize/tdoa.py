@@ -420,29 +420,9 @@ def locate_dataset(
     if calibration is not None:
         delays, rcov = _calibrate(good, delays, names, rcov, calibration, notes)
         parts.append("reference-emitter calibration (its uncertainty)")
-    sol = solve_tdoa(
-        [tr.timing.latitude for tr in tracks],
-        [tr.timing.longitude for tr in tracks],
-        index,
-        delays,
-        [p.sigma_s for p in good],
-        names=names,
-        propagation=prop,
-        frequency_hz=frequency,
-        receiver_sigma_s=rcov,
-        bounds=bounds,
-        margin_deg=margin_deg,
-        grid_step_deg=grid_step_deg,
-        confidence=conf,
-        robust=robust,
-    )
-    sky_cov = _sky_receivers(sol, prop, frequency, names, notes)
-    if sky_cov is not None:
-        parts.append(
-            f"sky-wave layer height +-{LAYER_HEIGHT_UNCERTAINTY:.0%} (receivers beyond the "
-            "ground range)"
-        )
-        sol = solve_tdoa(
+
+    def fit(receiver_cov: np.ndarray) -> Localization:
+        return solve_tdoa(
             [tr.timing.latitude for tr in tracks],
             [tr.timing.longitude for tr in tracks],
             index,
@@ -451,13 +431,22 @@ def locate_dataset(
             names=names,
             propagation=prop,
             frequency_hz=frequency,
-            receiver_sigma_s=rcov + sky_cov,
+            receiver_sigma_s=receiver_cov,
             bounds=bounds,
             margin_deg=margin_deg,
             grid_step_deg=grid_step_deg,
             confidence=conf,
             robust=robust,
         )
+
+    sol = fit(rcov)
+    sky_cov = _sky_receivers(sol, prop, frequency, names, notes)
+    if sky_cov is not None:  # the sky wave's receivers are known once the position is
+        parts.append(
+            f"sky-wave layer height +-{LAYER_HEIGHT_UNCERTAINTY:.0%} (receivers beyond the "
+            "ground range)"
+        )
+        sol = fit(rcov + sky_cov)
     for p, q, d in zip(good, sol.pairs, delays, strict=True):
         p.model_delay_s, p.residual_s = q.model_delay_s, d - q.model_delay_s
         p.used, p.reason = q.used, q.reason
