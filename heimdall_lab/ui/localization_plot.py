@@ -697,36 +697,41 @@ def _draw_zoom(
 def _inset_corner(ax: Any, result: Localization, truth: tuple[float, float] | None) -> list:
     """Bounds (axes fraction) of an inset zoom in a corner of the map.
 
-    Of the corners the legend leaves, the one that covers the fewest receivers (and never
+    Of the corners clear of the legend, the one that covers the fewest receivers (and never
     the estimate or the truth, when it can).
     """
-    legend = ax.get_legend()
-    taken = None
-    if legend is not None:
-        taken = legend._loc  # matplotlib's corner code (1..4) of the chosen corner
     s = _INSET_SIZE
-    corners = {  # matplotlib's codes: 1 upper right, 2 upper left, 3 lower left, 4 lower right
-        3: [0.01, 0.01, s, s],
-        4: [0.99 - s, 0.01, s, s],
-        2: [0.01, 0.99 - s, s, s],
-        1: [0.99 - s, 0.99 - s, s, s],
-    }
+    corners = [  # lower left, lower right, upper left, upper right
+        [0.01, 0.01, s, s],
+        [0.99 - s, 0.01, s, s],
+        [0.01, 0.99 - s, s, s],
+        [0.99 - s, 0.99 - s, s, s],
+    ]
+    ax.apply_aspect()
+    legend = ax.get_legend()
+    legend_box = legend.get_window_extent() if legend is not None else None
     to_axes = ax.transAxes.inverted()
     points = [(r.longitude, r.latitude, 1) for r in result.receivers]
     points.append((result.longitude, result.latitude, 100))
     if truth is not None:
         points.append((truth[1], truth[0], 100))
-    ax.apply_aspect()
     scores = []
-    for code, (x0, y0, w, h) in corners.items():
-        if code == taken:
-            continue
+    for k, (x0, y0, w, h) in enumerate(corners):
         score = 0
+        if legend_box is not None:
+            box = ax.transAxes.transform([[x0, y0], [x0 + w, y0 + h]])
+            if not (
+                box[1, 0] < legend_box.x0
+                or box[0, 0] > legend_box.x1
+                or box[1, 1] < legend_box.y0
+                or box[0, 1] > legend_box.y1
+            ):
+                score += 1000
         for lon, lat, weight in points:
             x, y = to_axes.transform(ax.transData.transform((lon, lat)))
             if x0 - 0.03 <= x <= x0 + w + 0.03 and y0 - 0.03 <= y <= y0 + h + 0.03:
                 score += weight
-        scores.append((score, code))
+        scores.append((score, k))
     return corners[min(scores)[1]]
 
 
