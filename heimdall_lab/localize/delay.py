@@ -608,11 +608,17 @@ def _leading_edge(
     Hann window over the band (low sidelobes: a sidelobe must not pass for an earlier
     arrival) and with the division regularised (``_DECONVOLUTION_FLOOR``), is searched for
     its peak near ``around``; the leading edge is where it first reaches
-    ``LEADING_EDGE_FRACTION`` of that peak, moved on by the same distance in the response a
-    pure delay gives (computed from the reference's periodograms, so exact for a single
-    path). Chunks combine as in the correlation (coherently, or in magnitude). NaN when no
-    peak or no crossing is found. An echo much closer than the band's resolution (about
-    ``1 / band``) shifts every such estimate alike; only a partly resolved one is told apart.
+    ``LEADING_EDGE_FRACTION`` of that peak, moved on by the distance from peak to that level
+    in the response a pure delay would give: the same spectral magnitudes without a phase.
+    (Not the reference's periodogram: its noise, which the cross-spectrum lacks, would make
+    that response sharper than the common signal can.) Chunks combine as in the correlation
+    (coherently, or in magnitude). NaN when no peak or no crossing is found.
+
+    What it can and cannot do: an echo resolved by the band (later than about ``1 / band``)
+    leaves the leading edge at the direct path, whichever receiver it is at; an echo much
+    closer shifts the leading edge about as much as the peak (to first order every location
+    estimate of an unresolved lobe moves alike); in between, the channels' magnitude ripple
+    in that reference response widens it and the leading edge can be later than the peak.
     """
     nan = float("nan")
     power = reference.mean(axis=0)
@@ -620,7 +626,10 @@ def _leading_edge(
     window = 0.5 * (1.0 + np.cos(np.pi * hz / max(float(hz.max()), 1e-9)))
     gain = window / (power + _DECONVOLUTION_FLOOR * max(float(power.mean()), 1e-300))
     response = spec * gain
-    kernel = reference * gain
+    # What a pure delay would give: the same magnitudes, no phase slope. (Not the
+    # reference's own periodogram: its noise, absent from the cross-spectrum, would make a
+    # sharper response than the common signal can.)
+    kernel = np.abs(spec) * gain
     comb = response.sum(axis=0, keepdims=True) if coherent else response
     kern = kernel.sum(axis=0, keepdims=True) if coherent else kernel
     # The pure-delay response: its peak at 0, its crossing at -offset.
