@@ -103,6 +103,7 @@ def _measure_pairs(
     extra: float,
     chunk: float,
     check: _PairCheck,
+    leading_edge: bool = False,
 ) -> tuple[list[PairDelay], list[tuple[int, int]], list[float], list[DelayEstimate]]:
     """Correlate and judge every pair.
 
@@ -126,7 +127,11 @@ def _measure_pairs(
                 search_s=max_delay + check.margin + extra,
                 chunk_s=chunk,
                 subbands=SUBBANDS,
+                leading_edge=leading_edge,
             ).estimate
+            if leading_edge:
+                peak = est.delay_s
+                est = replace(est, delay_s=est.leading_edge_s, leading_edge_s=peak)
             ests.append(est)
             raw.append(est.sigma_s if math.isfinite(est.sigma_s) else math.inf)
             sigma = max(est.sigma_s, check.floor)
@@ -189,6 +194,7 @@ def locate_dataset(
     *,
     method: Literal["auto", "envelope", "complex"] = "auto",
     band: tuple[float, float] | None = None,
+    estimator: Literal["peak", "leading_edge"] = "peak",
     propagation: Propagation | str | dict | None = None,
     chunk_s: float = 1.0,
     lag_margin_s: float = 2e-4,
@@ -235,6 +241,11 @@ def locate_dataset(
         ``(low_hz, high_hz)`` around the carrier kept for the correlation (for the envelope:
         the band-limit before the magnitude, and the envelope's own bandwidth);
         :data:`DEFAULT_BANDS` by default.
+    estimator : {"peak", "leading_edge"}, default "peak"
+        The delay of a pair: the correlation peak, or the earliest arrival (where the
+        pair's deconvolved response first reaches half its peak,
+        :func:`heimdall_lab.localize.delay._correlation`), which a later echo such as a sky
+        wave does not pull late. See ``reports/localize.md`` for the evidence on real data.
     propagation : Propagation, str or dict, optional
         The path model (:class:`heimdall_lab.propagation.Propagation`): ``"ground"`` (the
         default, at the speed of light), ``"sky"``, ``"auto"`` (sky wave beyond the ground
@@ -302,6 +313,8 @@ def locate_dataset(
     """
     t_start = time.perf_counter()
     method = _check_method(method, auto=True)
+    if estimator not in ("peak", "leading_edge"):
+        raise ValidationError(f"estimator must be 'peak' or 'leading_edge', got {estimator!r}")
     prop = Propagation.of(propagation)
     conf = _check_confidence(confidence)
     chunk = positive(chunk_s, "chunk_s")
@@ -331,6 +344,7 @@ def locate_dataset(
     frequency = _frequency(ds)
     settings: dict[str, Any] = {
         "method": method,
+        "estimator": estimator,
         "propagation": prop.to_dict(),
         "chunk_s": chunk,
         "lag_margin_s": margin,
@@ -388,7 +402,9 @@ def locate_dataset(
     for m in ("envelope", "complex") if method == "auto" else (method,):
         band_m = _check_band(band, m, rate)
         signals = [_Signal(_prepare(y, valid, m, rate, band_m), valid) for y, valid in resampled]
-        measured = _measure_pairs(tracks, signals, rate, m, band_m, v, extra, chunk, check)
+        measured = _measure_pairs(
+            tracks, signals, rate, m, band_m, v, extra, chunk, check, estimator == "leading_edge"
+        )
         pairs_m, index_m, raw, ests = measured
         used_sigma = [r for r, p in zip(raw, pairs_m, strict=True) if p.used]
         median = float(np.median(used_sigma)) if used_sigma else math.inf
