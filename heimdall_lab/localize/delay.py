@@ -6,6 +6,7 @@ Chunked cross-correlation with sub-sample refinement and its spread.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -124,17 +125,35 @@ class _Bins:
         exponentials (the same numbers to rounding, at a fraction of the cost).
         """
         tau = np.asarray(tau, np.float64)[:, None]
-        step = 2 * np.pi / self.nfft
-        cuts = np.flatnonzero(np.diff(self.q) != 1) + 1
-        parts = []
-        for run in np.split(self.q, cuts):
-            n = len(run)
-            m = max(1, math.isqrt(n))
-            p = -(-n // m)
-            coarse = np.exp(1j * (step * (run[0] + m * np.arange(p))) * tau)
-            fine = np.exp(1j * (step * np.arange(m)) * tau)
-            parts.append((coarse[:, :, None] * fine[:, None, :]).reshape(len(tau), -1)[:, :n])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        out = np.empty((len(tau), len(self.q)), np.complex128)
+        for start, n, coarse_q, fine_q in self._tables():
+            coarse = np.exp(1j * coarse_q * tau)
+            fine = np.exp(1j * fine_q * tau)
+            out[:, start : start + n] = (coarse[:, :, None] * fine[:, None, :]).reshape(
+                len(tau), -1
+            )[:, :n]
+        return out
+
+    def _tables(self) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+        """Per run of consecutive bins: where it starts, its length, and its two tables.
+
+        The tables are angular frequencies: the run's every ``m``-th bin, and ``0..m-1``
+        bins, ``m`` about the square root of the run's length.
+        """
+        cached = self.__dict__.get("_runs")
+        if cached is None:
+            step = 2 * np.pi / self.nfft
+            cuts = np.concatenate([[0], np.flatnonzero(np.diff(self.q) != 1) + 1, [len(self.q)]])
+            cached = []
+            for start, stop in itertools.pairwise(cuts):
+                n = int(stop - start)
+                first = int(self.q[start])
+                m = max(1, math.isqrt(n))
+                p = -(-n // m)
+                coarse_q = step * (first + m * np.arange(p))
+                cached.append((int(start), n, coarse_q, step * np.arange(m)))
+            object.__setattr__(self, "_runs", cached)
+        return cached
 
 
 @functools.lru_cache(maxsize=16)
@@ -789,8 +808,8 @@ def _subband_delays(
         delays[k] = tau / fs
         bad_f = np.zeros(len(sf), bool)
         bad_b = np.zeros(len(sf), bool)
-        cf = _newton(sf[:, None], sb, np.full(len(sf), tf), coherent, 2, bad_f)
-        cb = _newton(sbk[:, None], sb, np.full(len(sf), tb), coherent, 2, bad_b)
+        cf = _newton(sf[:, None], sb, np.full(len(sf), tf), coherent, 1, bad_f)
+        cb = _newton(sbk[:, None], sb, np.full(len(sf), tb), coherent, 1, bad_b)
         chunk = np.where(bad_f | bad_b, np.nan, 0.5 * (cf - cb) / fs)
         sigmas[k] = _chunk_sigma(chunk)
     return delays, sigmas, coefs
