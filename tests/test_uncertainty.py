@@ -279,3 +279,19 @@ def test_a_receiver_biased_by_50_us_is_named_and_dropped():
     assert not timing.used and "robust fit" in timing.reason
     clean = locate_dataset(ds, receivers=[r.name for r in DEFAULT_RECEIVERS[:7] if r.name != bad])
     assert loc.error_km(*TX) <= 1.5 * max(clean.error_km(*TX), 0.3)
+
+
+def test_the_earliest_arrival_is_a_stated_choice():
+    from heimdall_lab import tutorial
+    from heimdall_lab.localize import locate_files
+
+    files, positions = tutorial.dcf77_files(), tutorial.DCF77_POSITIONS
+    peak = locate_files(files, positions)
+    edge = locate_files(files, positions, estimator="leading_edge")
+    assert peak.settings["estimator"] == "peak" and edge.settings["estimator"] == "leading_edge"
+    assert all(math.isfinite(p.delay_s) for p in edge.pairs)
+    assert (
+        max(abs(a.delay_s - b.delay_s) for a, b in zip(peak.pairs, edge.pairs, strict=True)) > 1e-6
+    )
+    with pytest.raises(ValidationError, match="estimator"):
+        locate_files(files, positions, estimator="median")
