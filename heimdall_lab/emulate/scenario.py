@@ -1933,9 +1933,20 @@ class SynthStream:
         second, frac = path.emission.split(k)
         r = frac + self._u  # emission time relative to `second`, in [0, 1.05)
         w = tx.keying_edge_s
+        lengths = [OOK_DURATIONS_S[_ook_bit(self.scenario.seed, second + q)] for q in (0, 1)]
+        # Most frames hold no edge: every ramp is then exactly 0.0 or 1.0 over the frame, and
+        # so is the keying (the same values the ramps would give, sample by sample).
+        steps = [
+            _ramp_constant(r[0] - q - e, r[-1] - q - e, w)
+            for q in (0, 1)
+            for e in (0.0, lengths[q])
+        ]
+        if None not in steps:
+            constant = (steps[0] - steps[1]) + (steps[2] - steps[3])
+            return np.full(FRAME_SAMPLES, 1.0 - (1.0 - tx.keying_depth) * constant)
         keyed = np.zeros_like(r)
         for q in (0, 1):  # this second's keying and the next one's leading edge
-            length = OOK_DURATIONS_S[_ook_bit(self.scenario.seed, second + q)]
+            length = lengths[q]
             x = r - q
             keyed += _ramp(x, w) - _ramp(x - length, w)
         return 1.0 - (1.0 - tx.keying_depth) * keyed
@@ -1964,6 +1975,17 @@ def _fir_spectrum(taps: np.ndarray) -> np.ndarray:
     circular[: half + 1] = taps[half:]
     circular[size - half :] = taps[:half]
     return np.fft.fft(circular)
+
+
+def _ramp_constant(first: float, last: float, width: float) -> float | None:
+    """The value of :func:`_ramp` over ``[first, last]`` when it is constant there, else None."""
+    if width <= 0:
+        return 1.0 if first >= 0 else 0.0 if last < 0 else None
+    if last / width + 0.5 <= 0.0:
+        return 0.0
+    if first / width + 0.5 >= 1.0:
+        return 1.0
+    return None
 
 
 def _ramp(x: np.ndarray, width: float) -> np.ndarray:
