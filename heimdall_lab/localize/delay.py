@@ -277,13 +277,16 @@ def _newton(
     coherent: bool,
     iterations: int = 8,
     failed: np.ndarray | None = None,
+    max_step: float = 0.5,
+    leash: float = 1.0,
 ) -> np.ndarray:
     """Maximise band-limited correlations near ``tau0`` (samples), one per group.
 
     ``spec`` is (groups, K, bins): ``c_gk(tau) = sum spec_gk e^{j omega tau}``. Coherent:
-    maximise ``Re sum_k c_gk``; else ``sum_k |c_gk|``. A group whose iteration leaves +-1
-    sample of its start falls back to ``tau0``; ``failed``, if given, is set where that
-    happened or where the start was not on a peak (not concave).
+    maximise ``Re sum_k c_gk``; else ``sum_k |c_gk|``. Steps are at most ``max_step``; a
+    group whose iteration leaves ``+-leash`` samples of its start falls back to ``tau0``;
+    ``failed``, if given, is set where that happened or where the start was not on a peak
+    (not concave).
     """
     omega = bins.omega
     n_groups, k = spec.shape[:2]
@@ -324,9 +327,9 @@ def _newton(
         ok = active & (f2 < 0) & np.isfinite(f1)
         active &= ok
         with np.errstate(divide="ignore", invalid="ignore"):
-            step = np.where(ok, np.clip(-f1 / np.where(ok, f2, -1.0), -0.5, 0.5), 0.0)
+            step = np.where(ok, np.clip(-f1 / np.where(ok, f2, -1.0), -max_step, max_step), 0.0)
         tau += step
-        away = ok & (np.abs(tau - tau0) > 1.0)
+        away = ok & (np.abs(tau - tau0) > leash)
         tau[away] = tau0[away]
         if failed is not None:
             failed |= away | (~ok if it == 0 else False)
@@ -734,7 +737,8 @@ def _local_peak(spec: np.ndarray, bins: _Bins, center: float, half: float, coher
     of the first grid is at its edge (no peak within reach).
     """
     failed = np.zeros(1, bool)
-    tau = float(_newton(spec[None], bins, np.array([center]), coherent, failed=failed)[0])
+    scale = dict(max_step=max(0.5, half / 8.0), leash=max(1.0, half / 2.0))
+    tau = float(_newton(spec[None], bins, np.array([center]), coherent, 5, failed, **scale)[0])
     if not failed[0]:
         return tau
     step = half / 4.0
@@ -749,7 +753,7 @@ def _local_peak(spec: np.ndarray, bins: _Bins, center: float, half: float, coher
         vals = _values(spec, bins, taus, coherent)
         i = int(np.clip(np.argmax(vals), 1, len(taus) - 2))
     tau0 = taus[i] + float(_parabolic(vals[i - 1], vals[i], vals[i + 1])) * step
-    return float(_newton(spec[None], bins, np.array([tau0]), coherent)[0])
+    return float(_newton(spec[None], bins, np.array([tau0]), coherent, 5, **scale)[0])
 
 
 def _subband_delays(
@@ -808,8 +812,9 @@ def _subband_delays(
         delays[k] = tau / fs
         bad_f = np.zeros(len(sf), bool)
         bad_b = np.zeros(len(sf), bool)
-        cf = _newton(sf[:, None], sb, np.full(len(sf), tf), coherent, 1, bad_f)
-        cb = _newton(sbk[:, None], sb, np.full(len(sf), tb), coherent, 1, bad_b)
+        scale = dict(max_step=max(0.5, half / 8.0), leash=max(1.0, half / 2.0))
+        cf = _newton(sf[:, None], sb, np.full(len(sf), tf), coherent, 3, bad_f, **scale)
+        cb = _newton(sbk[:, None], sb, np.full(len(sf), tb), coherent, 3, bad_b, **scale)
         chunk = np.where(bad_f | bad_b, np.nan, 0.5 * (cf - cb) / fs)
         sigmas[k] = _chunk_sigma(chunk)
     return delays, sigmas, coefs
