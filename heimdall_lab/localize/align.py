@@ -348,9 +348,9 @@ def envelope(y: np.ndarray, fs: float, band_hz: float) -> np.ndarray:
         ``|y|`` after the band limit, as long as ``y``.
     """
     n = sfft.next_fast_len(len(y))
-    spec = sfft.fft(y, n, workers=-1)
+    spec = sfft.fft(y, n)
     spec[~_band_mask(n, fs, 0.0, band_hz)] = 0.0
-    return np.abs(sfft.ifft(spec, workers=-1, overwrite_x=True)[: len(y)])
+    return np.abs(sfft.ifft(spec, overwrite_x=True)[: len(y)])
 
 
 def _prepare(y: np.ndarray, valid: np.ndarray, method: str, fs: float, band: tuple) -> np.ndarray:

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 # Chunks transformed at once: bounds the temporary arrays of long captures.
 _BLOCK = 32
-# Threads of the batched transforms.
-_WORKERS = -1
+# Threads of the transforms: one. More only pay on an idle machine; with the cores busy
+# (other jobs, or pytest -n 2) the threads wait for each other and the locate takes longer.
+_WORKERS = 1
 
 
 @dataclass
