@@ -814,8 +814,8 @@ def _subband_delays(
         bad_f = np.zeros(len(sf), bool)
         bad_b = np.zeros(len(sf), bool)
         scale = dict(max_step=max(0.5, half / 8.0), leash=max(1.0, half / 2.0))
-        cf = _newton(sf[:, None], sb, np.full(len(sf), tf), coherent, 3, bad_f, **scale)
-        cb = _newton(sbk[:, None], sb, np.full(len(sf), tb), coherent, 3, bad_b, **scale)
+        cf = _newton(sf[:, None], sb, np.full(len(sf), tf), coherent, 2, bad_f, **scale)
+        cb = _newton(sbk[:, None], sb, np.full(len(sf), tb), coherent, 2, bad_b, **scale)
         chunk = np.where(bad_f | bad_b, np.nan, 0.5 * (cf - cb) / fs)
         sigmas[k] = _chunk_sigma(chunk)
     return delays, sigmas, coefs
