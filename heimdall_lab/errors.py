@@ -6,6 +6,9 @@ what went wrong and what to do about it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class HeimdallError(Exception):
     """Base class of every error raised by heimdall_lab."""
@@ -222,8 +225,28 @@ class LocalizationError(HeimdallError):
 
     Raised when fewer than three receivers have usable GNSS timestamps, when their captures
     do not overlap in time, or when too few receiver pairs correlate to fix a position. The
-    message names the receivers or pairs left out and why.
+    message is one short line naming the cause; the details are attributes.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong, on one line.
+    pairs : sequence, optional
+        The receiver pairs correlated (``PairDelay``), each rejected one with its ``reason``;
+        ``heimdall_lab.ui.localization_plot.pairs_frame`` makes a table of them.
+    receivers : sequence, optional
+        Every receiver's timing (``ReceiverTiming``), used or not and why.
     """
+
+    def __init__(
+        self,
+        message: str,
+        pairs: Sequence[Any] | None = None,
+        receivers: Sequence[Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.pairs = list(pairs or [])
+        self.receivers = list(receivers or [])
 
 
 def first_line(err: BaseException) -> str:

@@ -398,3 +398,13 @@ def test_run_localize_keeps_other_failures_as_they_were(env, capfd):
     err = capfd.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "localize.ipynb failed in cell" in err and "cannot locate" not in err
+
+
+def test_a_localization_error_always_has_its_pairs_and_receivers():
+    from heimdall_lab.errors import LocalizationError
+
+    bare = LocalizationError("the reference has 1 good pair(s); need two")
+    assert bare.pairs == [] and bare.receivers == [] and str(bare).count("\n") == 0
+    pair = PairDelay("A", "B", 1e-4, 2e-6, used=False, reason="coefficient 0.02 < 0.05")
+    full = LocalizationError("0 good pair(s)", pairs=[pair], receivers=[])
+    assert pairs_frame(full.pairs)["reason"].tolist() == ["coefficient 0.02 < 0.05"]
