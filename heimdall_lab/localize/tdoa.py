@@ -530,12 +530,23 @@ def _frequency(ds: xr.Dataset) -> float | None:
     return None
 
 
+#: The kinds of rejection (:func:`_judge`'s reasons), counted in a failure's one line.
+_REJECTIONS = {
+    "no correlation peak": "no correlation peak",
+    "delay": "a delay beyond the baseline",
+    "coefficient": "a weak correlation",
+    "peak-to-sidelobe": "an ambiguous peak",
+    "chunk delays scatter": "scattered chunk delays",
+}
+
+
 def _too_few(pairs: list[PairDelay], n_good: int, n_rx: int) -> str:
     """One line: too few good pairs, and the commonest reason the others were rejected."""
     reasons: dict[str, int] = {}
     for p in pairs:
         if not p.used:
-            key = p.reason.split(";")[0].split("(")[0].strip()
+            first = p.reason.split(";")[0]
+            key = next((v for k, v in _REJECTIONS.items() if first.startswith(k)), first)
             reasons[key] = reasons.get(key, 0) + 1
     common = max(reasons.items(), key=lambda kv: kv[1]) if reasons else None
     why = f"; {common[1]} of {len(pairs)} rejected for {common[0]}" if common else ""
