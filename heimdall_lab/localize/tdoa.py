@@ -370,10 +370,7 @@ def locate_dataset(
             out = locate_rssi_dataset(ds, confidence=conf)
             out.notes.insert(0, f"TDoA impossible: {message}; this is the RSSI fallback")
             return out
-        err = LocalizationError(message)
-        err.pairs = list(pairs or [])  # type: ignore[attr-defined]
-        err.receivers = list(timings or [])  # type: ignore[attr-defined]
-        raise err
+        raise LocalizationError(message, pairs=pairs, receivers=timings)
 
     timings, tracks, epoch = _dataset_tracks(ds, ts_err, min_dur)
     if len(tracks) < 3:
