@@ -1242,7 +1242,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--transmitter", type=_position_arg, metavar="LAT,LON", help="the transmitter's position"
     )
     p.add_argument(
-        "--modulation", choices=MODULATIONS, help="the transmitter's modulation (default carrier)"
+        "--modulation",
+        choices=MODULATIONS,
+        help="the transmitter's modulation (default ook: keyed like DCF77)",
     )
     p.add_argument(
         "-f",
