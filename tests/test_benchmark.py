@@ -443,3 +443,72 @@ def test_sessions_benchmark_quick(fresh_database, tmp_path):
     images = {k: f"figures/{p.name}" for k, p in written.items()}
     text = sessions.report(results, tmp_path / "sessions.md", images)
     assert "quick (smoke) run" in text and "Poisson" in text and "figures/sessions_" in text
+
+
+def test_localize_benchmark_quick(tmp_path):
+    """``python -m benchmarks.localize --quick``: every part runs, the report is whole."""
+    import json
+
+    from benchmarks import localize
+
+    report, raw = tmp_path / "localize.md", tmp_path / "results.json"
+    assert localize.main(["--quick", "--report", str(report), "--results", str(raw)]) == 0
+    text = report.read_text()
+    for heading in (
+        "## Summary",
+        "## Method",
+        "## 1. Real data",
+        "## 2. The recordings replayed",
+        "## 3. Coverage",
+        "## 4. Calibration",
+        "## 5. Robust fit",
+        "### Receivers against the best three",
+        "## 6. Run time",
+        "## Machine",
+    ):
+        assert heading in text, heading
+    assert "quick (smoke) run" in text and "nan" not in text.lower()
+    summary = text.split("## Summary")[1].split("\n## ")[0]
+    goal_rows = [line for line in summary.splitlines() if line.startswith("| ") and "met" in line]
+    assert len(goal_rows) == 7, goal_rows  # the header and six goals
+    for name in ("dcf77", "coverage", "errors", "calibration_robust"):
+        png = tmp_path / "localize" / f"{name}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG", name
+        assert f"localize/{name}.png" in text
+
+    results = json.loads(raw.read_text())
+    cfg = localize.Settings.quick()
+    assert results["settings"] == dict(cfg)
+    keys = {r["key"] for r in results["real"]["rows"]}
+    assert {"default", "sphere", "stat_only"} <= keys
+    for r in results["real"]["rows"]:
+        assert r["located"] and math.isfinite(r["error_km"]), r["key"]
+        assert math.isfinite(r["semi_major_km"]) and r["region_km2"] > 0, r["key"]
+        assert r["t_min"] > 0, r["key"]
+    for p in results["real"]["rows"][0]["pairs_detail"]:
+        assert math.isfinite(p["error_us"]) and p["total_us"] > 0
+    assert math.isfinite(results["replay"]["diff_m"])
+    assert all(r["same"] for r in results["identity"]), results["identity"]
+    runs = results["coverage"]
+    n = len(cfg["powers"]) * (cfg["coverage_seeds"] + cfg["clean_seeds"]) + cfg["nosky_seeds"]
+    assert len(runs) == n
+    for r in localize.located(runs):
+        assert math.isfinite(r["error_km"]) and math.isfinite(r["delta_chi2_truth"])
+        assert len(r["pair_errors_us"]) == len(r["pair_sigma_us"]) == r["pairs"]
+    rows = localize.coverage_table(runs, cfg["powers"], True)
+    assert [r["power_dbm"] for r in rows] == cfg["powers"]
+    assert all(0 <= r["coverage"] <= 1 and r["ci_low"] <= r["ci_high"] for r in rows)
+    assert sorted(r["effects"] for r in results["calibration"]) == [False, True]
+    for cal in results["calibration"]:
+        assert math.isfinite(cal["uncalibrated"]["error_km"])
+        assert math.isfinite(cal["calibrated"]["error_km"])
+        assert math.isfinite(cal["bias_rms_error_us"])
+    assert sorted(r["effects"] for r in results["robust"]) == [False, True]
+    for rob in results["robust"]:
+        for key in ("robust", "non_robust", "clean6"):
+            assert math.isfinite(rob[key]["error_km"]), key
+    (cnt,) = results["counts"]
+    for n in cfg["counts"]:
+        best = cnt["by_count"][str(n)]["best3"]
+        assert best["subsets"] > 0 and math.isfinite(best["best_error_km"])
+    assert all(v["median"] > 0 for v in results["runtime"].values())
