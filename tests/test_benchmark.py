@@ -5,6 +5,7 @@ No timing is asserted: the goals are judged in reports/benchmark.md, not here.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -452,7 +453,13 @@ def test_localize_benchmark_quick(tmp_path):
     from benchmarks import localize
 
     report, raw = tmp_path / "localize.md", tmp_path / "results.json"
-    assert localize.main(["--quick", "--report", str(report), "--results", str(raw)]) == 0
+    # main() quietens the package's loggers for its run; put them back for the next tests
+    package = logging.getLogger("heimdall_lab")
+    level = package.level
+    try:
+        assert localize.main(["--quick", "--report", str(report), "--results", str(raw)]) == 0
+    finally:
+        package.setLevel(level)
     text = report.read_text()
     for heading in (
         "## Summary",
