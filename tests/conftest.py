@@ -118,3 +118,18 @@ def fresh_database(embedded: db.EmbeddedServer) -> Iterator[str]:
     (as ``heimdall-lab db migrate`` leaves one); dropped afterwards. Its URL."""
     with support.fresh_database(embedded.url) as url:
         yield url
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` each worker must see its ``xdist_group`` tests' group in
+    their ids, or the scheduler spreads a group (one JupyterLab, notebooks in order) over
+    workers and its tests fail far from the cause."""
+    if not getattr(config.option, "loadgroup", False):  # set on workers only
+        return
+    lost = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:
+        raise pytest.UsageError(
+            f"--dist loadgroup cannot group {lost[0]} (and {len(lost) - 1} more): this pytest "
+            "and pytest-xdist do not work together; install the versions pyproject.toml allows"
+        )
