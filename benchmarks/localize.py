@@ -412,6 +412,17 @@ def apparent_pair_errors_us(loc: Localization, sc: Scenario, frequency_hz: float
     return [(p.delay_s - (truth[p.receiver_a] - truth[p.receiver_b])) * 1e6 for p in loc.used_pairs]
 
 
+#: What the localizer is told of a scene without the emulator's systematic effects: its paths
+#: are clean, with no sky wave mixed in (the default states one, ``Propagation.sky_ratio``).
+CLEAN_PATHS = {"propagation": {"sky_ratio": 0.0}}
+
+
+def stated(effects: bool | str) -> dict[str, Any]:
+    """``locate_dataset`` options for a scene: the defaults, or clean paths when it has none
+    of the systematic effects."""
+    return {} if effects else dict(CLEAN_PATHS)
+
+
 def locate_safely(ds: xr.Dataset, truth: tuple[float, float], **options: Any) -> dict:
     t = time.perf_counter()
     try:
@@ -753,7 +764,7 @@ def coverage_run(seed: int, power: float, effects: bool | str, seconds: float) -
     t = time.perf_counter()
     ds = emulated_dataset(sc, FREQ, seconds, start_of(seed))
     t_cap = time.perf_counter() - t
-    rec = locate_safely(ds, tx)
+    rec = locate_safely(ds, tx, **stated(effects))
     loc = rec.pop("_loc", None)
     rec.update(seed=seed, power_dbm=power, effects=effects, tx=list(tx), t_capture=t_cap)
     rec["cn0_dbhz"] = cn0(sc)
@@ -931,12 +942,12 @@ def calibration_run(seed: int, seconds: float, effects: bool) -> dict[str, Any]:
         "tx": list(tx),
         "bias_us": {k: v * 1e6 for k, v in b.items()},
     }
-    plain = locate_safely(ds, tx)
+    plain = locate_safely(ds, tx, **stated(effects))
     plain.pop("_loc", None)
     out["uncalibrated"] = plain
     t = time.perf_counter()
     try:
-        cal = calibrate(ds_ref, *REFERENCE)
+        cal = calibrate(ds_ref, *REFERENCE, **stated(effects))
     except HeimdallError as exc:
         out["calibrated"] = failed_record(exc)
         return out
@@ -966,7 +977,7 @@ def calibration_run(seed: int, seconds: float, effects: bool) -> dict[str, Any]:
     }
     out["calibration_chi2"] = _f(cal.chi2)
     out["calibration_dof"] = int(cal.dof)
-    rec = locate_safely(ds, tx, calibration=cal)
+    rec = locate_safely(ds, tx, calibration=cal, **stated(effects))
     rec.pop("_loc", None)
     out["calibrated"] = rec
     return out
@@ -1016,7 +1027,7 @@ def robust_run(seed: int, seconds: float, effects: bool) -> dict[str, Any]:
         ("non_robust", {"robust": False}),
         ("clean6", {"receivers": [n for n in sc.site_names if n != bad]}),
     ):
-        rec = locate_safely(ds, tx, **opts)
+        rec = locate_safely(ds, tx, **opts, **stated(effects))
         rec.pop("_loc", None)
         out[key] = rec
     r = out["robust"]
@@ -1108,7 +1119,7 @@ def counts_run(seed: int, counts: Sequence[int], seconds: float) -> dict[str, An
     out: dict[str, Any] = {"seed": seed, "tx": list(tx), "by_count": {}}
     for n in counts:
         names = list(sc.site_names[:n])
-        rec = locate_safely(ds, tx, receivers=names)
+        rec = locate_safely(ds, tx, receivers=names, **CLEAN_PATHS)
         loc = rec.pop("_loc", None)
         t = time.perf_counter()
         if loc is not None:

@@ -17,9 +17,14 @@ Sky wave (one hop)
 :class:`Propagation` picks one per receiver: ``mode="ground"`` or ``"sky"`` for every
 receiver, or ``"auto"`` for the ground wave within ``ground_range_km`` of the transmitter
 and the sky wave beyond it. Within the ground range a one-hop sky wave still arrives, later
-by :meth:`Propagation.sky_excess_s` and usually weaker; where it is mixed in, it pulls a
-correlation peak late by up to that excess. The localizer reports it and down-weights the
-receivers affected (:mod:`heimdall_lab.localize`); the emulator can add it
+by :meth:`Propagation.sky_excess_s` and usually weaker. Mixed in at ``g`` of the ground
+wave's amplitude and at a carrier phase ``psi`` against it, it moves the keying edges, and
+with them a correlation peak, by about ``g cos(psi) excess / (1 + g cos(psi))``: early or late,
+as the phase drifts. :meth:`Propagation.sky_pull_sigma_s` states that pull's spread for a
+typical ratio ``sky_ratio`` and an unknown phase (by day at LF over 300-800 km the ratio is
+0.05-0.3, whose RMS is about 0.2, the default); the localizer adds it to each such
+receiver's timing error
+(:mod:`heimdall_lab.localize`), and the emulator can add the sky wave
 (:mod:`heimdall_lab.emulate.scenario`).
 """
 
@@ -120,12 +125,17 @@ class Propagation:
         Where the ``"auto"`` mode switches from ground to sky wave, and how far the
         localizer checks for a sky wave mixed into the ground wave; by default
         :func:`default_ground_range_km` of the frequency.
+    sky_ratio : float, default 0.2
+        The typical (RMS) amplitude of a one-hop sky wave mixed into the ground wave, as a
+        fraction of the ground wave's, within the ground range, in [0, 0.99]. 0 states that
+        there is none (a path known to be clean).
     """
 
     mode: str = "ground"
     velocity_factor: float = 1.0
     layer_height_km: float = 70.0
     ground_range_km: float | None = None
+    sky_ratio: float = 0.2
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -135,6 +145,9 @@ class Propagation:
         )
         object.__setattr__(
             self, "layer_height_km", _number(self.layer_height_km, "layer_height_km", 0, 1000)
+        )
+        object.__setattr__(
+            self, "sky_ratio", _number(self.sky_ratio, "sky_ratio", 0.0, 0.99, open_lo=False)
         )
         if self.ground_range_km is not None:
             object.__setattr__(
@@ -154,7 +167,8 @@ class Propagation:
             return cls(mode=value)
         if isinstance(value, dict):
             unknown = sorted(
-                set(value) - {"mode", "velocity_factor", "layer_height_km", "ground_range_km"}
+                set(value)
+                - {"mode", "velocity_factor", "layer_height_km", "ground_range_km", "sky_ratio"}
             )
             if unknown:
                 raise ValidationError(f"unknown propagation field(s) {', '.join(unknown)}")
@@ -191,6 +205,21 @@ class Propagation:
         """How much later the one-hop sky wave arrives than the ground wave, seconds."""
         d = np.asarray(self.sky_delay_s(distance_m)) - np.asarray(self.ground_delay_s(distance_m))
         return float(d) if np.ndim(distance_m) == 0 else d
+
+    def sky_pull_sigma_s(
+        self, distance_m: ArrayLike, frequency_hz: float | None = None
+    ) -> np.ndarray | float:
+        """Spread of the pull a mixed-in sky wave gives a ground-wave receiver, seconds.
+
+        ``sky_ratio * sky_excess_s / sqrt(2)``: the RMS of the first-order pull
+        ``g cos(psi) excess`` for a ratio ``g`` of RMS ``sky_ratio`` and a phase ``psi`` that
+        is unknown (uniform). Zero for a
+        receiver this model hears by the sky wave, or beyond the ground range.
+        """
+        d = np.asarray(distance_m, dtype=np.float64)
+        mixed = ~self.uses_sky(d, frequency_hz) & (d <= self.ground_range_m(frequency_hz))
+        out = np.where(mixed, self.sky_ratio * np.asarray(self.sky_excess_s(d)) / math.sqrt(2), 0)
+        return float(out) if np.ndim(distance_m) == 0 else out
 
     def delay_s(self, distance_m: ArrayLike, frequency_hz: float | None = None) -> Any:
         """Delay over ``distance_m`` by the path this model takes, seconds."""

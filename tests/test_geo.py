@@ -117,6 +117,20 @@ def test_auto_mode_switches_at_the_ground_range():
     assert "WGS84" in prop.describe() and "500 km" in prop.describe()
 
 
+def test_the_pull_of_a_mixed_sky_wave_is_stated_for_ground_wave_receivers_in_range():
+    prop = Propagation(mode="auto", ground_range_km=1000, sky_ratio=0.2)
+    d = np.array([75e3, 400e3, 999e3, 1200e3])
+    sigma = prop.sky_pull_sigma_s(d)
+    expected = 0.2 * np.asarray(prop.sky_excess_s(d[:3])) / math.sqrt(2)
+    assert np.allclose(sigma[:3], expected, rtol=1e-12) and sigma[3] == 0.0  # sky wave beyond
+    # at 400 km and 70 km: the excess is about 80 us, the stated pull about 11 us
+    assert 75e-6 < prop.sky_excess_s(400e3) < 90e-6 and 10e-6 < sigma[1] < 13e-6
+    assert sigma[0] > sigma[1] > sigma[2]  # nearer, the sky wave's detour is the longer
+    assert Propagation(sky_ratio=0).sky_pull_sigma_s(400e3) == 0.0  # paths stated clean
+    assert Propagation(ground_range_km=300).sky_pull_sigma_s(400e3) == 0.0
+    assert isinstance(prop.sky_pull_sigma_s(400e3), float)
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -125,6 +139,9 @@ def test_auto_mode_switches_at_the_ground_range():
         {"velocity_factor": 1.2},
         {"layer_height_km": 0},
         {"layer_height_km": float("nan")},
+        {"sky_ratio": -0.1},
+        {"sky_ratio": 1.0},
+        {"sky_ratio": "some"},
         3,
     ],
 )
@@ -134,8 +151,8 @@ def test_bad_propagation_raises(value):
 
 
 def test_propagation_of_accepts_names_dicts_and_itself():
-    p = Propagation.of({"mode": "sky", "layer_height_km": 90})
-    assert Propagation.of(p) is p and p.layer_height_km == 90
+    p = Propagation.of({"mode": "sky", "layer_height_km": 90, "sky_ratio": 0.1})
+    assert Propagation.of(p) is p and p.layer_height_km == 90 and p.sky_ratio == 0.1
     assert Propagation.of("auto").mode == "auto" and Propagation.of(None) == Propagation()
     assert Propagation.of(p.to_dict()) == p
 

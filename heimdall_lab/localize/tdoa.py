@@ -453,12 +453,10 @@ def locate_dataset(
         )
 
     sol = fit(rcov)
-    sky_cov = _sky_receivers(sol, prop, frequency, names, notes)
-    if sky_cov is not None:  # the sky wave's receivers are known once the position is
-        parts.append(
-            f"sky-wave layer height +-{LAYER_HEIGHT_UNCERTAINTY:.0%} (receivers beyond the "
-            "ground range)"
-        )
+    # what the sky wave does to each receiver is known once the position is
+    sky_cov, sky_parts = _sky_receivers(sol, prop, frequency, names, notes)
+    if sky_parts:
+        parts.extend(sky_parts)
         sol = fit(rcov + sky_cov)
     for p, q, d in zip(good, sol.pairs, delays, strict=True):
         p.model_delay_s, p.residual_s = q.model_delay_s, d - q.model_delay_s
@@ -657,46 +655,59 @@ def _sky_receivers(
     frequency: float | None,
     names: list[str],
     notes: list[str],
-) -> np.ndarray | None:
-    """Report the receivers beyond the ground range.
+) -> tuple[np.ndarray, list[str]]:
+    """What the sky wave does to each receiver, seen from the fitted position.
 
-    Where the sky wave is modelled, returns the per-receiver covariance of the layer
-    height's uncertainty (None when there is none).
+    Returns the per-receiver timing covariance it adds and the error-budget parts it names
+    (none when it adds nothing): the layer height's uncertainty for receivers the model hears
+    by the sky wave, and the pull of a sky wave mixed into the ground wave
+    (:meth:`Propagation.sky_pull_sigma_s`) for those it hears by the ground wave.
     """
-    rx = [r for r in sol.receivers if r.used]
-    if not rx:
-        return None
+    sig = np.zeros(len(names))
+    parts: list[str] = []
+    # every receiver the fit was given: one the first fit left out gets its chance again
+    rx = [r for r in sol.receivers if r.name in names]
     dist = np.array(
         [float(geo.distance_m(sol.latitude, sol.longitude, r.latitude, r.longitude)) for r in rx]
     )
-    far = (
-        prop.uses_sky(dist, frequency)
-        if prop.mode != "ground"
-        else dist > prop.ground_range_m(frequency)
-    )
-    reach = prop.ground_range_m(frequency) / 1e3
-    if not far.any():
-        return None
+    reach = prop.ground_range_m(frequency)
+    far = dist > reach if prop.mode == "ground" else prop.uses_sky(dist, frequency)
     listed = ", ".join(
         f"{r.name} ({d / 1e3:.0f} km)" for r, d, f in zip(rx, dist, far, strict=True) if f
     )
-    if prop.mode == "ground":
+    if far.any() and prop.mode == "ground":
         notes.append(
-            f"beyond the ground wave's range ({reach:g} km at this frequency) the sky wave "
-            f"dominates: {listed}; this ground-wave model does not describe them "
+            f"beyond the ground wave's range ({reach / 1e3:g} km at this frequency) the sky "
+            f"wave dominates: {listed}; this ground-wave model does not describe them "
             "(propagation='auto' models them)"
         )
-        return None
-    hi = replace(prop, layer_height_km=prop.layer_height_km * (1 + LAYER_HEIGHT_UNCERTAINTY))
-    sig = np.zeros(len(names))
-    for r, d, f in zip(rx, dist, far, strict=True):
-        if f:
-            sig[names.index(r.name)] = abs(hi.sky_delay_s(d) - prop.sky_delay_s(d))
-    notes.append(
-        f"modelled by the one-hop sky wave at {prop.layer_height_km:g} km "
-        f"(+-{LAYER_HEIGHT_UNCERTAINTY:.0%}): {listed}"
-    )
-    return np.diag(sig**2)
+    elif far.any():
+        hi = replace(prop, layer_height_km=prop.layer_height_km * (1 + LAYER_HEIGHT_UNCERTAINTY))
+        for r, d, f in zip(rx, dist, far, strict=True):
+            if f:
+                sig[names.index(r.name)] = abs(hi.sky_delay_s(d) - prop.sky_delay_s(d))
+        notes.append(
+            f"modelled by the one-hop sky wave at {prop.layer_height_km:g} km "
+            f"(+-{LAYER_HEIGHT_UNCERTAINTY:.0%}): {listed}"
+        )
+        parts.append(
+            f"sky-wave layer height +-{LAYER_HEIGHT_UNCERTAINTY:.0%} (receivers beyond the "
+            "ground range)"
+        )
+    pull = np.asarray(prop.sky_pull_sigma_s(dist, frequency), dtype=np.float64)
+    if (pull > 0).any():
+        for r, p in zip(rx, pull, strict=True):
+            k = names.index(r.name)
+            sig[k] = math.hypot(sig[k], p)
+        mixed = ", ".join(f"{r.name} {p * 1e6:.1f}" for r, p in zip(rx, pull, strict=True) if p)
+        notes.append(
+            f"a one-hop sky wave at about {prop.sky_ratio:g} of the ground wave may be mixed in "
+            f"within {reach / 1e3:g} km; its pull, whose sign drifts with its phase, is taken "
+            f"as a timing error per receiver (us): {mixed} (propagation sky_ratio=0 if the "
+            "paths are known to be clean)"
+        )
+        parts.append(f"sky wave mixed into the ground wave (RMS ratio {prop.sky_ratio:g}, stated)")
+    return np.diag(sig**2), parts
 
 
 def pair_correlations(
