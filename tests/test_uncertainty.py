@@ -18,6 +18,7 @@ from heimdall_lab.localize.budget import closure_sigma, estimator_spread, subban
 from heimdall_lab.localize.calibration import Calibration, calibrate
 from heimdall_lab.localize.solver import solve_tdoa
 from heimdall_lab.localize.tdoa import locate_recordings
+from heimdall_lab.propagation import Propagation
 from heimdall_lab.receivers import DEFAULT_RECEIVERS
 
 TX = (50.0, 8.5)
@@ -28,6 +29,7 @@ START = np.datetime64("2026-06-01T12:00:00", "ns")
 BOX = (40.0, 58.0, -6.0, 20.0)
 #: Seven receivers around central Europe (the default receivers' positions).
 SEVEN = [(r.name, r.latitude, r.longitude) for r in DEFAULT_RECEIVERS[:7]]
+SITES = {name: (lat, lon) for name, lat, lon in SEVEN}
 
 
 def arrivals(tx, sites, bias=None):
@@ -252,7 +254,8 @@ def test_calibration_on_a_reference_emitter_removes_receiver_biases():
     reference = (48.85, 2.35)
     ref = emulated_dataset(reference, 60_000.0, biases)
     target = emulated_dataset(TX, 77_500.0, biases)
-    cal = calibrate(ref, *reference)
+    clean = {"sky_ratio": 0.0}  # the scene has no sky wave, and says so
+    cal = calibrate(ref, *reference, propagation=clean)
     k0 = cal.receivers.index(names[0])
     for a in names[1:]:
         k = cal.receivers.index(a)
@@ -261,8 +264,8 @@ def test_calibration_on_a_reference_emitter_removes_receiver_biases():
         error = cal.pair_bias(a, names[0]) - (biases[a] - biases[names[0]])
         print(f"{a}: bias error {error * 1e6:+.2f} us, stated {stated * 1e6:.2f} us")
         assert abs(error) < max(4 * stated, 1e-6) and abs(error) < 8e-6
-    plain = locate_dataset(target, robust=False)
-    fixed = locate_dataset(target, calibration=cal)
+    plain = locate_dataset(target, robust=False, propagation=clean)
+    fixed = locate_dataset(target, calibration=cal, propagation=clean)
     # one seed: at least halved (the benchmark reports the median over many seeds)
     assert fixed.error_km(*TX) < plain.error_km(*TX) / 2
     # the delays used are the measured ones less the biases, and the region is built on them
@@ -270,6 +273,16 @@ def test_calibration_on_a_reference_emitter_removes_receiver_biases():
     assert fixed.delta_chi2(fixed.latitude, fixed.longitude) == pytest.approx(0.0, abs=1e-6)
     assert any("calibrated on a reference" in n for n in fixed.notes)
     assert any("calibration" in part for part in fixed.error_budget["parts"])
+    # By default a sky wave may pull each reference path, and the biases' uncertainty says so.
+    stated = calibrate(ref, *reference)
+    pull = Propagation().sky_pull_sigma_s(
+        geo.distance_m(*reference, *np.array([SITES[n] for n in stated.receivers]).T), 60e3
+    )
+    assert stated.bias_s == pytest.approx(cal.bias_s, abs=1e-12)
+    np.testing.assert_allclose(
+        stated.covariance_s2, cal.covariance_s2 + np.diag(pull**2), rtol=1e-9, atol=1e-20
+    )
+    assert min(pull) > 5e-6
 
 
 def test_a_receiver_biased_by_50_us_is_named_and_dropped():

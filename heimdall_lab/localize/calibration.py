@@ -10,6 +10,11 @@ their differences are defined; they are reported with zero weighted mean), with 
 covariance, and ``locate_dataset(..., calibration=cal)`` removes them from an unknown
 transmitter's delays and adds their uncertainty to its error budget. This is the standard
 practice of TDoA networks.
+
+What the reference's own paths do is carried across too: a sky wave mixed into a reference
+path pulls that receiver's measured bias, so the stated pull of the reference's propagation
+model (:meth:`heimdall_lab.propagation.Propagation.sky_pull_sigma_s`, seen from the
+reference's position) is part of each bias's uncertainty.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from heimdall_lab import geo
 from heimdall_lab.errors import LocalizationError, ValidationError
 from heimdall_lab.localize.model import incidence
 from heimdall_lab.localize.results import Localization, PairDelay
+from heimdall_lab.propagation import Propagation
 from heimdall_lab.values import jsonable
 
 if TYPE_CHECKING:
@@ -45,7 +51,8 @@ class Calibration:
         Each receiver's bias, seconds: how much later than the model its signals arrive
         (zero weighted mean; only differences matter).
     covariance_s2 : numpy.ndarray
-        Covariance of the biases, s^2, in the order of ``receivers``.
+        Covariance of the biases, s^2, in the order of ``receivers``: the fit's, and the
+        stated sky-wave pull on each reference path.
     reference : dict
         The reference: ``latitude``, ``longitude``, ``capture_id``, ``frequency_hz``,
         ``start_time``.
@@ -206,6 +213,17 @@ def calibrate(
     measured = np.array([p.delay_s for p in used])
     names = [r.name for r in loc.receivers]
     receivers, b, cov, resid = _biases(names, used, measured - model)
+    where = {r.name: r for r in loc.receivers}
+    pull = Propagation.of(loc.propagation).sky_pull_sigma_s(
+        geo.distance_m(
+            latitude,
+            longitude,
+            np.array([where[n].latitude for n in receivers]),
+            np.array([where[n].longitude for n in receivers]),
+        ),
+        loc.settings.get("frequency_hz"),
+    )
+    cov = cov + np.diag(np.square(pull))
     sig = np.array([p.sigma_s for p in used])
     chi2 = float(np.sum((resid / sig) ** 2))
     return Calibration(
