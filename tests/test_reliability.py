@@ -808,7 +808,10 @@ def test_a_hostile_receiver_costs_the_good_one_nothing(
         seconds = time.monotonic() - t0
     status = cap.status()
     hostile = status.loc["hostile"]
-    assert seconds < HOSTILE_DEADLINE_S + 3.0
+    # a hang guard only: setup, storing and measuring add seconds on a loaded machine
+    assert seconds < HOSTILE_DEADLINE_S + 60.0
+    if mode == "slow_frames":  # it would take 12 s to send a second: the deadline ended it
+        assert hostile["reason"] == "deadline", hostile["message"]
     assert rss.growth_mb < 150  # a flood kept would grow by tens of MB a second
     assert status.loc[good.name, "status"] == "ok", status.loc[good.name, "message"]
     assert hostile["status"] != "ok"
