@@ -82,17 +82,6 @@ _BUDGET_COLUMNS = [
     "receivers_us",
     "weighted_us",
 ]
-_PAIR_COLUMNS = [
-    "pair",
-    "receiver_a",
-    "receiver_b",
-    "delay_us",
-    "sigma_us",
-    "coefficient",
-    "used",
-    "residual_us",
-    "reason",
-]
 
 
 # ============================================================================================
@@ -200,10 +189,7 @@ def pairs_frame(pairs: Sequence[PairDelay]) -> pd.DataFrame:
         The columns of :meth:`Localization.pairs_frame` (``reason`` says why a pair was
         rejected).
     """
-    pairs = list(pairs or [])
-    if not pairs:
-        return pd.DataFrame(columns=_PAIR_COLUMNS)
-    return Localization(math.nan, math.nan, pairs=pairs).pairs_frame()
+    return Localization(math.nan, math.nan, pairs=list(pairs or [])).pairs_frame()
 
 
 def receivers_frame(receivers: Sequence[ReceiverTiming]) -> pd.DataFrame:
