@@ -1409,6 +1409,10 @@ def pct_ci(share: float, lo: float, hi: float) -> str:
     return f"{fmt(100 * share, '.0f')} % ({fmt(100 * lo, '.0f')}-{fmt(100 * hi, '.0f')})"
 
 
+#: The real-data accuracy goal, km.
+DCF77_GOAL_KM = 6.0
+
+
 def summaries(results: dict[str, Any]) -> dict[str, Any]:
     """The headline figures and goals, from the raw results."""
     cfg = results["settings"]
@@ -1417,6 +1421,13 @@ def summaries(results: dict[str, Any]) -> dict[str, Any]:
     real = results.get("real")
     if real:
         d = next(r for r in real["rows"] if r["key"] == "default")
+        goals.append(
+            {
+                "goal": f"Real DCF77: error at most {DCF77_GOAL_KM:g} km with the defaults",
+                "measured": f"{d['error_km']:.2f} km",
+                "met": bool(d["error_km"] <= DCF77_GOAL_KM),
+            }
+        )
         goals.append(
             {
                 "goal": "Real DCF77: the truth inside the 95 % region",
@@ -1609,11 +1620,24 @@ def report(results: dict[str, Any], path: Path, written: dict[str, str]) -> str:
             else ""
         )
         + ".",
+        *part_commits(results),
         "",
     ]
     text = "\n".join(lines)
     path.write_text(text)
     return text
+
+
+def part_commits(results: dict[str, Any]) -> list[str]:
+    """A line naming the commit each part was measured at, when they differ."""
+    at = {p: results[f"{p}_commit"] for p in PARTS if results.get(f"{p}_commit")}
+    if len(set(at.values())) < 2:
+        return []
+    return [
+        "- Parts measured at different commits (a resumed run): "
+        + ", ".join(f"{p} at {c}" for p, c in at.items())
+        + "."
+    ]
 
 
 def summary_bullets(results: dict[str, Any], s: dict[str, Any]) -> list[str]:

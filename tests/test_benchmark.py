@@ -477,7 +477,7 @@ def test_localize_benchmark_quick(tmp_path):
     assert "quick (smoke) run" in text and "nan" not in text.lower()
     summary = text.split("## Summary")[1].split("\n## ")[0]
     goal_rows = [line for line in summary.splitlines() if line.startswith("| ") and "met" in line]
-    assert len(goal_rows) == 7, goal_rows  # the header and six goals
+    assert len(goal_rows) == 8, goal_rows  # the header and seven goals
     for name in ("dcf77", "coverage", "errors", "calibration_robust"):
         png = tmp_path / "localize" / f"{name}.png"
         assert png.read_bytes()[:4] == b"\x89PNG", name
