@@ -1087,14 +1087,13 @@ def best_three(loc: Localization, names: Sequence[str], tx: tuple[float, float])
     }
     # the receiver prior of the N-receiver result: 1 us and the stated sky-wave pull, seen
     # from its position
-    prop = Propagation.of(loc.propagation)
-    dist = geo.distance_m(
+    pull = Propagation.of(loc.propagation).sky_pull_between(
         loc.latitude,
         loc.longitude,
         np.array([r.latitude for r in loc.receivers]),
         np.array([r.longitude for r in loc.receivers]),
+        loc.settings.get("frequency_hz"),
     )
-    pull = np.asarray(prop.sky_pull_sigma_s(dist, loc.settings.get("frequency_hz")))
     rx_sigma = np.hypot(1e-6, pull)
     cands = []
     for trio in itertools.combinations(names, 3):

@@ -23,15 +23,14 @@ with them a correlation peak, by about ``g cos(psi) excess / (1 + g cos(psi))``:
 as the phase drifts. :meth:`Propagation.sky_pull_sigma_s` states that pull's spread for a
 typical ratio ``sky_ratio`` and an unknown phase (by day at LF over 300-800 km the ratio is
 0.05-0.3, whose RMS is about 0.2, the default); the localizer adds it to each such
-receiver's timing error
-(:mod:`heimdall_lab.localize`), and the emulator can add the sky wave
-(:mod:`heimdall_lab.emulate.scenario`).
+receiver's timing error (:mod:`heimdall_lab.localize`), and the emulator can add the sky
+wave (:mod:`heimdall_lab.emulate.scenario`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -166,10 +165,7 @@ class Propagation:
         if isinstance(value, str):
             return cls(mode=value)
         if isinstance(value, dict):
-            unknown = sorted(
-                set(value)
-                - {"mode", "velocity_factor", "layer_height_km", "ground_range_km", "sky_ratio"}
-            )
+            unknown = sorted(set(value) - {f.name for f in fields(cls)})
             if unknown:
                 raise ValidationError(f"unknown propagation field(s) {', '.join(unknown)}")
             return cls(**value)
@@ -213,8 +209,8 @@ class Propagation:
 
         ``sky_ratio * sky_excess_s / sqrt(2)``: the RMS of the first-order pull
         ``g cos(psi) excess`` for a ratio ``g`` of RMS ``sky_ratio`` and a phase ``psi`` that
-        is unknown (uniform). Zero for a
-        receiver this model hears by the sky wave, or beyond the ground range.
+        is unknown (uniform). Zero for a receiver this model hears by the sky wave, or beyond
+        the ground range.
         """
         d = np.asarray(distance_m, dtype=np.float64)
         mixed = ~self.uses_sky(d, frequency_hz) & (d <= self.ground_range_m(frequency_hz))
@@ -237,6 +233,17 @@ class Propagation:
     ) -> Any:
         """Delay from transmitter(s) to receiver(s) over the WGS84 geodesic, seconds."""
         return self.delay_s(geo.distance_m(tx_lat, tx_lon, rx_lat, rx_lon), frequency_hz)
+
+    def sky_pull_between(
+        self,
+        tx_lat: ArrayLike,
+        tx_lon: ArrayLike,
+        rx_lat: ArrayLike,
+        rx_lon: ArrayLike,
+        frequency_hz: float | None = None,
+    ) -> Any:
+        """:meth:`sky_pull_sigma_s` from transmitter(s) to receiver(s), seconds."""
+        return self.sky_pull_sigma_s(geo.distance_m(tx_lat, tx_lon, rx_lat, rx_lon), frequency_hz)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict (:meth:`of` reads it back)."""

@@ -129,6 +129,9 @@ def test_the_pull_of_a_mixed_sky_wave_is_stated_for_ground_wave_receivers_in_ran
     assert Propagation(sky_ratio=0).sky_pull_sigma_s(400e3) == 0.0  # paths stated clean
     assert Propagation(ground_range_km=300).sky_pull_sigma_s(400e3) == 0.0
     assert isinstance(prop.sky_pull_sigma_s(400e3), float)
+    # from positions: over the WGS84 geodesic
+    rx = destination_point(50.0, 8.0, 90.0, 400e3)
+    assert prop.sky_pull_between(50.0, 8.0, *rx) == pytest.approx(sigma[1], rel=1e-9)
 
 
 @pytest.mark.parametrize(

@@ -214,13 +214,11 @@ def calibrate(
     names = [r.name for r in loc.receivers]
     receivers, b, cov, resid = _biases(names, used, measured - model)
     where = {r.name: r for r in loc.receivers}
-    pull = Propagation.of(loc.propagation).sky_pull_sigma_s(
-        geo.distance_m(
-            latitude,
-            longitude,
-            np.array([where[n].latitude for n in receivers]),
-            np.array([where[n].longitude for n in receivers]),
-        ),
+    pull = Propagation.of(loc.propagation).sky_pull_between(
+        latitude,
+        longitude,
+        np.array([where[n].latitude for n in receivers]),
+        np.array([where[n].longitude for n in receivers]),
         loc.settings.get("frequency_hz"),
     )
     cov = cov + np.diag(np.square(pull))
