@@ -116,6 +116,7 @@ class Settings(dict):
             hop_dwell_s=5.0,
             hop_sweeps=3,
             hop_seed=3,
+            hop_latency_frames=2,
             resume_receivers=3,
             resume_sweeps=4,
             resume_frequencies=2,
@@ -142,6 +143,7 @@ class Settings(dict):
             hop_dwell_s=1.0,
             hop_sweeps=1,
             hop_seed=3,
+            hop_latency_frames=2,
             resume_receivers=2,
             resume_sweeps=3,
             resume_frequencies=2,
@@ -177,15 +179,21 @@ def hopping_run(
     dwell_s: float = 5.0,
     sweeps: int = 3,
     seed: int = 3,
+    latency_frames: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """Sweeps through three frequencies on real-time emulated receivers, against the truth.
+
+    The last receiver sends ``latency_frames`` more frames at the old frequency after each
+    retune reaches it (``EmulatedReceiver.retune_latency_frames``), as a receiver whose
+    sound pipeline holds a few frames: they must end the dwell before, with no gap.
 
     Returns
     -------
     dict
         ``dwells``: one row per sweep, hop and receiver (measured and true offset and
         power, their errors, the capture's stage); ``retunes``: one row per sweep, retune
-        and receiver (``gap_s``, ``dropped_frames``).
+        and receiver (``gap_s``, ``dropped_frames``, ``frames_before``: the frames still at
+        the old frequency, kept as the dwell before's end).
     """
     scenario = Scenario.default(seed=seed)
     names = list(scenario.site_names[:receivers])
@@ -195,6 +203,7 @@ def hopping_run(
     for s in range(sweeps):
         t0 = time.perf_counter()
         with emulated(scenario=scenario, receivers=names, realtime=True) as emu:
+            emu.emulator.units[names[-1]].retune_latency_frames = latency_frames
             caps = sweep(hops, engine=engine, store=store, **emu.capture_options)
         wall = time.perf_counter() - t0
         for i, cap in enumerate(caps):
@@ -226,6 +235,7 @@ def hopping_run(
                         "to_offset_hz": cap.frequency_hz - f_tx,
                         "gap_s": float(r["gap_s"]),
                         "dropped_frames": int(r["dropped_frames"]),
+                        "frames_before": int(r["frames_before"]),
                     }
                 )
         print(f"  hopping sweep {s + 1}/{sweeps}: {wall:.1f} s", flush=True)
@@ -481,22 +491,33 @@ def _similar_sites(scenario: Scenario, count: int) -> tuple[list[str], str]:
 
 
 def match_events(
-    truth: list[dict[str, Any]], events: list[tuple[int, int]], frame_ns: float
+    truth: list[dict[str, Any]], events: list[tuple[int, int, int]], frame_ns: float
 ) -> tuple[list[dict[str, Any]], int]:
-    """Match events (start, end ns) to bursts (arrival start, end ns).
+    """Match events (start, end ns, first detected block's start ns) to bursts.
 
-    An event matches a burst when the two overlap, the burst widened by one frame either
-    side. Returns per burst ``detected`` and ``start_error_s`` (the first matching event's
-    start minus the burst's arrival), and the number of events matching no burst.
+    An event matches a burst (arrival start, end ns) when the two overlap, the burst widened
+    by one frame either side. Returns per burst ``detected``, ``start_error_s`` (the first
+    matching event's start, its onset, minus the burst's arrival) and
+    ``block_start_error_s`` (the same for the start of its first detected block), and the
+    number of events matching no burst.
     """
     used = set()
     out = []
     for t in truth:
         lo, hi = t["arrival_start_ns"] - frame_ns, t["arrival_end_ns"] + frame_ns
-        hits = [k for k, (s, e) in enumerate(events) if s <= hi and e >= lo]
+        hits = [k for k, (s, e, _) in enumerate(events) if s <= hi and e >= lo]
         used.update(hits)
-        err = (events[hits[0]][0] - t["arrival_start_ns"]) / 1e9 if hits else math.nan
-        out.append({"detected": bool(hits), "start_error_s": err, "events": len(hits)})
+        errors = [math.nan, math.nan]
+        if hits:
+            errors = [(events[hits[0]][i] - t["arrival_start_ns"]) / 1e9 for i in (0, 2)]
+        out.append(
+            {
+                "detected": bool(hits),
+                "start_error_s": errors[0],
+                "block_start_error_s": errors[1],
+                "events": len(hits),
+            }
+        )
     return out, len(events) - len(used)
 
 
@@ -574,10 +595,13 @@ def trigger_run(
     scene_ds = continuous(scene, TRIGGER_START, dwell, "burst scene, continuous, fast")
     noise_ds = continuous(noise, NOISE_START, offline_noise_s, "noise only, continuous, fast")
 
-    def online(cap: Any, name: str) -> list[tuple[int, int]]:
-        return [
-            (_ns(e["start_utc"]), _ns(e["end_utc"])) for e in cap.events if e["receiver"] == name
-        ]
+    def online(cap: Any, name: str) -> list[tuple[int, int, int]]:
+        out = []
+        for e in (e for e in cap.events if e["receiver"] == name):
+            meta = e["metadata"]
+            ahead = (meta["start_frame"] - meta["onset_frame"]) * frame_ns
+            out.append((_ns(e["start_utc"]), _ns(e["end_utc"]), _ns(e["start_utc"]) + round(ahead)))
+        return out
 
     def frames_of(cap: Any, name: str) -> int:
         return sum(o.frames for o in cap.acquisition.outcomes if o.receiver.name == name)
@@ -593,7 +617,7 @@ def trigger_run(
         found = {
             "band, triggered (online)": online(live, name),
             "band, offline": [
-                (e.start_time_ns, e.end_time_ns)
+                (e.start_time_ns, e.end_time_ns, int(times[e.start_frame]))
                 for e in detect_events(
                     iq,
                     rate,
@@ -615,7 +639,7 @@ def trigger_run(
                 post_s=post_s,
             )
             found[f"S-meter, noise +{margin:g} dB"] = [
-                (e.start_time_ns, e.end_time_ns) for e in events
+                (e.start_time_ns, e.end_time_ns, e.start_time_ns) for e in events
             ]
         # Blocks outside the bursts (each widened by a frame and the tail) in the scene.
         inside = sum((t["arrival_end_ns"] - t["arrival_start_ns"]) / frame_ns + 2 for t in truth)
@@ -901,6 +925,7 @@ def report(results: dict[str, Any], path: Path, images: dict[str, str]) -> str:
             )
             .reset_index()
         )
+        names_last = Scenario.default(seed=cfg["hop_seed"]).site_names[cfg["hop_receivers"] - 1]
         stages = ", ".join(
             f"{k} {v}" for k, v in d.drop_duplicates(["sweep", "hop"]).stage.value_counts().items()
         )
@@ -918,7 +943,12 @@ def report(results: dict[str, Any], path: Path, images: dict[str, str]) -> str:
             "baseband frequency in true time: the capture measures at the rate fitted to the "
             "GNSS times) and `signal_power_dbfs` against `received_power_dbfs`. Retune gaps "
             "from `Capture.parameters['retune']` (the time from the end of the dwell's last "
-            "frame to the next dwell's first frame, from their GNSS times).",
+            "frame to the next dwell's first frame, from their GNSS times). The last receiver "
+            f"({names_last}) sends {cfg['hop_latency_frames']} more frames at the old "
+            "frequency after each retune reaches it (`retune_latency_frames`), as a receiver "
+            "whose sound pipeline holds a few: `frames_before` counts the frames a dwell kept "
+            "after the retune was sent, still at its frequency (a KiwiSDR flags the first "
+            "frame at the new one).",
             "",
             "| goal | measured | |",
             "|---|---|---|",
@@ -938,7 +968,15 @@ def report(results: dict[str, Any], path: Path, images: dict[str, str]) -> str:
             "",
             _table(
                 r.assign(gap_ms=r.gap_s * 1e3)[
-                    ["sweep", "retune", "receiver", "to_offset_hz", "gap_ms", "dropped_frames"]
+                    [
+                        "sweep",
+                        "retune",
+                        "receiver",
+                        "to_offset_hz",
+                        "gap_ms",
+                        "dropped_frames",
+                        "frames_before",
+                    ]
                 ],
                 ".4f",
             )
@@ -1020,6 +1058,9 @@ def report(results: dict[str, Any], path: Path, images: dict[str, str]) -> str:
         sure = online[online.p_burst >= SURE]
         within = online.detected & (online.start_error_s.abs() <= FRAME_SAMPLES / 12001.135)
         sure_within = within[sure.index]
+        block_within = online.detected & (
+            online.block_start_error_s.abs() <= FRAME_SAMPLES / 12001.135
+        )
         first = online[online.p_block >= SURE]
         first_within = within[first.index]
         lines += [
@@ -1068,12 +1109,21 @@ def report(results: dict[str, Any], path: Path, images: dict[str, str]) -> str:
             f"({_met(bool(len(first)) and bool(first_within.all()))}). All detected bursts: "
             f"start error median {online.start_error_s.abs().median() * 1e3:.1f} ms, max "
             f"{online.start_error_s.abs().max() * 1e3:.1f} ms (one frame "
-            f"{FRAME_SAMPLES / 12.001135:.1f} ms).",
+            f"{FRAME_SAMPLES / 12.001135:.1f} ms). An event's start is its onset, the change "
+            "point of the band's power around its first detected block "
+            "(`BandDetector.onset`); the start of that block instead would be off by median "
+            f"{online.block_start_error_s.abs().median() * 1e3:.1f} ms, max "
+            f"{online.block_start_error_s.abs().max() * 1e3:.1f} ms, and within one frame for "
+            f"{int(block_within[sure.index].sum())} / {len(sure)} of the bursts above the "
+            "threshold (`block_start_error_ms` below).",
             "",
             "Per burst and receiver (triggered session):",
             "",
             _table(
-                online.assign(start_error_ms=online.start_error_s * 1e3)[
+                online.assign(
+                    start_error_ms=online.start_error_s * 1e3,
+                    block_start_error_ms=online.block_start_error_s * 1e3,
+                )[
                     [
                         "receiver",
                         "burst",
@@ -1083,6 +1133,7 @@ def report(results: dict[str, Any], path: Path, images: dict[str, str]) -> str:
                         "p_burst",
                         "detected",
                         "start_error_ms",
+                        "block_start_error_ms",
                     ]
                 ].sort_values(["snr_db"]),
                 ".3g",
@@ -1193,6 +1244,7 @@ def run(
                         dwell_s=cfg["hop_dwell_s"],
                         sweeps=cfg["hop_sweeps"],
                         seed=cfg["hop_seed"],
+                        latency_frames=cfg["hop_latency_frames"],
                     )
                 if "resume" in parts:
                     print("2. stop and resume", flush=True)

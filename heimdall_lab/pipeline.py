@@ -54,7 +54,12 @@ from heimdall_lab.kiwi.acquire import (
     acquire,
     validate_request,
 )
-from heimdall_lab.kiwi.client import StreamSettings, recording_from_frames, retune_gap_s
+from heimdall_lab.kiwi.client import (
+    RETUNE_KEEP_FRAMES,
+    StreamSettings,
+    recording_from_frames,
+    retune_gap_s,
+)
 from heimdall_lab.kiwi.protocol import IqFrame
 from heimdall_lab.processing import interval_rows
 from heimdall_lab.receivers import DEFAULT_RECEIVERS, Receiver, validate_capture_request
@@ -837,7 +842,9 @@ def _retunes(runs: list[_Run]) -> None:
 
     The gap is the time from the end of the last frame of the dwell before (its GNSS time
     plus one frame at its fitted rate) to the GNSS time of this dwell's first frame: 0 when
-    no sample time was lost. It goes in the capture's parameters (``retune``).
+    no sample time was lost. With it, the frames dropped after the retune and the frames
+    the dwell before kept after it (still at its frequency: ``frames_before``, the retune's
+    latency in frames). It goes in the capture's parameters (``retune``).
     """
     for before, run in itertools.pairwise(runs):
         if run.cap.acquisition is None or before.cap.acquisition is None:
@@ -857,6 +864,7 @@ def _retunes(runs: list[_Run]) -> None:
             table[o.receiver.name] = {
                 "gap_s": retune_gap_s(prev.last_time, h.first_time, rate),
                 "dropped_frames": int(h.dropped_frames),
+                "frames_before": int(prev.kept_after_retune),
             }
         run.cap.parameters["retune"] = table
 
@@ -1104,7 +1112,9 @@ class _Run:
         # (so a capture completed by sync days later reads the same times).
         self.reference = gps_reference if gps_reference is not None else self.start_utc
         rec.set("connecting", 0.0, force=True)
-        layout = StreamLayout.for_duration(cap.duration_s, self.interval_s)
+        # A dwell that ends in a retune keeps the frames still at its frequency.
+        extra = RETUNE_KEEP_FRAMES if "sweep" in cap.parameters else 0
+        layout = StreamLayout.for_duration(cap.duration_s, self.interval_s, extra_frames=extra)
         attrs = {
             "center_frequency_hz": cap.frequency_hz,
             "requested_duration_s": cap.duration_s,
@@ -1435,8 +1445,8 @@ class _Events:
         )
         return run
 
-    def _frame_utc(self, name: str, hop: int, index: int) -> pd.Timestamp:
-        """UTC time of a frame of a dwell: from its first trusted GNSS time, counted in frames.
+    def _frame_utc(self, name: str, hop: int, index: float) -> pd.Timestamp:
+        """UTC time of a (fractional) frame of a dwell, counted from its first trusted GNSS time.
 
         Without any (no fix), from this computer's clock at the dwell's first frame.
         """
@@ -1466,7 +1476,7 @@ class _Events:
         run.received(acquisition, None)
         run.finish_store()
         run.finish(run.create)
-        start = self._frame_utc(name, hop, event.start_frame)
+        start = self._frame_utc(name, hop, event.onset_frame)  # where the signal began
         end = self._frame_utc(name, hop, event.end_frame + 1)
         record = {
             "capture_id": run.cap.capture_id,
@@ -1480,6 +1490,7 @@ class _Events:
             "metadata": {
                 "dwell_capture": self.runs[hop].cap.capture_id,
                 "start_frame": int(event.start_frame),
+                "onset_frame": float(event.onset_frame),
                 "end_frame": int(event.end_frame),
                 "peak_snr_db": float(event.peak_snr_db),
             },

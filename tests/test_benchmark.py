@@ -424,6 +424,11 @@ def test_sessions_benchmark_quick(fresh_database, tmp_path):
     # Against the right truth (1 Hz: a sanity check; the goal is judged in the report).
     assert dwells.offset_error_hz.abs().max() < 1.0
     assert len(retunes) == cfg["hop_sweeps"] * 2 * cfg["hop_receivers"]
+    # The receiver that sends frames at the old frequency after a retune: they end the
+    # dwell before (at least those; a loaded machine can leave more in flight).
+    last = dwells.receiver.iloc[cfg["hop_receivers"] - 1]
+    late = retunes[retunes.receiver == last]
+    assert len(late) and (late.frames_before >= cfg["hop_latency_frames"]).all(), late
     res = results["resume"]
     assert res["status"] == "done", res["runs"]
     assert not res["missing_steps"] and not res["duplicate_steps"] and res["unstepped"] == 0

@@ -20,6 +20,7 @@ from heimdall_lab.errors import ProtocolError, ReceiverTimeoutError, ValidationE
 from heimdall_lab.kiwi.client import (
     FLAG_NEW_FREQ,
     RETUNE_DROP_LIMIT_BYTES,
+    RETUNE_KEEP_FRAMES,
     RETUNE_SETTLE_FLOOR_S,
     KiwiClient,
     StreamSettings,
@@ -140,9 +141,38 @@ async def test_hops_retune_one_connection_without_a_gap(scenario):
     print("offset / power errors per dwell:", [(f"{o:+.4f} Hz", f"{p:+.3f} dB") for o, p in errors])
 
 
-async def test_frames_in_flight_at_a_retune_are_dropped_by_the_new_frequency_flag(scenario):
+@pytest.mark.parametrize("latency", [2, 5])
+async def test_frames_still_at_the_old_frequency_extend_the_old_dwell_without_a_gap(
+    scenario, latency
+):
+    # A receiver that sends a few more frames at the old frequency after a retune reaches
+    # it (its pipeline holds them): flagged as not new, they are the old dwell's, kept.
+    hops = _hops(scenario, 1.0)
+    async with Emulator(scenario, realtime=True) as emu:
+        r = emu.receivers[0]
+        emu.units[r.name].retune_latency_frames = latency
+        client = KiwiClient(r, None, None, StreamSettings(read_timeout=3.0), hops=hops)
+        rec = await client.run()
+    done = client.hops_done
+    assert [h.index for h in done] == [0, 1, 2] and all(h.complete for h in done)
+    assert [h.dropped_frames for h in done] == [0, 0, 0]
+    frame_s = FRAME_SAMPLES / client.nominal_rate
+    for gap in client.retune_gaps_s():
+        assert -1e-3 < gap < 1e-3  # nothing left unrecorded
+    # The dwells that ended in a retune hold their own frames plus the ones in flight.
+    need = math.ceil(client.dwell_samples(0) / FRAME_SAMPLES)
+    assert [h.samples // FRAME_SAMPLES for h in done] == [need + latency] * 2 + [need]
+    assert [h.kept_after_retune for h in done] == [latency, latency, 0]
+    seqs = rec.seq
+    assert np.array_equal(seqs, np.arange(seqs[0], seqs[0] + len(seqs)))
+    _check_dwells(scenario, client, _split(client, client.frames))
+    print(f"latency {latency} frames ({latency * frame_s * 1e3:.1f} ms):", client.retune_gaps_s())
+
+
+async def test_frames_in_flight_at_a_retune_past_the_kept_ones_are_dropped(scenario):
     # Unpaced, the server has sent many frames at the old frequency by the time the retune
-    # reaches it: the client must drop exactly those, and the gap is what they covered.
+    # reaches it: the client keeps the first RETUNE_KEEP_FRAMES of them as the old dwell's
+    # end and drops exactly the rest, and the gap is what those covered.
     hops = _hops(scenario, 2.0)
     seen: list[tuple[int, IqFrame]] = []
     async with Emulator(scenario, realtime=False) as emu:
@@ -162,6 +192,9 @@ async def test_frames_in_flight_at_a_retune_are_dropped_by_the_new_frequency_fla
     for before, after in itertools.pairwise(done):
         gap = retune_gap_s(before.last_time, after.first_time, true_rate)
         assert gap == pytest.approx(after.dropped_frames * FRAME_SAMPLES / true_rate, abs=1e-5)
+        assert after.dropped_frames > 0  # more in flight than are kept
+        need = math.ceil(client.dwell_samples(before.index) / FRAME_SAMPLES)
+        assert before.samples // FRAME_SAMPLES == need + RETUNE_KEEP_FRAMES
     print("dropped per retune:", [h.dropped_frames for h in done[1:]])
     _check_dwells(scenario, client, dwells)
 

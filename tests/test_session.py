@@ -73,6 +73,8 @@ def test_a_hopping_sweep_measures_each_dwell_as_the_scene_is(embedded_engine, tm
     names = ["DK0TE", "OE3AKB", "Purmerend"]
     hops = [(FREQ, 2.0), (FREQ + 1500, 2.0), (FREQ - 2000, 2.0)]
     with emulated(seed=5, receivers=names) as emu:  # paced like real receivers
+        # One receiver sends three more frames at the old frequency after each retune.
+        emu.emulator.units["DK0TE"].retune_latency_frames = 3
         caps = sweep(
             hops,
             engine=embedded_engine,
@@ -96,17 +98,25 @@ def test_a_hopping_sweep_measures_each_dwell_as_the_scene_is(embedded_engine, tm
         assert set(rows["frequency_hz"]) == {cap.frequency_hz}
         assert len(rows) == 2 * len(names)  # two 1-s intervals per receiver per dwell
     # The retune gaps, measured from the GNSS times either side, are the frames dropped as
-    # sent before the retune took effect (none on a quiet machine; reports/sessions.md):
-    # no sample time is lost beyond them.
+    # sent before the retune took effect: no sample time is lost beyond them. The frames
+    # still at the old frequency are the dwell before's (none dropped, no gap).
     for cap in caps[1:]:
         gaps = cap.parameters["retune"]
         assert set(gaps) == set(names)
         for g in gaps.values():
             assert abs(g["gap_s"] - g["dropped_frames"] * ONE_FRAME_S) < 1e-3, gaps
+        late = gaps["DK0TE"]
+        assert late["frames_before"] == 3 and late["dropped_frames"] == 0, gaps
+        assert abs(late["gap_s"]) < 1e-3, gaps
         stored = db.get_capture(embedded_engine, cap.capture_id).parameters["retune"]
         assert stored.keys() == gaps.keys()
+    # The first two dwells of DK0TE hold those three frames more than the others'.
+    stored = [IQStore(str(tmp_path / "iq")).open(c.capture_id) for c in caps]
+    frames = [ds["n_samples"].to_series() // FRAME_SAMPLES for ds in stored]
+    for f in frames[:2]:
+        assert f["DK0TE"] == f.drop("DK0TE").max() + 3, f.to_dict()
     # Each dwell starts (GNSS) where the one before it ended.
-    starts = [IQStore(str(tmp_path / "iq")).open(c.capture_id)["start_time"].values for c in caps]
+    starts = [ds["start_time"].values for ds in stored]
     for a, b in itertools.pairwise(starts):
         assert ((b - a) / np.timedelta64(1, "s") > 1.9).all()
 

@@ -15,6 +15,7 @@ from heimdall_lab.emulate.scenario import Burst, Scenario, Transmitter
 from heimdall_lab.errors import ValidationError
 from heimdall_lab.kiwi.protocol import smeter_to_dbm
 from heimdall_lab.trigger import (
+    ONSET_STEP,
     BandDetector,
     SmeterTrigger,
     Trigger,
@@ -220,6 +221,52 @@ def test_bursts_at_10_and_20_db_are_detected_within_one_frame():
         assert abs(ev.peak_snr_db - snr) < 3.0
 
 
+@pytest.mark.parametrize(
+    ("snr_db", "within_s", "share"),
+    [(20.0, 0.006, 1.0), (10.0, 0.012, 1.0), (3.0, FRAME_S, 1.0), (0.0, FRAME_S, 0.9)],
+)
+def test_the_onset_is_placed_within_the_block_and_before_missed_blocks(snr_db, within_s, share):
+    # Bursts at random offsets within a frame: the first detected block alone says the
+    # start to a frame at best (later when the first blocks of a weak burst are missed);
+    # the change point of the band's power places it to a few ms at high SNR, within a
+    # frame at 3 dB, where blocks are missed, and mostly within a frame at 0 dB, where
+    # half the blocks are (a run of weak steps can still hide the first frames).
+    rng = np.random.default_rng(21)
+    bursts, n_frames = burst_schedule(rng, [snr_db] * 30, gap_s=1.5, duration_s=0.6)
+    frames = carrier_bursts(rng, n_frames, bursts)
+    trig = Trigger(FS, pfa=1e-3, pre_s=0.5, post_s=0.2)
+    _, events, _ = run(trig, frames)
+    onset_err, block_err = [], []
+    for start, length, _ in bursts:
+        hits = [ev for ev in events if start // N - 13 <= ev.start_frame <= (start + length) // N]
+        assert hits, start  # (a weak burst's missed blocks may split it in two events)
+        onset_err.append((hits[0].onset_frame - start / N) * FRAME_S)
+        block_err.append((hits[0].start_frame - start / N) * FRAME_S)
+    onset_err, block_err = np.abs(onset_err), np.abs(block_err)
+    logger.info(
+        "%g dB: onset error median %.1f ms, max %.1f ms; first detected block's start: "
+        "median %.1f ms, max %.1f ms",
+        snr_db, np.median(onset_err) * 1e3, onset_err.max() * 1e3,
+        np.median(block_err) * 1e3, block_err.max() * 1e3,
+    )  # fmt: skip
+    assert np.quantile(onset_err, share) <= within_s, onset_err
+    assert np.median(onset_err) < np.median(block_err)
+
+
+def test_an_onset_needs_a_step_up_and_enough_samples():
+    rng = np.random.default_rng(22)
+    det = BandDetector(FS)
+    noise = complex_noise(rng, (40 * N,)).astype(np.complex128)
+    assert det.onset(noise[:100]) is None  # shorter than the filter
+    assert det.onset(np.zeros(20 * N, complex)) is None  # no power at all
+    x = carrier_bursts(rng, 40, [(25 * N + 100, 14 * N, 15.0)]).ravel()
+    k = det.onset(x)
+    assert k is not None and abs(k - (25 * N + 100)) <= 2 * ONSET_STEP
+    assert det.onset(x, latest=10 * N) <= 10 * N  # never past the bound
+    # A step down is not an onset: the burst's end alone.
+    assert det.onset(carrier_bursts(rng, 20, [(0, 8 * N, 15.0)]).ravel()) is None
+
+
 def test_weak_burst_detection_probability_is_reported(record_property):
     rng = np.random.default_rng(8)
     bursts, n_frames = burst_schedule(rng, [-5.0] * 40)
@@ -292,7 +339,12 @@ def test_kept_frames_span_pre_and_post_and_memory_is_bounded():
         idx = [f.index for f in by_event[ev.event]]
         assert idx == list(range(ev.start_frame - 12, ev.end_frame + 7 + 1))
         assert (ev.first_kept_frame, ev.last_kept_frame) == (idx[0], idx[-1])
-        assert ev.start_time_ns == times[ev.start_frame]
+        # The onset is placed within a step or two of the burst's first sample (20 dB).
+        assert abs(ev.onset_frame - start / N) <= 2 * ONSET_STEP / N, (ev.onset_frame, start / N)
+        assert (
+            abs(ev.start_time_ns - (START_NS + start * FRAME_S / N * 1e9))
+            < 2 * ONSET_STEP / FS * 1e9
+        )
         assert ev.end_time_ns == times[ev.end_frame] + round(FRAME_S * 1e9)
         for f in by_event[ev.event]:
             assert f.samples is frames[f.index] or np.array_equal(f.samples, frames[f.index])

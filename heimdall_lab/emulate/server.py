@@ -17,7 +17,9 @@ the receiver keeps its GNSS clock, so no stale timestamp), with the same sequenc
 pacing, and with the passband the command gives (the one before when it gives none). Like a
 KiwiSDR (``SND_FLAG_NEW_FREQ`` in its ``rx_sound.cpp``), the first frame after
 the initial tuning and after each change of frequency carries the flag
-:data:`~heimdall_lab.kiwi.client.FLAG_NEW_FREQ`. A receiver replaying a recording cannot
+:data:`~heimdall_lab.kiwi.client.FLAG_NEW_FREQ`. A receiver given
+``retune_latency_frames`` sends that many more frames at the old frequency first, as a
+receiver whose sound pipeline holds a few. A receiver replaying a recording cannot
 change frequency: it ignores the retune (logged at INFO) and sets no flag.
 
 Like a KiwiSDR, a synthetic receiver band-limits its IQ to the passband ``low_cut ..
@@ -221,6 +223,10 @@ class EmulatedReceiver:
         Whether frames carry :data:`~heimdall_lab.kiwi.client.FLAG_NEW_FREQ` after a change
         of frequency, as a KiwiSDR's do (default). False makes a server that does not say
         when its frequency changed.
+    retune_latency_frames : int
+        Frames the receiver still sends at the old frequency after a retune reaches it, as
+        a KiwiSDR's sound pipeline holds a few already-filtered frames (0 by default: the
+        next frame is at the new frequency).
     """
 
     receiver: Receiver
@@ -236,6 +242,7 @@ class EmulatedReceiver:
     retunes: list[tuple[float, float]] = field(default_factory=list)
     follow_retunes: bool = True
     mark_retunes: bool = True
+    retune_latency_frames: int = 0
 
     def _fault_now(self, kinds: tuple[str, ...]) -> Fault | None:
         f = self.fault
@@ -603,7 +610,9 @@ class Emulator:
                 # The frame goes out now: a retune received while it was due (its samples
                 # being taken) applies to it, as the receiver's DDC switches at once.
                 new_freq = seq == 0
-                if tuning.pending_hz is not None:
+                if tuning.pending_hz is not None and tuning.latency_frames > 0:
+                    tuning.latency_frames -= 1  # still in the receiver's pipeline
+                elif tuning.pending_hz is not None:
                     retuned = _retuned(unit, source, tuning)
                     if retuned is not source:
                         source, new_freq = retuned, True
@@ -653,6 +662,7 @@ class _Tuning:
     frequency_hz: float
     passband: tuple[float, float] | None = None
     pending_hz: float | None = None
+    latency_frames: int = 0  # frames still to go out at the old frequency
 
 
 def _passband(
@@ -699,6 +709,7 @@ def _on_retune(
         return
     unit.retunes.append((time.monotonic(), freq_hz))
     tuning.pending_hz = freq_hz
+    tuning.latency_frames = max(0, int(unit.retune_latency_frames))
     tuning.passband = _passband(unit, params, rate, tuning.passband)
 
 

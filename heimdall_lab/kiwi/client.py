@@ -160,6 +160,10 @@ RETUNE_SETTLE_FLOOR_S = 0.1
 #: count outside the byte budget up to this. A paced receiver has a few frames in flight; an
 #: unpaced server (the emulator with ``realtime=False``) fills the socket buffers, megabytes.
 RETUNE_DROP_LIMIT_BYTES = 16 * 2**20
+#: Frames a flagging server may still send at the previous frequency after a retune that are
+#: kept, as the end of the previous dwell (the ones in flight for a round trip of up to about
+#: 0.6 s at 12 kHz); further ones are dropped, and the gap they leave is measured.
+RETUNE_KEEP_FRAMES = 16
 #: ``MSG`` parameters that answer ``SET auth``: the first of them ends the round-trip timing.
 _AUTH_ANSWERS = frozenset({"badp", "too_busy", "redirect", "down", "audio_init", "sample_rate"})
 
@@ -182,11 +186,16 @@ class HopRecord:
     dropped_frames : int
         Frames received after the retune but still at the previous frequency, dropped.
     samples : int
-        Samples kept (whole frames: up to one frame more than ``expected_samples``).
+        Samples kept: whole frames, up to one frame more than ``expected_samples``, plus
+        the frames at its frequency that a flagging server sent after the retune to the next
+        hop (up to :data:`RETUNE_KEEP_FRAMES`).
     expected_samples : int
         ``ceil(dwell_s * rate)`` at the announced rate.
     first_time, last_time : (int, int) or None
         GNSS time (``gpssec``, ``gpsnsec``) of its first and last kept frame.
+    kept_after_retune : int
+        Of its frames, those that arrived after the retune to the next hop was sent, still
+        at its frequency (kept: part of ``samples``).
     """
 
     index: int
@@ -198,6 +207,7 @@ class HopRecord:
     expected_samples: int
     first_time: tuple[int, int] | None = None
     last_time: tuple[int, int] | None = None
+    kept_after_retune: int = 0
 
     @property
     def complete(self) -> bool:
@@ -261,6 +271,7 @@ class _Dwell:
     samples: int = 0
     first_time: tuple[int, int] | None = None
     last_time: tuple[int, int] | None = None
+    kept_after_retune: int = 0
 
     def record(self, expected_samples: int) -> HopRecord:
         return HopRecord(
@@ -273,6 +284,7 @@ class _Dwell:
             expected_samples,
             self.first_time,
             self.last_time,
+            self.kept_after_retune,
         )
 
 
@@ -377,8 +389,10 @@ class KiwiClient:
 
     - A KiwiSDR marks the first frame it sends after a change of frequency with
       :data:`FLAG_NEW_FREQ` (its first frame of a stream carries it too). When the first
-      frame of the stream carries the flag, frames after a retune are dropped until the
-      first flagged one, which starts the new dwell. A flagged frame that follows no
+      frame of the stream carries the flag, the first flagged frame after a retune starts
+      the new dwell. The frames before it are still at the previous frequency and follow
+      the previous dwell's without a break: up to :data:`RETUNE_KEEP_FRAMES` of them are
+      kept as its end (no gap at all), the rest dropped. A flagged frame that follows no
       retune means the server's flag tells nothing: the rule below is used from then on.
     - Otherwise the round trip ``rtt`` measured in the handshake (from sending ``SET auth``
       to the first message answering it, :attr:`rtt_s`) sets :attr:`settle_s` =
@@ -490,6 +504,7 @@ class KiwiClient:
         self._n_frames = 0
         self.dropped_bytes = 0
         self._dwell: _Dwell | None = _Dwell(0, self.hops[0][0])
+        self._ending: _Dwell | None = None  # the dwell before a retune, until the new frequency
         self._awaiting_retune = False
         self._flags_retunes: bool | None = None  # decided by the stream's first frame
         self._auth_sent_at: float | None = None
@@ -642,6 +657,7 @@ class KiwiClient:
                 raise ProtocolError(f"{name}: {exc}", name) from exc
             raise
         finally:
+            self._end_previous_dwell()
             dwell = self._dwell
             if dwell is not None and (dwell.samples or dwell.dropped_frames or dwell.index):
                 self.hops_done.append(dwell.record(self.dwell_samples(dwell.index)))
@@ -656,21 +672,29 @@ class KiwiClient:
         dwell = self._dwell
         if dwell is None or dwell.samples < self.dwell_samples(dwell.index):
             return
-        self.hops_done.append(dwell.record(self.dwell_samples(dwell.index)))
         index = dwell.index + 1
         if index == len(self.hops):
+            self.hops_done.append(dwell.record(self.dwell_samples(dwell.index)))
             self._dwell = None
             return
         freq = self.hops[index][0]
         s = self.settings
         command = protocol.cmd_mod(freq, s.low_cut, s.high_cut)
         if command == protocol.cmd_mod(dwell.frequency_hz, s.low_cut, s.high_cut):
+            self.hops_done.append(dwell.record(self.dwell_samples(dwell.index)))
             self._dwell = _Dwell(index, freq)  # the same tuning: nothing to wait for
             return
+        self._ending = dwell  # recorded once the new frequency starts
         await self._send(ws, command)
         self._dwell = _Dwell(index, freq, retune_sent=asyncio.get_running_loop().time())
         self._awaiting_retune = True
         log.debug("%s: retuned to %.3f kHz (hop %d)", self.receiver.name, freq / 1e3, index)
+
+    def _end_previous_dwell(self) -> None:
+        """Record the dwell before the last retune (once the new frequency started)."""
+        ending, self._ending = self._ending, None
+        if ending is not None:
+            self.hops_done.append(ending.record(self.dwell_samples(ending.index)))
 
     def _at_new_frequency(self, flags: int) -> bool:
         """Whether a frame read after a retune is at the new frequency (see the class notes)."""
@@ -755,7 +779,8 @@ class KiwiClient:
                     f"{name}: no frame at hop {dwell.index}'s {dwell.frequency_hz:.0f} Hz for "
                     f"{self.settings.read_timeout:g} s after retuning ({dwell.dropped_frames} "
                     "frames at the previous frequency dropped); the receiver does not follow "
-                    f"retunes. {len(self.hops_done)} dwells received are kept",
+                    f"retunes. {len(self.hops_done) + (self._ending is not None)} dwells "
+                    "received are kept",
                     name,
                 ) from exc
             stage = "frame" if self._setup_sent else "handshake step"
@@ -839,12 +864,28 @@ class KiwiClient:
 
     def _on_snd(self, body: bytes) -> None:
         dwell = self._dwell
-        # Frames still at the previous frequency are dropped undecoded (the flag byte first).
+        # Frames still at the previous frequency: the previous dwell's end when the server
+        # flags retunes (a few), else dropped undecoded (the flag byte first).
         if (
             self._awaiting_retune
             and dwell is not None
             and not self._at_new_frequency(body[0] if body else 0)
         ):
+            ending = self._ending
+            if (
+                self._flags_retunes
+                and ending is not None
+                and ending.samples
+                < self.dwell_samples(ending.index) + RETUNE_KEEP_FRAMES * FRAME_SAMPLES
+            ):
+                try:
+                    frame = protocol.decode_iq_frame(body)
+                except ProtocolError as exc:
+                    self._skip(str(exc))
+                    return
+                ending.kept_after_retune += 1
+                self._keep(frame, ending)
+                return
             dwell.dropped_frames += 1
             dwell.dropped_bytes += len(body) + 3
             self.dropped_bytes += len(body) + 3
@@ -871,6 +912,11 @@ class KiwiClient:
             )
             self._flags_retunes = False
         self._awaiting_retune = False
+        self._end_previous_dwell()
+        self._keep(frame, dwell)
+
+    def _keep(self, frame: IqFrame, dwell: _Dwell | None) -> None:
+        """Keep a frame as ``dwell``'s (in :attr:`frames` or through the sink)."""
         if self._n_frames == 0:
             self.first_frame_utc = np.datetime64(time.time_ns(), "ns")
         hop = dwell.index if dwell is not None else len(self.hops) - 1

@@ -119,7 +119,11 @@ class StreamLayout:
 
     @classmethod
     def for_duration(
-        cls, duration_s: float, interval_s: float, rate: float = NOMINAL_RATE
+        cls,
+        duration_s: float,
+        interval_s: float,
+        rate: float = NOMINAL_RATE,
+        extra_frames: int = 0,
     ) -> StreamLayout:
         """The layout of ``duration_s`` seconds in intervals of about ``interval_s``.
 
@@ -133,12 +137,15 @@ class StreamLayout:
             last a little shorter.
         rate : float, optional
             Nominal sample rate.
+        extra_frames : int, optional
+            Frames a receiver may deliver beyond the duration (a dwell that ends in a retune
+            keeps the frames still at its frequency).
 
         Returns
         -------
         StreamLayout
             Room for the duration at up to :data:`WIDEST_RATE`, plus two frames (a
-            server's last frame may run past it).
+            server's last frame may run past it) and ``extra_frames``.
         """
         frames = math.ceil(duration_s * rate / FRAME_SAMPLES) + 2
         # Whole intervals of nearly equal length, the last taking the slack: no sliver of
@@ -146,7 +153,7 @@ class StreamLayout:
         n = max(1, round(duration_s / interval_s))
         per_chunk = math.ceil(frames / n)
         # Room for a receiver in the KiwiSDR's wide mode too (its intervals are shorter).
-        widest = math.ceil(duration_s * max(rate, WIDEST_RATE) / FRAME_SAMPLES) + 2
+        widest = math.ceil(duration_s * max(rate, WIDEST_RATE) / FRAME_SAMPLES) + 2 + extra_frames
         return cls(min(per_chunk, MAX_FRAMES_PER_CHUNK), widest)
 
     @property
