@@ -15,8 +15,8 @@ the session's own process for the stop/resume part), against one embedded Postgr
    time, so fresh noise). Per dwell and receiver the capture's measured
    ``frequency_offset_hz`` and ``signal_power_dbfs`` against
    :meth:`Scenario.truth(site, tuned) <heimdall_lab.emulate.scenario.Scenario.truth>`
-   (``frequency_offset_hz``, ``received_power_dbfs``), and each retune's gap and dropped
-   frames from ``Capture.parameters["retune"]``.
+   (``frequency_offset_hz``, ``mean_power_dbfs`` over the dwell's samples), and each
+   retune's gap and dropped frames from ``Capture.parameters["retune"]``.
 2. **Stop and resume.** ``heimdall-lab session start --emulate N`` in a process of its own;
    ``heimdall-lab session stop ID`` from another once the first sweep's captures are final;
    ``session resume ID``; stopped again part-way through a dwell; resumed until done. Then
@@ -207,8 +207,15 @@ def hopping_run(
             caps = sweep(hops, engine=engine, store=store, **emu.capture_options)
         wall = time.perf_counter() - t0
         for i, cap in enumerate(caps):
+            ds = IQStore(store).open(cap.capture_id)
             for name in names:
-                truth = scenario.truth(name, cap.frequency_hz)
+                # The keyed carrier's exact mean power over the dwell's own samples.
+                one = ds.sel(receiver=name)
+                window = {
+                    "start_utc": one["start_time"].values,
+                    "duration_s": float(one["n_samples"]) / float(one["sample_rate"]),
+                }
+                truth = scenario.truth(name, cap.frequency_hz, **window)
                 row = {
                     "sweep": s,
                     "hop": i,
@@ -217,7 +224,7 @@ def hopping_run(
                     "stage": cap.stage,
                     "sweep_wall_s": wall,
                     "true_offset_hz": truth["frequency_offset_hz"],
-                    "true_power_dbfs": truth["received_power_dbfs"],
+                    "true_power_dbfs": truth["mean_power_dbfs"],
                     "measured_offset_hz": math.nan,
                     "measured_power_dbfs": math.nan,
                 }
@@ -941,7 +948,9 @@ def report(results: dict[str, Any], path: Path, images: dict[str, str]) -> str:
             "retuned on it. Per dwell and receiver: the capture's `frequency_offset_hz` "
             "against `Scenario.truth(site, tuned)['frequency_offset_hz']` (the carrier's "
             "baseband frequency in true time: the capture measures at the rate fitted to the "
-            "GNSS times) and `signal_power_dbfs` against `received_power_dbfs`. Retune gaps "
+            "GNSS times) and `signal_power_dbfs` against `mean_power_dbfs` over the dwell's "
+            "stored samples (`Scenario.truth(..., start_utc=, duration_s=)`: the default "
+            "transmitter is a keyed carrier, whose mean power depends on the window). Retune gaps "
             "from `Capture.parameters['retune']` (the time from the end of the dwell's last "
             "frame to the next dwell's first frame, from their GNSS times). The last receiver "
             f"({names_last}) sends {cfg['hop_latency_frames']} more frames at the old "
