@@ -15,7 +15,7 @@ import pytest
 
 from heimdall_lab import dsp, gnss
 from heimdall_lab.emulate.scenario import Scenario
-from heimdall_lab.emulate.server import Emulator
+from heimdall_lab.emulate.server import Emulator, Fault
 from heimdall_lab.errors import ProtocolError, ReceiverTimeoutError, ValidationError
 from heimdall_lab.kiwi.client import (
     FLAG_NEW_FREQ,
@@ -159,14 +159,69 @@ async def test_frames_still_at_the_old_frequency_extend_the_old_dwell_without_a_
     frame_s = FRAME_SAMPLES / client.nominal_rate
     for gap in client.retune_gaps_s():
         assert -1e-3 < gap < 1e-3  # nothing left unrecorded
-    # The dwells that ended in a retune hold their own frames plus the ones in flight.
+    # The dwells that ended in a retune hold their own frames plus the ones still at their
+    # frequency: the receiver's, and any more a loaded machine left in flight.
     need = math.ceil(client.dwell_samples(0) / FRAME_SAMPLES)
-    assert [h.samples // FRAME_SAMPLES for h in done] == [need + latency] * 2 + [need]
-    assert [h.kept_after_retune for h in done] == [latency, latency, 0]
+    kept = [h.kept_after_retune for h in done]
+    assert kept[0] >= latency and kept[1] >= latency and kept[2] == 0
+    assert [h.samples // FRAME_SAMPLES for h in done] == [need + k for k in kept]
     seqs = rec.seq
     assert np.array_equal(seqs, np.arange(seqs[0], seqs[0] + len(seqs)))
     _check_dwells(scenario, client, _split(client, client.frames))
     print(f"latency {latency} frames ({latency * frame_s * 1e3:.1f} ms):", client.retune_gaps_s())
+
+
+@pytest.mark.parametrize("kind", ["truncate", "corrupt"])
+async def test_a_broken_frame_at_a_retune_never_puts_new_frequency_frames_in_the_old_dwell(
+    scenario, kind
+):
+    # The first frame at the new frequency arrives broken. Cut short, its flag byte still
+    # says the retune landed: the new dwell starts after it. With a broken header even the
+    # flag is gone: the frames after it (unflagged, at the new frequency) are held, never
+    # confirmed, and dropped; the old dwell keeps only its own frames either way.
+    hops = _hops(scenario, 1.0)
+    async with Emulator(scenario, realtime=True) as emu:
+        r = emu.receivers[0]
+        need = math.ceil(math.ceil(1.0 * 12001) / FRAME_SAMPLES)  # frames of the first dwell
+        emu.units[r.name].fault = Fault(kind, after_frames=need)
+        client = KiwiClient(r, None, None, StreamSettings(read_timeout=2.0), hops=hops)
+        if kind == "truncate":
+            await client.run()
+        else:
+            with pytest.raises(ReceiverTimeoutError, match="does not follow retunes"):
+                await client.run()
+    done = client.hops_done
+    first = done[0]
+    assert first.complete and first.kept_after_retune == 0
+    assert first.samples == need * FRAME_SAMPLES and client.skipped == 1
+    if kind == "truncate":
+        assert [h.index for h in done] == [0, 1, 2] and all(h.complete for h in done)
+        assert done[1].first_seq == need + 1 and done[1].dropped_frames == 0
+        _check_dwells(scenario, client, _split(client, client.frames))
+    else:
+        assert len(done) == 2 and done[1].samples == 0 and done[1].dropped_frames > 0
+        assert len(client.frames) == need  # nothing at the new frequency kept
+
+
+async def test_many_short_dwells_fit_the_byte_budget_with_their_kept_frames(scenario, monkeypatch):
+    # Dwells of one frame on a receiver whose retunes take 16 frames to land: each retune's
+    # kept frames (more than the dwell itself) are within what the client lets a server
+    # send (the slack lowered so that they would not fit without their own room).
+    monkeypatch.setattr("heimdall_lab.kiwi.client.BYTE_SLACK", 2**16)
+    f_tx = scenario.transmitter.frequency_hz
+    hops = [(f_tx + (1500.0 if i % 2 else 0.0), 0.04) for i in range(10)]
+    async with Emulator(scenario, realtime=True) as emu:
+        r = emu.receivers[0]
+        emu.units[r.name].retune_latency_frames = RETUNE_KEEP_FRAMES
+        client = KiwiClient(r, None, None, StreamSettings(read_timeout=3.0), hops=hops)
+        await client.run()
+    done = client.hops_done
+    assert [h.index for h in done] == list(range(10)) and all(h.complete for h in done)
+    assert [h.kept_after_retune for h in done] == [RETUNE_KEEP_FRAMES] * 9 + [0]
+    frame_s = FRAME_SAMPLES / client.nominal_rate  # (none dropped unless a loaded machine
+    gaps = [h.dropped_frames * frame_s for h in done[1:]]  # left more in flight)
+    assert client.retune_gaps_s() == pytest.approx(gaps, abs=1e-3)
+    assert client.bytes_received - client.dropped_bytes <= client.byte_budget
 
 
 async def test_frames_in_flight_at_a_retune_past_the_kept_ones_are_dropped(scenario):

@@ -96,7 +96,10 @@ def test_a_hopping_sweep_measures_each_dwell_as_the_scene_is(embedded_engine, tm
             assert abs(m["signal_power_dbfs"] - truth["mean_power_dbfs"]) < 0.5
         rows = db.measurements_for_capture(embedded_engine, cap.capture_id, include_psd=False)
         assert set(rows["frequency_hz"]) == {cap.frequency_hz}
-        assert len(rows) == 2 * len(names)  # two 1-s intervals per receiver per dwell
+        # Two 1-s intervals per receiver and dwell; a third, short, only when the frames
+        # kept after a retune overflow the second (see below).
+        per_receiver = rows.groupby("receiver").size()
+        assert set(per_receiver.index) == set(names) and per_receiver.between(2, 3).all()
     # The retune gaps, measured from the GNSS times either side, are the frames dropped as
     # sent before the retune took effect: no sample time is lost beyond them. The frames
     # still at the old frequency are the dwell before's (none dropped, no gap).
@@ -105,16 +108,18 @@ def test_a_hopping_sweep_measures_each_dwell_as_the_scene_is(embedded_engine, tm
         assert set(gaps) == set(names)
         for g in gaps.values():
             assert abs(g["gap_s"] - g["dropped_frames"] * ONE_FRAME_S) < 1e-3, gaps
-        late = gaps["DK0TE"]
-        assert late["frames_before"] == 3 and late["dropped_frames"] == 0, gaps
+        late = gaps["DK0TE"]  # its three, and any a loaded machine left in flight
+        assert late["frames_before"] >= 3 and late["dropped_frames"] == 0, gaps
         assert abs(late["gap_s"]) < 1e-3, gaps
         stored = db.get_capture(embedded_engine, cap.capture_id).parameters["retune"]
         assert stored.keys() == gaps.keys()
-    # The first two dwells of DK0TE hold those three frames more than the others'.
+    # A dwell ended by a retune holds the frames of the last one (which no retune ended)
+    # plus those it kept after its retune: all stored.
     stored = [IQStore(str(tmp_path / "iq")).open(c.capture_id) for c in caps]
     frames = [ds["n_samples"].to_series() // FRAME_SAMPLES for ds in stored]
-    for f in frames[:2]:
-        assert f["DK0TE"] == f.drop("DK0TE").max() + 3, f.to_dict()
+    for f, after in zip(frames[:2], caps[1:], strict=True):
+        kept = {n: g["frames_before"] for n, g in after.parameters["retune"].items()}
+        assert f.to_dict() == {n: frames[2][n] + kept[n] for n in names}, (f.to_dict(), kept)
     # Each dwell starts (GNSS) where the one before it ended.
     starts = [ds["start_time"].values for ds in stored]
     for a, b in itertools.pairwise(starts):

@@ -253,6 +253,38 @@ def test_the_onset_is_placed_within_the_block_and_before_missed_blocks(snr_db, w
     assert np.median(onset_err) < np.median(block_err)
 
 
+def test_a_signal_on_from_the_start_and_noise_alone_keep_the_first_detected_block():
+    # No step up in the window: a carrier on from the first frame (no pre-trigger frames
+    # without it) and false alarms on noise alone keep their first detected block.
+    for seed in range(10):
+        frames = carrier_bursts(np.random.default_rng(100 + seed), 40, [(0, 30 * N, 20.0)])
+        _, events, _ = run(Trigger(FS, pfa=1e-6, pre_s=1.0, post_s=0.2), frames)
+        assert events[0].start_frame == 0 and events[0].onset_frame == 0.0, events[0]
+    noise = complex_noise(np.random.default_rng(1), (20000, N)).astype(np.complex128)
+    _, events, _ = run(Trigger(FS, pfa=1e-3, pre_s=1.0, post_s=0.2), noise)
+    assert len(events) > 5
+    assert all(ev.onset_frame == ev.start_frame for ev in events), [
+        (ev.start_frame, ev.onset_frame) for ev in events if ev.onset_frame != ev.start_frame
+    ]
+
+
+def test_the_onset_skips_lost_frames_and_takes_its_time_from_a_timed_frame():
+    rng = np.random.default_rng(23)
+    frames = carrier_bursts(rng, 60, [(30 * N + 200, 20 * N, 15.0)])
+    frames[22] = np.nan  # a lost frame, filled with NaN, in the pre-trigger frames
+    times = [START_NS + round(i * FRAME_S * 1e9) for i in range(60)]
+    times[30] = None  # the onset's own frame has no time
+    trig = Trigger(FS, pfa=1e-6, pre_s=0.5, post_s=0.2)
+    events = []
+    for i, frame in enumerate(frames):
+        events.extend(trig.feed(frame, i, times[i]).events)
+    events.extend(trig.flush().events)
+    (ev,) = events
+    assert abs(ev.onset_frame - (30 * N + 200) / N) <= 2 * ONSET_STEP / N
+    expected = START_NS + (30 * N + 200) / FS * 1e9
+    assert abs(ev.start_time_ns - expected) < 2 * ONSET_STEP / FS * 1e9
+
+
 def test_an_onset_needs_a_step_up_and_enough_samples():
     rng = np.random.default_rng(22)
     det = BandDetector(FS)

@@ -367,10 +367,11 @@ class KiwiClient:
 
     Whatever the server sends, the client ends: every wait has a timeout that also holds
     against a server sending fast (the loop yields after each message), the memory it keeps
-    is bounded (frames up to the request, the last value of :data:`KEPT_MESSAGES`, counters),
-    and a server that sends more than twice the requested IQ plus :data:`BYTE_SLACK` bytes is
-    cut off with a :class:`~heimdall_lab.errors.ProtocolError` (each message counts for at
-    least :data:`MESSAGE_COST` bytes). Frames dropped after a retune count apart, up to
+    is bounded (frames up to the request and :data:`RETUNE_KEEP_FRAMES` per retune, the last
+    value of :data:`KEPT_MESSAGES`, counters), and a server that sends more than twice the
+    requested IQ (with those frames) plus :data:`BYTE_SLACK` bytes is cut off with a
+    :class:`~heimdall_lab.errors.ProtocolError` (each message counts for at least
+    :data:`MESSAGE_COST` bytes). Frames dropped after a retune count apart, up to
     :data:`RETUNE_DROP_LIMIT_BYTES` per retune.
 
     **Streaming sink.** With ``on_frame``, each kept frame goes to ``on_frame(frame, hop)``
@@ -392,7 +393,9 @@ class KiwiClient:
       frame of the stream carries the flag, the first flagged frame after a retune starts
       the new dwell. The frames before it are still at the previous frequency and follow
       the previous dwell's without a break: up to :data:`RETUNE_KEEP_FRAMES` of them are
-      kept as its end (no gap at all), the rest dropped. A flagged frame that follows no
+      held and, once the flagged frame confirms them (its flag byte suffices, however
+      broken the rest), kept as that dwell's end (no gap at all); the rest, and held
+      frames never confirmed, are dropped. A flagged frame that follows no
       retune means the server's flag tells nothing: the rule below is used from then on.
     - Otherwise the round trip ``rtt`` measured in the handshake (from sending ``SET auth``
       to the first message answering it, :attr:`rtt_s`) sets :attr:`settle_s` =
@@ -505,6 +508,7 @@ class KiwiClient:
         self.dropped_bytes = 0
         self._dwell: _Dwell | None = _Dwell(0, self.hops[0][0])
         self._ending: _Dwell | None = None  # the dwell before a retune, until the new frequency
+        self._held: list[IqFrame] = []  # frames after a retune, until the flag says whose
         self._awaiting_retune = False
         self._flags_retunes: bool | None = None  # decided by the stream's first frame
         self._auth_sent_at: float | None = None
@@ -539,12 +543,14 @@ class KiwiClient:
     def byte_budget(self) -> int:
         """Bytes the server may send: twice the requested IQ frames, plus :data:`BYTE_SLACK`.
 
-        Frames dropped after a retune are not counted here (see
+        With room for the :data:`RETUNE_KEEP_FRAMES` frames each retune may add to the dwell
+        before it. Frames dropped after a retune are not counted here (see
         :data:`RETUNE_DROP_LIMIT_BYTES`).
         """
         frames = sum(
             math.ceil(self.dwell_samples(i) / FRAME_SAMPLES) for i in range(len(self.hops))
         )
+        frames += (len(self.hops) - 1) * RETUNE_KEEP_FRAMES
         return 2 * frames * protocol.IQ_FRAME_BYTES + BYTE_SLACK
 
     @property
@@ -657,6 +663,9 @@ class KiwiClient:
                 raise ProtocolError(f"{name}: {exc}", name) from exc
             raise
         finally:
+            held, self._held = self._held, []
+            if held and self._dwell is not None:  # never confirmed by the new frequency
+                self._dwell.dropped_frames += len(held)
             self._end_previous_dwell()
             dwell = self._dwell
             if dwell is not None and (dwell.samples or dwell.dropped_frames or dwell.index):
@@ -685,9 +694,9 @@ class KiwiClient:
             self._dwell = _Dwell(index, freq)  # the same tuning: nothing to wait for
             return
         self._ending = dwell  # recorded once the new frequency starts
-        await self._send(ws, command)
         self._dwell = _Dwell(index, freq, retune_sent=asyncio.get_running_loop().time())
         self._awaiting_retune = True
+        await self._send(ws, command)
         log.debug("%s: retuned to %.3f kHz (hop %d)", self.receiver.name, freq / 1e3, index)
 
     def _end_previous_dwell(self) -> None:
@@ -864,43 +873,32 @@ class KiwiClient:
 
     def _on_snd(self, body: bytes) -> None:
         dwell = self._dwell
-        # Frames still at the previous frequency: the previous dwell's end when the server
-        # flags retunes (a few), else dropped undecoded (the flag byte first).
+        # After a retune, frames still at the previous frequency: held (a few, when the
+        # server flags retunes) to end the previous dwell once the flag confirms the new
+        # frequency, else dropped undecoded (the flag byte first).
         if (
             self._awaiting_retune
             and dwell is not None
             and not self._at_new_frequency(body[0] if body else 0)
         ):
-            ending = self._ending
             if (
                 self._flags_retunes
-                and ending is not None
-                and ending.samples
-                < self.dwell_samples(ending.index) + RETUNE_KEEP_FRAMES * FRAME_SAMPLES
+                and self._ending is not None
+                and len(self._held) < RETUNE_KEEP_FRAMES
             ):
                 try:
-                    frame = protocol.decode_iq_frame(body)
+                    self._held.append(protocol.decode_iq_frame(body))
                 except ProtocolError as exc:
                     self._skip(str(exc))
-                    return
-                ending.kept_after_retune += 1
-                self._keep(frame, ending)
                 return
-            dwell.dropped_frames += 1
-            dwell.dropped_bytes += len(body) + 3
-            self.dropped_bytes += len(body) + 3
-            if dwell.dropped_bytes > RETUNE_DROP_LIMIT_BYTES:
-                raise ProtocolError(
-                    f"{self.receiver.name}: {dwell.dropped_bytes:,} bytes still at the "
-                    f"previous frequency after retuning to {dwell.frequency_hz:.0f} Hz; "
-                    "the receiver does not follow retunes, stopped reading",
-                    self.receiver.name,
-                )
+            self._drop(dwell, 1, len(body) + 3)
             return
         try:
             frame = protocol.decode_iq_frame(body)
         except ProtocolError as exc:
             self._skip(str(exc))
+            if self._awaiting_retune and self._flags_retunes and body and body[0] & FLAG_NEW_FREQ:
+                self._new_frequency()  # the retune landed, whatever this frame's body
             return
         flagged = bool(frame.flags & FLAG_NEW_FREQ)
         if self._flags_retunes is None:  # the first frame tells whether the server flags
@@ -911,9 +909,32 @@ class KiwiClient:
                 self.receiver.name,
             )
             self._flags_retunes = False
-        self._awaiting_retune = False
-        self._end_previous_dwell()
+        self._new_frequency()
         self._keep(frame, dwell)
+
+    def _new_frequency(self) -> None:
+        """The frames now are the current dwell's: the held ones end the previous dwell."""
+        self._awaiting_retune = False
+        held, self._held = self._held, []
+        ending = self._ending
+        if ending is not None:
+            for frame in held:
+                ending.kept_after_retune += 1
+                self._keep(frame, ending)
+        self._end_previous_dwell()
+
+    def _drop(self, dwell: _Dwell, frames: int, nbytes: int) -> None:
+        """Count frames dropped after a retune; too many bytes of them end the stream."""
+        dwell.dropped_frames += frames
+        dwell.dropped_bytes += nbytes
+        self.dropped_bytes += nbytes
+        if dwell.dropped_bytes > RETUNE_DROP_LIMIT_BYTES:
+            raise ProtocolError(
+                f"{self.receiver.name}: {dwell.dropped_bytes:,} bytes still at the "
+                f"previous frequency after retuning to {dwell.frequency_hz:.0f} Hz; "
+                "the receiver does not follow retunes, stopped reading",
+                self.receiver.name,
+            )
 
     def _keep(self, frame: IqFrame, dwell: _Dwell | None) -> None:
         """Keep a frame as ``dwell``'s (in :attr:`frames` or through the sink)."""
