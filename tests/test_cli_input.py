@@ -265,6 +265,9 @@ def test_ctrl_c_while_the_command_is_still_loading_is_one_line(delay_s, tmp_path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A test worker may have SIGINT ignored, which a child inherits: Python then never
+        # turns it into KeyboardInterrupt (the capture ran to its end, exit 0).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(delay_s)
     proc.send_signal(signal.SIGINT)
