@@ -7,6 +7,15 @@ from heimdall_lab.errors import ValidationError
 from heimdall_lab.ui import plots
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Each test's figures are closed after it (pyplot keeps them otherwise)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 def _capture(n_rx=3, n=24_000, rate=12_000.0):
     rng = np.random.default_rng(0)
     t = np.arange(n) / rate
