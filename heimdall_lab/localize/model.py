@@ -10,6 +10,7 @@ independent with unit variance, so that ``chi2 = |W (measured - model)|^2``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,22 @@ class DelayModel:
             ]
         )
 
+    def on_grid(self, glat: np.ndarray, glon: np.ndarray) -> np.ndarray:
+        """Pair delays on the grid ``glat x glon``, shape (m, len(glat), len(glon)).
+
+        The receivers' delays on a grid are kept for the next model on the same receivers,
+        path and grid (a refit with other errors searches the same grid).
+        """
+        d = _grid_delays(
+            tuple(self.rlat.tolist()),
+            tuple(self.rlon.tolist()),
+            self.propagation,
+            self.frequency_hz,
+            tuple(np.asarray(glat, np.float64).tolist()),
+            tuple(np.asarray(glon, np.float64).tolist()),
+        )
+        return d[self.ia] - d[self.ib]
+
     def __call__(self, lat: Any, lon: Any) -> np.ndarray:
         """Pair delays at the position(s), shape (m, *position shape)."""
         d = self.receiver_delays(lat, lon)
@@ -76,6 +93,22 @@ class DelayModel:
             self.propagation,
             self.frequency_hz,
         )
+
+
+@functools.lru_cache(maxsize=4)
+def _grid_delays(
+    rlat: tuple[float, ...],
+    rlon: tuple[float, ...],
+    propagation: Propagation,
+    frequency_hz: float | None,
+    glat: tuple[float, ...],
+    glon: tuple[float, ...],
+) -> np.ndarray:
+    la, lo = np.meshgrid(np.array(glat), np.array(glon), indexing="ij")
+    d = DelayModel(np.array(rlat), np.array(rlon), [], [], propagation, frequency_hz)
+    out = d.receiver_delays(la, lo)
+    out.flags.writeable = False
+    return out
 
 
 def incidence(ia: np.ndarray, ib: np.ndarray, n: int) -> np.ndarray:

@@ -180,8 +180,7 @@ def _solve(
     glon = np.linspace(lo0, lo1, max(3, round((lo1 - lo0) / step) + 1))
     if len(glat) * len(glon) > 4_000_000:
         raise ValidationError("the search grid would exceed 4 million points; raise grid_step_deg")
-    la_g, lo_g = np.meshgrid(glat, glon, indexing="ij")
-    chi = prob.chi2(la_g, lo_g)
+    chi = chi2(prob.w, prob.delays, prob.model.on_grid(glat, glon))
     chi2_grid = xr.DataArray(
         chi,
         dims=("latitude", "longitude"),
