@@ -320,3 +320,33 @@ def test_the_earliest_arrival_is_a_stated_choice():
     )
     with pytest.raises(ValidationError, match="estimator"):
         locate_files(files, positions, estimator="median")
+
+
+@pytest.mark.parametrize("mode", ["ground", "auto", "sky"])
+def test_the_search_grid_holds_the_model_at_every_point(mode):
+    """The receivers' delays on a grid are kept for a refit: what is kept must be the model
+    itself, for every pair subset and path model, and the chi-square grid built from it."""
+    from heimdall_lab.localize.model import DelayModel
+
+    lat = np.array([s[1] for s in SEVEN])
+    lon = np.array([s[2] for s in SEVEN])
+    pairs = np.array(all_pairs(len(SEVEN)))
+    prop = Propagation.of(mode)
+    glat, glon = np.linspace(44.0, 56.0, 13), np.linspace(-2.0, 16.0, 19)
+    la, lo = np.meshgrid(glat, glon, indexing="ij")
+    full = DelayModel(lat, lon, pairs[:, 0], pairs[:, 1], prop, 77.5e3)
+    np.testing.assert_array_equal(full.on_grid(glat, glon), full(la, lo))
+    sub = full.subset(pairs[:, 0] != 2)
+    np.testing.assert_array_equal(sub.on_grid(glat, glon), sub(la, lo))
+    # Another path model on the same grid is not confused with the first.
+    other = DelayModel(lat, lon, pairs[:, 0], pairs[:, 1], Propagation(velocity_factor=0.99))
+    assert not np.allclose(other.on_grid(glat, glon), full.on_grid(glat, glon), atol=1e-9)
+    loc = solve(SEVEN, TX, bounds=BOX, propagation=prop, robust=False)
+    grid = loc.chi2_grid
+    i, j = 3, 5
+    at = loc._model(loc.pairs)
+    resid = np.array([p.delay_s for p in loc.pairs]) - at(
+        float(grid.latitude[i]), float(grid.longitude[j])
+    )
+    w = np.linalg.inv(np.linalg.cholesky(loc.pair_covariance_s2))
+    assert float(grid.values[i, j]) == pytest.approx(float(np.sum((w @ resid) ** 2)), rel=1e-9)
