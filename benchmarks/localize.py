@@ -110,6 +110,7 @@ KM_PER_DEG = math.pi * geo.EARTH_RADIUS_M / 180e3
 COVERAGE_GOAL = (0.90, 0.99)
 CALIBRATION_GOAL = 3.0
 ROBUST_GOAL = 1.5
+RUNTIME_GOAL_S = 1.0
 FIGURES = "localize"
 #: Names of the emulated scenes: every systematic effect, none, all but the sky wave.
 EFFECTS = {True: "effects", False: "clean", "nosky": "no sky wave"}
@@ -135,7 +136,7 @@ class Settings(dict):
             robust_effects_seeds=10,
             count_seeds=10,
             counts=[4, 5, 7, 10],
-            runtime_repeats=5,
+            runtime_repeats=10,
             runtime_receivers=10,
             estimator_seeds=20,
             estimator_powers=[-15.0, -25.0],
@@ -559,7 +560,11 @@ def real_variants(which: str) -> list[tuple[str, str, dict[str, Any]]]:
         ),
     ]
     if which == "quick":
-        return [*out, ("envelope", 'method "envelope"', {"method": "envelope"})]
+        return [
+            *out,
+            ("envelope", 'method "envelope"', {"method": "envelope"}),
+            *extra_estimators(),
+        ]
     out += [
         ("rx_sigma_0", "receiver_sigma_s=0 (no stated receiver prior)", {"receiver_sigma_s": 0.0}),
         (
@@ -890,6 +895,11 @@ def estimators_run(seed: int, power: float, seconds: float) -> list[dict[str, An
         rec = locate_safely(ds, tx, estimator=est)
         loc = rec.pop("_loc", None)
         rec.update(seed=seed, power_dbm=power, estimator=est)
+        rec["sky_excess_us"] = [
+            t["sky_excess_s"] * 1e6
+            for t in (sc.truth(site, FREQ) for site in sc.site_names)
+            if t["sky_amplitude"] > 0 and math.isfinite(t["sky_excess_s"])
+        ]
         if loc is not None:
             rec.update(pair_budget(loc, sc, start_of(seed), seconds))
         out.append(strip(rec))
@@ -1250,8 +1260,11 @@ def runtime(cfg: Settings) -> dict[str, Any]:
     dsn = emulated_dataset(sc, FREQ, cfg["seconds"], start_of(seed))
     out = {}
     for key, ds in (("real_3", ds3), (f"emulated_{n}", dsn)):
+        # The first call of a process pays one-time set-up (imports, caches): timed apart.
+        _, first = timed(lambda ds=ds: locate_dataset(ds), 1)
         loc, times = timed(lambda ds=ds: locate_dataset(ds), cfg["runtime_repeats"])
         out[key] = {
+            "first": first[0],
             "receivers": int(ds.sizes["receiver"]),
             "seconds": _f(loc.span_s),
             "pairs": len(loc.pairs),
@@ -1575,6 +1588,17 @@ def summaries(results: dict[str, Any]) -> dict[str, Any]:
     rt = results.get("runtime")
     if rt:
         out["runtime"] = rt
+        r3 = rt.get("real_3")
+        if r3:
+            goals.append(
+                {
+                    "goal": f"Run time: 3 receivers x 30 s under {RUNTIME_GOAL_S:g} s "
+                    "(median of the runs)",
+                    "measured": f"{r3['receivers']} receivers x {r3['seconds']:.0f} s: min "
+                    f"{r3['min']:.2f} s, median {r3['median']:.2f} s",
+                    "met": bool(r3["median"] < RUNTIME_GOAL_S),
+                }
+            )
     return out
 
 
@@ -2427,6 +2451,7 @@ def estimator_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "pair_rms_us": float(np.sqrt(np.mean(pe**2))) if len(pe) else math.nan,
                     "sky_corr": corr,
                     "sky_slope": slope,
+                    "sky_excess_us": [x for r in rs for x in r.get("sky_excess_us", [])],
                     "t_locate": median([r["t_locate"] for r in rs]),
                 }
             )
@@ -2534,29 +2559,39 @@ def estimator_reading(
 ) -> list[str]:
     """What the estimator table says, from its rows."""
     out = []
+    peak_better = []
     for power in sorted({r["power_dbm"] for r in rows}, reverse=True):
         p, e = (
             next(r for r in rows if r["power_dbm"] == power and r["estimator"] == x)
             for x in ESTIMATORS
         )
+        excess = finite(p["sky_excess_us"])
+        peak_better.append(
+            p["median_km"] <= e["median_km"] and p["pair_rms_us"] <= e["pair_rms_us"]
+        )
         out.append(
-            f"- At {power:.0f} dBm the leading edge's median error is {e['median_km']:.2f} km "
-            f"against the peak's {p['median_km']:.2f} km; its pairs' errors follow the sky "
-            f"wave's pull with slope {e['sky_slope']:.2f} (peak {p['sky_slope']:.2f}): the sky "
-            "wave here arrives 30-150 us after the ground wave, well inside the 1 ms keying "
-            "edges, so it is not resolved and moves the earliest arrival about as much as the "
-            "peak."
+            f"- At {power:.0f} dBm: median error {e['median_km']:.2f} km with the leading edge, "
+            f"{p['median_km']:.2f} km with the peak; pair error rms {e['pair_rms_us']:.1f} "
+            f"against {p['pair_rms_us']:.1f} us. Both follow the sky wave's pull (slope "
+            f"{e['sky_slope']:.2f} and {p['sky_slope']:.2f})"
+            + (
+                f": its extra delay, {excess.min():.0f}-{excess.max():.0f} us over these "
+                "receivers, is shorter than the 1 ms keying edges, so the band does not "
+                "resolve it and it moves the earliest arrival as much as the peak."
+                if excess.size
+                else "."
+            )
         )
     if d and le:
-        better = le["error_km"] < d["error_km"]
         out.append(
-            "- The default stays the peak: on the real recordings the leading edge gives "
-            f"{le['error_km']:.2f} km against {d['error_km']:.2f} km"
-            + (" (better here, " if better else " (worse, ")
-            + "with three receivers and no redundancy to check it), and on the emulated "
-            "scenes it is no closer to the ground wave while its chunk-to-chunk scatter is "
-            "larger."
+            f"- On the real recordings: {d['error_km']:.2f} km with the peak, "
+            f"{le['error_km']:.2f} km with the leading edge."
         )
+        if d["error_km"] <= le["error_km"] and all(peak_better):
+            out.append(
+                "- So the default stays the peak: it is closer on the real recordings and at "
+                "every emulated power, and the error budget (section 3) is measured for it."
+            )
     return [*out, ""] if out else []
 
 
@@ -2567,11 +2602,22 @@ def runtime_section(results: dict[str, Any]) -> list[str]:
     return [
         "## 7. Run time",
         "",
-        f'`locate_dataset` with the defaults (`method="auto"` correlates both signals), '
-        f"{results['settings']['runtime_repeats']} runs each, on a shared machine:",
+        f'`locate_dataset` with the defaults (`method="auto"` correlates both signals) in '
+        "one process: a first call, which also pays the process's one-time set-up (imports, "
+        f"caches), then {results['settings']['runtime_repeats']} runs timed each, on a "
+        "shared machine:",
         "",
         *table(
-            ["capture", "receivers", "common seconds", "pairs", "method used", "min s", "median s"],
+            [
+                "capture",
+                "receivers",
+                "common seconds",
+                "pairs",
+                "method used",
+                "first call s",
+                "min s",
+                "median s",
+            ],
             [
                 (
                     "real DCF77 files" if k.startswith("real") else "emulated, with effects",
@@ -2579,6 +2625,7 @@ def runtime_section(results: dict[str, Any]) -> list[str]:
                     fmt(v["seconds"], ".1f"),
                     v["pairs"],
                     v["method"],
+                    fmt(v.get("first")),
                     fmt(v["min"]),
                     fmt(v["median"]),
                 )

@@ -472,17 +472,18 @@ def test_localize_benchmark_quick(tmp_path):
         "## 1. Real data",
         "## 2. The recordings replayed",
         "## 3. Coverage",
-        "## 4. Calibration",
-        "## 5. Robust fit",
+        "## 4. The delay estimator",
+        "## 5. Calibration",
+        "## 6. Robust fit",
         "### Receivers against the best three",
-        "## 6. Run time",
+        "## 7. Run time",
         "## Machine",
     ):
         assert heading in text, heading
     assert "quick (smoke) run" in text and "nan" not in text.lower()
     summary = text.split("## Summary")[1].split("\n## ")[0]
     goal_rows = [line for line in summary.splitlines() if line.startswith("| ") and "met" in line]
-    assert len(goal_rows) == 8, goal_rows  # the header and seven goals
+    assert len(goal_rows) == 9, goal_rows  # the header and eight goals
     for name in ("dcf77", "coverage", "errors", "calibration_robust"):
         png = tmp_path / "localize" / f"{name}.png"
         assert png.read_bytes()[:4] == b"\x89PNG", name
@@ -492,7 +493,7 @@ def test_localize_benchmark_quick(tmp_path):
     cfg = localize.Settings.quick()
     assert results["settings"] == dict(cfg)
     keys = {r["key"] for r in results["real"]["rows"]}
-    assert {"default", "sphere", "stat_only"} <= keys
+    assert {"default", "sphere", "stat_only", "estimator_leading_edge"} <= keys
     for r in results["real"]["rows"]:
         assert r["located"] and math.isfinite(r["error_km"]), r["key"]
         assert math.isfinite(r["semi_major_km"]) and r["region_km2"] > 0, r["key"]
@@ -510,6 +511,13 @@ def test_localize_benchmark_quick(tmp_path):
     rows = localize.coverage_table(runs, cfg["powers"], True)
     assert [r["power_dbm"] for r in rows] == cfg["powers"]
     assert all(0 <= r["coverage"] <= 1 and r["ci_low"] <= r["ci_high"] for r in rows)
+    est = results["estimators"]
+    assert len(est) == 2 * cfg["estimator_seeds"] * len(cfg["estimator_powers"])
+    assert sorted({r["estimator"] for r in est}) == ["leading_edge", "peak"]
+    for r in est:
+        assert r["located"] and math.isfinite(r["error_km"]), r
+        assert r["sky_excess_us"] and all(x > 0 for x in r["sky_excess_us"])
+    assert "leading-edge error us" in text  # the real recordings compared pair by pair
     assert sorted(r["effects"] for r in results["calibration"]) == [False, True]
     for cal in results["calibration"]:
         assert math.isfinite(cal["uncalibrated"]["error_km"])
