@@ -136,7 +136,7 @@ class Settings(dict):
             robust_effects_seeds=10,
             count_seeds=10,
             counts=[4, 5, 7, 10],
-            runtime_repeats=10,
+            runtime_repeats=20,
             runtime_receivers=10,
             estimator_seeds=20,
             estimator_powers=[-15.0, -25.0],
