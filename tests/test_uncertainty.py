@@ -322,11 +322,17 @@ def test_the_earliest_arrival_is_a_stated_choice():
         locate_files(files, positions, estimator="median")
 
 
+@pytest.mark.parametrize("kept", [True, False], ids=["kept", "too-large-to-keep"])
 @pytest.mark.parametrize("mode", ["ground", "auto", "sky"])
-def test_the_search_grid_holds_the_model_at_every_point(mode):
+def test_the_search_grid_holds_the_model_at_every_point(mode, kept, monkeypatch):
     """The receivers' delays on a grid are kept for a refit: what is kept must be the model
-    itself, for every pair subset and path model, and the chi-square grid built from it."""
+    itself, for every pair subset and path model, and the chi-square grid built from it; a
+    grid too large to keep gives the same."""
+    from heimdall_lab.localize import model
     from heimdall_lab.localize.model import DelayModel
+
+    if not kept:
+        monkeypatch.setattr(model, "GRID_KEPT_POINTS", 0)
 
     lat = np.array([s[1] for s in SEVEN])
     lon = np.array([s[2] for s in SEVEN])

@@ -66,8 +66,11 @@ class DelayModel:
         """Pair delays on the grid ``glat x glon``, shape (m, len(glat), len(glon)).
 
         The receivers' delays on a grid are kept for the next model on the same receivers,
-        path and grid (a refit with other errors searches the same grid).
+        path and grid (a refit with other errors searches the same grid), unless the grid is
+        larger than :data:`GRID_KEPT_POINTS` receiver-points.
         """
+        if len(self.rlat) * np.size(glat) * np.size(glon) > GRID_KEPT_POINTS:
+            return self(*np.meshgrid(glat, glon, indexing="ij"))
         d = _grid_delays(
             tuple(self.rlat.tolist()),
             tuple(self.rlon.tolist()),
@@ -93,6 +96,10 @@ class DelayModel:
             self.propagation,
             self.frequency_hz,
         )
+
+
+#: The largest grid (receivers x points) whose delays are kept: 8 MB each, 4 kept.
+GRID_KEPT_POINTS = 1_000_000
 
 
 @functools.lru_cache(maxsize=4)
